@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class GaitwebConfig(AppConfig):
+    name = "gaitweb"
+    verbose_name = "gaitweb"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from gaitweb.roles import roles_ensure_on_migrate
+
+        post_migrate.connect(roles_ensure_on_migrate, dispatch_uid="gaitweb_roles")

@@ -1,0 +1,232 @@
+"""gaitweb settings, driven by environment variables.
+
+Every knob an operator may want to turn is read from the environment here, in one place
+(docs/operations.md lists them). Nothing secret is a constant in the repository: when
+SECRET_KEY is unset, a random key is generated once and kept under GAIT_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+DATA_DIR = Path(os.environ.get("GAIT_DATA_DIR", BASE_DIR / "var")).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    key = os.environ.get("SECRET_KEY")
+    if key:
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        # O_EXCL: two processes starting at once must not write two different keys.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "gaitweb",
+    "jobs",
+    "approvals",
+    "packs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "gaitweb.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "gaitweb.wsgi.application"
+ASGI_APPLICATION = "gaitweb.asgi.application"
+
+# --- Database -------------------------------------------------------------------------------
+# SQLite is the embedded default (quick start); PostgreSQL via DATABASE_URL is production and CI.
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'gaitweb.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        # IMMEDIATE: writers take the lock at BEGIN, so a read-then-write transaction never
+        # fails half-way with "database is locked"; the busy timeout makes the others wait.
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_gaitweb.sqlite3")}
+else:
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Cache (throttling must hold across processes: use Redis when configured) ---------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "gaitweb_cache",
+        }
+    }
+
+# --- django-q2 ------------------------------------------------------------------------------
+# gaitweb owns attempts and backoff (DESIGN §6): django-q2 must never retry a task on its own.
+# max_attempts=1 and ack_failures=True drop a failed task; retry > timeout keeps the broker from
+# re-delivering a task that is still running.
+Q_CLUSTER = {
+    "name": "gaitweb",
+    "orm": "default",
+    "workers": env_int("GAIT_Q_WORKERS", 2),
+    "timeout": env_int("GAIT_Q_TIMEOUT", 3600),
+    "retry": env_int("GAIT_Q_TIMEOUT", 3600) + 600,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "poll": 0.2,
+    "catch_up": False,
+    "save_limit": 1000,
+    "label": "Tasks",
+    "bulk": 1,
+    "recycle": 500,
+    "compress": False,
+    "sync": env_bool("GAIT_Q_SYNC", False),
+}
+
+# --- gaitweb --------------------------------------------------------------------------------
+GAIT = {
+    "JOBS_ENABLED": env_bool("GAIT_JOBS_ENABLED", True),
+    "LEASE_SECONDS": env_float("GAIT_LEASE_SECONDS", 10.0),
+    "HEARTBEAT_SECONDS": env_float("GAIT_HEARTBEAT_SECONDS", 1.0),
+    "SLICE_SECONDS": env_float("GAIT_SLICE_SECONDS", 30.0),
+    "SWEEP_SECONDS": env_float("GAIT_SWEEP_SECONDS", 2.0),
+    "LIST_DEFAULT_PAGE_SIZE": env_int("GAIT_LIST_DEFAULT_PAGE_SIZE", 50),
+    "LIST_MAX_PAGE_SIZE": env_int("GAIT_LIST_MAX_PAGE_SIZE", 500),
+    "STEP_TIMEOUT_DEFAULT": env_float("GAIT_STEP_TIMEOUT_DEFAULT", 300.0),
+    "STEP_TIMEOUT_MAX": env_float("GAIT_STEP_TIMEOUT_MAX", 86400.0),
+    "SPEC_MAX_BYTES": env_int("GAIT_SPEC_MAX_BYTES", 256 * 1024),
+    "STEP_OUTPUT_MAX_BYTES": env_int("GAIT_STEP_OUTPUT_MAX_BYTES", 64 * 1024),
+    "LOG_TAIL_MAX_BYTES": env_int("GAIT_LOG_TAIL_MAX_BYTES", 16 * 1024),
+    "ENV_FINGERPRINT": os.environ.get("GAIT_ENV_FINGERPRINT", ""),
+    "SIGNING_KEY_ENV": "GAIT_SIGNING_KEY",
+    "KEYS_DIR": DATA_DIR / "keys",
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "gaitweb API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    "loggers": {
+        "gaitweb": {"level": os.environ.get("GAIT_LOG_LEVEL", "INFO")},
+        "django_q": {"level": os.environ.get("Q_LOG_LEVEL", "WARNING")},
+    },
+}

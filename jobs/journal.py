@@ -1,0 +1,124 @@
+"""The append-only, hash-chained event journal.
+
+``event_append`` is the only writer of ``JobEvent`` rows. It must run inside the transaction that
+changes the job, with the job row locked (or guarded by compare-and-set), so a state change and
+its event commit together or not at all. ``chain_verify`` recomputes every hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils import timezone
+
+from gaitweb.canonical import ZERO_HASH, digest
+from jobs.models import Job, JobEvent
+
+
+def event_hash(record: dict[str, Any]) -> str:
+    """sha256 hex of the JCS of an event record (all hashed fields, ``hash`` excluded)."""
+    return digest(record)
+
+
+def event_build(
+    job: Job,
+    *,
+    type: str,
+    actor: str = "",
+    reason_code: str = "",
+    payload: dict[str, Any] | None = None,
+) -> JobEvent:
+    """The next event of ``job`` (not saved), with the job's revision and chain head advanced in
+    memory. The caller saves both in the same transaction; ``event_append`` does it for you."""
+    event = JobEvent(
+        job=job,
+        revision=job.revision + 1,
+        type=type,
+        actor=actor[:256],
+        reason_code=reason_code,
+        payload=payload or {},
+        created_at=timezone.now(),
+        prev_hash=job.last_event_hash or ZERO_HASH,
+    )
+    event.hash = event_hash(event.record(job.job_id))
+    job.revision = event.revision
+    job.last_event_hash = event.hash
+    return event
+
+
+def event_append(
+    job: Job,
+    *,
+    type: str,
+    actor: str = "",
+    reason_code: str = "",
+    payload: dict[str, Any] | None = None,
+    update_fields: Iterable[str] = (),
+) -> JobEvent:
+    """Write one event and save the job's changed fields (``update_fields`` plus the chain head)."""
+    event = event_build(job, type=type, actor=actor, reason_code=reason_code, payload=payload)
+    event.save(force_insert=True)
+    fields = {"revision", "last_event_hash", "updated_at", *update_fields}
+    job.save(update_fields=sorted(fields))
+    return event
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    events_checked: int
+    head_hash: str
+    first_bad_revision: int | None = None
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events_checked": self.events_checked,
+            "head_hash": self.head_hash,
+            "first_bad_revision": self.first_bad_revision,
+            "reason": self.reason,
+        }
+
+
+def chain_check(job_id: str, records: Iterable[dict[str, Any]], *, expected_head: str | None = None) -> ChainReport:
+    """Check a sequence of event records (each with ``hash``) in revision order.
+
+    Detects edited (hash mismatch), deleted or reordered (revision gap / prev_hash mismatch)
+    events and names the first bad revision. Used for the database journal and for packs.
+    """
+    prev = ZERO_HASH
+    expected_rev = 1
+    count = 0
+    for rec in records:
+        count += 1
+        rev = rec.get("revision")
+        if rev != expected_rev:
+            return ChainReport(False, count, prev, expected_rev, f"revision gap: expected {expected_rev}, found {rev}")
+        if rec.get("job_id", job_id) != job_id:
+            return ChainReport(False, count, prev, expected_rev, "event belongs to another job")
+        if rec.get("prev_hash") != prev:
+            return ChainReport(False, count, prev, expected_rev, "prev_hash does not match the previous event")
+        body = {k: v for k, v in rec.items() if k != "hash"}
+        if event_hash(body) != rec.get("hash"):
+            return ChainReport(False, count, prev, expected_rev, "hash does not match the event's content")
+        prev = rec["hash"]
+        expected_rev += 1
+    if expected_head is not None and expected_head != (prev if count else ""):
+        if not (count == 0 and expected_head in ("", ZERO_HASH)):
+            return ChainReport(False, count, prev, expected_rev, "journal head does not match the job's last_event_hash (events missing at the end)")
+    return ChainReport(True, count, prev)
+
+
+def event_records(job: Job) -> Iterable[dict[str, Any]]:
+    """Every event of ``job`` as a record with ``hash``, in revision order, streamed."""
+    for ev in JobEvent.objects.filter(job=job).order_by("revision").iterator(chunk_size=2000):
+        rec = ev.record(job.job_id)
+        rec["hash"] = ev.hash
+        yield rec
+
+
+def chain_verify(job: Job) -> ChainReport:
+    return chain_check(job.job_id, event_records(job), expected_head=job.last_event_hash)

@@ -1,0 +1,71 @@
+"""`python manage.py gait …`: the Gait-compatible command surface.
+
+Verbs live with their apps (jobs/cli.py, approvals/cli.py, packs/cli.py); this command only
+builds the parser from their ``register`` functions and exits with the verb's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+CLI_MODULES = ["jobs.cli", "approvals.cli", "packs.cli"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's exit 2 means "verification failed" here
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        if "--json" in sys.argv:
+            import json
+
+            sys.stdout.write(
+                json.dumps({"ok": False, "error": message, "error_code": "invalid_arguments", "retryable": False, "hint": f"{self.prog} --help"})
+                + "\n"
+            )
+        sys.exit(6)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gait", description="gaitweb command line (Gait-compatible)")
+    groups = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
+    for name in CLI_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(groups)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Parse ``argv`` (without the ``gait`` prefix), run the verb, return its exit code.
+    Tests call this directly and read stdout."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+class Command(BaseCommand):
+    help = "gaitweb CLI: gait job|jobs|pack|keys|gate|policy|apikey …"
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return build_parser()
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        from django.db import connections
+
+        try:
+            code = main(argv[2:])
+        finally:
+            connections.close_all()
+        sys.stdout.flush()
+        sys.exit(code)
+
+    def handle(self, *args: Any, **options: Any) -> None:  # pragma: no cover - run_from_argv handles it
+        raise NotImplementedError

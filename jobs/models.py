@@ -1,0 +1,243 @@
+"""Jobs, their step runs, checkpoints, and the append-only hash-chained event journal."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+SUMMARY_MAX_BYTES = 512
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    PAUSED = "paused"
+    DECISION_NEEDED = "decision_needed"
+    BLOCKED = "blocked"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EMERGENCY_STOPPED = "emergency_stopped"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED})
+# failed is terminal unless an operator retries (DESIGN §5)
+FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED})
+RUNNABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING})
+
+
+class Job(models.Model):
+    job_id = models.CharField(max_length=128, unique=True)
+    status = models.CharField(max_length=24, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    stop_reason = models.CharField(max_length=512, blank=True, default="")
+    status_reason_code = models.CharField(max_length=64, blank=True, default="")
+    identity = models.CharField(max_length=256, blank=True, default="")
+    policy = models.ForeignKey(
+        "approvals.PolicyVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+    )
+    policy_digest = models.CharField(max_length=64, blank=True, default="")
+    policy_ref = models.CharField(max_length=512, blank=True, default="")
+    environment_fingerprint = models.CharField(max_length=128, blank=True, default="")
+    spec = models.JSONField(default=dict, blank=True)
+    cursor = models.PositiveIntegerField(default=0)
+    step_count = models.PositiveIntegerField(default=0)
+    revision = models.PositiveIntegerField(default=0)
+    last_event_hash = models.CharField(max_length=64, blank=True, default="")
+    checkpoint_count = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=128, blank=True, default="")
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    wake_at = models.DateTimeField(null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    stopped_by = models.CharField(max_length=256, blank=True, default="")
+    created_by = models.CharField(max_length=256, blank=True, default="")
+    created_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    labels = models.JSONField(default=dict, blank=True)
+    outputs = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [
+            ("submit_job", "Can submit jobs"),
+            ("control_job", "Can pause, stop, resume, retry and cancel jobs"),
+        ]
+        indexes = [
+            # jobs list: newest first, filtered by status (jobs.selectors.job_list)
+            models.Index(fields=["status", "-created_at"], name="job_status_created"),
+            models.Index(fields=["-created_at", "-id"], name="job_created_id"),
+            models.Index(fields=["identity", "-created_at"], name="job_identity_created"),
+            # timers: waiting jobs whose wake_at is due (jobs.engine.sweep)
+            models.Index(fields=["wake_at"], name="job_waiting_wake", condition=Q(status="waiting")),
+            # crash recovery: running jobs whose lease expired (jobs.engine.sweep)
+            models.Index(fields=["lease_expires_at"], name="job_running_lease", condition=Q(status="running")),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(cursor__lte=models.F("step_count")), name="job_cursor_in_range"),
+        ]
+
+    def __str__(self) -> str:
+        return self.job_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def has_steps(self) -> bool:
+        return self.step_count > 0
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return list((self.spec or {}).get("steps", []))
+
+    @property
+    def current_step_name(self) -> str:
+        steps = self.steps
+        if 0 <= self.cursor < len(steps):
+            return str(steps[self.cursor].get("name", ""))
+        return ""
+
+
+class StepRunStatus(models.TextChoices):
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    IN_DOUBT = "in_doubt"
+
+
+class StepRun(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="step_runs")
+    step_index = models.PositiveIntegerField()
+    step_name = models.CharField(max_length=128)
+    attempt = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=StepRunStatus.choices)
+    idempotency_key = models.CharField(max_length=300, blank=True, default="")
+    input = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    stdout = models.TextField(blank=True, default="")
+    stderr = models.TextField(blank=True, default="")
+    worker = models.CharField(max_length=128, blank=True, default="")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "step_index", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "step_index", "attempt"], name="steprun_unique_attempt"),
+            # the durable memo: at most one succeeded run per step (jobs.engine never re-runs it)
+            models.UniqueConstraint(
+                fields=["job", "step_index"], condition=Q(status="succeeded"), name="steprun_one_success"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.step_name}#{self.attempt}"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.finished_at is None:
+            return None
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)
+
+
+class CheckpointType(models.TextChoices):
+    PLAN = "plan"
+    PROGRESS = "progress"
+    DECISION_NEEDED = "decision-needed"
+    BLOCKED = "blocked"
+    COMPLETED = "completed"
+
+
+class Checkpoint(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="checkpoints")
+    checkpoint_id = models.CharField(max_length=16)
+    type = models.CharField(max_length=24, choices=CheckpointType.choices)
+    summary = models.CharField(max_length=512)
+    required_action = models.CharField(max_length=512, blank=True, default="")
+    reason_code = models.CharField(max_length=64, blank=True, default="")
+    actor = models.CharField(max_length=256, blank=True, default="")
+    event_revision = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "checkpoint_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "checkpoint_id"], name="checkpoint_unique_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.checkpoint_id}"
+
+    def as_dict(self) -> dict[str, Any]:
+        from gaitweb.canonical import iso_utc
+
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "type": self.type,
+            "summary": self.summary,
+            "required_action": self.required_action,
+            "reason_code": self.reason_code,
+            "actor": self.actor,
+            "revision": self.event_revision,
+            "created_at": iso_utc(self.created_at),
+        }
+
+
+class JobEvent(models.Model):
+    """Append-only journal row. Never updated or deleted by the application.
+
+    ``hash = sha256(JCS(record without hash))`` where the record is ``JobEvent.record()``;
+    ``prev_hash`` is the previous event's hash (64 zeros for revision 1).
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    revision = models.PositiveIntegerField()
+    type = models.CharField(max_length=48)
+    actor = models.CharField(max_length=256, blank=True, default="")
+    reason_code = models.CharField(max_length=64, blank=True, default="")
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["job", "revision"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "revision"], name="jobevent_gapless_revision"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}@{self.revision}:{self.type}"
+
+    def record(self, job_id: str) -> dict[str, Any]:
+        """The hashed fields, as they appear in ``job_events.jsonl`` (without ``hash``)."""
+        from gaitweb.canonical import iso_utc
+
+        return {
+            "job_id": job_id,
+            "revision": self.revision,
+            "type": self.type,
+            "actor": self.actor,
+            "reason_code": self.reason_code,
+            "payload": self.payload,
+            "created_at": iso_utc(self.created_at),
+            "prev_hash": self.prev_hash,
+        }

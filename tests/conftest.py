@@ -1,0 +1,76 @@
+"""Shared fixtures: the cast of users with explicit roles, and database helpers.
+
+The cast (STYLE.md "Tests"): reviewer, operator, admin, integrator, viewer and an outsider with
+no role at all; a second reviewer for N-of-M and separation-of-duties cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from gaitweb.actors import Actor
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+GAIT_VECTORS = SHARED / "gait-vectors"
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@dataclass
+class Cast:
+    reviewer: Any
+    reviewer2: Any
+    operator: Any
+    admin: Any
+    integrator: Any
+    viewer: Any
+    outsider: Any
+
+    def actor(self, name: str) -> Actor:
+        return Actor.from_user(getattr(self, name))
+
+
+def _make_user(username: str, role: str | None) -> Any:
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.test")
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return User.objects.get(pk=user.pk)  # fresh instance: no cached permissions
+
+
+@pytest.fixture
+def cast(db: Any) -> Cast:
+    from gaitweb.roles import roles_ensure
+
+    roles_ensure()
+    return Cast(
+        reviewer=_make_user("rita_reviewer", "reviewer"),
+        reviewer2=_make_user("rob_reviewer", "reviewer"),
+        operator=_make_user("otto_operator", "operator"),
+        admin=_make_user("ada_admin", "admin"),
+        integrator=_make_user("ivan_integrator", "integrator"),
+        viewer=_make_user("vera_viewer", "viewer"),
+        outsider=_make_user("oscar_outsider", None),
+    )
+
+
+@pytest.fixture
+def system() -> Actor:
+    return Actor.system("tester")
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def postgres_only(db: Any) -> None:
+    """Row locks and concurrent writers are PostgreSQL behaviour: CI runs these there."""
+    if not is_postgres():
+        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
