@@ -131,6 +131,8 @@ class DecisionKind(models.TextChoices):
 class Decision(models.Model):
     request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="decisions")
     actor = models.CharField(max_length=256)
+    # the agent identity behind the actor (API key), so distinct-approver checks see one person
+    identity = models.CharField(max_length=256, blank=True, default="")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     decision = models.CharField(max_length=8, choices=DecisionKind.choices)
     reason = models.CharField(max_length=1024, blank=True, default="")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 
 
 class SigningKeyStatus(models.TextChoices):
@@ -23,6 +24,12 @@ class SigningKey(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # packs.keys.key_init / key_rotate: at most one key signs new packs
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="active"), name="signingkey_one_active"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.key_id[:16]} ({self.status})"
@@ -42,6 +49,10 @@ class Pack(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["pack_id"], name="pack_pack_id")]
+        constraints = [
+            # packs.services.pack_build: rebuilding an unchanged job returns the stored pack
+            models.UniqueConstraint(fields=["job", "sha256"], name="pack_unique_job_sha256"),
+        ]
 
     def __str__(self) -> str:
         return self.pack_id

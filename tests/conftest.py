@@ -21,6 +21,12 @@ GAIT_VECTORS = SHARED / "gait-vectors"
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # the cast logs in a lot; PBKDF2's deliberate slowness buys nothing in tests
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @dataclass
 class Cast:
     reviewer: Any
@@ -74,3 +80,20 @@ def postgres_only(db: Any) -> None:
     """Row locks and concurrent writers are PostgreSQL behaviour: CI runs these there."""
     if not is_postgres():
         pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a real subprocess (CLI, qcluster) that must see the test database."""
+    import os
+
+    env = dict(os.environ)
+    settings_dict = connection.settings_dict
+    if connection.vendor == "postgresql":
+        host = settings_dict.get("HOST") or "127.0.0.1"
+        port = settings_dict.get("PORT") or 5432
+        user = settings_dict.get("USER") or "postgres"
+        env["DATABASE_URL"] = f"postgres://{user}@{host}:{port}/{settings_dict['NAME']}"
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{settings_dict['NAME']}"
+    env.update(extra)
+    return env

@@ -13,14 +13,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-CLI_MODULES = ["jobs.cli", "approvals.cli", "packs.cli"]
+CLI_MODULES = ["jobs.cli", "jobs.cli_engine", "approvals.cli", "packs.cli"]
 
 
 class _Parser(argparse.ArgumentParser):
+    wants_json = False  # set by main(): argument errors are reported as JSON too
+
     def error(self, message: str) -> None:  # argparse's exit 2 means "verification failed" here
         self.print_usage(sys.stderr)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
-        if "--json" in sys.argv:
+        if _Parser.wants_json:
             import json
 
             sys.stdout.write(
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Parse ``argv`` (without the ``gait`` prefix), run the verb, return its exit code.
     Tests call this directly and read stdout."""
+    _Parser.wants_json = "--json" in argv
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -1,0 +1,175 @@
+"""`gait gate …`, `gait policy …`, `gait identity …` and `gait approval …` verbs.
+
+``gate eval`` mirrors Gait: exit 0 for allow / dry_run, 3 for block, 4 for require_approval,
+6 for a bad policy or intent file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gaitweb.actors import Actor
+from gaitweb.cli import add_json_flag, run_handler
+from gaitweb.errors import EXIT_OK, InvalidInput
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{what}_unreadable", f"cannot read {what} file {path}: {exc}") from None
+
+
+def _read_intent(path: str) -> Any:
+    text = _read_text(path, "intent")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            "intent_invalid", f"intent file {path} is not JSON: {exc.msg} at line {exc.lineno}"
+        ) from None
+
+
+def _actor(args: Any) -> Actor:
+    # the local CLI runs as the operator of this installation (DESIGN §9), named for the journal
+    return Actor.system(getattr(args, "actor", None) or "cli")
+
+
+def _gate_eval(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.gate import gate_evaluate
+    from approvals.policy import policy_parse
+
+    policy = policy_parse(_read_text(args.policy, "policy"))
+    result = gate_evaluate(intent=_read_intent(args.intent), policy=policy)
+    payload = {
+        "ok": True,
+        **result.as_dict(),
+        "summary": f"{result.verdict} ({', '.join(result.reason_codes)})",
+    }
+    return result.exit_code, payload
+
+
+def _policy_digest(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.policy import policy_parse
+
+    policy = policy_parse(_read_text(args.file, "policy"))
+    return EXIT_OK, {
+        "policy_digest": policy.digest,
+        "default_verdict": policy.default_verdict,
+        "rules": len(policy.rules),
+        "summary": policy.digest,
+    }
+
+
+def _version_dict(version: Any) -> dict[str, Any]:
+    from gaitweb.canonical import iso_utc
+
+    return {
+        "name": version.policy.name,
+        "version": version.version,
+        "digest": version.digest,
+        "author": version.author,
+        "created_at": iso_utc(version.created_at),
+    }
+
+
+def _policy_list(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.services import policy_list
+
+    versions = [_version_dict(p.current) for p in policy_list(actor=_actor(args)) if p.current]
+    lines = [f"{v['name']} v{v['version']} {v['digest']}" for v in versions]
+    return EXIT_OK, {"policies": versions, "summary": "\n".join(lines) or "no policies"}
+
+
+def _policy_show(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.services import policy_resolve
+
+    version = policy_resolve(ref=args.ref, actor=_actor(args))
+    data = _version_dict(version) | {"normalized": version.normalized, "source": version.source}
+    return EXIT_OK, data | {"summary": version.source}
+
+
+def _policy_save(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.services import policy_save
+
+    version = policy_save(
+        name=args.name, source=_read_text(args.file, "policy"), actor=_actor(args)
+    )
+    data = _version_dict(version)
+    return EXIT_OK, data | {"summary": f"{data['name']} v{data['version']} {data['digest']}"}
+
+
+def _identity_revoke(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.services import identity_revoke
+
+    revoked = identity_revoke(identity=args.identity, reason=args.reason, actor=_actor(args))
+    return EXIT_OK, {
+        "identity": revoked.identity,
+        "reason": revoked.reason,
+        "summary": f"revoked {revoked.identity}",
+    }
+
+
+def _approval_expire(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.services import approval_expire_due
+
+    outcomes = approval_expire_due(actor=_actor(args))
+    return EXIT_OK, {"expired": outcomes, "summary": f"{len(outcomes)} approval request(s) expired"}
+
+
+def register(groups: Any) -> None:
+    gate = groups.add_parser("gate", help="evaluate intents against policies")
+    gate_verbs = gate.add_subparsers(dest="verb", required=True)
+    p = gate_verbs.add_parser(
+        "eval", help="evaluate one intent (exit 0 allow, 3 block, 4 approval)"
+    )
+    p.add_argument("--policy", required=True, help="policy YAML file")
+    p.add_argument("--intent", required=True, help="intent JSON file ('-' for stdin)")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_gate_eval, a, "gate eval"))
+
+    policy = groups.add_parser("policy", help="policy files and stored policies")
+    policy_verbs = policy.add_subparsers(dest="verb", required=True)
+    p = policy_verbs.add_parser(
+        "digest", help="digest of a policy file (stable under reformatting)"
+    )
+    p.add_argument("file")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_policy_digest, a, "policy digest"))
+    p = policy_verbs.add_parser("list", help="stored policies and their current versions")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_policy_list, a, "policy list"))
+    p = policy_verbs.add_parser("show", help="a stored policy: NAME, NAME@VERSION or a digest")
+    p.add_argument("ref")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_policy_show, a, "policy show"))
+    p = policy_verbs.add_parser("save", help="store FILE as a new version of policy NAME")
+    p.add_argument("name")
+    p.add_argument("file")
+    p.add_argument("--actor", default="cli", help="name recorded as the author")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_policy_save, a, "policy save"))
+
+    identity = groups.add_parser("identity", help="agent identities")
+    identity_verbs = identity.add_subparsers(dest="verb", required=True)
+    p = identity_verbs.add_parser(
+        "revoke", help="revoke an identity: its dispatches and resumes are refused"
+    )
+    p.add_argument("identity")
+    p.add_argument("--reason", default="")
+    p.add_argument("--actor", default="cli", help="name recorded as the revoker")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_identity_revoke, a, "identity revoke"))
+
+    approval = groups.add_parser("approval", help="approval requests")
+    approval_verbs = approval.add_subparsers(dest="verb", required=True)
+    p = approval_verbs.add_parser(
+        "expire-due", help="apply the expiry fallback to overdue requests"
+    )
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_approval_expire, a, "approval expire-due"))

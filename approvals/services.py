@@ -1,0 +1,658 @@
+"""Policies, identities and the approvals flow as services (DESIGN §7, issue #4).
+
+Permissions are checked here, not only in views: admins manage policies and identities
+(``Scope.ADMIN``), reviewers decide (``Scope.APPROVE``), anyone who can read sees the queue.
+
+The approvals flow sits on top of the job lifecycle (jobs/services.py): every approve decision
+is recorded on the job with ``job_approve`` (one ``approved`` event per decision, so the
+resume check can see who approved), the last required one resumes the job with ``job_resume``
+(the normal five checks), a reject blocks it with ``job_reject``, and expiry applies the
+request's fallback. Lock order everywhere: the job row first, then the request row — the same
+order as the engine, which locks the job and then creates the request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max, QuerySet
+from django.utils import timezone
+
+from approvals.models import (
+    ApprovalRequest,
+    ApprovalStatus,
+    Decision,
+    DecisionKind,
+    ExpiryFallback,
+    Policy,
+    PolicyVersion,
+    RevokedIdentity,
+)
+from approvals.policy import policy_parse
+from gaitweb.actors import Actor, Scope
+from gaitweb.errors import Conflict, GaitError, InvalidInput, NotFound, PolicyRefused
+
+if TYPE_CHECKING:
+    from approvals.gate import GateResult
+    from jobs.models import Job
+    from jobs.services import PolicyBinding
+
+POLICY_NAME_MAX = 128
+REASON_MAX = 1024
+SUMMARY_MAX = 512
+MAX_REQUIRED_APPROVALS = 20
+FILE_POLICY_PREFIX = "file:"
+
+
+def _text(value: Any, field: str, *, max_len: int, required: bool = False) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput("invalid_field", f"{field} must be a string", details={"field": field})
+    value = value.strip()
+    if required and not value:
+        raise InvalidInput(f"missing_{field}", f"{field} is required", details={"field": field})
+    if len(value) > max_len:
+        raise InvalidInput(
+            f"{field}_too_long",
+            f"{field} is longer than {max_len} characters",
+            details={"field": field},
+        )
+    return value
+
+
+# --- policies ----------------------------------------------------------------------------------
+
+
+def _policy_version_store(*, policy: Policy, source: str, author: str) -> PolicyVersion:
+    """A new version of ``policy`` (row locked by the caller), unless the source normalizes to
+    the current version's digest: saving an unchanged policy is a no-op."""
+    parsed = policy_parse(source)
+    current = policy.current
+    if current is not None and current.digest == parsed.digest:
+        return current
+    last = PolicyVersion.objects.filter(policy=policy).aggregate(n=Max("version"))["n"] or 0
+    version = PolicyVersion.objects.create(
+        policy=policy,
+        version=last + 1,
+        source=source,
+        normalized=parsed.normalized(),
+        digest=parsed.digest,
+        author=author[:256],
+    )
+    policy.current = version
+    policy.save(update_fields=["current", "updated_at"])
+    return version
+
+
+def policy_save(
+    *, actor: Actor, name: str, source: str, description: str | None = None
+) -> PolicyVersion:
+    """Store ``source`` as the new current version of policy ``name`` (created if new).
+
+    Strict parse first: a bad policy raises ``InvalidInput`` (line and key named) and nothing is
+    written. Old versions stay resolvable by digest forever (jobs and packs refer to them)."""
+    actor.require(Scope.ADMIN)
+    name = _text(name, "name", max_len=POLICY_NAME_MAX, required=True)
+    if name.startswith(FILE_POLICY_PREFIX):
+        raise InvalidInput(
+            "invalid_policy_name",
+            f"policy names starting with '{FILE_POLICY_PREFIX}' are reserved for policy files",
+        )
+    policy_parse(source)  # refuse before taking any lock
+    with transaction.atomic():
+        policy, _ = Policy.objects.get_or_create(name=name)
+        policy = Policy.objects.select_for_update(of=("self",)).select_related("current").get(pk=policy.pk)
+        if description is not None and description != policy.description:
+            policy.description = _text(description, "description", max_len=512)
+            policy.save(update_fields=["description", "updated_at"])
+        return _policy_version_store(policy=policy, source=source, author=actor.name)
+
+
+def policy_list(*, actor: Actor) -> list[Policy]:
+    actor.require(Scope.READ)
+    return list(Policy.objects.select_related("current").order_by("name"))
+
+
+def policy_resolve(*, ref: str, actor: Actor | None = None) -> PolicyVersion:
+    """A stored version by ``NAME`` (its current version), ``NAME@N`` / ``NAME@vN``, or a
+    digest (64 hex, optionally ``sha256:``-prefixed; the oldest version with that digest)."""
+    if actor is not None:
+        actor.require(Scope.READ)
+    ref = _text(ref, "ref", max_len=POLICY_NAME_MAX + 16, required=True)
+    hex_ref = ref.removeprefix("sha256:").lower()
+    if len(hex_ref) == 64 and all(c in "0123456789abcdef" for c in hex_ref):
+        found = (
+            PolicyVersion.objects.filter(digest=hex_ref)
+            .select_related("policy")
+            .order_by("created_at", "id")
+            .first()
+        )
+        if found is None:
+            raise NotFound(
+                "policy_not_found", f"no stored policy has digest {hex_ref}", details={"ref": ref}
+            )
+        return found
+    name, _, number = ref.rpartition("@") if "@" in ref else (ref, "", "")
+    if number:
+        digits = number.removeprefix("v")
+        if not digits.isdigit():
+            raise InvalidInput(
+                "invalid_policy_ref",
+                f"policy version must be a number: {ref}",
+                details={"ref": ref},
+            )
+        found = (
+            PolicyVersion.objects.filter(policy__name=name, version=int(digits))
+            .select_related("policy")
+            .first()
+        )
+        if found is None:
+            raise NotFound(
+                "policy_not_found", f"policy {name} has no version {digits}", details={"ref": ref}
+            )
+        return found
+    policy = Policy.objects.filter(name=ref).select_related("current", "current__policy").first()
+    if policy is None or policy.current is None:
+        raise NotFound(
+            "policy_not_found",
+            f"no policy named {ref!r}",
+            details={"ref": ref},
+            hint="gait policy list",
+        )
+    return policy.current
+
+
+def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBinding:
+    """What ``--policy`` / a submit's policy field names: a YAML file, or a stored policy
+    (``policy_resolve`` forms). A file is parsed strictly and stored content-addressed as the
+    single version of policy ``file:<name>@<digest12>``, so workers on any machine can evaluate
+    it and resumes re-evaluate the same content (a file is pinned by what it said)."""
+    from jobs.services import PolicyBinding
+
+    if not isinstance(ref, str) or not ref.strip():
+        raise InvalidInput("invalid_policy_ref", "a policy file or name is required")
+    path = Path(ref)
+    looks_like_file = ref.endswith((".yaml", ".yml", ".json")) or "/" in ref
+    if path.is_file():
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(
+                "policy_file_unreadable",
+                f"cannot read policy file {ref}: {exc}",
+                details={"path": ref},
+            ) from None
+        parsed = policy_parse(source)
+        name = f"{FILE_POLICY_PREFIX}{path.name[:96]}@{parsed.digest[:12]}"
+        with transaction.atomic():
+            policy, _ = Policy.objects.get_or_create(name=name)
+            policy = Policy.objects.select_for_update(of=("self",)).select_related("current").get(pk=policy.pk)
+            version = _policy_version_store(
+                policy=policy, source=source, author=actor.name if actor else "file"
+            )
+        return PolicyBinding(digest=version.digest, ref=ref, version=version)
+    if looks_like_file and "@" not in ref:
+        raise InvalidInput(
+            "policy_file_not_found", f"policy file not found: {ref}", details={"path": ref}
+        )
+    version = policy_resolve(ref=ref)
+    return PolicyBinding(
+        digest=version.digest, ref=f"policy:{version.policy.name}", version=version
+    )
+
+
+# --- identities --------------------------------------------------------------------------------
+
+
+def identity_revoke(*, actor: Actor, identity: str, reason: str = "") -> RevokedIdentity:
+    """Revoke an agent identity: its dispatches are blocked (``identity_revoked``), it cannot
+    submit, and jobs bound to it cannot resume. Revoking twice keeps the first record."""
+    actor.require(Scope.ADMIN)
+    identity = _text(identity, "identity", max_len=256, required=True)
+    reason = _text(reason, "reason", max_len=512)
+    revoked, _ = RevokedIdentity.objects.get_or_create(
+        identity=identity, defaults={"reason": reason, "revoked_by": actor.name}
+    )
+    return revoked
+
+
+def identity_is_revoked(identity: str) -> bool:
+    return bool(identity) and RevokedIdentity.objects.filter(identity=identity).exists()
+
+
+# --- approval requests -------------------------------------------------------------------------
+
+
+def _gate_dict(gate_result: GateResult | Mapping[str, Any] | None) -> dict[str, Any]:
+    if gate_result is None:
+        return {}
+    if isinstance(gate_result, Mapping):
+        return dict(gate_result)
+    return gate_result.as_dict()
+
+
+def _positive_int(value: Any, field: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidInput(
+            f"invalid_{field}",
+            f"{field} must be an integer from 1 to {maximum}",
+            details={"field": field},
+        )
+    return value
+
+
+def approval_request_create(
+    *,
+    actor: Actor,
+    job: Job | str,
+    summary: str,
+    step_index: int | None = None,
+    step_name: str = "",
+    checkpoint_id: str = "",
+    intent: Mapping[str, Any] | None = None,
+    gate_result: GateResult | Mapping[str, Any] | None = None,
+    required_approvals: int | None = None,
+    distinct_approvers: bool | None = None,
+    forbid_submitter: bool | None = None,
+    expires_in: timedelta | float | None = None,
+    expires_at: datetime | None = None,
+    on_expiry: str = ExpiryFallback.REJECT,
+) -> ApprovalRequest:
+    """Open an approval request on a job and journal it (``approval_requested``).
+
+    ``job`` is either a ``Job`` whose row the caller has locked in the current transaction (the
+    engine, which then parks the job in ``decision_needed`` on the same instance), or a job id,
+    which is locked here. Defaults come from ``gate_result`` (a ``GateResult`` or its
+    ``as_dict()``): ``required_approvals`` <- ``min_approvals`` (at least 1),
+    ``distinct_approvers`` <- ``require_distinct_approvers`` (default true), ``forbid_submitter``
+    <- the policy's ``forbid_self_approval`` (default true). Expiry: ``expires_at`` or
+    ``expires_in`` (seconds or timedelta); ``on_expiry`` is ``reject`` or ``escalate``.
+    """
+    from jobs.journal import event_append
+    from jobs.selectors import job_get
+
+    actor.require(Scope.SUBMIT)
+    summary = _text(summary, "summary", max_len=SUMMARY_MAX)
+    gate = _gate_dict(gate_result)
+    if required_approvals is None:
+        required_approvals = max(1, int(gate.get("min_approvals") or 1))
+    required_approvals = _positive_int(
+        required_approvals, "required_approvals", MAX_REQUIRED_APPROVALS
+    )
+    if distinct_approvers is None:
+        distinct_approvers = (
+            bool(gate.get("require_distinct_approvers", True)) or required_approvals > 1
+        )
+    if forbid_submitter is None:
+        forbid_submitter = bool(gate.get("forbid_self_approval", True))
+    if on_expiry not in ExpiryFallback.values:
+        raise InvalidInput(
+            "invalid_on_expiry",
+            f"on_expiry must be one of {', '.join(ExpiryFallback.values)}",
+            details={"field": "on_expiry"},
+        )
+    if expires_at is None and expires_in is not None:
+        seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else expires_in
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+            raise InvalidInput(
+                "invalid_expires_in",
+                "expires_in must be a positive number of seconds",
+                details={"field": "expires_in"},
+            )
+        expires_at = timezone.now() + timedelta(seconds=seconds)
+    if intent is not None and not isinstance(intent, Mapping):
+        raise InvalidInput("intent_invalid", "intent must be an object")
+    tool_name = str((intent or {}).get("tool_name") or "")[:256]
+
+    with transaction.atomic():
+        if isinstance(job, str):
+            job = job_get(job_id=job, for_update=True)
+        request = ApprovalRequest.objects.create(
+            request_id=f"apr_{uuid.uuid4().hex[:24]}",
+            job=job,
+            step_index=step_index,
+            step_name=_text(step_name, "step_name", max_len=128),
+            checkpoint_id=_text(checkpoint_id, "checkpoint_id", max_len=16),
+            summary=summary,
+            tool_name=tool_name,
+            intent=dict(intent or {}),
+            gate_result=gate,
+            required_approvals=required_approvals,
+            distinct_approvers=distinct_approvers,
+            forbid_submitter=forbid_submitter,
+            expires_at=expires_at,
+            on_expiry=on_expiry,
+        )
+        event_append(
+            job,
+            type="approval_requested",
+            actor=actor.name,
+            reason_code="approval_requested",
+            payload={
+                "approval_request": request.request_id,
+                "summary": summary,
+                "step_name": request.step_name,
+                "tool": tool_name,
+                "required_approvals": required_approvals,
+                "distinct_approvers": distinct_approvers,
+                "expires_at": _iso(expires_at),
+                "on_expiry": on_expiry,
+                "policy_digest": gate.get("policy_digest", ""),
+                "reason_codes": list(gate.get("reason_codes", [])),
+            },
+        )
+    return request
+
+
+def _iso(moment: datetime | None) -> str | None:
+    from gaitweb.canonical import iso_utc
+
+    return iso_utc(moment)
+
+
+@dataclass(frozen=True)
+class DecideOutcome:
+    """The result of one decision: the request after it, whether it completed the request, and
+    — for the approval that completed it — whether the job resumed or why not."""
+
+    request: ApprovalRequest
+    decision: Decision
+    approvals: int
+    completed: bool
+    job_status: str
+    resume_error: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request.request_id,
+            "job_id": self.request.job.job_id,
+            "status": self.request.status,
+            "decision": self.decision.decision,
+            "approvals": self.approvals,
+            "required_approvals": self.request.required_approvals,
+            "completed": self.completed,
+            "job_status": self.job_status,
+            "resume_error": self.resume_error,
+        }
+
+
+def _same_person(earlier: Decision, actor: Actor) -> bool:
+    """Distinct approvers: one person acting through two names (their login and an API key
+    bound to their identity) still counts once."""
+    mine = {actor.name, actor.identity} - {None, ""}
+    if earlier.identity and earlier.identity in mine:
+        return True
+    if actor.identity and earlier.actor == actor.identity:
+        return True
+    return (
+        actor.user is not None and earlier.user_id is not None and earlier.user_id == actor.user.pk
+    )
+
+
+def _is_submitter(job: Job, actor: Actor) -> bool:
+    names = {actor.name, actor.identity} - {None, ""}
+    if job.created_by in names or (job.identity and job.identity in names):
+        return True
+    return (
+        actor.user is not None
+        and job.created_by_user_id is not None
+        and job.created_by_user_id == actor.user.pk
+    )
+
+
+def _flow_actor(actor: Actor) -> Actor:
+    """The approval flow resumes the job on the decider's behalf: the decision is the
+    authority (a reviewer needs no ``control`` scope for this), and the resume checks still run.
+    No asserted identity: the job's bound identity is checked for revocation only."""
+    return Actor(name=actor.name, scopes=frozenset({Scope.CONTROL}), kind="system")
+
+
+def approval_decide(
+    *, actor: Actor, request_id: str, decision: str, reason: str = ""
+) -> DecideOutcome:
+    """Approve or reject a pending request. One decision per person per request.
+
+    Refusals (nothing written): not a reviewer (``permission_denied``), unknown request
+    (``approval_not_found``), not pending (``approval_not_pending``), past its expiry
+    (``approval_expired``), escalated and the actor is not an admin (``permission_denied``),
+    the job's submitter deciding when the policy forbids self-approval
+    (``self_approval_forbidden``), a second decision by the same person
+    (``approval_already_decided``), or the final approval of an emergency-stopped job's
+    request coming only from the actor who stopped it (``stopper_sole_approver``).
+
+    A reject blocks the job (``job_reject``). Each approve records a job-level approval
+    (``job_approve``); the one that reaches ``required_approvals`` marks the request approved
+    and resumes the job through ``job_resume``. If a resume check refuses (revoked identity,
+    changed environment …) the approval stands and ``resume_error`` says why.
+    """
+    from jobs import services as jobs
+    from jobs.journal import event_append
+    from jobs.models import JobStatus
+    from jobs.selectors import job_get
+
+    actor.require(Scope.APPROVE)
+    if decision not in DecisionKind.values:
+        raise InvalidInput(
+            "invalid_decision",
+            "decision must be 'approve' or 'reject'",
+            details={"field": "decision"},
+        )
+    reason = _text(reason, "reason", max_len=REASON_MAX, required=decision == DecisionKind.REJECT)
+    request_id = _text(request_id, "request_id", max_len=64, required=True)
+    job_id = (
+        ApprovalRequest.objects.filter(request_id=request_id)
+        .values_list("job__job_id", flat=True)
+        .first()
+    )
+    if job_id is None:
+        raise NotFound(
+            "approval_not_found",
+            f"no approval request {request_id!r}",
+            details={"request_id": request_id},
+        )
+
+    with transaction.atomic():
+        job = job_get(job_id=job_id, for_update=True)
+        request = ApprovalRequest.objects.select_for_update().get(request_id=request_id)
+        if request.status != ApprovalStatus.PENDING:
+            raise Conflict(
+                "approval_not_pending",
+                f"approval request {request_id} is {request.status}",
+                details={"request_id": request_id, "status": request.status},
+            )
+        now = timezone.now()
+        if request.expires_at is not None and request.expires_at <= now:
+            raise Conflict(
+                "approval_expired",
+                f"approval request {request_id} expired at {_iso(request.expires_at)}",
+                details={"request_id": request_id},
+            )
+        if request.escalated:
+            actor.require(Scope.ADMIN)
+        if request.forbid_submitter and _is_submitter(job, actor):
+            raise PolicyRefused(
+                "self_approval_forbidden",
+                f"{actor.name} submitted or runs job {job.job_id} and cannot decide its approval",
+                details={"request_id": request_id, "job_id": job.job_id},
+            )
+        previous = list(request.decisions.all())
+        for earlier in previous:
+            if earlier.actor == actor.name or (
+                request.distinct_approvers and _same_person(earlier, actor)
+            ):
+                raise Conflict(
+                    "approval_already_decided",
+                    f"{actor.name} already decided approval request {request_id}",
+                    details={"request_id": request_id, "decided_by": earlier.actor},
+                )
+        approvers = [d for d in previous if d.decision == DecisionKind.APPROVE]
+        approvals = len(approvers) + (1 if decision == DecisionKind.APPROVE else 0)
+        completes = decision == DecisionKind.APPROVE and approvals >= request.required_approvals
+        if completes and job.status == JobStatus.EMERGENCY_STOPPED and job.stopped_by:
+            names = {d.actor for d in approvers} | {actor.name}
+            if names == {job.stopped_by}:
+                raise PolicyRefused(
+                    "stopper_sole_approver",
+                    f"{job.stopped_by} stopped job {job.job_id} and cannot be the only approver of its resume",
+                    details={"request_id": request_id, "stopped_by": job.stopped_by},
+                    hint="another reviewer must approve",
+                )
+        try:
+            with transaction.atomic():
+                record = Decision.objects.create(
+                    request=request,
+                    actor=actor.name,
+                    identity=actor.identity or "",
+                    user=actor.user if actor.kind == "user" else None,
+                    decision=decision,
+                    reason=reason,
+                )
+        except IntegrityError:
+            raise Conflict(
+                "approval_already_decided",
+                f"{actor.name} already decided approval request {request_id}",
+                details={"request_id": request_id},
+            ) from None
+
+        resume_error: dict[str, Any] | None = None
+        if decision == DecisionKind.REJECT:
+            request.status = ApprovalStatus.REJECTED
+            request.resolved_at = now
+            request.save(update_fields=["status", "resolved_at"])
+            if job.status == JobStatus.DECISION_NEEDED:
+                jobs.job_reject(
+                    actor=actor, job_id=job.job_id, reason=reason, _decided_request=request_id
+                )
+            else:
+                event_append(
+                    job,
+                    type="approval_decided",
+                    actor=actor.name,
+                    reason_code="approval_rejected",
+                    payload={
+                        "approval_request": request_id,
+                        "decision": decision,
+                        "reason": reason,
+                    },
+                )
+        else:
+            if completes:
+                request.status = ApprovalStatus.APPROVED
+                request.resolved_at = now
+                request.save(update_fields=["status", "resolved_at"])
+            jobs.job_approve(
+                actor=actor, job_id=job.job_id, reason=reason, _decided_request=request_id
+            )
+            if completes:
+                try:
+                    with transaction.atomic():
+                        jobs.job_resume(
+                            actor=_flow_actor(actor),
+                            job_id=job.job_id,
+                            reason=f"approval request {request_id} approved",
+                        )
+                except GaitError as exc:
+                    resume_error = {"code": exc.code, "message": exc.message}
+        job.refresh_from_db(fields=["status"])
+        return DecideOutcome(
+            request=request,
+            decision=record,
+            approvals=approvals,
+            completed=completes,
+            job_status=job.status,
+            resume_error=resume_error,
+        )
+
+
+def approval_expire_due(
+    *, actor: Actor | None = None, now: datetime | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Apply the expiry fallback to pending requests past ``expires_at``.
+
+    ``reject``: the request becomes ``expired`` and a job waiting on it is blocked
+    (``job_reject``; otherwise an ``approval_expired`` event). ``escalate``: the first expiry
+    hands the request to admins (``escalated``; only ``admin`` may decide it from then on) for
+    one more window of the same length, journaled as ``approval_escalated``; if that expires
+    too, it is rejected. Run by the engine's sweep or ``gait approval expire-due``."""
+    from jobs import services as jobs
+    from jobs.journal import event_append
+    from jobs.models import JobStatus
+    from jobs.selectors import job_get
+
+    actor = actor or Actor.system("approval-expiry")
+    actor.require(Scope.ADMIN)
+    now = now or timezone.now()
+    due = list(
+        ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, expires_at__lte=now)
+        .order_by("expires_at")
+        .values_list("request_id", "job__job_id")[:limit]
+    )
+    outcomes = []
+    for request_id, job_id in due:
+        with transaction.atomic():
+            job = job_get(job_id=job_id, for_update=True)
+            request = ApprovalRequest.objects.select_for_update().get(request_id=request_id)
+            if (
+                request.status != ApprovalStatus.PENDING
+                or request.expires_at is None
+                or request.expires_at > now
+            ):
+                continue  # decided or extended meanwhile
+            if request.on_expiry == ExpiryFallback.ESCALATE and not request.escalated:
+                window = max(request.expires_at - request.created_at, timedelta(seconds=60))
+                request.escalated = True
+                request.expires_at = now + window
+                request.save(update_fields=["escalated", "expires_at"])
+                event_append(
+                    job,
+                    type="approval_escalated",
+                    actor=actor.name,
+                    reason_code="approval_escalated",
+                    payload={
+                        "approval_request": request_id,
+                        "expires_at": _iso(request.expires_at),
+                    },
+                )
+                outcomes.append(
+                    {"request_id": request_id, "job_id": job_id, "fallback": "escalate"}
+                )
+                continue
+            request.status = ApprovalStatus.EXPIRED
+            request.resolved_at = now
+            request.save(update_fields=["status", "resolved_at"])
+            reason = f"approval request {request_id} expired"
+            if job.status == JobStatus.DECISION_NEEDED:
+                jobs.job_reject(
+                    actor=actor, job_id=job_id, reason=reason, _decided_request=request_id
+                )
+            else:
+                event_append(
+                    job,
+                    type="approval_expired",
+                    actor=actor.name,
+                    reason_code="approval_expired",
+                    payload={"approval_request": request_id, "reason": reason},
+                )
+            outcomes.append({"request_id": request_id, "job_id": job_id, "fallback": "reject"})
+    return outcomes
+
+
+def approval_pending_list(*, actor: Actor, job_id: str | None = None) -> QuerySet[ApprovalRequest]:
+    """The reviewers' queue: pending requests, oldest expiry first, then newest."""
+    actor.require(Scope.READ)
+    qs = (
+        ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
+        .select_related("job")
+        .prefetch_related("decisions")
+        .order_by("expires_at", "-created_at")
+    )
+    if job_id:
+        qs = qs.filter(job__job_id=job_id)
+    return qs

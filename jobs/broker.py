@@ -1,0 +1,37 @@
+"""Delayed delivery on django-q2's ORM broker.
+
+The ORM broker hides a queued row until its ``lock`` time has passed (``dequeue`` takes rows
+with ``lock < now``), and ``async_task(..., broker=…)`` accepts a broker instance. Writing the
+row with ``lock = due time`` therefore gives delayed delivery with the broker's poll precision
+(``Q_CLUSTER["poll"]``, 0.2 s) — what timers and retry backoffs need, and what django-q2's
+30-second scheduler tick cannot give (DESIGN §6).
+
+Only ``enqueue`` differs from the stock broker; the cluster keeps dequeuing with its own ORM
+broker, so nothing needs configuring on the worker side.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.utils import timezone
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
+from django_q.models import OrmQ
+
+
+class DelayedORM(ORM):
+    def __init__(self, list_key: str | None = None, *, at: datetime | None = None) -> None:
+        # The stock constructor opens "a connection" by calling close_old_connections(), which
+        # forces a health-check round trip on the next query; enqueueing needs none of it.
+        self.list_key = list_key or Conf.CLUSTER_NAME
+        self.connection = None
+        self.cache = None
+        self._info = None
+        self.at = at
+
+    def enqueue(self, task: str) -> int:
+        now = timezone.now()
+        lock = self.at if self.at is not None and self.at > now else now
+        row = OrmQ.objects.using(Conf.ORM).create(key=self.list_key, payload=task, lock=lock)
+        return int(row.pk)

@@ -1,0 +1,1223 @@
+"""The durable execution engine (DESIGN §6).
+
+``advance(job_id)`` — run as a django-q2 task (jobs/tasks.py) — is the only entry point that
+executes steps. It is safe to deliver any number of times:
+
+1. **Claim.** With the job row locked: take a lease (``lease_token``, ``lease_owner``,
+   ``lease_expires_at``) only if the job is queued, waiting and due, or running with no lease or
+   an expired one. Anything else (a lease held by a live worker, a paused or stopped job, a
+   duplicate delivery) exits without writing. The claim journals ``started`` (from queued or
+   waiting) or ``recovered`` (an expired lease: the previous worker died).
+2. **Loop** while the lease is held: control state (paused → park; stopped / cancelled →
+   ``dispatch_blocked``), deadline, time slice, the gate, then the step at ``cursor``.
+3. **Checkpoint** each success in ONE statement guarded by the lease token and the revision
+   (PostgreSQL: a data-modifying CTE that updates the job, inserts the StepRun and the event and
+   returns the job's status: one round trip, one commit).
+4. **Park** (sleep, wait_event, approval, retry backoff, pause) by releasing the lease; timers
+   are delayed broker rows (jobs/broker.py), not a held worker.
+
+A heartbeat thread (one per worker process) renews the lease every ``HEARTBEAT_SECONDS`` and,
+while a step runs, polls the job's status every ``STOP_POLL_SECONDS``: a stop or cancel sets the
+step context's ``stopped`` flag and kills a command's process group.
+
+A non-idempotent step's ``started`` StepRun is committed before it runs. If its worker dies,
+the next claim finds that row, marks it ``in_doubt`` and moves the job to ``decision_needed``
+with a decision-needed checkpoint; approving and resuming runs the step again. Idempotent steps
+are simply retried.
+
+``sweep()`` re-enqueues jobs whose lease expired or whose wake-up is due or lost. It re-enqueues
+itself through the delayed broker every ``SWEEP_SECONDS``; a django-q2 Schedule
+(``engine_bootstrap``) restarts the chain if it dies, and a token in the cache keeps one chain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from gaitweb.actors import Actor, Scope
+from gaitweb.canonical import iso_utc
+from gaitweb.errors import Conflict, InvalidInput, LimitExceeded
+from jobs.journal import event_append, event_build
+from jobs.models import (
+    Checkpoint,
+    CheckpointType,
+    Job,
+    JobEvent,
+    JobStatus,
+    StepRun,
+    StepRunStatus,
+)
+from jobs.spec import PARKING_KINDS, SIGNAL_NAME_RE, step_backoff_seconds
+from jobs.steps import StepContext, StepResult, output_check, step_execute
+
+log = logging.getLogger("gaitweb.engine")
+
+S = JobStatus
+R = StepRunStatus
+ENGINE_ACTOR = "gaitweb-engine"
+ADVANCE_TASK = "jobs.tasks.advance"
+SWEEP_TASK = "jobs.tasks.sweep"
+SWEEP_SCHEDULE_NAME = "gaitweb-engine-sweep"
+SWEEP_TOKEN_KEY = "gaitweb:engine:sweep:token"
+SWEEP_BEAT_KEY = "gaitweb:engine:sweep:beat"
+# Reason codes of a step that gives up (DESIGN §5 table).
+FAIL_SPAWN = "job_spawn_failed"
+FAIL_EXIT = "job_non_zero_exit"
+FAIL_TIMEOUT = "job_timeout"
+FAIL_RUNTIME = "job_runtime_error"
+FAIL_NON_RETRYABLE = "step_non_retryable"
+
+
+def _gait(name: str, default: Any = None) -> Any:
+    return settings.GAIT.get(name, default)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- wake-ups ----------------------------------------------------------------------------------
+
+
+def advance_enqueue(job_id: str, *, at: datetime | None = None) -> None:
+    """Deliver ``advance(job_id)`` now, or not before ``at`` (a delayed ORM broker row).
+    Call it after the commit that made the job runnable (jobs.wake.job_wake does)."""
+    from django_q.tasks import async_task
+
+    from jobs.broker import DelayedORM
+
+    async_task(
+        ADVANCE_TASK,
+        job_id,
+        q_options={"broker": DelayedORM(at=at), "save": False, "task_name": f"advance {job_id}"[:100]},
+    )
+
+
+def _enqueue_on_commit(job_id: str, at: datetime | None = None) -> None:
+    transaction.on_commit(lambda: advance_enqueue(job_id, at=at))
+
+
+# --- the heartbeat -----------------------------------------------------------------------------
+
+
+class _Heartbeat:
+    """One daemon thread per worker process (django-q2 runs one task at a time per process).
+
+    It serves whichever runner is registered: renews its lease, and while a step runs polls the
+    job's status so a stop or cancel preempts the step within ``STOP_POLL_SECONDS``. It keeps its
+    own database connection open between tasks (opening one per task would cost more than the
+    tasks themselves)."""
+
+    def __init__(self) -> None:
+        self.runner: _Runner | None = None
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._loop, name="gaitweb-heartbeat", daemon=True)
+        self.thread.start()
+
+    def attach(self, runner: _Runner) -> None:
+        with self.lock:
+            self.runner = runner
+        self.wake.set()
+
+    def detach(self, runner: _Runner) -> None:
+        with self.lock:
+            if self.runner is runner:
+                self.runner = None
+
+    def _loop(self) -> None:
+        while True:
+            poll = float(_gait("STOP_POLL_SECONDS", 0.2))
+            self.wake.wait(poll)
+            self.wake.clear()
+            with self.lock:
+                runner = self.runner
+            if runner is None:
+                continue
+            try:
+                runner.heartbeat_tick()
+            except Exception:  # a broken connection must not kill the thread
+                log.exception("heartbeat failed for %s", runner.job_id)
+                try:
+                    connection.close()
+                except Exception:
+                    pass
+
+
+_heartbeat: _Heartbeat | None = None
+_heartbeat_lock = threading.Lock()
+
+
+def _heartbeat_get() -> _Heartbeat:
+    global _heartbeat
+    with _heartbeat_lock:
+        if _heartbeat is None or _heartbeat.pid != os.getpid() or not _heartbeat.thread.is_alive():
+            _heartbeat = _Heartbeat()
+        return _heartbeat
+
+
+# --- the runner --------------------------------------------------------------------------------
+
+
+class _LeaseLost(Exception):
+    """Another worker holds the job now (our lease expired): stop without writing anything."""
+
+
+@dataclass
+class _Attempt:
+    ctx: StepContext
+    deadline: float  # time.monotonic() after which a python step is told to stop
+    run_id: int | None = None  # the committed ``started`` StepRun of a non-idempotent step
+
+
+@dataclass
+class _Runner:
+    job_id: str
+    token: uuid.UUID = field(default_factory=uuid.uuid4)
+    owner: str = field(default_factory=worker_name)
+    job: Job | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    runs: list[StepRun] = field(default_factory=list)  # StepRuns of the step at the cursor
+    attempt: _Attempt | None = None
+    preempted: str = ""  # the status that preempted the running step (emergency_stopped, …)
+    lease_lost: bool = False
+    last_renew: float = 0.0
+
+    # -- heartbeat side (runs on the heartbeat thread) --
+
+    def heartbeat_tick(self) -> None:
+        now_m = time.monotonic()
+        attempt = self.attempt
+        lease_s = float(_gait("LEASE_SECONDS"))
+        renew = now_m - self.last_renew >= float(_gait("HEARTBEAT_SECONDS"))
+        if not renew and attempt is None:
+            return
+        table = Job._meta.db_table
+        with connection.cursor() as cur:
+            if renew:
+                cur.execute(
+                    f'UPDATE "{table}" SET "lease_expires_at" = %s WHERE "job_id" = %s AND "lease_token" = %s RETURNING "status"',
+                    [timezone.now() + timedelta(seconds=lease_s), self.job_id, self.token],
+                )
+                self.last_renew = now_m
+            else:
+                cur.execute(
+                    f'SELECT "status" FROM "{table}" WHERE "job_id" = %s AND "lease_token" = %s',
+                    [self.job_id, self.token],
+                )
+            row = cur.fetchone()
+        if row is None:
+            self.lease_lost = True
+        elif row[0] in (S.EMERGENCY_STOPPED, S.CANCELLED):
+            self.preempted = row[0]
+        if attempt is not None and (self.lease_lost or self.preempted or now_m > attempt.deadline):
+            attempt.ctx.stop_event.set()
+
+    # -- claim --
+
+    def claim(self) -> bool:
+        now = timezone.now()
+        lease = now + timedelta(seconds=float(_gait("LEASE_SECONDS")))
+        with transaction.atomic():
+            job = Job.objects.select_for_update().filter(job_id=self.job_id).first()
+            if job is None or job.step_count == 0:
+                return False
+            if job.status == S.QUEUED:
+                event_type, reason = "started", "job_started"
+            elif job.status == S.WAITING:
+                if job.wake_at is None or job.wake_at > now:
+                    return False  # early or duplicate wake-up; the due one will come
+                event_type, reason = "started", "job_started"
+            elif job.status == S.RUNNING:
+                if job.lease_token is None:
+                    event_type, reason = "", ""  # the previous slice yielded: just continue
+                elif job.lease_expires_at is None or job.lease_expires_at < now:
+                    event_type, reason = "recovered", "job_recovered_after_restart"
+                else:
+                    return False  # held by a live worker: a duplicate delivery
+            else:
+                return False
+            previous_owner = job.lease_owner
+            job.status = S.RUNNING
+            job.lease_token = self.token
+            job.lease_owner = self.owner[:128]
+            job.lease_expires_at = lease
+            job.wake_at = None
+            fields = ["status", "lease_token", "lease_owner", "lease_expires_at", "wake_at"]
+            if job.started_at is None:
+                job.started_at = now
+                fields.append("started_at")
+            if event_type:
+                job.status_reason_code = reason
+                payload: dict[str, Any] = {"worker": self.owner, "cursor": job.cursor}
+                if event_type == "recovered":
+                    payload["previous_worker"] = previous_owner
+                event_append(
+                    job,
+                    type=event_type,
+                    actor=ENGINE_ACTOR,
+                    reason_code=reason,
+                    payload=payload,
+                    update_fields=[*fields, "status_reason_code"],
+                )
+            else:
+                job.save(update_fields=[*fields, "updated_at"])
+            self.job = job
+            self.last_renew = time.monotonic()
+            self._load_state()
+            if self._in_doubt_check():
+                return False
+        return True
+
+    def _load_state(self) -> None:
+        job = self.job
+        assert job is not None
+        self.outputs = {}
+        if job.cursor > 0:
+            for name, output in StepRun.objects.filter(job=job, status=R.SUCCEEDED).values_list("step_name", "output"):
+                self.outputs[name] = output
+        self._load_runs()
+
+    def _load_runs(self) -> None:
+        job = self.job
+        assert job is not None
+        self.runs = list(StepRun.objects.filter(job=job, step_index=job.cursor).order_by("attempt"))
+
+    def _in_doubt_check(self) -> bool:
+        """A non-idempotent attempt left ``started`` by a dead worker may have had its effect:
+        do not repeat it silently. Runs inside the claim transaction. True if the job parked."""
+        job = self.job
+        assert job is not None
+        if job.cursor >= job.step_count:
+            return False
+        step = job.steps[job.cursor]
+        if step["kind"] in PARKING_KINDS:
+            return False
+        open_runs = [r for r in self.runs if r.status == R.STARTED]
+        if not open_runs:
+            return False
+        now = timezone.now()
+        for r in open_runs:
+            r.status = R.IN_DOUBT
+            r.finished_at = now
+            r.error = {
+                "type": "in_doubt",
+                "message": "the worker running this attempt stopped before recording its outcome",
+                "retryable": False,
+                "worker": r.worker,
+            }
+            r.save(update_fields=["status", "finished_at", "error"])
+        from jobs.services import _checkpoint_write
+
+        self._release_fields(job)
+        Job.objects.filter(pk=job.pk).update(lease_token=None, lease_owner="", lease_expires_at=None)
+        _checkpoint_write(
+            job,
+            actor=ENGINE_ACTOR,
+            type=CheckpointType.DECISION_NEEDED,
+            summary=f"Step {step['name']} may have run (attempt {open_runs[-1].attempt}); its worker stopped before recording the outcome.",
+            required_action=f"Check whether {step['name']} took effect; approve and resume to run it again, or cancel the job.",
+            reason_code="step_in_doubt",
+            new_status=S.DECISION_NEEDED,
+            payload={"step": step["name"], "step_index": job.cursor, "attempt": open_runs[-1].attempt},
+        )
+        return True
+
+    # -- locked transitions (not the hot path) --
+
+    def _locked(self) -> Job:
+        """Inside a transaction: the job row, locked, after checking we still hold the lease."""
+        job = Job.objects.select_for_update().get(pk=self.job.pk)  # type: ignore[union-attr]
+        if job.lease_token != self.token:
+            self.lease_lost = True
+            raise _LeaseLost
+        self.job = job
+        return job
+
+    @staticmethod
+    def _release_fields(job: Job) -> list[str]:
+        job.lease_token = None
+        job.lease_owner = ""
+        job.lease_expires_at = None
+        return ["lease_token", "lease_owner", "lease_expires_at"]
+
+    def _transition(
+        self,
+        *,
+        status: str | None,
+        event_type: str,
+        reason: str,
+        payload: dict[str, Any],
+        release: bool = True,
+        wake_at: datetime | None = None,
+        before_event: Callable[[Job], None] | None = None,
+        cursor: int | None = None,
+    ) -> Job:
+        """One locked transaction: optional StepRun work, the new status, one event."""
+        with transaction.atomic():
+            job = self._locked()
+            if before_event is not None:
+                before_event(job)
+            fields = ["outputs"]
+            job.outputs = self.outputs
+            if status is not None:
+                job.status = status
+                job.status_reason_code = reason
+                fields += ["status", "status_reason_code"]
+                if status in (S.COMPLETED, S.FAILED):
+                    job.finished_at = timezone.now()
+                    fields.append("finished_at")
+            if cursor is not None:
+                job.cursor = cursor
+                fields.append("cursor")
+            job.wake_at = wake_at
+            fields.append("wake_at")
+            if release:
+                fields += self._release_fields(job)
+            event_append(job, type=event_type, actor=ENGINE_ACTOR, reason_code=reason, payload=payload, update_fields=fields)
+            if wake_at is not None:
+                _enqueue_on_commit(job.job_id, wake_at)
+        return job
+
+    def release(self, *, reenqueue: bool = False) -> None:
+        """Give the lease back without an event (the status does not change)."""
+        with transaction.atomic():
+            n = Job.objects.filter(pk=self.job.pk, lease_token=self.token).update(  # type: ignore[union-attr]
+                lease_token=None, lease_owner="", lease_expires_at=None, outputs=self.outputs, updated_at=timezone.now()
+            )
+            if n and reenqueue:
+                _enqueue_on_commit(self.job_id)
+
+    # -- the hot path: checkpoint a succeeded step in one statement --
+
+    def checkpoint_success(self, step: dict[str, Any], attempt: int, result: StepResult, started_at: datetime, run_id: int | None) -> str:
+        """Record the succeeded StepRun, its event and the new cursor; return the job's status.
+        Guarded by the lease token (a worker that lost its lease cannot write) and by the
+        revision (a lifecycle service that journaled meanwhile makes us rebuild the event)."""
+        job = self.job
+        assert job is not None
+        now = timezone.now()
+        payload = {
+            "step": step["name"],
+            "step_index": job.cursor,
+            "attempt": attempt,
+            "duration_ms": int((now - started_at).total_seconds() * 1000),
+        }
+        for _ in range(20):
+            prev_rev, prev_hash = job.revision, job.last_event_hash
+            event = event_build(job, type="step_succeeded", actor=ENGINE_ACTOR, reason_code="step_succeeded", payload=payload)
+            status = self._write_success(job, prev_rev, event, step, attempt, result, started_at, now, run_id)
+            if status is not None:
+                job.cursor += 1
+                job.status = status
+                return status
+            job.revision, job.last_event_hash = prev_rev, prev_hash
+            fresh = Job.objects.filter(pk=job.pk).values("lease_token", "revision", "last_event_hash", "status").first()
+            if fresh is None or fresh["lease_token"] != self.token:
+                self.lease_lost = True
+                raise _LeaseLost
+            job.revision, job.last_event_hash, job.status = fresh["revision"], fresh["last_event_hash"], fresh["status"]
+        raise _LeaseLost  # pragma: no cover - 20 concurrent journal writes in a row
+
+    def _write_success(
+        self,
+        job: Job,
+        prev_rev: int,
+        event: JobEvent,
+        step: dict[str, Any],
+        attempt: int,
+        result: StepResult,
+        started_at: datetime,
+        finished_at: datetime,
+        run_id: int | None,
+    ) -> str | None:
+        lease = finished_at + timedelta(seconds=float(_gait("LEASE_SECONDS")))
+        output_json = json.dumps(result.output)
+        if connection.vendor != "postgresql":
+            return self._write_success_orm(job, prev_rev, event, step, attempt, result, started_at, finished_at, run_id, lease)
+        jt, st, et = Job._meta.db_table, StepRun._meta.db_table, JobEvent._meta.db_table
+        if run_id is None:
+            step_sql = (
+                f'INSERT INTO "{st}" ("job_id", "step_index", "step_name", "attempt", "status", "idempotency_key", '
+                '"input", "output", "error", "stdout", "stderr", "worker", "started_at", "finished_at") '
+                "SELECT j.id, %s, %s, %s, 'succeeded', %s, %s::jsonb, %s::jsonb, NULL, %s, %s, %s, %s, %s FROM j"
+            )
+            step_params = [
+                job.cursor, step["name"], attempt, self.idempotency_key(step), json.dumps(step["with"]),
+                output_json, result.stdout, result.stderr, self.owner[:128], started_at, finished_at,
+            ]
+        else:
+            step_sql = (
+                f'UPDATE "{st}" SET "status" = \'succeeded\', "output" = %s::jsonb, "stdout" = %s, "stderr" = %s, '
+                f'"finished_at" = %s FROM j WHERE "{st}"."id" = %s'
+            )
+            step_params = [output_json, result.stdout, result.stderr, finished_at, run_id]
+        sql = (
+            f'WITH j AS (UPDATE "{jt}" SET "cursor" = "cursor" + 1, "revision" = %s, "last_event_hash" = %s, '
+            '"updated_at" = %s, "lease_expires_at" = %s '
+            'WHERE "id" = %s AND "lease_token" = %s AND "revision" = %s RETURNING "id", "status"), '
+            f"s AS ({step_sql}), "
+            f'e AS (INSERT INTO "{et}" ("job_id", "revision", "type", "actor", "reason_code", "payload", "created_at", "prev_hash", "hash") '
+            "SELECT j.id, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM j) "
+            'SELECT "status" FROM j'
+        )
+        params = [
+            event.revision, event.hash, finished_at, lease, job.pk, self.token, prev_rev,
+            *step_params,
+            event.revision, event.type, event.actor, event.reason_code, json.dumps(event.payload),
+            event.created_at, event.prev_hash, event.hash,
+        ]  # fmt: skip
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        return row[0] if row else None
+
+    def _write_success_orm(
+        self,
+        job: Job,
+        prev_rev: int,
+        event: JobEvent,
+        step: dict[str, Any],
+        attempt: int,
+        result: StepResult,
+        started_at: datetime,
+        finished_at: datetime,
+        run_id: int | None,
+        lease: datetime,
+    ) -> str | None:
+        """The same write for SQLite (whose IMMEDIATE transactions serialize writers)."""
+        from django.db.models import F
+
+        with transaction.atomic():
+            n = Job.objects.filter(pk=job.pk, lease_token=self.token, revision=prev_rev).update(
+                cursor=F("cursor") + 1,
+                revision=event.revision,
+                last_event_hash=event.hash,
+                updated_at=finished_at,
+                lease_expires_at=lease,
+            )
+            if n != 1:
+                return None
+            if run_id is None:
+                StepRun.objects.create(
+                    job=job, step_index=job.cursor, step_name=step["name"], attempt=attempt, status=R.SUCCEEDED,
+                    idempotency_key=self.idempotency_key(step), input=step["with"], output=result.output,
+                    stdout=result.stdout, stderr=result.stderr, worker=self.owner[:128], started_at=started_at,
+                    finished_at=finished_at,
+                )  # fmt: skip
+            else:
+                StepRun.objects.filter(pk=run_id).update(
+                    status=R.SUCCEEDED, output=result.output, stdout=result.stdout, stderr=result.stderr, finished_at=finished_at
+                )
+            event.save(force_insert=True)
+            return str(Job.objects.filter(pk=job.pk).values_list("status", flat=True).get())
+
+    # -- the loop --
+
+    def idempotency_key(self, step: dict[str, Any]) -> str:
+        return f"{self.job_id}/{step['name']}"
+
+    def run(self) -> str:
+        if not self.claim():
+            return "not_claimed"
+        hb = _heartbeat_get()
+        hb.attach(self)
+        try:
+            return self._loop()
+        except _LeaseLost:
+            log.warning("job %s: lease lost to another worker; stopping without writing", self.job_id)
+            return "lease_lost"
+        finally:
+            hb.detach(self)
+
+    def _loop(self) -> str:
+        job = self.job
+        assert job is not None
+        slice_end = time.monotonic() + float(_gait("SLICE_SECONDS"))
+        steps = job.steps
+        while True:
+            if self.lease_lost:
+                raise _LeaseLost
+            status = job.status
+            if status != S.RUNNING:
+                return self._blocked_by_control(status)
+            if job.cursor >= job.step_count:
+                self._transition(status=S.COMPLETED, event_type="completed", reason="job_succeeded", payload={"steps": job.step_count})
+                return "completed"
+            if job.deadline is not None and timezone.now() >= job.deadline:
+                self._fail(steps[job.cursor], FAIL_TIMEOUT, {"type": "deadline_exceeded", "message": "the job's deadline passed"})
+                return "failed"
+            if time.monotonic() >= slice_end:
+                self.release(reenqueue=True)
+                return "yielded"
+            step = steps[job.cursor]
+            if job.policy_id is not None and not self._gate_allows(step):
+                return "gated"
+            kind = step["kind"]
+            if kind == "sleep":
+                if not self._sleep(step):
+                    return "waiting"
+            elif kind == "wait_event":
+                if not self._wait_event(step):
+                    return "waiting"
+            elif kind == "approval":
+                if not self._approval(step):
+                    return "decision_needed"
+            else:
+                outcome = self._run_step(step)
+                if outcome != "continue":
+                    return outcome
+            job = self.job
+            assert job is not None
+
+    def _blocked_by_control(self, status: str) -> str:
+        """The job left ``running`` under us (pause, stop, cancel): dispatch nothing more."""
+        if status in (S.EMERGENCY_STOPPED, S.CANCELLED):
+            code = "emergency_stop_preempted" if status == S.EMERGENCY_STOPPED else "job_cancelled_during_run"
+            step = self.job.current_step_name if self.job else ""
+            self._transition(status=None, event_type="dispatch_blocked", reason=code, payload={"step": step, "status": status})
+        else:
+            self.release()
+        return f"parked:{status}"
+
+    # -- running one attempt --
+
+    def _round(self) -> list[StepRun]:
+        """Attempts of the current step since its retry budget was last reset (an operator
+        retry after giving up, a preemption, an in-doubt decision)."""
+        out: list[StepRun] = []
+        for r in self.runs:
+            if r.status in (R.CANCELLED, R.IN_DOUBT) or (r.error or {}).get("gave_up"):
+                out = []
+            else:
+                out.append(r)
+        return out
+
+    def _run_step(self, step: dict[str, Any]) -> str:
+        job = self.job
+        assert job is not None
+        attempt_no = (self.runs[-1].attempt if self.runs else 0) + 1
+        started_at = timezone.now()
+        timeout = float(step["timeout"])
+        if job.deadline is not None:
+            timeout = max(min(timeout, (job.deadline - started_at).total_seconds()), 0.001)
+        run_id = None
+        if not step["idempotent"]:
+            run_id = self._record_started(step, attempt_no, started_at)
+        ctx = StepContext(
+            job=job,
+            step=step,
+            step_index=job.cursor,
+            attempt=attempt_no,
+            idempotency_key=self.idempotency_key(step),
+            outputs=self.outputs,
+            checkpoint_hook=self._progress_checkpoint,
+        )
+        self.attempt = _Attempt(ctx=ctx, deadline=time.monotonic() + timeout, run_id=run_id)
+        if step["kind"] == "command":
+            _heartbeat_get().wake.set()  # start polling for stop right away
+        try:
+            result = step_execute(ctx, timeout=timeout)
+        except Exception as exc:  # an executor bug must still be recorded, not crash the loop
+            log.exception("step %s of %s raised", step["name"], self.job_id)
+            result = StepResult("failed", error={"type": type(exc).__name__, "message": str(exc), "retryable": True})
+        finally:
+            self.attempt = None
+        if self.lease_lost:
+            raise _LeaseLost
+        if self.preempted and not result.ok:
+            self._record_preempted(step, attempt_no, started_at, run_id, result)
+            return f"preempted:{self.preempted}"
+        if result.ok:
+            self.checkpoint_success(step, attempt_no, result, started_at, run_id)
+            self.outputs[step["name"]] = result.output
+            self.runs = []
+            return "continue"
+        return self._attempt_failed(step, attempt_no, started_at, run_id, result)
+
+    def _record_started(self, step: dict[str, Any], attempt: int, started_at: datetime) -> int:
+        """Commit the ``started`` StepRun of a non-idempotent step before running it (one
+        statement, guarded by the lease token)."""
+        job = self.job
+        assert job is not None
+        st, jt = StepRun._meta.db_table, Job._meta.db_table
+        cast = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
+        sql = (
+            f'INSERT INTO "{st}" ("job_id", "step_index", "step_name", "attempt", "status", "idempotency_key", '
+            '"input", "output", "error", "stdout", "stderr", "worker", "started_at", "finished_at") '
+            f"SELECT \"id\", %s, %s, %s, 'started', %s, {cast}, NULL, NULL, '', '', %s, %s, NULL "
+            f'FROM "{jt}" WHERE "id" = %s AND "lease_token" = %s RETURNING "id"'
+        )
+        token = self.token if connection.vendor == "postgresql" else self.token.hex
+        params = [job.cursor, step["name"], attempt, self.idempotency_key(step), json.dumps(step["with"]), self.owner[:128], started_at, job.pk, token]
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        if row is None:
+            self.lease_lost = True
+            raise _LeaseLost
+        return int(row[0])
+
+    def _steprun_finish(self, job: Job, step: dict[str, Any], attempt: int, started_at: datetime, run_id: int | None, status: str, result: StepResult, error: dict[str, Any] | None) -> StepRun:
+        now = timezone.now()
+        if run_id is not None:
+            run = StepRun.objects.get(pk=run_id)
+            run.status, run.error, run.stdout, run.stderr, run.finished_at = status, error, result.stdout, result.stderr, now
+            run.save(update_fields=["status", "error", "stdout", "stderr", "finished_at"])
+            return run
+        return StepRun.objects.create(
+            job=job, step_index=job.cursor, step_name=step["name"], attempt=attempt, status=status,
+            idempotency_key=self.idempotency_key(step), input=step["with"], error=error, stdout=result.stdout,
+            stderr=result.stderr, worker=self.owner[:128], started_at=started_at, finished_at=now,
+        )  # fmt: skip
+
+    def _record_preempted(self, step: dict[str, Any], attempt: int, started_at: datetime, run_id: int | None, result: StepResult) -> None:
+        code = "emergency_stop_preempted" if self.preempted == S.EMERGENCY_STOPPED else "job_cancelled_during_run"
+        error = {"type": "preempted", "message": f"the job was {self.preempted} while the step ran", "retryable": False}
+
+        def record(job: Job) -> None:
+            self._steprun_finish(job, step, attempt, started_at, run_id, R.CANCELLED, result, error)
+
+        self._transition(
+            status=None,
+            event_type="step_cancelled",
+            reason=code,
+            payload={"step": step["name"], "step_index": self.job.cursor, "attempt": attempt, "status": self.preempted},  # type: ignore[union-attr]
+            before_event=record,
+        )
+
+    def _attempt_failed(self, step: dict[str, Any], attempt: int, started_at: datetime, run_id: int | None, result: StepResult) -> str:
+        error = dict(result.error or {"type": "error", "message": "the step failed", "retryable": True})
+        retry = step["retry"]
+        names = set(retry.get("non_retryable") or [])
+        etype = str(error.get("type", ""))
+        listed = etype in names or etype.rsplit(".", 1)[-1] in names
+        if "exit_code" in error and f"exit_{error['exit_code']}" in names:
+            listed = True
+        retryable = bool(error.get("retryable")) and not listed
+        failures = len(self._round()) + 1
+        status = R.TIMED_OUT if result.status == "timed_out" else R.FAILED
+        if retryable and failures < int(retry["max_attempts"]):
+            delay = step_backoff_seconds(retry, failures)
+            wake_at = timezone.now() + timedelta(seconds=delay)
+
+            def record(job: Job) -> None:
+                self.runs.append(self._steprun_finish(job, step, attempt, started_at, run_id, status, result, error))
+
+            self._transition(
+                status=S.WAITING,
+                event_type="step_retry_scheduled",
+                reason="step_retry_scheduled",
+                payload={"step": step["name"], "step_index": self.job.cursor, "attempt": attempt, "error": _error_summary(error), "delay_s": round(delay, 3)},  # type: ignore[union-attr]
+                wake_at=wake_at,
+                before_event=record,
+            )
+            return "retry_scheduled"
+        if etype == "spawn_failed":
+            reason = FAIL_SPAWN
+        elif not retryable:
+            reason = FAIL_NON_RETRYABLE
+        elif result.status == "timed_out":
+            reason = FAIL_TIMEOUT
+        elif etype == "non_zero_exit":
+            reason = FAIL_EXIT
+        else:
+            reason = FAIL_RUNTIME
+        error["gave_up"] = True
+        self._fail(step, reason, error, attempt=attempt, started_at=started_at, run_id=run_id, result=result, run_status=status)
+        return "failed"
+
+    def _fail(
+        self,
+        step: dict[str, Any],
+        reason: str,
+        error: dict[str, Any],
+        *,
+        attempt: int | None = None,
+        started_at: datetime | None = None,
+        run_id: int | None = None,
+        result: StepResult | None = None,
+        run_status: str = R.FAILED,
+    ) -> None:
+        def record(job: Job) -> None:
+            if attempt is not None and started_at is not None and result is not None:
+                self._steprun_finish(job, step, attempt, started_at, run_id, run_status, result, error)
+
+        self._transition(
+            status=S.FAILED,
+            event_type="failed",
+            reason=reason,
+            payload={"step": step["name"], "step_index": self.job.cursor, "attempt": attempt, "error": _error_summary(error)},  # type: ignore[union-attr]
+            before_event=record,
+        )
+
+    def _progress_checkpoint(self, type: str, summary: str) -> None:
+        """``ctx.checkpoint()`` from a python step: a plan/progress checkpoint on the timeline."""
+        from jobs.services import _checkpoint_write
+
+        if type not in (CheckpointType.PLAN, CheckpointType.PROGRESS):
+            raise InvalidInput("invalid_checkpoint_type", "a step may add plan or progress checkpoints", details={"field": "type"})
+        with transaction.atomic():
+            job = self._locked()
+            _checkpoint_write(job, actor=ENGINE_ACTOR, type=type, summary=summary[:512], reason_code="")
+
+    # -- parking kinds --
+
+    def _succeed_locked(self, job: Job, step: dict[str, Any], output: Any, payload_extra: dict[str, Any] | None = None) -> None:
+        """Record a parking step's success (sleep done, signal received, approval granted)."""
+        now = timezone.now()
+        open_run = next((r for r in reversed(self.runs) if r.status == R.STARTED), None)
+        if open_run is not None:
+            open_run.status, open_run.output, open_run.finished_at = R.SUCCEEDED, output, now
+            open_run.save(update_fields=["status", "output", "finished_at"])
+            attempt = open_run.attempt
+        else:
+            attempt = (self.runs[-1].attempt if self.runs else 0) + 1
+            StepRun.objects.create(
+                job=job, step_index=job.cursor, step_name=step["name"], attempt=attempt, status=R.SUCCEEDED,
+                idempotency_key=self.idempotency_key(step), input=step["with"], output=output,
+                worker=self.owner[:128], started_at=now, finished_at=now,
+            )  # fmt: skip
+        job.lease_expires_at = now + timedelta(seconds=float(_gait("LEASE_SECONDS")))
+        self.outputs[step["name"]] = output
+        event_append(
+            job,
+            type="step_succeeded",
+            actor=ENGINE_ACTOR,
+            reason_code="step_succeeded",
+            payload={"step": step["name"], "step_index": job.cursor, "attempt": attempt, **(payload_extra or {})},
+            update_fields=["cursor", "lease_expires_at"] if False else ["lease_expires_at"],
+        )
+        Job.objects.filter(pk=job.pk).update(cursor=job.cursor + 1)
+        job.cursor += 1
+        self.runs = []
+
+    def _open_run(self, step: dict[str, Any], inputs: dict[str, Any]) -> StepRun:
+        """The ``started`` StepRun that makes a timer durable (created on first arrival)."""
+        job = self.job
+        assert job is not None
+        open_run = next((r for r in reversed(self.runs) if r.status == R.STARTED), None)
+        if open_run is None:
+            attempt = (self.runs[-1].attempt if self.runs else 0) + 1
+            open_run = StepRun.objects.create(
+                job=job, step_index=job.cursor, step_name=step["name"], attempt=attempt, status=R.STARTED,
+                idempotency_key=self.idempotency_key(step), input={**step["with"], **inputs},
+                worker=self.owner[:128], started_at=timezone.now(),
+            )  # fmt: skip
+            self.runs.append(open_run)
+        return open_run
+
+    def _sleep(self, step: dict[str, Any]) -> bool:
+        """Durable timer: park as ``waiting`` until due; True once the sleep is over."""
+        now = timezone.now()
+        with transaction.atomic():
+            job = self._locked()
+            until = now + timedelta(seconds=float(step["with"]["duration"]))
+            run = self._open_run(step, {"until": iso_utc(until)})
+            due = datetime.fromisoformat(run.input["until"].replace("Z", "+00:00"))
+            if due <= now:
+                self._succeed_locked(job, step, {"slept_until": run.input["until"]})
+                return True
+        self._transition(
+            status=S.WAITING,
+            event_type="waiting",
+            reason="step_sleeping",
+            payload={"step": step["name"], "step_index": job.cursor, "until": iso_utc(due)},
+            wake_at=due,
+        )
+        return False
+
+    def _wait_event(self, step: dict[str, Any]) -> bool:
+        """Park as ``waiting`` until ``job_signal`` delivers the named signal (or it times out)."""
+        name = step["with"]["signal"]
+        now = timezone.now()
+        with transaction.atomic():
+            job = self._locked()
+            timeout = step["with"].get("timeout")
+            run = self._open_run(step, {"timeout_at": iso_utc(now + timedelta(seconds=timeout)) if timeout else None})
+            consumed = {
+                o.get("signal_revision")
+                for o in self.outputs.values()
+                if isinstance(o, dict) and o.get("signal") == name and "signal_revision" in o
+            }
+            signal = (
+                JobEvent.objects.filter(job=job, type="signal_received", payload__name=name)
+                .exclude(revision__in=[r for r in consumed if r is not None])
+                .order_by("revision")
+                .first()
+            )
+            if signal is not None:
+                output = {"signal": name, "payload": signal.payload.get("payload"), "signal_revision": signal.revision}
+                self._succeed_locked(job, step, output, {"signal": name, "signal_revision": signal.revision})
+                return True
+            timeout_at = run.input.get("timeout_at")
+            due = datetime.fromisoformat(timeout_at.replace("Z", "+00:00")) if timeout_at else None
+            if due is not None and due <= now:
+                run.status, run.finished_at = R.TIMED_OUT, now
+                run.error = {"type": "timeout", "message": f"no {name!r} signal before {timeout_at}", "retryable": False, "gave_up": True}
+                run.save(update_fields=["status", "finished_at", "error"])
+                failed = True
+            else:
+                failed = False
+        if failed:
+            self._fail(step, FAIL_TIMEOUT, {"type": "timeout", "message": f"no {name!r} signal arrived in time"})
+            return False
+        self._transition(
+            status=S.WAITING,
+            event_type="waiting",
+            reason="step_waiting_for_signal",
+            payload={"step": step["name"], "step_index": job.cursor, "signal": name, "timeout_at": timeout_at},
+            wake_at=due,
+        )
+        if due is None:  # _transition enqueues only timed wake-ups; a signal will wake this one
+            pass
+        return False
+
+    def _approval(self, step: dict[str, Any], gate_result: dict[str, Any] | None = None) -> bool:
+        """An approval step (or a gate verdict of require_approval): True once approved."""
+        from approvals.models import ApprovalRequest, ApprovalStatus
+
+        w = step["with"] if step["kind"] == "approval" else {}
+        with transaction.atomic():
+            job = self._locked()
+            latest = ApprovalRequest.objects.filter(job=job, step_index=job.cursor).order_by("-created_at", "-id").first()
+            if latest is not None and latest.status == ApprovalStatus.APPROVED:
+                if step["kind"] == "approval":
+                    self._succeed_locked(job, step, {"approved": True, "approval_request": latest.request_id})
+                return True
+            if latest is not None and latest.status == ApprovalStatus.PENDING:
+                request_id = latest.request_id
+                job.status, job.status_reason_code = S.DECISION_NEEDED, "approval_requested"
+                job.outputs = self.outputs
+                fields = ["status", "status_reason_code", "outputs", *self._release_fields(job)]
+                event_append(
+                    job, type="waiting", actor=ENGINE_ACTOR, reason_code="approval_pending",
+                    payload={"step": step["name"], "approval_request": request_id}, update_fields=fields,
+                )  # fmt: skip
+                return False
+            self._approval_request(job, step, w, gate_result)
+        return False
+
+    def _approval_request(self, job: Job, step: dict[str, Any], w: dict[str, Any], gate_result: dict[str, Any] | None) -> None:
+        """Open the request and park in ``decision_needed`` (one event: approval_requested)."""
+        from approvals.services import approval_request_create
+
+        job.status, job.status_reason_code = S.DECISION_NEEDED, "approval_requested"
+        job.outputs = self.outputs
+        release = self._release_fields(job)
+        approval_request_create(
+            actor=Actor.system(ENGINE_ACTOR),
+            job=job,
+            summary=w.get("summary") or f"Step {step['name']} ({step['tool']}) needs approval",
+            step_index=job.cursor,
+            step_name=step["name"],
+            intent=_intent(job, step),
+            gate_result=gate_result,
+            required_approvals=w.get("required_approvals"),
+            distinct_approvers=w.get("distinct_approvers"),
+            expires_in=w.get("expires_in"),
+            on_expiry=w.get("on_expiry") or "reject",
+        )
+        job.save(update_fields=["status", "status_reason_code", "outputs", *release])
+
+    # -- the gate --
+
+    def _gate_allows(self, step: dict[str, Any]) -> bool:
+        """Ask the policy gate before dispatching ``step``. ``block`` → the job is blocked with a
+        blocked checkpoint; ``require_approval`` → an approval request (once approved for this
+        step, the step runs)."""
+        job = self.job
+        assert job is not None
+        from approvals.gate import gate_evaluate
+        from approvals.models import PolicyVersion
+
+        try:
+            policy = PolicyVersion.objects.get(pk=job.policy_id)
+            result = gate_evaluate(intent=_intent(job, step), policy=policy).as_dict()
+        except InvalidInput as exc:
+            result = {"verdict": "block", "reason_codes": [exc.code], "violations": [exc.message]}
+        except PolicyVersion.DoesNotExist:
+            result = {"verdict": "block", "reason_codes": ["policy_unavailable"], "violations": []}
+        verdict = result.get("verdict")
+        if verdict in ("allow", "dry_run"):
+            return True
+        if verdict == "require_approval":
+            return self._approval(step, gate_result=result)
+        from jobs.services import _checkpoint_write
+
+        reasons = list(result.get("reason_codes") or ["policy_blocked"])
+        with transaction.atomic():
+            job = self._locked()
+            job.outputs = self.outputs
+            self._release_fields(job)
+            Job.objects.filter(pk=job.pk).update(lease_token=None, lease_owner="", lease_expires_at=None, outputs=self.outputs)
+            _checkpoint_write(
+                job,
+                actor=ENGINE_ACTOR,
+                type=CheckpointType.BLOCKED,
+                summary=f"The policy blocked step {step['name']} ({step['tool']}): {', '.join(reasons)}"[:512],
+                reason_code="policy_blocked",
+                new_status=S.BLOCKED,
+                payload={"step": step["name"], "step_index": job.cursor, "gate": result},
+            )
+        return False
+
+
+def _error_summary(error: dict[str, Any]) -> dict[str, Any]:
+    return {k: error[k] for k in ("type", "message", "retryable", "exit_code", "status_code") if k in error}
+
+
+def _intent(job: Job, step: dict[str, Any]) -> dict[str, Any]:
+    """The intent the gate sees for a step: its tool, arguments and targets."""
+    w = step["with"]
+    targets: list[dict[str, str]] = []
+    if step["kind"] == "http":
+        from urllib.parse import urlsplit
+
+        targets = [
+            {"kind": "url", "value": w["url"], "operation": w["method"].lower()},
+            {"kind": "host", "value": urlsplit(w["url"]).hostname or ""},
+        ]
+    elif step["kind"] == "command":
+        exe = "sh" if w.get("shell") else w["argv"][0]
+        targets = [{"kind": "other", "value": exe, "operation": "exec"}]
+    return {
+        "tool_name": step["tool"],
+        "args": {k: v for k, v in w.items() if k != "env"},
+        "targets": [t for t in targets if t["value"]],
+        "context": {"identity": job.identity, "job_id": job.job_id},
+    }
+
+
+def advance(job_id: str) -> str:
+    """Run ``job_id`` for one time slice if this delivery can claim it; returns what happened
+    (``not_claimed``, ``completed``, ``failed``, ``waiting``, ``yielded``, ``parked:<status>`` …)."""
+    _sweep_ensure_alive()
+    return _Runner(job_id=job_id).run()
+
+
+# --- signals -----------------------------------------------------------------------------------
+
+
+def job_signal(*, actor: Actor, job_id: str, name: str, payload: Any = None) -> Job:
+    """Deliver signal ``name`` with ``payload`` to a job. Signals are journaled
+    (``signal_received``) and buffered: a ``wait_event`` step consumes the oldest unconsumed one
+    of its name, whether it arrived before or while the job waited. A waiting job is woken."""
+    from jobs.selectors import job_get
+
+    actor.require(Scope.SUBMIT)
+    if not isinstance(name, str) or not SIGNAL_NAME_RE.match(name):
+        raise InvalidInput(
+            "invalid_signal_name",
+            "signal names are 1-128 letters, digits and . _ : - starting with a letter or digit",
+            details={"field": "name"},
+        )
+    try:
+        size = len(json.dumps(payload).encode("utf-8"))
+    except (TypeError, ValueError):
+        raise InvalidInput("invalid_signal_payload", "the payload must be JSON", details={"field": "payload"}) from None
+    limit = int(_gait("STEP_OUTPUT_MAX_BYTES"))
+    if size > limit:
+        raise LimitExceeded("signal_payload_too_large", f"the payload is larger than {limit} bytes", details={"field": "payload", "max_bytes": limit})
+    with transaction.atomic():
+        job = job_get(job_id=job_id, for_update=True)
+        if job.status in (S.COMPLETED, S.CANCELLED, S.FAILED) or job.step_count == 0:
+            raise Conflict(
+                "invalid_transition",
+                f"cannot signal a job that is {job.status}" + ("" if job.step_count else " (it has no steps)"),
+                details={"job_id": job_id, "status": job.status},
+            )
+        fields: list[str] = []
+        wake = job.status == S.WAITING
+        if wake:
+            job.wake_at = timezone.now()
+            fields.append("wake_at")
+        event_append(
+            job,
+            type="signal_received",
+            actor=actor.name,
+            reason_code="signal_received",
+            payload={"name": name, "payload": payload},
+            update_fields=fields,
+        )
+        if wake:
+            _enqueue_on_commit(job.job_id)
+    return job
+
+
+# --- the sweep ---------------------------------------------------------------------------------
+
+
+def sweep(*, now: datetime | None = None, limit: int = 500) -> dict[str, int]:
+    """Re-enqueue jobs a worker should be running but probably is not: running with an expired
+    (or, after a yield, missing) lease, waiting past their wake-up, queued for a long time.
+    A cache entry per job keeps one sweep from flooding the broker with duplicates."""
+    from django.core.cache import cache
+
+    now = now or timezone.now()
+    grace = timedelta(seconds=1)
+    lost_after = timedelta(seconds=max(30.0, 3 * float(_gait("LEASE_SECONDS"))))
+    groups = {
+        # jobs.models "job_running_lease" partial index
+        "expired_lease": Job.objects.filter(status=S.RUNNING, step_count__gt=0).filter(
+            Q(lease_expires_at__lt=now) | Q(lease_token__isnull=True, updated_at__lt=now - timedelta(seconds=5))
+        ),
+        # jobs.models "job_waiting_wake" partial index
+        "due_wake": Job.objects.filter(status=S.WAITING, wake_at__lte=now - grace),
+        "lost_queued": Job.objects.filter(status=S.QUEUED, step_count__gt=0, updated_at__lt=now - lost_after),
+    }
+    counts: dict[str, int] = {}
+    ttl = max(int(float(_gait("LEASE_SECONDS"))), 5)
+    for group, qs in groups.items():
+        n = 0
+        for job_id in qs.values_list("job_id", flat=True)[:limit]:
+            try:
+                fresh = cache.add(f"gaitweb:engine:swept:{job_id}", 1, timeout=ttl if group != "lost_queued" else 60)
+            except Exception:  # no cache table: sweeping twice is harmless
+                fresh = True
+            if fresh:
+                advance_enqueue(job_id)
+                n += 1
+        counts[group] = n
+    return counts
+
+
+def sweep_run(token: str) -> dict[str, Any]:
+    """One link of the self-re-enqueueing sweep chain. A chain whose token is no longer the
+    current one (a newer chain was started) ends here."""
+    from django.core.cache import cache
+    from django_q.tasks import async_task
+
+    from jobs.broker import DelayedORM
+
+    current = cache.get(SWEEP_TOKEN_KEY)
+    if current is not None and current != token:
+        return {"superseded": True}
+    if current is None:
+        cache.set(SWEEP_TOKEN_KEY, token, None)
+    cache.set(SWEEP_BEAT_KEY, time.time(), None)
+    try:
+        counts = sweep()
+    finally:
+        at = timezone.now() + timedelta(seconds=float(_gait("SWEEP_SECONDS")))
+        async_task(SWEEP_TASK, token, q_options={"broker": DelayedORM(at=at), "save": False, "task_name": "gaitweb sweep"})
+    return counts
+
+
+def sweep_kick(*, force: bool = False) -> bool:
+    """Start a sweep chain unless a live one beat recently. True if one was started."""
+    from django.core.cache import cache
+    from django_q.tasks import async_task
+
+    from jobs.broker import DelayedORM
+
+    period = float(_gait("SWEEP_SECONDS"))
+    beat = cache.get(SWEEP_BEAT_KEY)
+    if not force and beat is not None and time.time() - float(beat) < 3 * period + 2:
+        return False
+    token = uuid.uuid4().hex
+    cache.set(SWEEP_TOKEN_KEY, token, None)
+    cache.set(SWEEP_BEAT_KEY, time.time(), None)
+    async_task(SWEEP_TASK, token, q_options={"broker": DelayedORM(), "save": False, "task_name": "gaitweb sweep"})
+    return True
+
+
+_sweep_checked_at = 0.0
+
+
+def _sweep_ensure_alive() -> None:
+    """Workers check (at most every few seconds per process) that the sweep chain is alive, so
+    a chain lost with a killed cluster restarts within seconds rather than at the next
+    scheduler tick."""
+    global _sweep_checked_at
+    now_m = time.monotonic()
+    if now_m - _sweep_checked_at < max(5.0, float(_gait("SWEEP_SECONDS"))):
+        return
+    _sweep_checked_at = now_m
+    try:
+        sweep_kick()
+    except Exception:
+        log.exception("cannot check the sweep chain")
+
+
+def engine_bootstrap() -> dict[str, Any]:
+    """Create (or repair) the django-q2 Schedule that keeps the sweep chain alive, and start a
+    chain now. Idempotent: ``manage.py engine_bootstrap`` and ``make run`` call it."""
+    from django_q.models import Schedule
+
+    schedule, created = Schedule.objects.update_or_create(
+        name=SWEEP_SCHEDULE_NAME,
+        defaults={
+            "func": "jobs.tasks.sweep_kick",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    Schedule.objects.filter(func="jobs.tasks.sweep_kick").exclude(pk=schedule.pk).delete()
+    started = sweep_kick(force=True)
+    return {"schedule": schedule.name, "created": created, "sweep_started": started}
+
+
+# --- stats -------------------------------------------------------------------------------------
+
+
+def job_stats(*, recent: int = 200) -> dict[str, Any]:
+    """Counters in the spirit of Tau's state: totals by outcome, queue depth (runnable jobs and
+    ready broker rows), running jobs, and the reason codes of the most recent events."""
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    by_status = dict(Job.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    now = timezone.now()
+    created = sum(by_status.values())
+    started = Job.objects.filter(started_at__isnull=False).count()
+    reasons = Counter(
+        JobEvent.objects.order_by("-id").values_list("reason_code", flat=True)[:recent]
+    )
+    return {
+        "created": created,
+        "started": started,
+        "succeeded": by_status.get(S.COMPLETED, 0),
+        "failed": by_status.get(S.FAILED, 0),
+        "cancelled": by_status.get(S.CANCELLED, 0),
+        "running": by_status.get(S.RUNNING, 0),
+        "waiting": by_status.get(S.WAITING, 0),
+        "queued": by_status.get(S.QUEUED, 0),
+        "decision_needed": by_status.get(S.DECISION_NEEDED, 0),
+        "by_status": {k: by_status.get(k, 0) for k in S.values},
+        "queue_depth": {
+            "jobs_runnable": by_status.get(S.QUEUED, 0)
+            + Job.objects.filter(status=S.WAITING, wake_at__lte=now).count(),
+            "broker_ready": OrmQ.objects.using(Conf.ORM).filter(lock__lte=now).count(),
+            "broker_delayed": OrmQ.objects.using(Conf.ORM).filter(lock__gt=now).count(),
+        },
+        "recent_reason_codes": dict(reasons.most_common()),
+        "steps": {
+            "succeeded": StepRun.objects.filter(status=R.SUCCEEDED).count(),
+            "in_doubt": StepRun.objects.filter(status=R.IN_DOUBT).count(),
+        },
+        "checkpoints": Checkpoint.objects.count(),
+        "at": iso_utc(now),
+    }
+
+
+def output_is_storable(output: Any) -> bool:
+    return output_check(output) is None

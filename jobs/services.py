@@ -1,0 +1,688 @@
+"""The job lifecycle (DESIGN §5) as services.
+
+Every transition runs in one transaction that locks the job row, checks the current status,
+writes the new state and exactly one JobEvent (jobs.journal.event_append). A refusal raises a
+GaitError with a stable reason code before anything is written. Engine-internal transitions
+(claim, step done, completed, failed, waiting) live in jobs/engine.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from gaitweb.actors import Actor, Scope
+from gaitweb.errors import Conflict, InvalidInput, PolicyRefused
+from jobs.journal import ChainReport, chain_verify, event_append
+from jobs.models import (
+    FINISHED_STATUSES,
+    SUMMARY_MAX_BYTES,
+    TERMINAL_STATUSES,
+    Checkpoint,
+    CheckpointType,
+    Job,
+    JobEvent,
+    JobStatus,
+)
+from jobs.selectors import job_get, job_id_check
+from jobs.wake import job_wake
+
+if TYPE_CHECKING:
+    from approvals.models import PolicyVersion
+
+S = JobStatus
+
+# Event types that put a decision in front of the job: a resume needs an approval recorded
+# after the newest of them (resume check 2).
+APPROVAL_NEEDING = {
+    ("checkpoint_added", "checkpoint_decision_needed"),
+    ("rejected", "approval_rejected"),
+    ("emergency_stop_acknowledged", "emergency_stop_preempted"),
+    ("approval_requested", "approval_requested"),
+}
+LABELS_MAX = 32
+IDENTITY_MAX = 256
+
+
+@dataclass(frozen=True)
+class PolicyBinding:
+    """A policy a job is bound to, or re-evaluated against on resume.
+
+    ``version`` is set when the policy is managed in gaitweb (Django admin / API); a policy read
+    from a file by the CLI has only a digest and a ref (the path)."""
+
+    digest: str
+    ref: str
+    version: PolicyVersion | None = None
+
+
+def environment_fingerprint_current() -> str:
+    """The fingerprint of the environment jobs run in. Operators pin it with
+    GAIT_ENV_FINGERPRINT; otherwise it names the interpreter and platform, so moving a job to a
+    different runtime is noticed on resume (check 5)."""
+    pinned = settings.GAIT.get("ENV_FINGERPRINT")
+    if pinned:
+        return str(pinned)[:128]
+    basis = f"python-{platform.python_version()}|{platform.system()}|{platform.machine()}|gaitweb-1"
+    return "env_" + hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def _transition_refused(job: Job, action: str, allowed: Iterable[str]) -> Conflict:
+    return Conflict(
+        "invalid_transition",
+        f"cannot {action} a job that is {job.status}",
+        details={"job_id": job.job_id, "status": job.status, "action": action, "allowed_from": sorted(allowed)},
+        hint=f"{action} is allowed from: {', '.join(sorted(allowed))}",
+    )
+
+
+def _require_status(job: Job, action: str, allowed: Iterable[str]) -> None:
+    allowed = set(allowed)
+    if job.status not in allowed:
+        raise _transition_refused(job, action, allowed)
+
+
+def _text(value: Any, field: str, *, max_bytes: int, required: bool = False, code: str = "") -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput("invalid_field", f"{field} must be a string", details={"field": field})
+    value = value.strip()
+    if required and not value:
+        raise InvalidInput(f"missing_{field}", f"{field} is required", details={"field": field})
+    if len(value.encode("utf-8")) > max_bytes:
+        raise InvalidInput(
+            code or f"{field}_too_long",
+            f"{field} is longer than {max_bytes} bytes",
+            details={"field": field, "max_bytes": max_bytes},
+        )
+    return value
+
+
+def _labels(labels: Any) -> dict[str, str]:
+    if labels is None:
+        return {}
+    if not isinstance(labels, dict) or len(labels) > LABELS_MAX:
+        raise InvalidInput("invalid_labels", f"labels must be an object of at most {LABELS_MAX} string pairs")
+    out = {}
+    for k, v in labels.items():
+        if not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > 64 or len(v) > 256:
+            raise InvalidInput("invalid_labels", "label keys (1-64 chars) and values (≤256 chars) must be strings", details={"label": str(k)[:64]})
+        out[k] = v
+    return out
+
+
+def identity_revoked_set(extra: Iterable[str] = ()) -> set[str]:
+    from approvals.models import RevokedIdentity
+
+    return set(RevokedIdentity.objects.values_list("identity", flat=True)) | set(extra)
+
+
+# --- submit --------------------------------------------------------------------------------
+
+
+def job_submit(
+    *,
+    actor: Actor,
+    job_id: str | None = None,
+    identity: str = "",
+    policy: PolicyBinding | None = None,
+    spec: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+    environment_fingerprint: str | None = None,
+    parent_id: str | None = None,
+) -> Job:
+    """Create a job. Without steps it is driven by an external agent (status running); with
+    steps it is queued for the engine. ``spec`` is validated (jobs.spec) before anything is
+    written; a revoked identity cannot submit."""
+    actor.require(Scope.SUBMIT)
+    if job_id is None or job_id == "":
+        job_id = f"job_{uuid.uuid4().hex[:24]}"
+    job_id_check(job_id)
+    identity = _text(identity or actor.identity or "", "identity", max_bytes=IDENTITY_MAX)
+    labels = _labels(labels)
+    normalized: dict[str, Any] = {}
+    if spec:
+        from jobs.spec import spec_validate
+
+        normalized = spec_validate(spec)
+    steps = normalized.get("steps", [])
+    if identity and identity in identity_revoked_set():
+        raise PolicyRefused("identity_revoked", f"identity {identity!r} is revoked", details={"identity": identity})
+
+    now = timezone.now()
+    with transaction.atomic():
+        parent = job_get(job_id=parent_id) if parent_id else None
+        job = Job(
+            job_id=job_id,
+            status=S.QUEUED if steps else S.RUNNING,
+            identity=identity,
+            policy=policy.version if policy else None,
+            policy_digest=policy.digest if policy else "",
+            policy_ref=policy.ref if policy else "",
+            environment_fingerprint=environment_fingerprint or environment_fingerprint_current(),
+            spec=normalized,
+            step_count=len(steps),
+            labels=labels,
+            created_by=actor.name,
+            created_by_user=actor.user if actor.kind == "user" else None,
+            parent=parent,
+            started_at=None if steps else now,
+        )
+        if normalized.get("deadline_seconds"):
+            job.deadline = now + timedelta(seconds=float(normalized["deadline_seconds"]))
+        job.status_reason_code = "job_queued" if steps else "submitted"
+        try:
+            with transaction.atomic():
+                job.save(force_insert=True)
+        except IntegrityError:
+            raise Conflict("job_exists", f"a job with id {job_id!r} already exists", details={"job_id": job_id}) from None
+        event_append(
+            job,
+            type="submitted",
+            actor=actor.name,
+            reason_code=job.status_reason_code,
+            payload={
+                "identity": identity,
+                "policy_digest": job.policy_digest,
+                "policy_ref": job.policy_ref,
+                "environment_fingerprint": job.environment_fingerprint,
+                "step_count": job.step_count,
+                "spec_digest": _spec_digest(normalized) if steps else "",
+                "labels": labels,
+            },
+        )
+        if steps:
+            job_wake(job.job_id)
+    return job
+
+
+def _spec_digest(spec: dict[str, Any]) -> str:
+    from gaitweb.canonical import digest
+
+    return digest(spec)
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+CHECKPOINT_RULES: dict[str, tuple[frozenset[str], str | None]] = {
+    # type: (allowed from, new status or None for unchanged)
+    CheckpointType.PLAN: (frozenset({S.QUEUED, S.RUNNING, S.WAITING, S.PAUSED}), None),
+    CheckpointType.PROGRESS: (frozenset({S.QUEUED, S.RUNNING, S.WAITING, S.PAUSED}), None),
+    CheckpointType.DECISION_NEEDED: (frozenset({S.RUNNING}), S.DECISION_NEEDED),
+    CheckpointType.BLOCKED: (frozenset({S.RUNNING}), S.BLOCKED),
+    CheckpointType.COMPLETED: (frozenset({S.RUNNING}), S.COMPLETED),
+}
+
+
+def job_checkpoint_add(
+    *,
+    actor: Actor,
+    job_id: str,
+    type: str,
+    summary: str,
+    required_action: str = "",
+    reason_code: str = "",
+) -> Checkpoint:
+    """Record a Gait-style milestone; decision-needed, blocked and completed also move the job."""
+    actor.require(Scope.SUBMIT)
+    if type not in CHECKPOINT_RULES:
+        raise InvalidInput(
+            "invalid_checkpoint_type",
+            f"checkpoint type must be one of {', '.join(CHECKPOINT_RULES)}",
+            details={"field": "type", "allowed": list(CHECKPOINT_RULES)},
+        )
+    summary = _text(summary, "summary", max_bytes=SUMMARY_MAX_BYTES, required=True)
+    required_action = _text(required_action, "required_action", max_bytes=SUMMARY_MAX_BYTES)
+    if required_action and type != CheckpointType.DECISION_NEEDED:
+        raise InvalidInput(
+            "required_action_not_allowed",
+            "required_action is only for decision-needed checkpoints",
+            details={"field": "required_action"},
+        )
+    reason_code = _text(reason_code, "reason_code", max_bytes=64)
+    allowed, new_status = CHECKPOINT_RULES[type]
+    with transaction.atomic():
+        job = job_get(job_id=job_id, for_update=True)
+        _require_status(job, f"add a {type} checkpoint to", allowed)
+        return _checkpoint_write(
+            job,
+            actor=actor.name,
+            type=type,
+            summary=summary,
+            required_action=required_action,
+            reason_code=reason_code,
+            new_status=new_status,
+        )
+
+
+def _checkpoint_write(
+    job: Job,
+    *,
+    actor: str,
+    type: str,
+    summary: str,
+    required_action: str = "",
+    reason_code: str = "",
+    new_status: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> Checkpoint:
+    """Write a checkpoint, its event and the status it implies. The job row must be locked (or
+    lease-guarded by the engine). Shared by agents' checkpoints and the engine's own."""
+    event_reason = "checkpoint_" + type.replace("-", "_")
+    job.checkpoint_count += 1
+    checkpoint_id = f"cp_{job.checkpoint_count:04d}"
+    fields = ["checkpoint_count"]
+    if new_status:
+        job.status = new_status
+        job.status_reason_code = reason_code or event_reason
+        fields += ["status", "status_reason_code"]
+        if new_status in FINISHED_STATUSES:
+            job.finished_at = timezone.now()
+            fields.append("finished_at")
+    event = event_append(
+        job,
+        type="checkpoint_added",
+        actor=actor,
+        reason_code=event_reason,
+        payload={
+            "checkpoint_id": checkpoint_id,
+            "type": type,
+            "summary": summary,
+            "required_action": required_action,
+            "reason_code": reason_code,
+            **(payload or {}),
+        },
+        update_fields=fields,
+    )
+    return Checkpoint.objects.create(
+        job=job,
+        checkpoint_id=checkpoint_id,
+        type=type,
+        summary=summary,
+        required_action=required_action,
+        reason_code=reason_code,
+        actor=actor,
+        event_revision=event.revision,
+    )
+
+
+def job_checkpoint_show(*, job_id: str, checkpoint_id: str) -> Checkpoint:
+    from gaitweb.errors import NotFound
+
+    job = job_get(job_id=job_id)
+    try:
+        return Checkpoint.objects.get(job=job, checkpoint_id=checkpoint_id)
+    except Checkpoint.DoesNotExist:
+        raise NotFound(
+            "checkpoint_not_found",
+            f"job {job_id} has no checkpoint {checkpoint_id!r}",
+            details={"job_id": job_id, "checkpoint_id": checkpoint_id},
+        ) from None
+
+
+# --- control actions ---------------------------------------------------------------------------
+
+
+def _reason(reason: Any) -> str:
+    return _text(reason, "reason", max_bytes=1024)
+
+
+def job_pause(*, actor: Actor, job_id: str, reason: str = "") -> Job:
+    """Pause at the next step boundary: a running step finishes and is recorded first."""
+    actor.require(Scope.CONTROL)
+    reason = _reason(reason)
+    with transaction.atomic():
+        job = job_get(job_id=job_id, for_update=True)
+        _require_status(job, "pause", {S.QUEUED, S.RUNNING, S.WAITING, S.DECISION_NEEDED})
+        job.status = S.PAUSED
+        job.status_reason_code = "paused"
+        job.wake_at = None
+        event_append(
+            job,
+            type="paused",
+            actor=actor.name,
+            reason_code="paused",
+            payload={"reason": reason},
+            update_fields=["status", "status_reason_code", "wake_at"],
+        )
+    return job
+
+
+def job_stop(*, actor: Actor, job_id: str, reason: str = "") -> Job:
+    """Emergency stop: preempts the running step and blocks every later dispatch until a new
+    approval and a resume (or a cancel)."""
+    actor.require(Scope.CONTROL)
+    reason = _reason(reason)
+    with transaction.atomic():
+        job = job_get(job_id=job_id, for_update=True)
+        allowed = set(S.values) - TERMINAL_STATUSES - {S.FAILED, S.EMERGENCY_STOPPED}
+        _require_status(job, "stop", allowed)
+        previous = job.status
+        job.status = S.EMERGENCY_STOPPED
+        job.status_reason_code = "emergency_stop_preempted"
+        job.stop_reason = reason or f"emergency stop by {actor.name}"
+        job.stopped_at = timezone.now()
+        job.stopped_by = actor.name
+        job.wake_at = None
+        event_append(
+            job,
+            type="emergency_stop_acknowledged",
+            actor=actor.name,
+            reason_code="emergency_stop_preempted",
+            payload={"reason": reason, "previous_status": previous},
+            update_fields=["status", "status_reason_code", "stop_reason", "stopped_at", "stopped_by", "wake_at"],
+        )
+    return job
+
+
+def _approval_window(job: Job) -> tuple[int, int, list[JobEvent]]:
+    """(revision of the last resume, revision of the newest approval-needing event since, the
+    approved events since the last resume)."""
+    last_resume = (
+        JobEvent.objects.filter(job=job, type="resumed").order_by("-revision").values_list("revision", flat=True).first()
+        or 0
+    )
+    since = list(
+        JobEvent.objects.filter(job=job, revision__gt=last_resume)
+        .filter(type__in=["checkpoint_added", "rejected", "emergency_stop_acknowledged", "approval_requested", "approved"])
+        .order_by("revision")
+        .only("revision", "type", "reason_code", "actor", "payload")
+    )
+    needing = max((e.revision for e in since if (e.type, e.reason_code) in APPROVAL_NEEDING), default=0)
+    approvals = [e for e in since if e.type == "approved"]
+    return last_resume, needing, approvals
+
+
+def _forbid_self_approval(job: Job, actor: Actor) -> None:
+    """Separation of duties: whoever submitted a job (person or agent identity) cannot approve it."""
+    names = {actor.name}
+    if actor.identity:
+        names.add(actor.identity)
+    if job.created_by in names or (job.identity and job.identity in names):
+        raise PolicyRefused(
+            "self_approval_forbidden",
+            f"{actor.name} submitted or runs job {job.job_id} and cannot approve it",
+            details={"job_id": job.job_id, "actor": actor.name},
+        )
+
+
+def job_approve(*, actor: Actor, job_id: str, reason: str = "", _decided_request: str = "") -> Job:
+    """Record an approval. The status is unchanged; a resume then checks for it."""
+    actor.require(Scope.APPROVE)
+    reason = _reason(reason)
+    with transaction.atomic():
+        job = job_get(job_id=job_id, for_update=True)
+        _require_status(job, "approve", {S.DECISION_NEEDED, S.PAUSED, S.BLOCKED, S.EMERGENCY_STOPPED})
+        _forbid_self_approval(job, actor)
+        _, needing, approvals = _approval_window(job)
+        if any(a.revision > needing for a in approvals) and not _decided_request:
+            raise Conflict(
+                "already_approved",
+                f"job {job_id} already has an approval for its current decision",
+                details={"job_id": job_id},
+                hint="resume the job, or wait for a new decision point",
+            )
+        payload: dict[str, Any] = {"reason": reason}
+        if _decided_request:
+            payload["approval_request"] = _decided_request
+        event_append(job, type="approved", actor=actor.name, reason_code="approval_recorded", payload=payload)
+    return job
+
+
+def job_reject(*, actor: Actor, job_id: str, reason: str = "", _decided_request: str = "") -> Job:
+    actor.require(Scope.APPROVE)
+    reason = _text(reason, "reason", max_bytes=1024, required=True, code="reason_too_long")
+    with transaction.atomic():
+        job = job_get(job_id=job_id, for_update=True)
+        _require_status(job, "reject", {S.DECISION_NEEDED})
+        _forbid_self_approval(job, actor)
+        job.status = S.BLOCKED
+        job.status_reason_code = "approval_rejected"
+        payload: dict[str, Any] = {"reason": reason}
+        if _decided_request:
+            payload["approval_request"] = _decided_request
+        event_append(
+            job,
+            type="rejected",
+            actor=actor.name,
+            reason_code="approval_rejected",
+            payload=payload,
+            update_fields=["status", "status_reason_code"],
+        )
+    return job
+
+
+def job_resume(
+    *,
+    actor: Actor,
+    job_id: str,
+    reason: str = "",
+    identity: str | None = None,
+    policy: PolicyBinding | None = None,
+    revoked_identities: Iterable[str] = (),
+    allow_env_mismatch: bool = False,
+    environment_fingerprint: str | None = None,
+) -> Job:
+    """Resume after the five ordered checks of DESIGN §5; the first failing check refuses with
+    its reason code and nothing is written.
+
+    ``identity`` is the identity asserting the resume (an agent, or the CLI's ``--actor``); a
+    person resuming from the dashboard acts for the job's bound identity, which must still not
+    be revoked."""
+    actor.require(Scope.CONTROL)
+    reason = _reason(reason)
+    from approvals.models import ApprovalRequest, ApprovalStatus
+
+    with transaction.atomic():
+        job = job_get(job_id=job_id, for_update=True)
+        # (1) status
+        _require_status(job, "resume", {S.PAUSED, S.DECISION_NEEDED, S.BLOCKED, S.EMERGENCY_STOPPED})
+        # (2) approvals
+        _, needing, approvals = _approval_window(job)
+        if needing and not any(a.revision > needing for a in approvals):
+            raise PolicyRefused(
+                "approval_required",
+                f"job {job_id} needs an approval recorded after its last decision point",
+                details={"job_id": job_id, "decision_revision": needing},
+                hint="gait job approve --id JOB --actor REVIEWER --reason …",
+                exit_code=4,
+            )
+        pending = list(
+            ApprovalRequest.objects.filter(job=job, status=ApprovalStatus.PENDING).values_list("request_id", flat=True)
+        )
+        if pending:
+            raise PolicyRefused(
+                "approval_required",
+                f"job {job_id} has pending approval requests",
+                details={"job_id": job_id, "pending_requests": pending},
+                exit_code=4,
+            )
+        if job.status == S.EMERGENCY_STOPPED:
+            after_stop = [a for a in approvals if a.revision > needing]
+            if after_stop and all(a.actor == job.stopped_by for a in after_stop):
+                raise PolicyRefused(
+                    "approval_required",
+                    "the actor who stopped the job cannot be the only approver of its resume",
+                    details={"job_id": job_id, "stopped_by": job.stopped_by},
+                    exit_code=4,
+                )
+        # (3) policy
+        transition = False
+        rebind: PolicyBinding | None = None
+        if job.policy_digest:
+            current = policy
+            if current is None and job.policy_id:
+                current = _policy_current(job.policy)
+            if current is None:
+                raise PolicyRefused(
+                    "policy_evaluation_required",
+                    f"job {job_id} is bound to policy {job.policy_ref or job.policy_digest[:12]}; resume must re-evaluate it",
+                    details={"job_id": job_id, "policy_digest": job.policy_digest},
+                    hint="pass --policy FILE",
+                )
+            if current.digest != job.policy_digest:
+                transition = True
+                rebind = current
+        elif policy is not None:
+            rebind = policy
+        # (4) identity
+        asserted = identity if identity is not None else (actor.identity if actor.kind != "user" else None)
+        if job.identity and asserted is not None and asserted != job.identity:
+            raise PolicyRefused(
+                "identity_binding_mismatch",
+                f"job {job_id} is bound to identity {job.identity!r}, not {asserted!r}",
+                details={"job_id": job_id, "bound_identity": job.identity, "identity": asserted},
+            )
+        revoked = identity_revoked_set(revoked_identities)
+        for who in {job.identity, asserted} - {None, ""}:
+            if who in revoked:
+                raise PolicyRefused("identity_revoked", f"identity {who!r} is revoked", details={"identity": who})
+        # (5) environment fingerprint
+        env_now = environment_fingerprint or environment_fingerprint_current()
+        override = False
+        if job.environment_fingerprint and env_now != job.environment_fingerprint:
+            if not allow_env_mismatch:
+                raise PolicyRefused(
+                    "environment_fingerprint_mismatch",
+                    "the environment differs from the one the job was submitted in",
+                    details={"job_id": job_id, "expected": job.environment_fingerprint, "actual": env_now},
+                    hint="pass --allow-env-mismatch to resume anyway",
+                )
+            override = True
+
+        reason_code = "resumed" + ("_with_env_override" if override else "") + ("_policy_transition" if transition else "")
+        fields = ["status", "status_reason_code", "stop_reason"]
+        payload: dict[str, Any] = {"reason": reason, "previous_status": job.status}
+        if rebind is not None:
+            payload["policy_digest_before"] = job.policy_digest
+            payload["policy_digest"] = rebind.digest
+            job.policy_digest, job.policy_ref, job.policy = rebind.digest, rebind.ref, rebind.version
+            fields += ["policy_digest", "policy_ref", "policy"]
+        if override:
+            payload["environment_fingerprint_before"] = job.environment_fingerprint
+            payload["environment_fingerprint"] = env_now
+            job.environment_fingerprint = env_now
+            fields.append("environment_fingerprint")
+        runnable = job.step_count > 0 and job.cursor < job.step_count
+        job.status = S.QUEUED if runnable else S.RUNNING
+        job.status_reason_code = reason_code
+        job.stop_reason = ""
+        event_append(job, type="resumed", actor=actor.name, reason_code=reason_code, payload=payload, update_fields=fields)
+        if runnable:
+            job_wake(job.job_id)
+    return job
+
+
+def _policy_current(version: PolicyVersion) -> PolicyBinding | None:
+    current = version.policy.current
+    if current is None:
+        return None
+    return PolicyBinding(digest=current.digest, ref=f"policy:{version.policy.name}", version=current)
+
+
+def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:
+    actor.require(Scope.CONTROL)
+    reason = _reason(reason)
+    with transaction.atomic():
+        job = job_get(job_id=job_id, for_update=True)
+        _require_status(job, "cancel", set(S.values) - TERMINAL_STATUSES)
+        if job.status == S.QUEUED and job.started_at is None:
+            code = "job_cancelled_before_start"
+        elif job.status in (S.RUNNING, S.WAITING):
+            code = "job_cancelled_during_run"
+        else:
+            code = "cancelled"
+        previous = job.status
+        job.status = S.CANCELLED
+        job.status_reason_code = code
+        job.stop_reason = reason or f"cancelled by {actor.name}"
+        job.finished_at = timezone.now()
+        job.wake_at = None
+        event_append(
+            job,
+            type="cancelled",
+            actor=actor.name,
+            reason_code=code,
+            payload={"reason": reason, "previous_status": previous},
+            update_fields=["status", "status_reason_code", "stop_reason", "finished_at", "wake_at"],
+        )
+    return job
+
+
+def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
+    """Operator retry: back to queued at the failed step; completed steps keep their outputs."""
+    actor.require(Scope.CONTROL)
+    reason = _reason(reason)
+    with transaction.atomic():
+        job = job_get(job_id=job_id, for_update=True)
+        retryable = job.status in (S.FAILED, S.BLOCKED) or (
+            job.status == S.CANCELLED and job.cursor < job.step_count
+        )
+        if not retryable or job.step_count == 0:
+            raise Conflict(
+                "invalid_transition",
+                f"cannot retry a job that is {job.status}"
+                + ("" if job.step_count else " (only jobs with steps run by gaitweb can be retried)"),
+                details={"job_id": job_id, "status": job.status, "allowed_from": ["blocked", "cancelled", "failed"]},
+            )
+        previous = job.status
+        job.status = S.QUEUED
+        job.status_reason_code = "job_retried"
+        job.stop_reason = ""
+        job.finished_at = None
+        job.wake_at = None
+        event_append(
+            job,
+            type="retried",
+            actor=actor.name,
+            reason_code="job_retried",
+            payload={"reason": reason, "previous_status": previous, "resume_at_step": job.cursor},
+            update_fields=["status", "status_reason_code", "stop_reason", "finished_at", "wake_at"],
+        )
+        job_wake(job.job_id)
+    return job
+
+
+# --- read side ---------------------------------------------------------------------------------
+
+
+def job_verify_chain(*, job_id: str) -> ChainReport:
+    return chain_verify(job_get(job_id=job_id))
+
+
+def job_inspect(*, job_id: str, events_limit: int = 50) -> dict[str, Any]:
+    """Everything an operator looks at first: the job, its checkpoints, its latest events and
+    whether its journal verifies."""
+    from gaitweb.canonical import iso_utc
+    from jobs.selectors import checkpoint_list, job_snapshot
+
+    job = job_get(job_id=job_id)
+    events = list(JobEvent.objects.filter(job=job).order_by("-revision")[:events_limit])
+    events.reverse()
+    return {
+        "job": job_snapshot(job),
+        "checkpoints": [c.as_dict() for c in checkpoint_list(job=job)],
+        "events": [
+            {
+                "revision": e.revision,
+                "type": e.type,
+                "actor": e.actor,
+                "reason_code": e.reason_code,
+                "payload": e.payload,
+                "created_at": iso_utc(e.created_at),
+                "hash": e.hash,
+            }
+            for e in events
+        ],
+        "chain": chain_verify(job).as_dict(),
+    }
