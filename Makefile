@@ -1,6 +1,6 @@
 # gaitweb: `make run` to try it, `make test` to check it. See README.md.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
@@ -9,8 +9,8 @@ export GAIT_DATA_DIR ?= $(CURDIR)/var
 .PHONY: venv dev-deps run test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || PYTHON=python3; \
-	 test -x $(PY) || $${PYTHON:-python3} -m venv $(VENV) 2>/dev/null || python3 -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "gaitweb needs Python 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
 	@touch $@

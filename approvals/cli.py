@@ -122,6 +122,47 @@ def _approval_expire(args: Any) -> tuple[int, dict[str, Any]]:
     return EXIT_OK, {"expired": outcomes, "summary": f"{len(outcomes)} approval request(s) expired"}
 
 
+def _approval_list(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.services import approval_pending_list
+    from gaitweb.canonical import iso_utc
+
+    rows = [
+        {
+            "request_id": r.request_id,
+            "job_id": r.job.job_id,
+            "summary": r.summary,
+            "tool": r.tool_name,
+            "approvals": sum(1 for d in r.decisions.all() if d.decision == "approve"),
+            "required_approvals": r.required_approvals,
+            "escalated": r.escalated,
+            "expires_at": iso_utc(r.expires_at),
+        }
+        for r in approval_pending_list(actor=_actor(args), job_id=args.job or None)
+    ]
+    lines = [
+        f"{r['request_id']} {r['job_id']} {r['approvals']}/{r['required_approvals']} {r['summary']}"
+        for r in rows
+    ]
+    return EXIT_OK, {
+        "requests": rows,
+        "summary": "\n".join(lines) or "no pending approval requests",
+    }
+
+
+def _approval_decide(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.services import approval_decide
+
+    # a person decides: the name is theirs, so separation of duties sees who it is
+    actor = Actor.system(args.actor, identity=args.actor)
+    outcome = approval_decide(
+        actor=actor, request_id=args.request_id, decision=args.decision, reason=args.reason
+    )
+    data = outcome.as_dict()
+    return EXIT_OK, data | {
+        "summary": f"{data['request_id']}: {data['status']} ({data['approvals']}/{data['required_approvals']}), job {data['job_status']}"
+    }
+
+
 def register(groups: Any) -> None:
     gate = groups.add_parser("gate", help="evaluate intents against policies")
     gate_verbs = gate.add_subparsers(dest="verb", required=True)
@@ -168,6 +209,21 @@ def register(groups: Any) -> None:
 
     approval = groups.add_parser("approval", help="approval requests")
     approval_verbs = approval.add_subparsers(dest="verb", required=True)
+    p = approval_verbs.add_parser("list", help="pending approval requests")
+    p.add_argument("--job", default="", help="only this job's requests")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_approval_list, a, "approval list"))
+    p = approval_verbs.add_parser("decide", help="approve or reject a request as --actor")
+    p.add_argument("request_id")
+    p.add_argument("decision", choices=["approve", "reject"])
+    p.add_argument(
+        "--actor",
+        required=True,
+        help="the reviewer deciding (recorded; separation of duties applies)",
+    )
+    p.add_argument("--reason", default="")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_approval_decide, a, "approval decide"))
     p = approval_verbs.add_parser(
         "expire-due", help="apply the expiry fallback to overdue requests"
     )

@@ -16,7 +16,13 @@ from typing import Any
 from django.db import DatabaseError, transaction
 
 from approvals.models import PolicyVersion, RevokedIdentity
-from approvals.policy import Intent, Policy, intent_parse, policy_from_normalized_cached
+from approvals.policy import (
+    Intent,
+    Policy,
+    intent_parse,
+    policy_for_version,
+    policy_from_normalized_cached,
+)
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import EXIT_APPROVAL_REQUIRED, EXIT_OK, EXIT_POLICY_BLOCKED, InvalidInput
 
@@ -79,6 +85,22 @@ def policy_of(policy: Policy | PolicyVersion | None) -> Policy | None:
     return policy_from_normalized_cached(policy.digest, policy.normalized)
 
 
+def job_policy(job: Any) -> Policy | None:
+    """The compiled policy a job is bound to, from the per-version cache: the engine's
+    before-step check reads no policy row once a worker has seen the version. ``None`` for a
+    job bound to no policy. Raises ``PolicyVersion.DoesNotExist`` if the row is gone."""
+    if job.policy_id is None:
+        return None
+    return _stored_policy(job.policy_id, job.policy_digest)
+
+
+def _stored_policy(version_pk: int, digest: str) -> Policy:
+    def load() -> tuple[str, Any]:
+        return PolicyVersion.objects.values_list("digest", "normalized").get(pk=version_pk)
+
+    return policy_for_version(version_pk, digest, load)
+
+
 def gate_evaluate(
     *, intent: Mapping[str, Any] | Intent, policy: Policy | PolicyVersion | None
 ) -> GateResult:
@@ -114,7 +136,6 @@ def _refusal(code: str, intent: Intent, policy_digest: str = "") -> GateResult:
     return GateResult(
         verdict="block",
         reason_codes=(code,),
-        violations=(code,),
         policy_digest=policy_digest,
         intent_digest=intent.digest,
     )
@@ -178,9 +199,11 @@ def gate_dispatch(
                 names = {n for n in (parsed.identity, job.identity, actor.identity) if n}
                 if names and RevokedIdentity.objects.filter(identity__in=names).exists():
                     state_code = "identity_revoked"
-            policy = None
-            if job.policy_id is not None:
-                policy = PolicyVersion.objects.get(pk=job.policy_id)
+            policy = (
+                _stored_policy(job.policy_id, job.policy_digest)
+                if job.policy_id is not None
+                else None
+            )
             if state_code:
                 result = _refusal(
                     state_code, parsed, policy.digest if policy else job.policy_digest

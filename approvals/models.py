@@ -40,7 +40,9 @@ class PolicyVersion(models.Model):
     class Meta:
         ordering = ["policy", "-version"]
         constraints = [
-            models.UniqueConstraint(fields=["policy", "version"], name="policyversion_unique_version"),
+            models.UniqueConstraint(
+                fields=["policy", "version"], name="policyversion_unique_version"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -99,9 +101,13 @@ class ApprovalRequest(models.Model):
     required_approvals = models.PositiveIntegerField(default=1)
     distinct_approvers = models.BooleanField(default=True)
     forbid_submitter = models.BooleanField(default=True)
-    status = models.CharField(max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
+    status = models.CharField(
+        max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
-    on_expiry = models.CharField(max_length=16, choices=ExpiryFallback.choices, default=ExpiryFallback.REJECT)
+    on_expiry = models.CharField(
+        max_length=16, choices=ExpiryFallback.choices, default=ExpiryFallback.REJECT
+    )
     escalated = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
@@ -111,7 +117,9 @@ class ApprovalRequest(models.Model):
         permissions = [("decide_approval", "Can approve or reject paused work")]
         indexes = [
             # reviewers' queue (approvals.selectors.approval_pending_list) and the expiry sweep
-            models.Index(fields=["expires_at"], name="approval_pending_expiry", condition=Q(status="pending")),
+            models.Index(
+                fields=["expires_at"], name="approval_pending_expiry", condition=Q(status="pending")
+            ),
             models.Index(fields=["status", "-created_at"], name="approval_status_created"),
         ]
 
@@ -133,7 +141,9 @@ class Decision(models.Model):
     actor = models.CharField(max_length=256)
     # the agent identity behind the actor (API key), so distinct-approver checks see one person
     identity = models.CharField(max_length=256, blank=True, default="")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
     decision = models.CharField(max_length=8, choices=DecisionKind.choices)
     reason = models.CharField(max_length=1024, blank=True, default="")
     decided_at = models.DateTimeField(auto_now_add=True)

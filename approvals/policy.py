@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -36,6 +36,7 @@ VERDICTS = ("allow", "dry_run", "require_approval", "block")
 STRICTNESS = {verdict: rank for rank, verdict in enumerate(VERDICTS)}
 DEFAULT_VERDICT = "require_approval"
 MAX_MIN_APPROVALS = 20
+POLICY_MAX_CHARS = 1024 * 1024
 
 # Gait's closed endpoint-class vocabulary: a typo in a policy would silently never match.
 ENDPOINT_CLASSES = frozenset(
@@ -150,6 +151,9 @@ class PolicyProblem:
         }
 
 
+_UNREADABLE = object()  # a value the safe YAML constructor refused (already reported)
+
+
 class _Walker:
     """Turns the YAML node tree into plain values, collecting every problem with its line."""
 
@@ -162,7 +166,12 @@ class _Walker:
         self.problems.append(PolicyProblem(line, path, key, code, f"line {line}: {message}"))
 
     def scalar(self, node: Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:  # e.g. `!!python/…` or `!!int x`
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.problem(node, "", "", "policy_invalid_value", f"unreadable value: {problem}")
+            return _UNREADABLE
 
     def mapping(
         self, node: Node, path: str, allowed: set[str], unsupported: set[str], what: str
@@ -293,6 +302,24 @@ class _Walker:
 
 def _compose(source: str) -> Node | None:
     try:
+        # Anchors and aliases are refused: a policy has no use for them, and an alias bomb
+        # would make the walk below exponential.
+        for event in yaml.parse(source, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent | yaml.NodeEvent) and getattr(
+                event, "anchor", None
+            ):
+                line = event.start_mark.line + 1
+                raise _invalid(
+                    [
+                        PolicyProblem(
+                            line,
+                            "",
+                            "",
+                            "policy_syntax_error",
+                            f"line {line}: YAML anchors and aliases (&{event.anchor} / *{event.anchor}) are not allowed in policies",
+                        )
+                    ]
+                )
         return yaml.compose(source, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -336,6 +363,12 @@ def policy_parse(source: str) -> Policy:
     problem (``details["problems"]``); the first one is the error's code and message."""
     if not isinstance(source, str):
         raise InvalidInput("policy_invalid_value", "policy source must be text")
+    if len(source) > POLICY_MAX_CHARS:
+        raise InvalidInput(
+            "policy_too_large",
+            f"a policy is at most {POLICY_MAX_CHARS} characters",
+            details={"max_chars": POLICY_MAX_CHARS},
+        )
     root = _compose(source)
     if root is None:
         raise _invalid(
@@ -628,8 +661,8 @@ def policy_digest(source: str) -> str:
 # --- intents -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
+    # a tuple: cheap to build, hashable (duplicates fold), and sorts by these fields in order
     kind: str
     value: str
     operation: str = ""
@@ -657,10 +690,23 @@ class Intent:
     risk_class: str = ""
     workspace: str = ""
 
+    # derived once at construction (also by dataclasses.replace): the gate reads them per rule
+    target_kinds: frozenset[str] = field(init=False, repr=False, compare=False)
+    target_values: frozenset[str] = field(init=False, repr=False, compare=False)
+    endpoint_classes: frozenset[str] = field(init=False, repr=False, compare=False)
+    digest: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "target_kinds", frozenset(t.kind for t in self.targets))
+        set_(self, "target_values", frozenset(t.value for t in self.targets))
+        set_(self, "endpoint_classes", frozenset(t.endpoint_class for t in self.targets))
+        set_(self, "digest", sha256_hex(fast_canonical_json(self.as_dict())))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "tool_name": self.tool_name,
-            "args": dict(self.args),
+            "args": self.args,
             "targets": [t.as_dict() for t in self.targets],
             "context": {
                 "identity": self.identity,
@@ -669,22 +715,6 @@ class Intent:
                 "workspace": self.workspace,
             },
         }
-
-    @cached_property
-    def digest(self) -> str:
-        return sha256_hex(fast_canonical_json(self.as_dict()))
-
-    @cached_property
-    def target_kinds(self) -> frozenset[str]:
-        return frozenset(t.kind for t in self.targets)
-
-    @cached_property
-    def target_values(self) -> frozenset[str]:
-        return frozenset(t.value for t in self.targets)
-
-    @cached_property
-    def endpoint_classes(self) -> frozenset[str]:
-        return frozenset(t.endpoint_class for t in self.targets)
 
 
 _PATH_READ = {"read", "get", "list", "open", "cat", "head", "download", "stat"}
@@ -740,7 +770,7 @@ def intent_parse(data: Any) -> Intent:
     short ``{tool_name, args, targets, context}``). Raises ``InvalidInput('intent_invalid')``."""
     if isinstance(data, Intent):
         return data
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         raise _intent_error("intent", "must be a JSON object")
     schema_id = data.get("schema_id")
     if schema_id not in (None, "", INTENT_SCHEMA_ID):
@@ -751,8 +781,10 @@ def intent_parse(data: Any) -> Intent:
     args = data.get("args")
     if args is None:
         args = {}
-    if not isinstance(args, Mapping):
+    if type(args) is not dict and not isinstance(args, Mapping):
         raise _intent_error("args", "must be a JSON object")
+    if type(args) is not dict:
+        args = dict(args)
     raw_targets = data.get("targets")
     if raw_targets is None:
         raw_targets = []
@@ -761,7 +793,7 @@ def intent_parse(data: Any) -> Intent:
     targets: set[Target] = set()
     for index, raw in enumerate(raw_targets):
         where = f"targets[{index}]"
-        if not isinstance(raw, Mapping):
+        if type(raw) is not dict and not isinstance(raw, Mapping):
             raise _intent_error(where, "must be an object with kind and value")
         kind = _opt_str(raw.get("kind"), f"{where}.kind").lower()
         value = _opt_str(raw.get("value"), f"{where}.value")
@@ -778,24 +810,23 @@ def intent_parse(data: Any) -> Intent:
     context = data.get("context")
     if context is None:
         context = {}
-    if not isinstance(context, Mapping):
+    if type(context) is not dict and not isinstance(context, Mapping):
         raise _intent_error("context", "must be a JSON object")
-    intent = Intent(
-        tool_name=tool_name,
-        args=args,
-        targets=tuple(
-            sorted(targets, key=lambda t: (t.kind, t.value, t.operation, t.endpoint_class))
-        ),
-        identity=_opt_str(context.get("identity"), "context.identity"),
-        job_id=_opt_str(context.get("job_id"), "context.job_id"),
-        risk_class=_opt_str(context.get("risk_class"), "context.risk_class").lower(),
-        workspace=_opt_str(context.get("workspace"), "context.workspace").replace("\\", "/"),
-    )
     try:
-        intent.digest  # noqa: B018 - computed now so unhashable args are refused as bad input
-    except (ValueError, TypeError) as exc:  # rfc8785: NaN, huge integers, lone surrogates …
+        return Intent(
+            tool_name=tool_name,
+            args=args,
+            targets=tuple(sorted(targets)),
+            identity=_opt_str(context.get("identity"), "context.identity"),
+            job_id=_opt_str(context.get("job_id"), "context.job_id"),
+            risk_class=_opt_str(context.get("risk_class"), "context.risk_class").lower(),
+            workspace=_opt_str(context.get("workspace"), "context.workspace").replace("\\", "/"),
+        )
+    except (
+        ValueError,
+        TypeError,
+    ) as exc:  # the digest's JCS refuses NaN, huge integers, lone surrogates …
         raise _intent_error("args", f"cannot be canonicalized as JSON ({exc})") from None
-    return intent
 
 
 # JCS of plain JSON made of ASCII strings, safe integers, booleans and null is exactly what
@@ -807,16 +838,24 @@ _SAFE_INT = 2**53
 
 
 def _plain(value: Any) -> bool:
-    if isinstance(value, str):
+    # exact type checks: JSON from the wire is made of these; anything else takes the slow path
+    kind = type(value)
+    if kind is str:
         return value.isascii()
-    if value is None or isinstance(value, bool):
+    if value is None or kind is bool:
         return True
-    if isinstance(value, int):
+    if kind is int:
         return -_SAFE_INT < value < _SAFE_INT
-    if isinstance(value, Mapping):
-        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(_plain(v) for v in value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii() or not _plain(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            if not _plain(item):
+                return False
+        return True
     return False
 
 
@@ -964,6 +1003,7 @@ class CompiledPolicy:
 
 
 _COMPILED: dict[str, Policy] = {}
+_BY_VERSION: dict[tuple[int, str], Policy] = {}
 _COMPILED_LIMIT = 256
 
 
@@ -977,6 +1017,22 @@ def policy_from_normalized_cached(digest: str, normalized: Mapping[str, Any]) ->
         if len(_COMPILED) >= _COMPILED_LIMIT:
             _COMPILED.clear()
         _COMPILED[digest] = policy
+    return policy
+
+
+def policy_for_version(version_pk: int, digest: str, load: Any) -> Policy:
+    """The compiled policy of PolicyVersion ``version_pk`` whose digest the caller already
+    knows (a job stores it next to the foreign key); ``load()`` returns ``(digest,
+    normalized)`` and is called only on a miss. Keyed by both, so a reused primary key can
+    never serve another policy, and the gate's hot path skips the (large) normalized JSON."""
+    key = (version_pk, digest)
+    policy = _BY_VERSION.get(key)
+    if policy is None:
+        policy = policy_from_normalized_cached(*load())
+        if len(_BY_VERSION) >= _COMPILED_LIMIT:
+            _BY_VERSION.clear()
+        if policy.digest == digest:
+            _BY_VERSION[key] = policy
     return policy
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import F, Max, QuerySet
 from django.utils import timezone
 
 from approvals.models import (
@@ -108,7 +108,11 @@ def policy_save(
     policy_parse(source)  # refuse before taking any lock
     with transaction.atomic():
         policy, _ = Policy.objects.get_or_create(name=name)
-        policy = Policy.objects.select_for_update(of=("self",)).select_related("current").get(pk=policy.pk)
+        policy = (
+            Policy.objects.select_for_update(of=("self",))
+            .select_related("current")
+            .get(pk=policy.pk)
+        )
         if description is not None and description != policy.description:
             policy.description = _text(description, "description", max_len=512)
             policy.save(update_fields=["description", "updated_at"])
@@ -193,7 +197,11 @@ def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBin
         name = f"{FILE_POLICY_PREFIX}{path.name[:96]}@{parsed.digest[:12]}"
         with transaction.atomic():
             policy, _ = Policy.objects.get_or_create(name=name)
-            policy = Policy.objects.select_for_update(of=("self",)).select_related("current").get(pk=policy.pk)
+            policy = (
+                Policy.objects.select_for_update(of=("self",))
+                .select_related("current")
+                .get(pk=policy.pk)
+            )
             version = _policy_version_store(
                 policy=policy, source=source, author=actor.name if actor else "file"
             )
@@ -651,7 +659,7 @@ def approval_pending_list(*, actor: Actor, job_id: str | None = None) -> QuerySe
         ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
         .select_related("job")
         .prefetch_related("decisions")
-        .order_by("expires_at", "-created_at")
+        .order_by(F("expires_at").asc(nulls_last=True), "-created_at")
     )
     if job_id:
         qs = qs.filter(job__job_id=job_id)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from gaitweb.errors import Forbidden
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import AbstractUser, AnonymousUser
 
 
 class Scope:
@@ -48,7 +48,7 @@ class Actor:
         return cls(name=name or "system", scopes=Scope.ALL, identity=identity, kind="system")
 
     @classmethod
-    def from_user(cls, user: AbstractBaseUser) -> Actor:
+    def from_user(cls, user: AbstractUser | AnonymousUser) -> Actor:
         if not user.is_authenticated or not user.is_active:
             return cls(name="anonymous", scopes=frozenset(), kind="user")
         if user.is_superuser:

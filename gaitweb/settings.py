@@ -192,6 +192,8 @@ Q_CLUSTER = {
     "recycle": 500,
     "compress": False,
     "sync": env_bool("GAIT_Q_SYNC", False),
+    # the stock ORM broker plus a watchdog that keeps the engine's sweep chain alive (jobs.broker)
+    "broker_class": "jobs.broker.ClusterORM",
 }
 
 # --- gaitweb --------------------------------------------------------------------------------
@@ -201,6 +203,10 @@ GAIT = {
     "HEARTBEAT_SECONDS": env_float("GAIT_HEARTBEAT_SECONDS", 1.0),
     "SLICE_SECONDS": env_float("GAIT_SLICE_SECONDS", 30.0),
     "SWEEP_SECONDS": env_float("GAIT_SWEEP_SECONDS", 2.0),
+    # while a step runs, how often the engine's heartbeat looks for a stop/cancel (jobs.engine)
+    "STOP_POLL_SECONDS": env_float("GAIT_STOP_POLL_SECONDS", 0.2),
+    # modules that register python step functions with @step_function (jobs.steps)
+    "STEP_MODULES": [m.strip() for m in os.environ.get("GAIT_STEP_MODULES", "jobs.stepfns").split(",") if m.strip()],
     "LIST_DEFAULT_PAGE_SIZE": env_int("GAIT_LIST_DEFAULT_PAGE_SIZE", 50),
     "LIST_MAX_PAGE_SIZE": env_int("GAIT_LIST_MAX_PAGE_SIZE", 500),
     "STEP_TIMEOUT_DEFAULT": env_float("GAIT_STEP_TIMEOUT_DEFAULT", 300.0),
@@ -215,6 +221,23 @@ GAIT = {
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # --- REST API (gaitweb/api.py, issue #5) ---
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "gaitweb.api.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # enforces CSRF
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["gaitweb.api.ScopePermission"],
+    "DEFAULT_THROTTLE_CLASSES": ["gaitweb.api.ApiRateThrottle"],
+    # per API key / logged-in user / client address, counted in the shared cache
+    "DEFAULT_THROTTLE_RATES": {
+        "apikey": os.environ.get("GAIT_API_RATE_APIKEY", "6000/min"),
+        "user": os.environ.get("GAIT_API_RATE_USER", "1200/min"),
+        "anon": os.environ.get("GAIT_API_RATE_ANON", "120/min"),
+    },
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "gaitweb.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
 SPECTACULAR_SETTINGS = {

@@ -35,3 +35,42 @@ class DelayedORM(ORM):
         lock = self.at if self.at is not None and self.at > now else now
         row = OrmQ.objects.using(Conf.ORM).create(key=self.list_key, payload=task, lock=lock)
         return int(row.pk)
+
+
+class ClusterORM(ORM):
+    """The ORM broker the cluster itself uses (``Q_CLUSTER["broker_class"]``): the stock one,
+    plus a watchdog for the engine's sweep chain.
+
+    The sweep re-enqueues itself as a delayed broker row. If a cluster is killed while holding
+    that row (dequeued rows stay locked for ``retry`` seconds), the chain is gone, and so is
+    crash recovery for every job. The pusher of every live cluster therefore checks the chain's
+    heartbeat every couple of seconds and restarts it when it went quiet: one cache read per
+    check, and recovery never waits for django-q2's 30-second scheduler tick.
+    """
+
+    _next_check = 0.0
+
+    def ping(self) -> bool:  # called once when a cluster starts
+        self._sweep_watch()
+        return True
+
+    def dequeue(self):  # type: ignore[no-untyped-def]
+        self._sweep_watch()
+        return super().dequeue()
+
+    def _sweep_watch(self) -> None:
+        import logging
+        import time
+
+        from django.conf import settings
+
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + max(1.0, float(settings.GAIT["SWEEP_SECONDS"]))
+        try:
+            from jobs.engine import sweep_kick
+
+            sweep_kick()
+        except Exception:  # the broker must keep delivering even if the cache is down
+            logging.getLogger("gaitweb.engine").exception("sweep watchdog failed")

@@ -105,7 +105,11 @@ def advance_enqueue(job_id: str, *, at: datetime | None = None) -> None:
     async_task(
         ADVANCE_TASK,
         job_id,
-        q_options={"broker": DelayedORM(at=at), "save": False, "task_name": f"advance {job_id}"[:100]},
+        q_options={
+            "broker": DelayedORM(at=at),
+            "save": False,
+            "task_name": f"advance {job_id}"[:100],
+        },
     )
 
 
@@ -199,6 +203,9 @@ class _Runner:
     preempted: str = ""  # the status that preempted the running step (emergency_stopped, …)
     lease_lost: bool = False
     last_renew: float = 0.0
+    # (step_index, StepRun id, started_at) of a ``started`` record committed with the previous
+    # step's checkpoint (see _write_success)
+    prestarted: tuple[int, int, datetime] | None = None
 
     # -- heartbeat side (runs on the heartbeat thread) --
 
@@ -214,20 +221,29 @@ class _Runner:
             if renew:
                 cur.execute(
                     f'UPDATE "{table}" SET "lease_expires_at" = %s WHERE "job_id" = %s AND "lease_token" = %s RETURNING "status"',
-                    [timezone.now() + timedelta(seconds=lease_s), self.job_id, self.token],
+                    [
+                        timezone.now() + timedelta(seconds=lease_s),
+                        self.job_id,
+                        _token_param(self.token),
+                    ],
                 )
                 self.last_renew = now_m
             else:
                 cur.execute(
                     f'SELECT "status" FROM "{table}" WHERE "job_id" = %s AND "lease_token" = %s',
-                    [self.job_id, self.token],
+                    [self.job_id, _token_param(self.token)],
                 )
             row = cur.fetchone()
         if row is None:
             self.lease_lost = True
         elif row[0] in (S.EMERGENCY_STOPPED, S.CANCELLED):
             self.preempted = row[0]
-        if attempt is not None and (self.lease_lost or self.preempted or now_m > attempt.deadline):
+        if attempt is None:
+            return
+        # python steps cannot be killed: a timeout only raises ctx.stopped (commands time out
+        # themselves and are killed)
+        timed_out = attempt.ctx.step["kind"] == "python" and now_m > attempt.deadline
+        if self.lease_lost or self.preempted or timed_out:
             attempt.ctx.stop_event.set()
 
     # -- claim --
@@ -291,7 +307,9 @@ class _Runner:
         assert job is not None
         self.outputs = {}
         if job.cursor > 0:
-            for name, output in StepRun.objects.filter(job=job, status=R.SUCCEEDED).values_list("step_name", "output"):
+            for name, output in StepRun.objects.filter(job=job, status=R.SUCCEEDED).values_list(
+                "step_name", "output"
+            ):
                 self.outputs[name] = output
         self._load_runs()
 
@@ -327,7 +345,9 @@ class _Runner:
         from jobs.services import _checkpoint_write
 
         self._release_fields(job)
-        Job.objects.filter(pk=job.pk).update(lease_token=None, lease_owner="", lease_expires_at=None)
+        Job.objects.filter(pk=job.pk).update(
+            lease_token=None, lease_owner="", lease_expires_at=None
+        )
         _checkpoint_write(
             job,
             actor=ENGINE_ACTOR,
@@ -336,7 +356,11 @@ class _Runner:
             required_action=f"Check whether {step['name']} took effect; approve and resume to run it again, or cancel the job.",
             reason_code="step_in_doubt",
             new_status=S.DECISION_NEEDED,
-            payload={"step": step["name"], "step_index": job.cursor, "attempt": open_runs[-1].attempt},
+            payload={
+                "step": step["name"],
+                "step_index": job.cursor,
+                "attempt": open_runs[-1].attempt,
+            },
         )
         return True
 
@@ -391,7 +415,14 @@ class _Runner:
             fields.append("wake_at")
             if release:
                 fields += self._release_fields(job)
-            event_append(job, type=event_type, actor=ENGINE_ACTOR, reason_code=reason, payload=payload, update_fields=fields)
+            event_append(
+                job,
+                type=event_type,
+                actor=ENGINE_ACTOR,
+                reason_code=reason,
+                payload=payload,
+                update_fields=fields,
+            )
             if wake_at is not None:
                 _enqueue_on_commit(job.job_id, wake_at)
         return job
@@ -400,14 +431,25 @@ class _Runner:
         """Give the lease back without an event (the status does not change)."""
         with transaction.atomic():
             n = Job.objects.filter(pk=self.job.pk, lease_token=self.token).update(  # type: ignore[union-attr]
-                lease_token=None, lease_owner="", lease_expires_at=None, outputs=self.outputs, updated_at=timezone.now()
+                lease_token=None,
+                lease_owner="",
+                lease_expires_at=None,
+                outputs=self.outputs,
+                updated_at=timezone.now(),
             )
             if n and reenqueue:
                 _enqueue_on_commit(self.job_id)
 
     # -- the hot path: checkpoint a succeeded step in one statement --
 
-    def checkpoint_success(self, step: dict[str, Any], attempt: int, result: StepResult, started_at: datetime, run_id: int | None) -> str:
+    def checkpoint_success(
+        self,
+        step: dict[str, Any],
+        attempt: int,
+        result: StepResult,
+        started_at: datetime,
+        run_id: int | None,
+    ) -> str:
         """Record the succeeded StepRun, its event and the new cursor; return the job's status.
         Guarded by the lease token (a worker that lost its lease cannot write) and by the
         revision (a lifecycle service that journaled meanwhile makes us rebuild the event)."""
@@ -422,18 +464,34 @@ class _Runner:
         }
         for _ in range(20):
             prev_rev, prev_hash = job.revision, job.last_event_hash
-            event = event_build(job, type="step_succeeded", actor=ENGINE_ACTOR, reason_code="step_succeeded", payload=payload)
-            status = self._write_success(job, prev_rev, event, step, attempt, result, started_at, now, run_id)
+            event = event_build(
+                job,
+                type="step_succeeded",
+                actor=ENGINE_ACTOR,
+                reason_code="step_succeeded",
+                payload=payload,
+            )
+            status = self._write_success(
+                job, prev_rev, event, step, attempt, result, started_at, now, run_id
+            )
             if status is not None:
                 job.cursor += 1
                 job.status = status
                 return status
             job.revision, job.last_event_hash = prev_rev, prev_hash
-            fresh = Job.objects.filter(pk=job.pk).values("lease_token", "revision", "last_event_hash", "status").first()
+            fresh = (
+                Job.objects.filter(pk=job.pk)
+                .values("lease_token", "revision", "last_event_hash", "status")
+                .first()
+            )
             if fresh is None or fresh["lease_token"] != self.token:
                 self.lease_lost = True
                 raise _LeaseLost
-            job.revision, job.last_event_hash, job.status = fresh["revision"], fresh["last_event_hash"], fresh["status"]
+            job.revision, job.last_event_hash, job.status = (
+                fresh["revision"],
+                fresh["last_event_hash"],
+                fresh["status"],
+            )
         raise _LeaseLost  # pragma: no cover - 20 concurrent journal writes in a row
 
     def _write_success(
@@ -451,8 +509,23 @@ class _Runner:
         lease = finished_at + timedelta(seconds=float(_gait("LEASE_SECONDS")))
         output_json = json.dumps(result.output)
         if connection.vendor != "postgresql":
-            return self._write_success_orm(job, prev_rev, event, step, attempt, result, started_at, finished_at, run_id, lease)
+            return self._write_success_orm(
+                job, prev_rev, event, step, attempt, result, started_at, finished_at, run_id, lease
+            )
         jt, st, et = Job._meta.db_table, StepRun._meta.db_table, JobEvent._meta.db_table
+        # The next step's ``started`` record rides on this commit when it will need one: a
+        # non-idempotent step costs one commit, like an idempotent one. If the loop then does
+        # not dispatch it (pause, stop, slice end), _drop_prestarted deletes the row; a crash in
+        # between leaves it ``started``, which recovery treats as in doubt: the conservative
+        # reading, exactly as for a crash right after a separate ``started`` commit.
+        steps = job.steps
+        nxt = steps[job.cursor + 1] if job.cursor + 1 < job.step_count else None
+        prestart = (
+            nxt is not None
+            and not nxt["idempotent"]
+            and nxt["kind"] not in PARKING_KINDS
+            and job.policy_id is None
+        )
         if run_id is None:
             step_sql = (
                 f'INSERT INTO "{st}" ("job_id", "step_index", "step_name", "attempt", "status", "idempotency_key", '
@@ -460,8 +533,17 @@ class _Runner:
                 "SELECT j.id, %s, %s, %s, 'succeeded', %s, %s::jsonb, %s::jsonb, NULL, %s, %s, %s, %s, %s FROM j"
             )
             step_params = [
-                job.cursor, step["name"], attempt, self.idempotency_key(step), json.dumps(step["with"]),
-                output_json, result.stdout, result.stderr, self.owner[:128], started_at, finished_at,
+                job.cursor,
+                step["name"],
+                attempt,
+                self.idempotency_key(step),
+                json.dumps(step["with"]),
+                output_json,
+                result.stdout,
+                result.stderr,
+                self.owner[:128],
+                started_at,
+                finished_at,
             ]
         else:
             step_sql = (
@@ -476,7 +558,15 @@ class _Runner:
             f"s AS ({step_sql}), "
             f'e AS (INSERT INTO "{et}" ("job_id", "revision", "type", "actor", "reason_code", "payload", "created_at", "prev_hash", "hash") '
             "SELECT j.id, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM j) "
-            'SELECT "status" FROM j'
+            + (
+                f', n AS (INSERT INTO "{st}" ("job_id", "step_index", "step_name", "attempt", "status", '
+                '"idempotency_key", "input", "output", "error", "stdout", "stderr", "worker", "started_at", '
+                "\"finished_at\") SELECT j.id, %s, %s, 1, 'started', %s, %s::jsonb, NULL, NULL, '', '', %s, %s, NULL "
+                "FROM j WHERE j.status = 'running' RETURNING \"id\") "
+                'SELECT j."status", (SELECT "id" FROM n) FROM j'
+                if prestart
+                else 'SELECT "status", NULL FROM j'
+            )
         )
         params = [
             event.revision, event.hash, finished_at, lease, job.pk, self.token, prev_rev,
@@ -484,10 +574,24 @@ class _Runner:
             event.revision, event.type, event.actor, event.reason_code, json.dumps(event.payload),
             event.created_at, event.prev_hash, event.hash,
         ]  # fmt: skip
+        if prestart:
+            assert nxt is not None
+            params += [
+                job.cursor + 1,
+                nxt["name"],
+                self.idempotency_key(nxt),
+                json.dumps(nxt["with"]),
+                self.owner[:128],
+                finished_at,
+            ]
         with connection.cursor() as cur:
             cur.execute(sql, params)
             row = cur.fetchone()
-        return row[0] if row else None
+        if row is None:
+            return None
+        if row[1] is not None:
+            self.prestarted = (job.cursor + 1, int(row[1]), finished_at)
+        return str(row[0])
 
     def _write_success_orm(
         self,
@@ -524,12 +628,22 @@ class _Runner:
                 )  # fmt: skip
             else:
                 StepRun.objects.filter(pk=run_id).update(
-                    status=R.SUCCEEDED, output=result.output, stdout=result.stdout, stderr=result.stderr, finished_at=finished_at
+                    status=R.SUCCEEDED,
+                    output=result.output,
+                    stdout=result.stdout,
+                    stderr=result.stderr,
+                    finished_at=finished_at,
                 )
             event.save(force_insert=True)
             return str(Job.objects.filter(pk=job.pk).values_list("status", flat=True).get())
 
     # -- the loop --
+
+    def _drop_prestarted(self) -> None:
+        """The loop will not dispatch the step whose ``started`` record was pre-committed."""
+        if self.prestarted is not None:
+            StepRun.objects.filter(pk=self.prestarted[1], status=R.STARTED).delete()
+            self.prestarted = None
 
     def idempotency_key(self, step: dict[str, Any]) -> str:
         return f"{self.job_id}/{step['name']}"
@@ -542,7 +656,9 @@ class _Runner:
         try:
             return self._loop()
         except _LeaseLost:
-            log.warning("job %s: lease lost to another worker; stopping without writing", self.job_id)
+            log.warning(
+                "job %s: lease lost to another worker; stopping without writing", self.job_id
+            )
             return "lease_lost"
         finally:
             hb.detach(self)
@@ -555,22 +671,42 @@ class _Runner:
         while True:
             if self.lease_lost:
                 raise _LeaseLost
-            status = job.status
+            status = self.preempted or job.status
+            if self.prestarted is not None and (
+                status != S.RUNNING
+                or self.prestarted[0] != job.cursor
+                or time.monotonic() >= slice_end
+                or (job.deadline is not None and timezone.now() >= job.deadline)
+            ):
+                self._drop_prestarted()
             if status != S.RUNNING:
                 return self._blocked_by_control(status)
             if job.cursor >= job.step_count:
-                self._transition(status=S.COMPLETED, event_type="completed", reason="job_succeeded", payload={"steps": job.step_count})
+                self._transition(
+                    status=S.COMPLETED,
+                    event_type="completed",
+                    reason="job_succeeded",
+                    payload={"steps": job.step_count},
+                )
                 return "completed"
             if job.deadline is not None and timezone.now() >= job.deadline:
-                self._fail(steps[job.cursor], FAIL_TIMEOUT, {"type": "deadline_exceeded", "message": "the job's deadline passed"})
+                self._fail(
+                    steps[job.cursor],
+                    FAIL_TIMEOUT,
+                    {"type": "deadline_exceeded", "message": "the job's deadline passed"},
+                )
                 return "failed"
             if time.monotonic() >= slice_end:
                 self.release(reenqueue=True)
                 return "yielded"
             step = steps[job.cursor]
-            if job.policy_id is not None and not self._gate_allows(step):
-                return "gated"
             kind = step["kind"]
+            if (
+                job.policy_id is not None
+                and kind not in PARKING_KINDS
+                and not self._gate_allows(step)
+            ):
+                return "gated"
             if kind == "sleep":
                 if not self._sleep(step):
                     return "waiting"
@@ -590,9 +726,18 @@ class _Runner:
     def _blocked_by_control(self, status: str) -> str:
         """The job left ``running`` under us (pause, stop, cancel): dispatch nothing more."""
         if status in (S.EMERGENCY_STOPPED, S.CANCELLED):
-            code = "emergency_stop_preempted" if status == S.EMERGENCY_STOPPED else "job_cancelled_during_run"
+            code = (
+                "emergency_stop_preempted"
+                if status == S.EMERGENCY_STOPPED
+                else "job_cancelled_during_run"
+            )
             step = self.job.current_step_name if self.job else ""
-            self._transition(status=None, event_type="dispatch_blocked", reason=code, payload={"step": step, "status": status})
+            self._transition(
+                status=None,
+                event_type="dispatch_blocked",
+                reason=code,
+                payload={"step": step, "status": status},
+            )
         else:
             self.release()
         return f"parked:{status}"
@@ -619,7 +764,10 @@ class _Runner:
         if job.deadline is not None:
             timeout = max(min(timeout, (job.deadline - started_at).total_seconds()), 0.001)
         run_id = None
-        if not step["idempotent"]:
+        if self.prestarted is not None and self.prestarted[0] == job.cursor:
+            _, run_id, started_at = self.prestarted
+            self.prestarted = None
+        elif not step["idempotent"]:
             run_id = self._record_started(step, attempt_no, started_at)
         ctx = StepContext(
             job=job,
@@ -637,7 +785,9 @@ class _Runner:
             result = step_execute(ctx, timeout=timeout)
         except Exception as exc:  # an executor bug must still be recorded, not crash the loop
             log.exception("step %s of %s raised", step["name"], self.job_id)
-            result = StepResult("failed", error={"type": type(exc).__name__, "message": str(exc), "retryable": True})
+            result = StepResult(
+                "failed", error={"type": type(exc).__name__, "message": str(exc), "retryable": True}
+            )
         finally:
             self.attempt = None
         if self.lease_lost:
@@ -665,9 +815,19 @@ class _Runner:
             f"SELECT \"id\", %s, %s, %s, 'started', %s, {cast}, NULL, NULL, '', '', %s, %s, NULL "
             f'FROM "{jt}" WHERE "id" = %s AND "lease_token" = %s RETURNING "id"'
         )
-        token = self.token if connection.vendor == "postgresql" else self.token.hex
-        params = [job.cursor, step["name"], attempt, self.idempotency_key(step), json.dumps(step["with"]), self.owner[:128], started_at, job.pk, token]
-        with transaction.atomic(), connection.cursor() as cur:
+        token = _token_param(self.token)
+        params = [
+            job.cursor,
+            step["name"],
+            attempt,
+            self.idempotency_key(step),
+            json.dumps(step["with"]),
+            self.owner[:128],
+            started_at,
+            job.pk,
+            token,
+        ]
+        with connection.cursor() as cur:  # autocommit: one statement, one round trip
             cur.execute(sql, params)
             row = cur.fetchone()
         if row is None:
@@ -675,11 +835,27 @@ class _Runner:
             raise _LeaseLost
         return int(row[0])
 
-    def _steprun_finish(self, job: Job, step: dict[str, Any], attempt: int, started_at: datetime, run_id: int | None, status: str, result: StepResult, error: dict[str, Any] | None) -> StepRun:
+    def _steprun_finish(
+        self,
+        job: Job,
+        step: dict[str, Any],
+        attempt: int,
+        started_at: datetime,
+        run_id: int | None,
+        status: str,
+        result: StepResult,
+        error: dict[str, Any] | None,
+    ) -> StepRun:
         now = timezone.now()
         if run_id is not None:
             run = StepRun.objects.get(pk=run_id)
-            run.status, run.error, run.stdout, run.stderr, run.finished_at = status, error, result.stdout, result.stderr, now
+            run.status, run.error, run.stdout, run.stderr, run.finished_at = (
+                status,
+                error,
+                result.stdout,
+                result.stderr,
+                now,
+            )
             run.save(update_fields=["status", "error", "stdout", "stderr", "finished_at"])
             return run
         return StepRun.objects.create(
@@ -688,9 +864,24 @@ class _Runner:
             stderr=result.stderr, worker=self.owner[:128], started_at=started_at, finished_at=now,
         )  # fmt: skip
 
-    def _record_preempted(self, step: dict[str, Any], attempt: int, started_at: datetime, run_id: int | None, result: StepResult) -> None:
-        code = "emergency_stop_preempted" if self.preempted == S.EMERGENCY_STOPPED else "job_cancelled_during_run"
-        error = {"type": "preempted", "message": f"the job was {self.preempted} while the step ran", "retryable": False}
+    def _record_preempted(
+        self,
+        step: dict[str, Any],
+        attempt: int,
+        started_at: datetime,
+        run_id: int | None,
+        result: StepResult,
+    ) -> None:
+        code = (
+            "emergency_stop_preempted"
+            if self.preempted == S.EMERGENCY_STOPPED
+            else "job_cancelled_during_run"
+        )
+        error = {
+            "type": "preempted",
+            "message": f"the job was {self.preempted} while the step ran",
+            "retryable": False,
+        }
 
         def record(job: Job) -> None:
             self._steprun_finish(job, step, attempt, started_at, run_id, R.CANCELLED, result, error)
@@ -699,12 +890,26 @@ class _Runner:
             status=None,
             event_type="step_cancelled",
             reason=code,
-            payload={"step": step["name"], "step_index": self.job.cursor, "attempt": attempt, "status": self.preempted},  # type: ignore[union-attr]
+            payload={
+                "step": step["name"],
+                "step_index": self.job.cursor,
+                "attempt": attempt,
+                "status": self.preempted,
+            },  # type: ignore[union-attr]
             before_event=record,
         )
 
-    def _attempt_failed(self, step: dict[str, Any], attempt: int, started_at: datetime, run_id: int | None, result: StepResult) -> str:
-        error = dict(result.error or {"type": "error", "message": "the step failed", "retryable": True})
+    def _attempt_failed(
+        self,
+        step: dict[str, Any],
+        attempt: int,
+        started_at: datetime,
+        run_id: int | None,
+        result: StepResult,
+    ) -> str:
+        error = dict(
+            result.error or {"type": "error", "message": "the step failed", "retryable": True}
+        )
         retry = step["retry"]
         names = set(retry.get("non_retryable") or [])
         etype = str(error.get("type", ""))
@@ -719,13 +924,23 @@ class _Runner:
             wake_at = timezone.now() + timedelta(seconds=delay)
 
             def record(job: Job) -> None:
-                self.runs.append(self._steprun_finish(job, step, attempt, started_at, run_id, status, result, error))
+                self.runs.append(
+                    self._steprun_finish(
+                        job, step, attempt, started_at, run_id, status, result, error
+                    )
+                )
 
             self._transition(
                 status=S.WAITING,
                 event_type="step_retry_scheduled",
                 reason="step_retry_scheduled",
-                payload={"step": step["name"], "step_index": self.job.cursor, "attempt": attempt, "error": _error_summary(error), "delay_s": round(delay, 3)},  # type: ignore[union-attr]
+                payload={
+                    "step": step["name"],
+                    "step_index": self.job.cursor,
+                    "attempt": attempt,
+                    "error": _error_summary(error),
+                    "delay_s": round(delay, 3),
+                },  # type: ignore[union-attr]
                 wake_at=wake_at,
                 before_event=record,
             )
@@ -741,7 +956,16 @@ class _Runner:
         else:
             reason = FAIL_RUNTIME
         error["gave_up"] = True
-        self._fail(step, reason, error, attempt=attempt, started_at=started_at, run_id=run_id, result=result, run_status=status)
+        self._fail(
+            step,
+            reason,
+            error,
+            attempt=attempt,
+            started_at=started_at,
+            run_id=run_id,
+            result=result,
+            run_status=status,
+        )
         return "failed"
 
     def _fail(
@@ -758,13 +982,20 @@ class _Runner:
     ) -> None:
         def record(job: Job) -> None:
             if attempt is not None and started_at is not None and result is not None:
-                self._steprun_finish(job, step, attempt, started_at, run_id, run_status, result, error)
+                self._steprun_finish(
+                    job, step, attempt, started_at, run_id, run_status, result, error
+                )
 
         self._transition(
             status=S.FAILED,
             event_type="failed",
             reason=reason,
-            payload={"step": step["name"], "step_index": self.job.cursor, "attempt": attempt, "error": _error_summary(error)},  # type: ignore[union-attr]
+            payload={
+                "step": step["name"],
+                "step_index": self.job.cursor,
+                "attempt": attempt,
+                "error": _error_summary(error),
+            },  # type: ignore[union-attr]
             before_event=record,
         )
 
@@ -773,14 +1004,26 @@ class _Runner:
         from jobs.services import _checkpoint_write
 
         if type not in (CheckpointType.PLAN, CheckpointType.PROGRESS):
-            raise InvalidInput("invalid_checkpoint_type", "a step may add plan or progress checkpoints", details={"field": "type"})
+            raise InvalidInput(
+                "invalid_checkpoint_type",
+                "a step may add plan or progress checkpoints",
+                details={"field": "type"},
+            )
         with transaction.atomic():
             job = self._locked()
-            _checkpoint_write(job, actor=ENGINE_ACTOR, type=type, summary=summary[:512], reason_code="")
+            _checkpoint_write(
+                job, actor=ENGINE_ACTOR, type=type, summary=summary[:512], reason_code=""
+            )
 
     # -- parking kinds --
 
-    def _succeed_locked(self, job: Job, step: dict[str, Any], output: Any, payload_extra: dict[str, Any] | None = None) -> None:
+    def _succeed_locked(
+        self,
+        job: Job,
+        step: dict[str, Any],
+        output: Any,
+        payload_extra: dict[str, Any] | None = None,
+    ) -> None:
         """Record a parking step's success (sleep done, signal received, approval granted)."""
         now = timezone.now()
         open_run = next((r for r in reversed(self.runs) if r.status == R.STARTED), None)
@@ -797,16 +1040,21 @@ class _Runner:
             )  # fmt: skip
         job.lease_expires_at = now + timedelta(seconds=float(_gait("LEASE_SECONDS")))
         self.outputs[step["name"]] = output
+        payload = {
+            "step": step["name"],
+            "step_index": job.cursor,
+            "attempt": attempt,
+            **(payload_extra or {}),
+        }
+        job.cursor += 1
         event_append(
             job,
             type="step_succeeded",
             actor=ENGINE_ACTOR,
             reason_code="step_succeeded",
-            payload={"step": step["name"], "step_index": job.cursor, "attempt": attempt, **(payload_extra or {})},
-            update_fields=["cursor", "lease_expires_at"] if False else ["lease_expires_at"],
+            payload=payload,
+            update_fields=["cursor", "lease_expires_at"],
         )
-        Job.objects.filter(pk=job.pk).update(cursor=job.cursor + 1)
-        job.cursor += 1
         self.runs = []
 
     def _open_run(self, step: dict[str, Any], inputs: dict[str, Any]) -> StepRun:
@@ -851,7 +1099,9 @@ class _Runner:
         with transaction.atomic():
             job = self._locked()
             timeout = step["with"].get("timeout")
-            run = self._open_run(step, {"timeout_at": iso_utc(now + timedelta(seconds=timeout)) if timeout else None})
+            run = self._open_run(
+                step, {"timeout_at": iso_utc(now + timedelta(seconds=timeout)) if timeout else None}
+            )
             consumed = {
                 o.get("signal_revision")
                 for o in self.outputs.values()
@@ -864,31 +1114,49 @@ class _Runner:
                 .first()
             )
             if signal is not None:
-                output = {"signal": name, "payload": signal.payload.get("payload"), "signal_revision": signal.revision}
-                self._succeed_locked(job, step, output, {"signal": name, "signal_revision": signal.revision})
+                output = {
+                    "signal": name,
+                    "payload": signal.payload.get("payload"),
+                    "signal_revision": signal.revision,
+                }
+                self._succeed_locked(
+                    job, step, output, {"signal": name, "signal_revision": signal.revision}
+                )
                 return True
             timeout_at = run.input.get("timeout_at")
             due = datetime.fromisoformat(timeout_at.replace("Z", "+00:00")) if timeout_at else None
             if due is not None and due <= now:
                 run.status, run.finished_at = R.TIMED_OUT, now
-                run.error = {"type": "timeout", "message": f"no {name!r} signal before {timeout_at}", "retryable": False, "gave_up": True}
+                run.error = {
+                    "type": "timeout",
+                    "message": f"no {name!r} signal before {timeout_at}",
+                    "retryable": False,
+                    "gave_up": True,
+                }
                 run.save(update_fields=["status", "finished_at", "error"])
                 failed = True
             else:
                 failed = False
         if failed:
-            self._fail(step, FAIL_TIMEOUT, {"type": "timeout", "message": f"no {name!r} signal arrived in time"})
+            self._fail(
+                step,
+                FAIL_TIMEOUT,
+                {"type": "timeout", "message": f"no {name!r} signal arrived in time"},
+            )
             return False
         self._transition(
             status=S.WAITING,
             event_type="waiting",
             reason="step_waiting_for_signal",
-            payload={"step": step["name"], "step_index": job.cursor, "signal": name, "timeout_at": timeout_at},
+            payload={
+                "step": step["name"],
+                "step_index": job.cursor,
+                "signal": name,
+                "timeout_at": timeout_at,
+            },
             wake_at=due,
         )
-        if due is None:  # _transition enqueues only timed wake-ups; a signal will wake this one
-            pass
-        return False
+        return False  # without a timeout only job_signal wakes it
 
     def _approval(self, step: dict[str, Any], gate_result: dict[str, Any] | None = None) -> bool:
         """An approval step (or a gate verdict of require_approval): True once approved."""
@@ -897,10 +1165,16 @@ class _Runner:
         w = step["with"] if step["kind"] == "approval" else {}
         with transaction.atomic():
             job = self._locked()
-            latest = ApprovalRequest.objects.filter(job=job, step_index=job.cursor).order_by("-created_at", "-id").first()
+            latest = (
+                ApprovalRequest.objects.filter(job=job, step_index=job.cursor)
+                .order_by("-created_at", "-id")
+                .first()
+            )
             if latest is not None and latest.status == ApprovalStatus.APPROVED:
                 if step["kind"] == "approval":
-                    self._succeed_locked(job, step, {"approved": True, "approval_request": latest.request_id})
+                    self._succeed_locked(
+                        job, step, {"approved": True, "approval_request": latest.request_id}
+                    )
                 return True
             if latest is not None and latest.status == ApprovalStatus.PENDING:
                 request_id = latest.request_id
@@ -915,7 +1189,9 @@ class _Runner:
             self._approval_request(job, step, w, gate_result)
         return False
 
-    def _approval_request(self, job: Job, step: dict[str, Any], w: dict[str, Any], gate_result: dict[str, Any] | None) -> None:
+    def _approval_request(
+        self, job: Job, step: dict[str, Any], w: dict[str, Any], gate_result: dict[str, Any] | None
+    ) -> None:
         """Open the request and park in ``decision_needed`` (one event: approval_requested)."""
         from approvals.services import approval_request_create
 
@@ -967,12 +1243,16 @@ class _Runner:
             job = self._locked()
             job.outputs = self.outputs
             self._release_fields(job)
-            Job.objects.filter(pk=job.pk).update(lease_token=None, lease_owner="", lease_expires_at=None, outputs=self.outputs)
+            Job.objects.filter(pk=job.pk).update(
+                lease_token=None, lease_owner="", lease_expires_at=None, outputs=self.outputs
+            )
             _checkpoint_write(
                 job,
                 actor=ENGINE_ACTOR,
                 type=CheckpointType.BLOCKED,
-                summary=f"The policy blocked step {step['name']} ({step['tool']}): {', '.join(reasons)}"[:512],
+                summary=f"The policy blocked step {step['name']} ({step['tool']}): {', '.join(reasons)}"[
+                    :512
+                ],
                 reason_code="policy_blocked",
                 new_status=S.BLOCKED,
                 payload={"step": step["name"], "step_index": job.cursor, "gate": result},
@@ -980,8 +1260,17 @@ class _Runner:
         return False
 
 
+def _token_param(token: uuid.UUID) -> Any:
+    """A lease token as a raw-SQL parameter (SQLite stores UUIDs as 32 hex characters)."""
+    return token if connection.vendor == "postgresql" else token.hex
+
+
 def _error_summary(error: dict[str, Any]) -> dict[str, Any]:
-    return {k: error[k] for k in ("type", "message", "retryable", "exit_code", "status_code") if k in error}
+    return {
+        k: error[k]
+        for k in ("type", "message", "retryable", "exit_code", "status_code")
+        if k in error
+    }
 
 
 def _intent(job: Job, step: dict[str, Any]) -> dict[str, Any]:
@@ -1032,16 +1321,23 @@ def job_signal(*, actor: Actor, job_id: str, name: str, payload: Any = None) -> 
     try:
         size = len(json.dumps(payload).encode("utf-8"))
     except (TypeError, ValueError):
-        raise InvalidInput("invalid_signal_payload", "the payload must be JSON", details={"field": "payload"}) from None
+        raise InvalidInput(
+            "invalid_signal_payload", "the payload must be JSON", details={"field": "payload"}
+        ) from None
     limit = int(_gait("STEP_OUTPUT_MAX_BYTES"))
     if size > limit:
-        raise LimitExceeded("signal_payload_too_large", f"the payload is larger than {limit} bytes", details={"field": "payload", "max_bytes": limit})
+        raise LimitExceeded(
+            "signal_payload_too_large",
+            f"the payload is larger than {limit} bytes",
+            details={"field": "payload", "max_bytes": limit},
+        )
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
         if job.status in (S.COMPLETED, S.CANCELLED, S.FAILED) or job.step_count == 0:
             raise Conflict(
                 "invalid_transition",
-                f"cannot signal a job that is {job.status}" + ("" if job.step_count else " (it has no steps)"),
+                f"cannot signal a job that is {job.status}"
+                + ("" if job.step_count else " (it has no steps)"),
                 details={"job_id": job_id, "status": job.status},
             )
         fields: list[str] = []
@@ -1077,11 +1373,14 @@ def sweep(*, now: datetime | None = None, limit: int = 500) -> dict[str, int]:
     groups = {
         # jobs.models "job_running_lease" partial index
         "expired_lease": Job.objects.filter(status=S.RUNNING, step_count__gt=0).filter(
-            Q(lease_expires_at__lt=now) | Q(lease_token__isnull=True, updated_at__lt=now - timedelta(seconds=5))
+            Q(lease_expires_at__lt=now)
+            | Q(lease_token__isnull=True, updated_at__lt=now - timedelta(seconds=5))
         ),
         # jobs.models "job_waiting_wake" partial index
         "due_wake": Job.objects.filter(status=S.WAITING, wake_at__lte=now - grace),
-        "lost_queued": Job.objects.filter(status=S.QUEUED, step_count__gt=0, updated_at__lt=now - lost_after),
+        "lost_queued": Job.objects.filter(
+            status=S.QUEUED, step_count__gt=0, updated_at__lt=now - lost_after
+        ),
     }
     counts: dict[str, int] = {}
     ttl = max(int(float(_gait("LEASE_SECONDS"))), 5)
@@ -1089,7 +1388,11 @@ def sweep(*, now: datetime | None = None, limit: int = 500) -> dict[str, int]:
         n = 0
         for job_id in qs.values_list("job_id", flat=True)[:limit]:
             try:
-                fresh = cache.add(f"gaitweb:engine:swept:{job_id}", 1, timeout=ttl if group != "lost_queued" else 60)
+                fresh = cache.add(
+                    f"gaitweb:engine:swept:{job_id}",
+                    1,
+                    timeout=ttl if group != "lost_queued" else 60,
+                )
             except Exception:  # no cache table: sweeping twice is harmless
                 fresh = True
             if fresh:
@@ -1117,7 +1420,11 @@ def sweep_run(token: str) -> dict[str, Any]:
         counts = sweep()
     finally:
         at = timezone.now() + timedelta(seconds=float(_gait("SWEEP_SECONDS")))
-        async_task(SWEEP_TASK, token, q_options={"broker": DelayedORM(at=at), "save": False, "task_name": "gaitweb sweep"})
+        async_task(
+            SWEEP_TASK,
+            token,
+            q_options={"broker": DelayedORM(at=at), "save": False, "task_name": "gaitweb sweep"},
+        )
     return counts
 
 
@@ -1130,12 +1437,16 @@ def sweep_kick(*, force: bool = False) -> bool:
 
     period = float(_gait("SWEEP_SECONDS"))
     beat = cache.get(SWEEP_BEAT_KEY)
-    if not force and beat is not None and time.time() - float(beat) < 3 * period + 2:
+    if not force and beat is not None and time.time() - float(beat) < 2 * period + 1:
         return False
     token = uuid.uuid4().hex
     cache.set(SWEEP_TOKEN_KEY, token, None)
     cache.set(SWEEP_BEAT_KEY, time.time(), None)
-    async_task(SWEEP_TASK, token, q_options={"broker": DelayedORM(), "save": False, "task_name": "gaitweb sweep"})
+    async_task(
+        SWEEP_TASK,
+        token,
+        q_options={"broker": DelayedORM(), "save": False, "task_name": "gaitweb sweep"},
+    )
     return True
 
 
@@ -1185,7 +1496,9 @@ def job_stats(*, recent: int = 200) -> dict[str, Any]:
     from django_q.conf import Conf
     from django_q.models import OrmQ
 
-    by_status = dict(Job.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    by_status = dict(
+        Job.objects.order_by().values("status").annotate(n=Count("id")).values_list("status", "n")
+    )
     now = timezone.now()
     created = sum(by_status.values())
     started = Job.objects.filter(started_at__isnull=False).count()
@@ -1207,7 +1520,7 @@ def job_stats(*, recent: int = 200) -> dict[str, Any]:
             "jobs_runnable": by_status.get(S.QUEUED, 0)
             + Job.objects.filter(status=S.WAITING, wake_at__lte=now).count(),
             "broker_ready": OrmQ.objects.using(Conf.ORM).filter(lock__lte=now).count(),
-            "broker_delayed": OrmQ.objects.using(Conf.ORM).filter(lock__gt=now).count(),
+            "broker_delayed_or_taken": OrmQ.objects.using(Conf.ORM).filter(lock__gt=now).count(),
         },
         "recent_reason_codes": dict(reasons.most_common()),
         "steps": {

@@ -241,3 +241,139 @@ class JobEvent(models.Model):
             "created_at": iso_utc(self.created_at),
             "prev_hash": self.prev_hash,
         }
+
+
+# --- job templates and recurring jobs (jobs/recurring.py) -----------------------------------
+
+
+class TemplateContinuity(models.TextChoices):
+    FRESH = "fresh"  # each run starts with no prior context
+    RESUME = "resume"  # each run receives the previous run's final outputs and a handle
+
+
+class TemplateOverlap(models.TextChoices):
+    SKIP = "skip"  # a slot that comes while the previous run is active is skipped
+    QUEUE = "queue"  # ... is held (at most one) and starts when the previous run finishes
+
+
+class TemplateCatchUp(models.TextChoices):
+    ONCE = "once"  # after downtime, the missed slots are covered by one run
+    SKIP = "skip"  # after downtime, missed slots are skipped
+
+
+class JobTemplate(models.Model):
+    """A reusable job: spec, identity, policy and labels, optionally fired on a cron schedule.
+
+    ``next_fire_at`` is the next slot (UTC) while the template is enabled and has a cron, else
+    null. The fire loop (jobs.recurring) advances it with a compare-and-set inside the same
+    transaction that records the fire, so each slot fires at most once across all workers."""
+
+    template_id = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.CharField(max_length=1024, blank=True, default="")
+    spec = models.JSONField(default=dict, blank=True)
+    identity = models.CharField(max_length=256, blank=True, default="")
+    policy = models.ForeignKey(
+        "approvals.Policy", null=True, blank=True, on_delete=models.PROTECT, related_name="templates"
+    )
+    labels = models.JSONField(default=dict, blank=True)
+    cron = models.CharField(max_length=128, blank=True, default="")
+    timezone = models.CharField(max_length=64, default="UTC")
+    continuity = models.CharField(
+        max_length=8, choices=TemplateContinuity.choices, default=TemplateContinuity.FRESH
+    )
+    continuity_handle = models.CharField(max_length=64, blank=True, default="")
+    overlap = models.CharField(
+        max_length=8, choices=TemplateOverlap.choices, default=TemplateOverlap.SKIP
+    )
+    catch_up = models.CharField(
+        max_length=8, choices=TemplateCatchUp.choices, default=TemplateCatchUp.ONCE
+    )
+    enabled = models.BooleanField(default=True)
+    next_fire_at = models.DateTimeField(null=True, blank=True)
+    last_fire_at = models.DateTimeField(null=True, blank=True)
+    last_job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    run_count = models.PositiveIntegerField(default=0)
+    created_by = models.CharField(max_length=256, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "template_id"]
+        indexes = [
+            # the fire loop's query: enabled templates whose slot is due (jobs.recurring)
+            models.Index(
+                fields=["next_fire_at"], name="jobtemplate_due", condition=Q(enabled=True)
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(continuity__in=["fresh", "resume"]), name="jobtemplate_continuity_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(overlap__in=["skip", "queue"]), name="jobtemplate_overlap_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(catch_up__in=["once", "skip"]), name="jobtemplate_catch_up_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.template_id
+
+
+class FireTrigger(models.TextChoices):
+    CRON = "cron"  # an on-time slot
+    CATCH_UP = "catch_up"  # one run covering slots missed while no worker was up
+    MANUAL = "manual"  # run now (API, CLI, dashboard, MCP job_create)
+
+
+class FireStatus(models.TextChoices):
+    FIRED = "fired"  # a job was created
+    PENDING = "pending"  # overlap=queue: waits for the previous run to finish
+    SKIPPED = "skipped"  # nothing created; reason_code says why
+    FAILED = "failed"  # the job could not be created; reason_code is the refusal's code
+
+
+class TemplateFire(models.Model):
+    """One fire of a template: the bookkeeping row of a slot, written in the same transaction
+    as the job it created (or the reason it created none). The partial unique constraint on
+    (template, slot) for scheduled fires is the database's guarantee of exactly-once."""
+
+    template = models.ForeignKey(JobTemplate, on_delete=models.CASCADE, related_name="fires")
+    slot = models.DateTimeField()
+    trigger = models.CharField(max_length=12, choices=FireTrigger.choices)
+    status = models.CharField(max_length=12, choices=FireStatus.choices)
+    reason_code = models.CharField(max_length=64, blank=True, default="")
+    missed_slots = models.PositiveIntegerField(default=0)
+    job = models.OneToOneField(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="template_fire"
+    )
+    previous_job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # resume continuity: {handle, sequence, previous_job_id, previous_status, previous_outputs}
+    continuity = models.JSONField(default=dict, blank=True)
+    actor = models.CharField(max_length=256, blank=True, default="")
+    fired_at = models.DateTimeField()
+    lateness_ms = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["template", "-slot", "-id"]
+        indexes = [
+            models.Index(fields=["template", "-fired_at"], name="templatefire_recent"),
+            # overlap=queue: held fires waiting for their previous run (jobs.recurring)
+            models.Index(fields=["template"], name="templatefire_pending", condition=Q(status="pending")),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "slot"],
+                condition=Q(trigger__in=["cron", "catch_up"]),
+                name="templatefire_one_per_slot",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template_id}@{self.slot:%Y-%m-%dT%H:%M:%S}"

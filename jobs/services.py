@@ -521,7 +521,7 @@ def job_resume(
         rebind: PolicyBinding | None = None
         if job.policy_digest:
             current = policy
-            if current is None and job.policy_id:
+            if current is None and job.policy is not None:
                 current = _policy_current(job.policy)
             if current is None:
                 raise PolicyRefused(

@@ -91,7 +91,9 @@ def duration_parse(value: Any, path: str, *, allow_zero: bool = False) -> float:
                 seconds = float(text)
             except ValueError:
                 raise _fail(
-                    path, f"{value!r} is not a duration such as 30s, 5m or 24h", "spec_invalid_duration"
+                    path,
+                    f"{value!r} is not a duration such as 30s, 5m or 24h",
+                    "spec_invalid_duration",
                 ) from None
     else:
         raise _fail(path, "must be a duration such as 30s, 5m or 24h", "spec_invalid_duration")
@@ -100,13 +102,17 @@ def duration_parse(value: Any, path: str, *, allow_zero: bool = False) -> float:
     return seconds
 
 
-def _obj(value: Any, path: str, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+def _obj(
+    value: Any, path: str, allowed: set[str], required: set[str] = frozenset()
+) -> dict[str, Any]:  # type: ignore[assignment]
     if not isinstance(value, Mapping):
         raise _fail(path, "must be an object")
     for key in value:
         if not isinstance(key, str) or key not in allowed:
             sub = f"{path}.{key}" if path else str(key)
-            raise _fail(sub, f"unknown field (allowed: {', '.join(sorted(allowed))})", "spec_unknown_field")
+            raise _fail(
+                sub, f"unknown field (allowed: {', '.join(sorted(allowed))})", "spec_unknown_field"
+            )
     for key in sorted(required):
         if key not in value:
             sub = f"{path}.{key}" if path else key
@@ -149,9 +155,13 @@ def _retry(value: Any, path: str) -> dict[str, Any]:
     raw = _obj(value, path, RETRY_KEYS)
     out = dict(RETRY_DEFAULTS)
     if "max_attempts" in raw:
-        out["max_attempts"] = _int(raw["max_attempts"], f"{path}.max_attempts", 1, MAX_ATTEMPTS_LIMIT)
+        out["max_attempts"] = _int(
+            raw["max_attempts"], f"{path}.max_attempts", 1, MAX_ATTEMPTS_LIMIT
+        )
     if "initial_interval" in raw:
-        out["initial_interval"] = duration_parse(raw["initial_interval"], f"{path}.initial_interval", allow_zero=True)
+        out["initial_interval"] = duration_parse(
+            raw["initial_interval"], f"{path}.initial_interval", allow_zero=True
+        )
     if "backoff" in raw:
         b = raw["backoff"]
         if isinstance(b, bool) or not isinstance(b, int | float) or not 1.0 <= float(b) <= 100.0:
@@ -244,7 +254,10 @@ def _with_sleep(w: dict[str, Any], path: str) -> dict[str, Any]:
 def _with_wait_event(w: dict[str, Any], path: str) -> dict[str, Any]:
     signal = _str(w["signal"], f"{path}.signal", max_len=128)
     if not SIGNAL_NAME_RE.match(signal):
-        raise _fail(f"{path}.signal", "must be 1-128 letters, digits and . _ : - (starting with a letter or digit)")
+        raise _fail(
+            f"{path}.signal",
+            "must be 1-128 letters, digits and . _ : - (starting with a letter or digit)",
+        )
     timeout = duration_parse(w["timeout"], f"{path}.timeout") if "timeout" in w else None
     return {"signal": signal, "timeout": timeout}
 
@@ -257,9 +270,15 @@ def _with_approval(w: dict[str, Any], path: str, step_name: str) -> dict[str, An
         raise _fail(f"{path}.on_expiry", "must be reject or escalate")
     return {
         "summary": summary,
-        "required_approvals": _int(w.get("required_approvals", 1), f"{path}.required_approvals", 1, 20),
-        "distinct_approvers": _bool(w.get("distinct_approvers", True), f"{path}.distinct_approvers"),
-        "expires_in": duration_parse(w["expires_in"], f"{path}.expires_in") if "expires_in" in w else None,
+        "required_approvals": _int(
+            w.get("required_approvals", 1), f"{path}.required_approvals", 1, 20
+        ),
+        "distinct_approvers": _bool(
+            w.get("distinct_approvers", True), f"{path}.distinct_approvers"
+        ),
+        "expires_in": duration_parse(w["expires_in"], f"{path}.expires_in")
+        if "expires_in" in w
+        else None,
         "on_expiry": on_expiry,
     }
 
@@ -268,10 +287,18 @@ def _step(raw: Any, path: str) -> dict[str, Any]:
     s = _obj(raw, path, STEP_KEYS, {"name", "kind"})
     name = _str(s["name"], f"{path}.name", max_len=128)
     if not STEP_NAME_RE.match(name):
-        raise _fail(f"{path}.name", "must be 1-128 letters, digits and . _ - (starting with a letter or digit)")
+        raise _fail(
+            f"{path}.name",
+            "must be 1-128 letters, digits and . _ - (starting with a letter or digit)",
+        )
     kind = s["kind"]
     if kind not in STEP_KINDS:
-        raise _fail(f"{path}.kind", f"must be one of {', '.join(STEP_KINDS)}", "spec_unknown_kind", kind=str(kind)[:64])
+        raise _fail(
+            f"{path}.kind",
+            f"must be one of {', '.join(STEP_KINDS)}",
+            "spec_unknown_kind",
+            kind=str(kind)[:64],
+        )
     required, allowed = WITH_KEYS[kind]
     w = _obj(s.get("with", {}), f"{path}.with", allowed, required)
     wp = f"{path}.with"
@@ -295,11 +322,17 @@ def _step(raw: Any, path: str) -> dict[str, Any]:
             raise _fail(f"{path}.timeout", f"does not apply to {kind} steps (see with.* instead)")
         timeout = duration_parse(s["timeout"], f"{path}.timeout")
         if timeout > max_timeout:
-            raise _fail(f"{path}.timeout", f"must be at most {max_timeout:g} seconds", max_seconds=max_timeout)
+            raise _fail(
+                f"{path}.timeout",
+                f"must be at most {max_timeout:g} seconds",
+                max_seconds=max_timeout,
+            )
     if "retry" in s and kind in PARKING_KINDS:
         raise _fail(f"{path}.retry", f"does not apply to {kind} steps")
     retry = _retry(s["retry"], f"{path}.retry") if "retry" in s else dict(RETRY_DEFAULTS)
-    idempotent = _bool(s["idempotent"], f"{path}.idempotent") if "idempotent" in s else kind in PARKING_KINDS
+    idempotent = (
+        _bool(s["idempotent"], f"{path}.idempotent") if "idempotent" in s else kind in PARKING_KINDS
+    )
     tool = _str(s["tool"], f"{path}.tool", max_len=256) if "tool" in s else kind
     return {
         "name": name,
@@ -319,7 +352,11 @@ def spec_load(text: str | bytes, *, source: str = "") -> dict[str, Any]:
         text = text.decode("utf-8")
     limit = int(_gait("SPEC_MAX_BYTES"))
     if len(text.encode("utf-8")) > limit:
-        raise LimitExceeded("spec_too_large", f"the spec is larger than {limit} bytes", details={"path": "", "max_bytes": limit})
+        raise LimitExceeded(
+            "spec_too_large",
+            f"the spec is larger than {limit} bytes",
+            details={"path": "", "max_bytes": limit},
+        )
     stripped = text.lstrip()
     try:
         data = json.loads(text) if stripped.startswith("{") else yaml.safe_load(text)
@@ -349,7 +386,9 @@ def spec_validate(raw: Any) -> dict[str, Any]:
         raise _fail("", "the spec must be plain JSON data") from None
     if size > limit:
         raise LimitExceeded(
-            "spec_too_large", f"the spec is larger than {limit} bytes", details={"path": "", "max_bytes": limit}
+            "spec_too_large",
+            f"the spec is larger than {limit} bytes",
+            details={"path": "", "max_bytes": limit},
         )
     top = _obj(raw, "", TOP_KEYS, {"steps"})
     steps_raw = top["steps"]
@@ -368,7 +407,11 @@ def spec_validate(raw: Any) -> dict[str, Any]:
         seen[step["name"]] = i
         steps.append(step)
     deadline = duration_parse(top["deadline"], "deadline") if "deadline" in top else None
-    description = _str(top["description"], "description", max_len=512, allow_empty=True) if "description" in top else ""
+    description = (
+        _str(top["description"], "description", max_len=512, allow_empty=True)
+        if "description" in top
+        else ""
+    )
     return {"steps": steps, "deadline_seconds": deadline, "description": description}
 
 

@@ -33,7 +33,11 @@ def add(ctx: StepContext, a: float = 0, b: float = 0) -> dict[str, Any]:
 @step_function("sum_outputs")
 def sum_outputs(ctx: StepContext, key: str = "sum") -> dict[str, Any]:
     """Adds ``key`` over the outputs of every earlier step: later steps read earlier outputs."""
-    total = sum(o[key] for o in ctx.outputs.values() if isinstance(o, dict) and isinstance(o.get(key), int | float))
+    total = sum(
+        o[key]
+        for o in ctx.outputs.values()
+        if isinstance(o, dict) and isinstance(o.get(key), int | float)
+    )
     return {"sum": total, "steps_seen": sorted(ctx.outputs)}
 
 
@@ -51,9 +55,14 @@ def fail(ctx: StepContext, error: str = "BadRequest", retryable: bool = False) -
 
 
 @step_function("record")
-def record(ctx: StepContext, path: str, seconds: float = 0.0) -> dict[str, Any]:
-    """A side effect the tests can count: appends ``job step attempt pid`` to ``path`` (one
-    ``write`` on an O_APPEND file, so concurrent writers never interleave), then sleeps."""
+def record(
+    ctx: StepContext, path: str, seconds: float = 0.0, slow_attempts: int = 0
+) -> dict[str, Any]:
+    """A side effect the tests can count: appends ``job step attempt pid time`` to ``path`` (one
+    ``write`` on an O_APPEND file, so concurrent writers never interleave), then sleeps
+    ``seconds`` (only on the first ``slow_attempts`` attempts, when that is set)."""
+    if slow_attempts and ctx.attempt > slow_attempts:
+        seconds = 0.0
     line = f"{ctx.job_id} {ctx.step_name} {ctx.attempt} {os.getpid()} {time.time():.6f}\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -38,7 +38,9 @@ def step_function(name: str) -> Callable[[StepFunction], StepFunction]:
     def register(fn: StepFunction) -> StepFunction:
         existing = _REGISTRY.get(name)
         if existing is not None and existing is not fn and existing.__qualname__ != fn.__qualname__:
-            raise ValueError(f"python step function {name!r} is already registered by {existing.__module__}")
+            raise ValueError(
+                f"python step function {name!r} is already registered by {existing.__module__}"
+            )
         _REGISTRY[name] = fn
         return fn
 
@@ -138,10 +140,14 @@ def output_check(output: Any) -> dict[str, Any] | None:
     try:
         size = len(json.dumps(output, separators=(",", ":")).encode("utf-8"))
     except (TypeError, ValueError) as exc:
-        return _error("output_not_json", f"the step's output is not JSON-serializable: {exc}", False)
+        return _error(
+            "output_not_json", f"the step's output is not JSON-serializable: {exc}", False
+        )
     limit = int(settings.GAIT["STEP_OUTPUT_MAX_BYTES"])
     if size > limit:
-        return _error("output_too_large", f"the step's output is {size} bytes (limit {limit})", False)
+        return _error(
+            "output_too_large", f"the step's output is {size} bytes (limit {limit})", False
+        )
     return None
 
 
@@ -153,7 +159,11 @@ def run_python(ctx: StepContext, *, timeout: float) -> StepResult:
     if fn is None:  # registered at submit, gone since (code changed): not worth retrying
         return StepResult(
             "failed",
-            error=_error("unknown_function", f"python step function {ctx.step['with']['function']!r} is not registered", False),
+            error=_error(
+                "unknown_function",
+                f"python step function {ctx.step['with']['function']!r} is not registered",
+                False,
+            ),
         )
     started = time.monotonic()
     try:
@@ -162,10 +172,11 @@ def run_python(ctx: StepContext, *, timeout: float) -> StepResult:
         return StepResult("failed", error=_error(exc.type, str(exc), exc.retryable))
     except Exception as exc:
         return StepResult("failed", error=_error(type(exc).__name__, str(exc) or repr(exc), True))
-    if ctx.stopped:
-        return _cancelled()
     if time.monotonic() - started > timeout:
-        return StepResult("timed_out", error=_error("timeout", f"the step ran longer than its {timeout:g}s timeout", True))
+        return StepResult(
+            "timed_out",
+            error=_error("timeout", f"the step ran longer than its {timeout:g}s timeout", True),
+        )
     problem = output_check(output)
     if problem:
         return StepResult("failed", error=problem)
@@ -189,7 +200,9 @@ class _Tail:
     def _read(self) -> None:
         try:
             while True:
-                chunk = self.pipe.read1(65536) if hasattr(self.pipe, "read1") else self.pipe.read(65536)
+                chunk = (
+                    self.pipe.read1(65536) if hasattr(self.pipe, "read1") else self.pipe.read(65536)
+                )
                 if not chunk:
                     break
                 self.total += len(chunk)
@@ -243,7 +256,10 @@ def run_command(ctx: StepContext, *, timeout: float) -> StepResult:
         )
     except (OSError, ValueError) as exc:
         return StepResult(
-            "failed", error=_error("spawn_failed", f"cannot start {argv[0]!r}: {exc}", False, spawn_failed=True)
+            "failed",
+            error=_error(
+                "spawn_failed", f"cannot start {argv[0]!r}: {exc}", False, spawn_failed=True
+            ),
         )
     out, err = _Tail(proc.stdout, tail_limit), _Tail(proc.stderr, tail_limit)
     deadline = time.monotonic() + timeout
@@ -268,13 +284,17 @@ def run_command(ctx: StepContext, *, timeout: float) -> StepResult:
     if outcome == "cancelled":
         r = _cancelled("the command's process group was killed")
     elif outcome == "timed_out":
-        r = StepResult("timed_out", error=_error("timeout", f"the command ran longer than its {timeout:g}s timeout", True))
+        r = StepResult(
+            "timed_out",
+            error=_error("timeout", f"the command ran longer than its {timeout:g}s timeout", True),
+        )
     elif proc.returncode != 0:
         r = StepResult(
             "failed",
             error=_error(
                 "non_zero_exit",
-                f"exit status {proc.returncode}" + (f": {stderr.strip()[-300:]}" if stderr.strip() else ""),
+                f"exit status {proc.returncode}"
+                + (f": {stderr.strip()[-300:]}" if stderr.strip() else ""),
                 True,
                 exit_code=proc.returncode,
             ),
@@ -305,11 +325,13 @@ def run_http(ctx: StepContext, *, timeout: float) -> StepResult:
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:
             resp = client.request(w["method"], w["url"], **kwargs)
     except httpx.TimeoutException as exc:
-        return StepResult("timed_out", error=_error("timeout", f"{type(exc).__name__}: {exc}", True))
+        return StepResult(
+            "timed_out", error=_error("timeout", f"{type(exc).__name__}: {exc}", True)
+        )
     except httpx.HTTPError as exc:
-        return StepResult("failed", error=_error("network_error", f"{type(exc).__name__}: {exc}", True))
-    if ctx.stopped:
-        return _cancelled()
+        return StepResult(
+            "failed", error=_error("network_error", f"{type(exc).__name__}: {exc}", True)
+        )
     tail_limit = int(settings.GAIT["LOG_TAIL_MAX_BYTES"])
     text = resp.text[-tail_limit:]
     code = resp.status_code
@@ -317,7 +339,12 @@ def run_http(ctx: StepContext, *, timeout: float) -> StepResult:
         retryable = code >= 500 or code == 429
         return StepResult(
             "failed",
-            error=_error(f"http_{code}", f"{w['method']} {w['url']} answered {code}", retryable, status_code=code),
+            error=_error(
+                f"http_{code}",
+                f"{w['method']} {w['url']} answered {code}",
+                retryable,
+                status_code=code,
+            ),
             stdout=text,
         )
     body: Any
@@ -327,7 +354,11 @@ def run_http(ctx: StepContext, *, timeout: float) -> StepResult:
             body = None
     except ValueError:
         body = None
-    output = {"status_code": code, "json": body} if body is not None else {"status_code": code, "text": text[-4096:]}
+    output = (
+        {"status_code": code, "json": body}
+        if body is not None
+        else {"status_code": code, "text": text[-4096:]}
+    )
     return StepResult("succeeded", output=output, stdout=text)
 
 

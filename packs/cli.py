@@ -25,16 +25,22 @@ def _public_keys(paths: list[str] | None) -> list[Any]:
         try:
             data = Path(path).read_bytes()
         except FileNotFoundError:
-            raise InvalidInput("public_key_file_not_found", f"no such file: {path}", details={"path": path}) from None
+            raise InvalidInput(
+                "public_key_file_not_found", f"no such file: {path}", details={"path": path}
+            ) from None
         except OSError as exc:
-            raise InvalidInput("public_key_file_unreadable", f"cannot read {path}: {exc}", details={"path": path}) from None
+            raise InvalidInput(
+                "public_key_file_unreadable", f"cannot read {path}: {exc}", details={"path": path}
+            ) from None
         out.append(keys.public_key_parse(data, source=path))
     return out
 
 
 def _build(args: Any) -> tuple[int, dict[str, Any]]:
     if args.type != services.PACK_TYPE_JOB:
-        raise InvalidInput("pack_type_unsupported", f"gaitweb builds job packs, not {args.type!r} packs")
+        raise InvalidInput(
+            "pack_type_unsupported", f"gaitweb builds job packs, not {args.type!r} packs"
+        )
     result = services.pack_build(actor=_actor(args), job_id=args.source)
     pack = result.pack
     out = Path(args.out) if args.out else Path(f"pack_{pack.pack_id}.zip")
@@ -42,7 +48,9 @@ def _build(args: Any) -> tuple[int, dict[str, Any]]:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(bytes(pack.data))
     except OSError as exc:
-        raise InvalidInput("pack_output_unwritable", f"cannot write {out}: {exc}", details={"path": str(out)}) from None
+        raise InvalidInput(
+            "pack_output_unwritable", f"cannot write {out}: {exc}", details={"path": str(out)}
+        ) from None
     signed = f"signed by {pack.key_id[:16]}" if pack.key_id else "unsigned"
     return EXIT_OK, {
         "job_id": pack.job.job_id,
@@ -55,30 +63,49 @@ def _build(args: Any) -> tuple[int, dict[str, Any]]:
 
 def _verify(args: Any) -> tuple[int, dict[str, Any]]:
     public_keys = _public_keys(args.public_key)
-    result = services.pack_verify(source=args.file, require_signature=args.require_signature, public_keys=public_keys)
+    result = services.pack_verify(
+        source=args.file, require_signature=args.require_signature, public_keys=public_keys
+    )
     payload = {"path": args.file, **result.as_dict()}
     verdict = "verified" if result.ok else "FAILED"
-    payload["summary"] = f"{verdict}: pack {result.pack_id or '?'} of {result.source_ref or '?'} (signature {result.signature_status}, chain {'ok' if result.chain_ok else 'broken'})"
+    payload["summary"] = (
+        f"{verdict}: pack {result.pack_id or '?'} of {result.source_ref or '?'} (signature {result.signature_status}, chain {'ok' if result.chain_ok else 'broken'})"
+    )
     return (EXIT_OK if result.ok else EXIT_VERIFY_FAILED), payload
 
 
 def _inspect(args: Any) -> tuple[int, dict[str, Any]]:
     info = services.pack_inspect(source=args.file)
-    return EXIT_OK, {"path": args.file, **info, "summary": f"{info['pack_type']} pack {info['pack_id']} of {info['source_ref']}"}
+    return EXIT_OK, {
+        "path": args.file,
+        **info,
+        "summary": f"{info['pack_type']} pack {info['pack_id']} of {info['source_ref']}",
+    }
 
 
 def _diff(args: Any) -> tuple[int, dict[str, Any]]:
     diff = services.pack_diff(left=args.left, right=args.right)
-    summary = "identical" if diff["identical"] else (
-        f"changed: +{len(diff['added_files'])} -{len(diff['removed_files'])} ~{len(diff['changed_files'])} files"
+    summary = (
+        "identical"
+        if diff["identical"]
+        else (
+            f"changed: +{len(diff['added_files'])} -{len(diff['removed_files'])} ~{len(diff['changed_files'])} files"
+        )
     )
     # ok means the comparison ran; the exit code says whether the packs differ
-    return (EXIT_OK if diff["identical"] else EXIT_VERIFY_FAILED), {"ok": True, **diff, "summary": summary}
+    return (EXIT_OK if diff["identical"] else EXIT_VERIFY_FAILED), {
+        "ok": True,
+        **diff,
+        "summary": summary,
+    }
 
 
 def _keys_init(args: Any) -> tuple[int, dict[str, Any]]:
     row = keys.key_init(actor=_actor(args), from_env=args.from_env)
-    return EXIT_OK, {"key": keys.key_as_dict(row), "summary": f"signing key {row.key_id} is active ({row.private_location})"}
+    return EXIT_OK, {
+        "key": keys.key_as_dict(row),
+        "summary": f"signing key {row.key_id} is active ({row.private_location})",
+    }
 
 
 def _keys_rotate(args: Any) -> tuple[int, dict[str, Any]]:
@@ -104,7 +131,13 @@ def _keys_export(args: Any) -> tuple[int, dict[str, Any]]:
             Path(args.out).write_text(text)
         except OSError as exc:
             raise InvalidInput("key_output_unwritable", f"cannot write {args.out}: {exc}") from None
-    return EXIT_OK, {"key_id": row.key_id, "format": args.format, "public_key": text, "path": args.out, "summary": text.rstrip("\n")}
+    return EXIT_OK, {
+        "key_id": row.key_id,
+        "format": args.format,
+        "public_key": text,
+        "path": args.out,
+        "summary": text.rstrip("\n"),
+    }
 
 
 def _verb(sub: Any, name: str, handler: Any, operation: str, help: str) -> Any:
@@ -118,7 +151,9 @@ def register(groups: Any) -> None:
     pack = groups.add_parser("pack", help="build, verify, inspect and diff evidence packs")
     sub = pack.add_subparsers(dest="verb", required=True, parser_class=type(pack))
 
-    p = _verb(sub, "build", _build, "pack_build", "build, store and write the evidence pack of a job")
+    p = _verb(
+        sub, "build", _build, "pack_build", "build, store and write the evidence pack of a job"
+    )
     p.add_argument("--type", default="job", help="pack type (job)")
     p.add_argument("--from", dest="source", required=True, help="job id")
     p.add_argument("--out", help="output file (default pack_<pack_id>.zip)")
@@ -144,12 +179,21 @@ def register(groups: Any) -> None:
     group = groups.add_parser("keys", help="manage the Ed25519 keys that sign packs")
     ksub = group.add_subparsers(dest="verb", required=True, parser_class=type(group))
     p = _verb(ksub, "init", _keys_init, "keys_init", "create the first signing key")
-    p.add_argument("--from-env", dest="from_env", action="store_true", help="register the key in $GAIT_SIGNING_KEY instead")
+    p.add_argument(
+        "--from-env",
+        dest="from_env",
+        action="store_true",
+        help="register the key in $GAIT_SIGNING_KEY instead",
+    )
     p.add_argument("--actor")
-    p = _verb(ksub, "rotate", _keys_rotate, "keys_rotate", "retire the active key and create a new one")
+    p = _verb(
+        ksub, "rotate", _keys_rotate, "keys_rotate", "retire the active key and create a new one"
+    )
     p.add_argument("--actor")
     _verb(ksub, "list", _keys_list, "keys_list", "list signing keys")
     p = _verb(ksub, "export-public", _keys_export, "keys_export_public", "print a public key")
-    p.add_argument("--key-id", dest="key_id", help="key id or a unique prefix (default: the active key)")
+    p.add_argument(
+        "--key-id", dest="key_id", help="key id or a unique prefix (default: the active key)"
+    )
     p.add_argument("--format", default="base64", choices=["base64", "pem", "hex"])
     p.add_argument("--out", help="write it to this file too")

@@ -126,7 +126,7 @@ def _row_public_key(row: SigningKey) -> Ed25519PublicKey:
 
 
 def _keys_dir() -> Path:
-    path = Path(settings.GAIT["KEYS_DIR"])
+    path = Path(str(settings.GAIT["KEYS_DIR"]))
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 

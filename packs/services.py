@@ -100,6 +100,18 @@ def _covered_revision(job: Job) -> int:
     return int(last or 0)
 
 
+_EVENT_FIELDS = (
+    "revision",
+    "type",
+    "actor",
+    "reason_code",
+    "payload",
+    "created_at",
+    "prev_hash",
+    "hash",
+)
+
+
 def _hash_member(value: str) -> bytes:
     return b'"hash":"' + value.encode() + b'",'
 
@@ -114,13 +126,19 @@ def _render_events(job: Job, upto: int) -> tuple[bytes, dict[str, Any]]:
     lines: list[bytes] = []
     prev = ZERO_HASH
     expected = 1
-    head: JobEvent | None = None
+    head: Any = None
     approvals: list[dict[str, Any]] = []
-    query = JobEvent.objects.filter(job=job, revision__lte=upto).order_by("revision")
+    query = (
+        JobEvent.objects.filter(job=job, revision__lte=upto)
+        .order_by("revision")
+        .values_list(*_EVENT_FIELDS, named=True)
+    )
     for ev in query.iterator(chunk_size=2000):
-        record = ev.record(job.job_id)
+        # JobEvent.record is the one definition of the hashed fields; it only reads
+        # attributes, so it runs on a row tuple and saves building 10,000 model instances.
+        record = JobEvent.record(ev, job.job_id)  # type: ignore[arg-type]
         record["hash"] = ev.hash
-        line = canonical_json(record)
+        line = spec.jcs(record)
         body = line.replace(_hash_member(ev.hash), b"", 1)
         if ev.revision != expected or ev.prev_hash != prev or sha256_hex(body) != ev.hash:
             raise Conflict(
@@ -261,8 +279,8 @@ def _render(job: Job, signer: Signer | None) -> RenderedPack:
     )
     entries = [
         Entry(EVENTS_PATH, events),
-        Entry(PAYLOAD_PATH, canonical_json(payload)),
-        Entry(STATE_PATH, canonical_json(state)),
+        Entry(PAYLOAD_PATH, spec.jcs(payload)),
+        Entry(STATE_PATH, spec.jcs(state)),
         Entry(STEPS_PATH, steps),
     ]
     manifest, data = spec.pack_assemble(
@@ -717,9 +735,6 @@ def pack_verify(
         and result.chain_ok
         and result.signature_status != "failed"
         and not (require_signature and result.signature_status != "verified")
-        and not (
-            result.signature_errors and result.signature_status == "verified" and require_signature
-        )
     )
     return result
 

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gaitweb.canonical import canonical_json, digest, sha256_hex
+from gaitweb.canonical import canonical_json, sha256_hex
 
 MANIFEST_PATH = "pack_manifest.json"
 PROOF_RECORDS_PATH = "proof_records.jsonl"
@@ -35,6 +35,15 @@ ALG_ED25519 = "ed25519"
 # Proof records name their producer; Gait's own producer writes "gait.pack" / "gait".
 PROOF_SOURCE = "gaitweb.pack"
 PROOF_PRODUCT = "gaitweb"
+
+
+def jcs(value: Any) -> bytes:
+    """RFC 8785 bytes of ``value`` (gaitweb.canonical's fast path)."""
+    return canonical_json(value)
+
+
+def jcs_digest(value: Any) -> str:
+    return sha256_hex(jcs(value))
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ def entry_type(path: str) -> str:
 
 def jsonl(values: Iterable[Any]) -> bytes:
     """One JCS document per line, each line ending in a newline."""
-    return b"".join(canonical_json(v) + b"\n" for v in values)
+    return b"".join(jcs(v) + b"\n" for v in values)
 
 
 # --- keys and signatures --------------------------------------------------------------------
@@ -116,7 +125,7 @@ def proof_record_hash(record: Mapping[str, Any]) -> str:
             payload[optional] = record[optional]
     integrity = record.get("integrity") or {}
     payload["integrity"] = {"previous_record_hash": integrity.get("previous_record_hash", "")}
-    return "sha256:" + digest(payload)
+    return "sha256:" + jcs_digest(payload)
 
 
 _PROOF_HASHED = (
@@ -161,7 +170,7 @@ def _proof_record(
         "event": event,
     }
     record: dict[str, Any] = {
-        "record_id": f"prf-{EPOCH}-{digest(id_basis)[:8]}",
+        "record_id": f"prf-{EPOCH}-{jcs_digest(id_basis)[:8]}",
         "record_version": "1.0",
         "timestamp": EPOCH,
         "source": PROOF_SOURCE,
@@ -208,7 +217,7 @@ def proof_records_build(
             previous=previous,
             signer=signer,
         )
-        lines.append(canonical_json(record))
+        lines.append(jcs(record))
         previous = record["integrity"]["record_hash"]
     return b"\n".join(lines)
 
@@ -220,12 +229,12 @@ def pack_id_compute(manifest: Mapping[str, Any]) -> str:
     """sha256 hex of JCS(manifest with ``pack_id: ""`` and no ``signatures``)."""
     body = {k: v for k, v in manifest.items() if k != "signatures"}
     body["pack_id"] = ""
-    return digest(body)
+    return jcs_digest(body)
 
 
 def signed_digest_compute(manifest: Mapping[str, Any]) -> str:
     """sha256 hex of JCS(manifest with its real ``pack_id`` and no ``signatures``)."""
-    return digest({k: v for k, v in manifest.items() if k != "signatures"})
+    return jcs_digest({k: v for k, v in manifest.items() if k != "signatures"})
 
 
 def manifest_build(
@@ -308,5 +317,5 @@ def pack_assemble(
         entries=declared,
         signer=signer,
     )
-    data = zip_write([*declared, Entry(MANIFEST_PATH, canonical_json(manifest))])
+    data = zip_write([*declared, Entry(MANIFEST_PATH, jcs(manifest))])
     return manifest, data

@@ -65,12 +65,15 @@ def _refuse(code: str, message: str, **details: Any) -> InvalidInput:
 
 
 class _CappedEntry(io.RawIOBase):
-    """A decompressing reader that refuses to yield more than the entry's declared size."""
+    """A decompressing reader that refuses to yield more than the entry's declared size and
+    checks the CRC itself (zipfile's own check would fire first and hide an oversize entry)."""
 
-    def __init__(self, raw: IO[bytes], name: str, declared: int) -> None:
+    def __init__(self, raw: IO[bytes], name: str, declared: int, crc: int) -> None:
         self._raw = raw
         self._name = name
         self._declared = declared
+        self._expected_crc = crc
+        self._crc = 0
         self.count = 0
 
     def readable(self) -> bool:
@@ -93,6 +96,15 @@ class _CappedEntry(io.RawIOBase):
                 entry=self._name,
                 declared_bytes=self._declared,
             )
+        if n == 0 and len(view) > 0:
+            if self.count != self._declared or self._crc != self._expected_crc:
+                raise _refuse(
+                    "zip_entry_corrupt",
+                    f"entry {self._name!r} is corrupt: {self.count} of {self._declared} bytes, CRC mismatch",
+                    entry=self._name,
+                )
+            return 0
+        self._crc = zlib.crc32(data, self._crc)
         view[:n] = data
         return n
 
@@ -132,13 +144,16 @@ class SafeZip:
         # ``zip_entry_size_mismatch`` instead of a silently truncated read.
         probe = copy.copy(info)
         probe.file_size = info.file_size + 1
+        probe.CRC = None  # type: ignore[assignment]  # _CappedEntry checks it once the size is honest
         try:
             raw = self._zf.open(probe)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
             raise _refuse(
                 "zip_entry_corrupt", f"entry {name!r} cannot be opened: {exc}", entry=name
             ) from None
-        return io.BufferedReader(_CappedEntry(raw, name, info.file_size), buffer_size=CHUNK)
+        return io.BufferedReader(
+            _CappedEntry(raw, name, info.file_size, info.CRC), buffer_size=CHUNK
+        )
 
     def chunks(self, name: str) -> Iterator[bytes]:
         with self.open(name) as fh:

@@ -35,7 +35,13 @@ SYSTEM = Actor.system("engine")
 def parked_job(job_id: str = "job_a1", submitter: Actor = AGENT) -> Job:
     """An agent-driven job waiting in decision_needed, as an agent's checkpoint leaves it."""
     jobs.job_submit(actor=submitter, job_id=job_id)
-    jobs.job_checkpoint_add(actor=submitter, job_id=job_id, type="decision-needed", summary="refund 420 EUR?", required_action="approve refund")
+    jobs.job_checkpoint_add(
+        actor=submitter,
+        job_id=job_id,
+        type="decision-needed",
+        summary="refund 420 EUR?",
+        required_action="approve refund",
+    )
     return Job.objects.get(job_id=job_id)
 
 
@@ -45,7 +51,11 @@ def request_for(job_id: str = "job_a1", **kw: Any) -> ApprovalRequest:
 
 
 def events(job_id: str = "job_a1") -> list[tuple[str, str]]:
-    return list(JobEvent.objects.filter(job__job_id=job_id).order_by("revision").values_list("type", "reason_code"))
+    return list(
+        JobEvent.objects.filter(job__job_id=job_id)
+        .order_by("revision")
+        .values_list("type", "reason_code")
+    )
 
 
 def status(job_id: str = "job_a1") -> str:
@@ -54,11 +64,19 @@ def status(job_id: str = "job_a1") -> str:
 
 def refused(exc: type[GaitError], code: str, fn: Any, job_id: str = "job_a1") -> GaitError:
     """Assert a refusal with ``code`` that wrote nothing: no event, no decision, same request."""
-    before = (events(job_id), Decision.objects.count(), list(ApprovalRequest.objects.values("status", "escalated")))
+    before = (
+        events(job_id),
+        Decision.objects.count(),
+        list(ApprovalRequest.objects.values("status", "escalated")),
+    )
     with pytest.raises(exc) as info:
         fn()
     assert info.value.code == code
-    assert (events(job_id), Decision.objects.count(), list(ApprovalRequest.objects.values("status", "escalated"))) == before
+    assert (
+        events(job_id),
+        Decision.objects.count(),
+        list(ApprovalRequest.objects.values("status", "escalated")),
+    ) == before
     return info.value
 
 
@@ -68,14 +86,42 @@ def refused(exc: type[GaitError], code: str, fn: Any, job_id: str = "job_a1") ->
 def test_two_of_m_needs_two_distinct_reviewers_before_the_job_resumes(cast: Any) -> None:
     parked_job()
     req = request_for(required_approvals=2)
-    first = approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve", reason="looks right")
-    assert (first.completed, first.approvals, first.request.status, status()) == (False, 1, "pending", "decision_needed")
-    refused(Conflict, "approval_already_decided", lambda: approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"))
-    second = approval_decide(actor=cast.actor("reviewer2"), request_id=req.request_id, decision="approve", reason="agreed")
+    first = approval_decide(
+        actor=cast.actor("reviewer"),
+        request_id=req.request_id,
+        decision="approve",
+        reason="looks right",
+    )
+    assert (first.completed, first.approvals, first.request.status, status()) == (
+        False,
+        1,
+        "pending",
+        "decision_needed",
+    )
+    refused(
+        Conflict,
+        "approval_already_decided",
+        lambda: approval_decide(
+            actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"
+        ),
+    )
+    second = approval_decide(
+        actor=cast.actor("reviewer2"),
+        request_id=req.request_id,
+        decision="approve",
+        reason="agreed",
+    )
     assert (second.completed, second.approvals, second.request.status) == (True, 2, "approved")
     assert (second.job_status, second.resume_error) == ("running", None)
-    assert events()[-3:] == [("approved", "approval_recorded"), ("approved", "approval_recorded"), ("resumed", "resumed")]
-    approvers = [e.actor for e in JobEvent.objects.filter(job__job_id="job_a1", type="approved").order_by("revision")]
+    assert events()[-3:] == [
+        ("approved", "approval_recorded"),
+        ("approved", "approval_recorded"),
+        ("resumed", "resumed"),
+    ]
+    approvers = [
+        e.actor
+        for e in JobEvent.objects.filter(job__job_id="job_a1", type="approved").order_by("revision")
+    ]
     assert approvers == ["rita_reviewer", "rob_reviewer"]
     assert chain_verify(Job.objects.get(job_id="job_a1")).ok
 
@@ -84,23 +130,56 @@ def test_one_person_behind_two_names_counts_once_when_approvers_must_be_distinct
     parked_job()
     req = request_for(required_approvals=2)
     approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve")
-    rita_bot = Actor(name="rita-api-key", scopes=frozenset({"approve"}), identity="rita_reviewer", kind="apikey")
-    refused(Conflict, "approval_already_decided", lambda: approval_decide(actor=rita_bot, request_id=req.request_id, decision="approve"))
+    rita_bot = Actor(
+        name="rita-api-key", scopes=frozenset({"approve"}), identity="rita_reviewer", kind="apikey"
+    )
+    refused(
+        Conflict,
+        "approval_already_decided",
+        lambda: approval_decide(actor=rita_bot, request_id=req.request_id, decision="approve"),
+    )
 
 
 def test_a_decision_on_a_decided_request_is_refused(cast: Any) -> None:
     parked_job()
     req = request_for()
     approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve")
-    refused(Conflict, "approval_not_pending", lambda: approval_decide(actor=cast.actor("reviewer2"), request_id=req.request_id, decision="reject", reason="late"))
+    refused(
+        Conflict,
+        "approval_not_pending",
+        lambda: approval_decide(
+            actor=cast.actor("reviewer2"),
+            request_id=req.request_id,
+            decision="reject",
+            reason="late",
+        ),
+    )
 
 
 def test_unknown_requests_and_bad_decisions_are_refused(cast: Any) -> None:
     parked_job()
     req = request_for()
-    refused(GaitError, "approval_not_found", lambda: approval_decide(actor=cast.actor("reviewer"), request_id="apr_nope", decision="approve"))
-    refused(InvalidInput, "invalid_decision", lambda: approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="maybe"))
-    refused(InvalidInput, "missing_reason", lambda: approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="reject"))
+    refused(
+        GaitError,
+        "approval_not_found",
+        lambda: approval_decide(
+            actor=cast.actor("reviewer"), request_id="apr_nope", decision="approve"
+        ),
+    )
+    refused(
+        InvalidInput,
+        "invalid_decision",
+        lambda: approval_decide(
+            actor=cast.actor("reviewer"), request_id=req.request_id, decision="maybe"
+        ),
+    )
+    refused(
+        InvalidInput,
+        "missing_reason",
+        lambda: approval_decide(
+            actor=cast.actor("reviewer"), request_id=req.request_id, decision="reject"
+        ),
+    )
 
 
 # --- separation of duties ----------------------------------------------------------------------
@@ -109,23 +188,48 @@ def test_unknown_requests_and_bad_decisions_are_refused(cast: Any) -> None:
 def test_the_submitter_cannot_approve_their_own_job(cast: Any) -> None:
     parked_job(submitter=cast.actor("admin"))
     req = request_for()
-    refused(PolicyRefused, "self_approval_forbidden", lambda: approval_decide(actor=cast.actor("admin"), request_id=req.request_id, decision="approve"))
+    refused(
+        PolicyRefused,
+        "self_approval_forbidden",
+        lambda: approval_decide(
+            actor=cast.actor("admin"), request_id=req.request_id, decision="approve"
+        ),
+    )
     assert status() == "decision_needed"
 
 
 def test_the_submitting_agent_identity_cannot_approve_either(cast: Any) -> None:
     parked_job()
     req = request_for()
-    agent_as_reviewer = Actor(name="billing-bot", scopes=frozenset({"approve"}), identity="agent.billing", kind="apikey")
-    refused(PolicyRefused, "self_approval_forbidden", lambda: approval_decide(actor=agent_as_reviewer, request_id=req.request_id, decision="approve"))
+    agent_as_reviewer = Actor(
+        name="billing-bot", scopes=frozenset({"approve"}), identity="agent.billing", kind="apikey"
+    )
+    refused(
+        PolicyRefused,
+        "self_approval_forbidden",
+        lambda: approval_decide(
+            actor=agent_as_reviewer, request_id=req.request_id, decision="approve"
+        ),
+    )
 
 
 def test_the_actor_who_stopped_a_job_cannot_be_the_only_approver_of_its_resume(cast: Any) -> None:
     jobs.job_submit(actor=AGENT, job_id="job_a1")
     jobs.job_stop(actor=cast.actor("admin"), job_id="job_a1", reason="runaway spend")
     req = request_for(summary="resume after stop?")
-    refused(PolicyRefused, "stopper_sole_approver", lambda: approval_decide(actor=cast.actor("admin"), request_id=req.request_id, decision="approve"))
-    outcome = approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve", reason="spend capped")
+    refused(
+        PolicyRefused,
+        "stopper_sole_approver",
+        lambda: approval_decide(
+            actor=cast.actor("admin"), request_id=req.request_id, decision="approve"
+        ),
+    )
+    outcome = approval_decide(
+        actor=cast.actor("reviewer"),
+        request_id=req.request_id,
+        decision="approve",
+        reason="spend capped",
+    )
     assert (outcome.completed, outcome.job_status, outcome.resume_error) == (True, "running", None)
 
 
@@ -134,7 +238,9 @@ def test_the_stopper_may_be_one_of_several_approvers(cast: Any) -> None:
     jobs.job_stop(actor=cast.actor("admin"), job_id="job_a1")
     req = request_for(required_approvals=2)
     approval_decide(actor=cast.actor("admin"), request_id=req.request_id, decision="approve")
-    outcome = approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve")
+    outcome = approval_decide(
+        actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"
+    )
     assert (outcome.completed, outcome.job_status) == (True, "running")
 
 
@@ -144,7 +250,12 @@ def test_the_stopper_may_be_one_of_several_approvers(cast: Any) -> None:
 def test_a_reject_blocks_the_job_and_journals_the_reason(cast: Any) -> None:
     parked_job()
     req = request_for(required_approvals=2)
-    outcome = approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="reject", reason="amount too high")
+    outcome = approval_decide(
+        actor=cast.actor("reviewer"),
+        request_id=req.request_id,
+        decision="reject",
+        reason="amount too high",
+    )
     assert (outcome.request.status, outcome.job_status) == ("rejected", "blocked")
     ev = JobEvent.objects.filter(job__job_id="job_a1").order_by("-revision").first()
     assert (ev.type, ev.reason_code, ev.actor) == ("rejected", "approval_rejected", "rita_reviewer")
@@ -155,8 +266,14 @@ def test_a_failed_resume_check_keeps_the_approval_and_says_why(cast: Any) -> Non
     parked_job()
     req = request_for()
     identity_revoke(actor=cast.actor("admin"), identity="agent.billing", reason="key leaked")
-    outcome = approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve")
-    assert (outcome.completed, outcome.request.status, outcome.job_status) == (True, "approved", "decision_needed")
+    outcome = approval_decide(
+        actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"
+    )
+    assert (outcome.completed, outcome.request.status, outcome.job_status) == (
+        True,
+        "approved",
+        "decision_needed",
+    )
     assert outcome.resume_error is not None and outcome.resume_error["code"] == "identity_revoked"
     assert events()[-1] == ("approved", "approval_recorded")
 
@@ -169,18 +286,32 @@ def test_an_expired_request_with_reject_fallback_blocks_the_job(cast: Any) -> No
     req = request_for(expires_in=60)
     assert approval_expire_due(now=timezone.now()) == []
     later = timezone.now() + timedelta(minutes=2)
-    assert approval_expire_due(now=later) == [{"request_id": req.request_id, "job_id": "job_a1", "fallback": "reject"}]
+    assert approval_expire_due(now=later) == [
+        {"request_id": req.request_id, "job_id": "job_a1", "fallback": "reject"}
+    ]
     req.refresh_from_db()
     assert (req.status, status()) == ("expired", "blocked")
     ev = JobEvent.objects.filter(job__job_id="job_a1").order_by("-revision").first()
-    assert (ev.type, ev.actor, ev.payload["approval_request"]) == ("rejected", "approval-expiry", req.request_id)
+    assert (ev.type, ev.actor, ev.payload["approval_request"]) == (
+        "rejected",
+        "approval-expiry",
+        req.request_id,
+    )
 
 
 def test_a_request_past_its_expiry_cannot_be_decided_even_before_the_sweep(cast: Any) -> None:
     parked_job()
     req = request_for(expires_in=60)
-    ApprovalRequest.objects.filter(pk=req.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    refused(Conflict, "approval_expired", lambda: approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"))
+    ApprovalRequest.objects.filter(pk=req.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    refused(
+        Conflict,
+        "approval_expired",
+        lambda: approval_decide(
+            actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"
+        ),
+    )
 
 
 def test_an_escalated_request_goes_to_admins_and_is_rejected_if_it_expires_again(cast: Any) -> None:
@@ -191,7 +322,13 @@ def test_an_escalated_request_goes_to_admins_and_is_rejected_if_it_expires_again
     req.refresh_from_db()
     assert (req.status, req.escalated, status()) == ("pending", True, "decision_needed")
     assert events()[-1] == ("approval_escalated", "approval_escalated")
-    refused(Forbidden, "permission_denied", lambda: approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"))
+    refused(
+        Forbidden,
+        "permission_denied",
+        lambda: approval_decide(
+            actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"
+        ),
+    )
     much_later = later + timedelta(minutes=11)
     assert approval_expire_due(now=much_later)[0]["fallback"] == "reject"
     req.refresh_from_db()
@@ -202,8 +339,12 @@ def test_an_admin_can_decide_an_escalated_request(cast: Any) -> None:
     parked_job()
     req = request_for(expires_in=600, on_expiry="escalate")
     approval_expire_due(now=timezone.now() + timedelta(minutes=11))
-    ApprovalRequest.objects.filter(pk=req.pk).update(expires_at=timezone.now() + timedelta(minutes=10))
-    outcome = approval_decide(actor=cast.actor("admin"), request_id=req.request_id, decision="approve")
+    ApprovalRequest.objects.filter(pk=req.pk).update(
+        expires_at=timezone.now() + timedelta(minutes=10)
+    )
+    outcome = approval_decide(
+        actor=cast.actor("admin"), request_id=req.request_id, decision="approve"
+    )
     assert (outcome.completed, outcome.job_status) == (True, "running")
 
 
@@ -217,19 +358,32 @@ def test_required_approvals_and_separation_of_duties_come_from_the_gate_result()
     )
     result = gate_evaluate(intent={"tool_name": "bank.wire"}, policy=policy)
     req = request_for(gate_result=result, intent={"tool_name": "bank.wire"})
-    assert (req.required_approvals, req.distinct_approvers, req.forbid_submitter, req.tool_name) == (3, True, False, "bank.wire")
+    assert (
+        req.required_approvals,
+        req.distinct_approvers,
+        req.forbid_submitter,
+        req.tool_name,
+    ) == (3, True, False, "bank.wire")
     assert req.gate_result["matched_rules"] == ["wire"]
     ev = JobEvent.objects.filter(job__job_id="job_a1").order_by("-revision").first()
-    assert (ev.type, ev.payload["approval_request"], ev.payload["required_approvals"]) == ("approval_requested", req.request_id, 3)
+    assert (ev.type, ev.payload["approval_request"], ev.payload["required_approvals"]) == (
+        "approval_requested",
+        req.request_id,
+        3,
+    )
 
 
 def test_the_engine_can_create_a_request_on_the_job_row_it_holds_locked() -> None:
     jobs.job_submit(actor=AGENT, job_id="job_a1")
     with transaction.atomic():
         job = Job.objects.select_for_update().get(job_id="job_a1")
-        approval_request_create(actor=SYSTEM, job=job, summary="step needs approval", step_index=0, step_name="refund")
+        approval_request_create(
+            actor=SYSTEM, job=job, summary="step needs approval", step_index=0, step_name="refund"
+        )
         # the caller keeps writing on the same instance: the chain must stay whole
-        event_append(job, type="checkpoint_added", actor="engine", reason_code="checkpoint_decision_needed")
+        event_append(
+            job, type="checkpoint_added", actor="engine", reason_code="checkpoint_decision_needed"
+        )
     assert [t for t, _ in events()] == ["submitted", "approval_requested", "checkpoint_added"]
     assert chain_verify(Job.objects.get(job_id="job_a1")).ok
 
@@ -244,7 +398,9 @@ def test_the_engine_can_create_a_request_on_the_job_row_it_holds_locked() -> Non
         ({"summary": "x" * 600}, "summary_too_long"),
     ],
 )
-def test_bad_request_parameters_are_refused_before_anything_is_written(kw: dict[str, Any], code: str) -> None:
+def test_bad_request_parameters_are_refused_before_anything_is_written(
+    kw: dict[str, Any], code: str
+) -> None:
     parked_job()
     refused(InvalidInput, code, lambda: request_for(**kw))
 
@@ -255,7 +411,50 @@ def test_the_pending_queue_lists_only_open_requests_soonest_expiry_first(cast: A
     late = request_for("job_a1", expires_in=3600)
     soon = request_for("job_a2", expires_in=60)
     done = request_for("job_a1")
-    approval_decide(actor=cast.actor("reviewer"), request_id=done.request_id, decision="reject", reason="no")
+    approval_decide(
+        actor=cast.actor("reviewer"), request_id=done.request_id, decision="reject", reason="no"
+    )
     queue = list(approval_pending_list(actor=cast.actor("viewer")))
     assert [r.request_id for r in queue] == [soon.request_id, late.request_id]
-    assert [r.request_id for r in approval_pending_list(actor=cast.actor("viewer"), job_id="job_a2")] == [soon.request_id]
+    assert [
+        r.request_id for r in approval_pending_list(actor=cast.actor("viewer"), job_id="job_a2")
+    ] == [soon.request_id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_reviewers_approving_at_once_give_one_winner_and_one_clear_error(
+    cast: Any, postgres_only: None
+) -> None:
+    import threading
+
+    from django.db import connection
+
+    parked_job()
+    req = request_for()
+    barrier = threading.Barrier(2)
+    results: list[Any] = []
+
+    def decide(role: str) -> None:
+        try:
+            barrier.wait()
+            results.append(
+                approval_decide(
+                    actor=cast.actor(role), request_id=req.request_id, decision="approve"
+                )
+            )
+        except GaitError as exc:
+            results.append(exc.code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=(role,)) for role in ("reviewer", "reviewer2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if not isinstance(r, str)]
+    assert len(winners) == 1 and winners[0].completed
+    assert [r for r in results if isinstance(r, str)] == ["approval_not_pending"]
+    assert Decision.objects.filter(request__request_id=req.request_id).count() == 1
+    assert [t for t, _ in events()][-2:] == ["approved", "resumed"]
+    assert chain_verify(Job.objects.get(job_id="job_a1")).ok

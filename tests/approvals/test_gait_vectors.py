@@ -21,10 +21,30 @@ def _cases() -> list[Any]:
     """Every row of the vectors README, read from the files themselves."""
     cases = []
     for policy in ("allow", "block", "require_approval"):
-        cases.append(pytest.param(f"policy-test/{policy}.yaml", "policy-test/intent.json", None, policy, id=f"policy-test-{policy}"))
+        cases.append(
+            pytest.param(
+                f"policy-test/{policy}.yaml",
+                "policy-test/intent.json",
+                None,
+                policy,
+                id=f"policy-test-{policy}",
+            )
+        )
     for starter in ("base_low_risk", "base_medium_risk"):
-        for intent, verdict in (("read", "allow"), ("write", "require_approval"), ("delete", "block")):
-            cases.append(pytest.param(f"starter/{starter}.yaml", f"starter/intent_{intent}.json", None, verdict, id=f"{starter}-{intent}"))
+        for intent, verdict in (
+            ("read", "allow"),
+            ("write", "require_approval"),
+            ("delete", "block"),
+        ):
+            cases.append(
+                pytest.param(
+                    f"starter/{starter}.yaml",
+                    f"starter/intent_{intent}.json",
+                    None,
+                    verdict,
+                    id=f"{starter}-{intent}",
+                )
+            )
     for scenario in sorted((GAIT_VECTORS / "scenarios").iterdir()):
         intents = (scenario / "intents.jsonl").read_text().splitlines()
         expected = (scenario / "expected-verdicts.jsonl").read_text().splitlines()
@@ -32,7 +52,15 @@ def _cases() -> list[Any]:
         for line, (intent, want) in enumerate(zip(intents, expected, strict=True)):
             want_row = json.loads(want)
             assert EXIT[want_row["verdict"]] == want_row["exit_code"]
-            cases.append(pytest.param(f"scenarios/{scenario.name}/policy.yaml", intent, line, want_row["verdict"], id=f"{scenario.name}-{line + 1}"))
+            cases.append(
+                pytest.param(
+                    f"scenarios/{scenario.name}/policy.yaml",
+                    intent,
+                    line,
+                    want_row["verdict"],
+                    id=f"{scenario.name}-{line + 1}",
+                )
+            )
     return cases
 
 
@@ -44,13 +72,21 @@ def _intent(vectors: Path, intent: str, line: int | None) -> dict[str, Any]:
 
 
 def test_the_vectors_cover_every_scenario_line() -> None:
-    lines = sum(len((s / "intents.jsonl").read_text().splitlines()) for s in (GAIT_VECTORS / "scenarios").iterdir())
+    lines = sum(
+        len((s / "intents.jsonl").read_text().splitlines())
+        for s in (GAIT_VECTORS / "scenarios").iterdir()
+    )
     assert len(CASES) == 3 + 6 + lines
 
 
 @pytest.mark.parametrize(("policy", "intent", "line", "verdict"), CASES)
-def test_the_gate_gives_gaits_verdict(gait_vectors: Path, policy: str, intent: str, line: int | None, verdict: str) -> None:
-    result = gate_evaluate(intent=_intent(gait_vectors, intent, line), policy=policy_parse((gait_vectors / policy).read_text()))
+def test_the_gate_gives_gaits_verdict(
+    gait_vectors: Path, policy: str, intent: str, line: int | None, verdict: str
+) -> None:
+    result = gate_evaluate(
+        intent=_intent(gait_vectors, intent, line),
+        policy=policy_parse((gait_vectors / policy).read_text()),
+    )
     assert result.verdict == verdict
     assert result.exit_code == EXIT[verdict]
     assert len(result.policy_digest) == len(result.intent_digest) == 64
@@ -58,12 +94,28 @@ def test_the_gate_gives_gaits_verdict(gait_vectors: Path, policy: str, intent: s
 
 @pytest.mark.parametrize(("policy", "intent", "line", "verdict"), CASES)
 def test_gate_eval_cli_prints_the_verdict_and_exits_with_gaits_code(
-    gait_vectors: Path, tmp_path: Path, capsys: Any, policy: str, intent: str, line: int | None, verdict: str
+    gait_vectors: Path,
+    tmp_path: Path,
+    capsys: Any,
+    policy: str,
+    intent: str,
+    line: int | None,
+    verdict: str,
 ) -> None:
     intent_file = gait_vectors / intent if line is None else tmp_path / "intent.json"
     if line is not None:
         intent_file.write_text(intent)
-    code = main(["gate", "eval", "--policy", str(gait_vectors / policy), "--intent", str(intent_file), "--json"])
+    code = main(
+        [
+            "gate",
+            "eval",
+            "--policy",
+            str(gait_vectors / policy),
+            "--intent",
+            str(intent_file),
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == EXIT[verdict]
     assert (out["ok"], out["operation"], out["verdict"]) == (True, "gate eval", verdict)
@@ -71,8 +123,20 @@ def test_gate_eval_cli_prints_the_verdict_and_exits_with_gaits_code(
 
 
 @pytest.mark.parametrize("intent", ["intent_read.json", "intent_write.json", "intent_delete.json"])
-def test_the_high_risk_starter_is_refused_by_the_name_of_its_unsupported_key(gait_vectors: Path, capsys: Any, intent: str) -> None:
-    code = main(["gate", "eval", "--policy", str(gait_vectors / "starter/base_high_risk.yaml"), "--intent", str(gait_vectors / "starter" / intent), "--json"])
+def test_the_high_risk_starter_is_refused_by_the_name_of_its_unsupported_key(
+    gait_vectors: Path, capsys: Any, intent: str
+) -> None:
+    code = main(
+        [
+            "gate",
+            "eval",
+            "--policy",
+            str(gait_vectors / "starter/base_high_risk.yaml"),
+            "--intent",
+            str(gait_vectors / "starter" / intent),
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 6
     assert out["ok"] is False
@@ -80,10 +144,15 @@ def test_the_high_risk_starter_is_refused_by_the_name_of_its_unsupported_key(gai
     assert "'fail_closed'" in out["error"] and "line 4" in out["error"]
 
 
-def test_policy_digest_cli_matches_the_service_and_ignores_formatting(gait_vectors: Path, tmp_path: Path, capsys: Any) -> None:
+def test_policy_digest_cli_matches_the_service_and_ignores_formatting(
+    gait_vectors: Path, tmp_path: Path, capsys: Any
+) -> None:
     source = (gait_vectors / "starter/base_low_risk.yaml").read_text()
     reformatted = tmp_path / "p.yaml"
-    reformatted.write_text("# a comment\n" + source.replace("priority: 10\n    effect: block", "effect: block\n    priority: 10"))
+    reformatted.write_text(
+        "# a comment\n"
+        + source.replace("priority: 10\n    effect: block", "effect: block\n    priority: 10")
+    )
     assert main(["policy", "digest", str(reformatted), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["policy_digest"] == policy_parse(source).digest
@@ -97,14 +166,42 @@ def test_policy_digest_cli_matches_the_service_and_ignores_formatting(gait_vecto
         ("default_verdict: sometimes\n", '{"tool_name": "t"}', 6, "policy_invalid_value"),
     ],
 )
-def test_gate_eval_cli_refuses_bad_files_with_exit_6(tmp_path: Path, capsys: Any, policy_text: str, intent_text: str, code: int, error_code: str) -> None:
+def test_gate_eval_cli_refuses_bad_files_with_exit_6(
+    tmp_path: Path, capsys: Any, policy_text: str, intent_text: str, code: int, error_code: str
+) -> None:
     (tmp_path / "p.yaml").write_text(policy_text)
     (tmp_path / "i.json").write_text(intent_text)
-    assert main(["gate", "eval", "--policy", str(tmp_path / "p.yaml"), "--intent", str(tmp_path / "i.json"), "--json"]) == code
+    assert (
+        main(
+            [
+                "gate",
+                "eval",
+                "--policy",
+                str(tmp_path / "p.yaml"),
+                "--intent",
+                str(tmp_path / "i.json"),
+                "--json",
+            ]
+        )
+        == code
+    )
     assert json.loads(capsys.readouterr().out)["error_code"] == error_code
 
 
 def test_gate_eval_cli_refuses_a_missing_policy_file(tmp_path: Path, capsys: Any) -> None:
     (tmp_path / "i.json").write_text('{"tool_name": "t"}')
-    assert main(["gate", "eval", "--policy", str(tmp_path / "nope.yaml"), "--intent", str(tmp_path / "i.json"), "--json"]) == 6
+    assert (
+        main(
+            [
+                "gate",
+                "eval",
+                "--policy",
+                str(tmp_path / "nope.yaml"),
+                "--intent",
+                str(tmp_path / "i.json"),
+                "--json",
+            ]
+        )
+        == 6
+    )
     assert json.loads(capsys.readouterr().out)["error_code"] == "policy_unreadable"

@@ -43,7 +43,12 @@ def job_with_policy(job_id: str = "job_d1") -> Job:
 
 
 def dispatch(tool: str, job_id: str = "job_d1", **kw: Any) -> Any:
-    return gate_dispatch(job_id=job_id, intent={"tool_name": tool, "targets": [{"kind": "path", "value": "/tmp/x"}]}, actor=kw.pop("actor", AGENT), path=kw.pop("path", "api"))
+    return gate_dispatch(
+        job_id=job_id,
+        intent={"tool_name": tool, "targets": [{"kind": "path", "value": "/tmp/x"}]},
+        actor=kw.pop("actor", AGENT),
+        path=kw.pop("path", "api"),
+    )
 
 
 def last_event(job_id: str = "job_d1") -> JobEvent:
@@ -59,7 +64,9 @@ def last_event(job_id: str = "job_d1") -> JobEvent:
         ("tool.delete", "block", "dispatch_blocked", "policy_blocked"),
     ],
 )
-def test_every_dispatch_is_journaled_with_its_path_tool_and_verdict(tool: str, verdict: str, event: str, reason_code: str) -> None:
+def test_every_dispatch_is_journaled_with_its_path_tool_and_verdict(
+    tool: str, verdict: str, event: str, reason_code: str
+) -> None:
     job = job_with_policy()
     result = dispatch(tool, path="mcp")
     assert result.verdict == verdict
@@ -76,7 +83,11 @@ def test_an_emergency_stopped_job_blocks_every_dispatch_even_allowed_tools() -> 
     result = dispatch("tool.read")
     assert (result.verdict, result.reason_codes) == ("block", ("emergency_stop_preempted",))
     ev = last_event()
-    assert (ev.type, ev.reason_code, ev.payload["tool"]) == ("dispatch_blocked", "emergency_stop_preempted", "tool.read")
+    assert (ev.type, ev.reason_code, ev.payload["tool"]) == (
+        "dispatch_blocked",
+        "emergency_stop_preempted",
+        "tool.read",
+    )
     assert Job.objects.get(job_id="job_d1").status == "emergency_stopped"
 
 
@@ -111,7 +122,14 @@ def test_a_job_without_a_policy_is_not_gated_but_still_journaled() -> None:
 def test_the_job_policy_identity_fills_the_intent_and_its_digest() -> None:
     job_with_policy()
     result = dispatch("tool.read")
-    alone = gate_evaluate(intent={"tool_name": "tool.read", "targets": [{"kind": "path", "value": "/tmp/x"}], "context": {"identity": "agent.billing", "job_id": "job_d1"}}, policy=None)
+    alone = gate_evaluate(
+        intent={
+            "tool_name": "tool.read",
+            "targets": [{"kind": "path", "value": "/tmp/x"}],
+            "context": {"identity": "agent.billing", "job_id": "job_d1"},
+        },
+        policy=None,
+    )
     assert result.intent_digest == alone.intent_digest
 
 
@@ -122,7 +140,11 @@ def test_bad_dispatch_input_is_refused_before_anything_is_written() -> None:
         gate_dispatch(job_id="job_d1", intent={"tool_name": ""}, actor=AGENT)
     assert info.value.code == "intent_invalid"
     with pytest.raises(InvalidInput) as info:
-        gate_dispatch(job_id="job_d1", intent={"tool_name": "t", "context": {"job_id": "job_other"}}, actor=AGENT)
+        gate_dispatch(
+            job_id="job_d1",
+            intent={"tool_name": "t", "context": {"job_id": "job_other"}},
+            actor=AGENT,
+        )
     assert info.value.code == "intent_job_mismatch"
     assert JobEvent.objects.count() == before
 
@@ -157,7 +179,19 @@ def test_concurrent_dispatches_keep_the_journal_gapless(postgres_only: None) -> 
     for t in threads:
         t.join()
     assert not errors
-    revisions = list(JobEvent.objects.filter(job__job_id="job_d1").order_by("revision").values_list("revision", flat=True))
+    revisions = list(
+        JobEvent.objects.filter(job__job_id="job_d1")
+        .order_by("revision")
+        .values_list("revision", flat=True)
+    )
     assert revisions == list(range(1, len(revisions) + 1))
     assert JobEvent.objects.filter(job__job_id="job_d1", type="dispatch_allowed").count() == 40
     assert chain_verify(Job.objects.get(job_id="job_d1")).ok
+
+
+def test_job_policy_gives_the_engine_the_bound_policy_from_the_cache() -> None:
+    from approvals.gate import job_policy
+
+    job = job_with_policy()
+    assert job_policy(job).digest == job.policy_digest
+    assert job_policy(jobs.job_submit(actor=AGENT, job_id="job_none")) is None

@@ -23,8 +23,12 @@ def parse(text: str) -> Policy:
 
 
 def evaluate(policy: Policy, **intent: Any) -> Any:
-    context = {k: intent.pop(k) for k in ("identity", "risk_class", "workspace", "job_id") if k in intent}
-    return policy_evaluate(policy, intent_parse({"tool_name": "tool.read", **intent, "context": context}))
+    context = {
+        k: intent.pop(k) for k in ("identity", "risk_class", "workspace", "job_id") if k in intent
+    }
+    return policy_evaluate(
+        policy, intent_parse({"tool_name": "tool.read", **intent, "context": context})
+    )
 
 
 def refusal(text: str) -> InvalidInput:
@@ -89,9 +93,15 @@ rules:
         ({"tool_name": "TOOL.Delete"}, "allow", ("later_tier",), ("allow-everything-write-later",)),
     ],
 )
-def test_first_matching_tier_decides_and_strictest_effect_wins(intent: dict[str, Any], verdict: str, reasons: tuple[str, ...], matched: tuple[str, ...]) -> None:
+def test_first_matching_tier_decides_and_strictest_effect_wins(
+    intent: dict[str, Any], verdict: str, reasons: tuple[str, ...], matched: tuple[str, ...]
+) -> None:
     outcome = evaluate(parse(TIERED), **intent)
-    assert (outcome.verdict, outcome.reason_codes, outcome.matched_rules) == (verdict, reasons, matched)
+    assert (outcome.verdict, outcome.reason_codes, outcome.matched_rules) == (
+        verdict,
+        reasons,
+        matched,
+    )
 
 
 def test_block_carries_the_deciding_rules_violations() -> None:
@@ -107,7 +117,11 @@ def test_a_rule_without_reason_codes_is_explained_by_its_name() -> None:
 @pytest.mark.parametrize("verdict", ["allow", "block", "dry_run", "require_approval"])
 def test_default_verdict_applies_when_nothing_matches(verdict: str) -> None:
     outcome = evaluate(parse(f"default_verdict: {verdict}\nrules: []\n"))
-    assert (outcome.verdict, outcome.reason_codes, outcome.matched_rules) == (verdict, (f"default_{verdict}",), ())
+    assert (outcome.verdict, outcome.reason_codes, outcome.matched_rules) == (
+        verdict,
+        (f"default_{verdict}",),
+        (),
+    )
 
 
 def test_default_verdict_is_require_approval_when_omitted() -> None:
@@ -168,7 +182,9 @@ BASE_INTENT: dict[str, Any] = {
 )
 def test_each_matcher_is_any_within_a_list_and_all_across_fields(match: str, matches: bool) -> None:
     body = match if match.startswith("{") else "{" + match + "}"
-    policy = parse(f"default_verdict: allow\nrules:\n  - name: r\n    effect: block\n    match: {body}\n")
+    policy = parse(
+        f"default_verdict: allow\nrules:\n  - name: r\n    effect: block\n    match: {body}\n"
+    )
     assert (evaluate(policy, **BASE_INTENT).verdict == "block") is matches
 
 
@@ -192,28 +208,93 @@ def test_min_approvals_and_distinct_approvers_come_from_the_deciding_rule() -> N
     ("text", "code", "line", "key"),
     [
         ("default_verdict: allow\nfoo: 1\n", "policy_unknown_key", 2, "foo"),
-        ("rules:\n  - name: r\n    effect: allow\n    matches: {}\n", "policy_unknown_key", 4, "matches"),
-        ("rules:\n  - name: r\n    effect: allow\n    match:\n      tool: [x]\n", "policy_unknown_key", 5, "tool"),
+        (
+            "rules:\n  - name: r\n    effect: allow\n    matches: {}\n",
+            "policy_unknown_key",
+            4,
+            "matches",
+        ),
+        (
+            "rules:\n  - name: r\n    effect: allow\n    match:\n      tool: [x]\n",
+            "policy_unknown_key",
+            5,
+            "tool",
+        ),
         ("default_verdict: maybe\n", "policy_invalid_value", 1, "default_verdict"),
         ("rules:\n  - name: r\n    effect: deny\n", "policy_invalid_value", 3, "effect"),
-        ("rules:\n  - name: r\n    priority: high\n    effect: allow\n", "policy_invalid_value", 3, "priority"),
-        ("rules:\n  - name: r\n    effect: allow\n    min_approvals: -1\n", "policy_invalid_value", 4, "min_approvals"),
-        ("rules:\n  - name: r\n    effect: allow\n    match: {tool_names: tool.read}\n", "policy_invalid_value", 4, "tool_names"),
-        ("rules:\n  - name: r\n    effect: allow\n    match: {endpoint_classes: [fs.nuke]}\n", "policy_invalid_value", 4, "endpoint_classes"),
-        ("rules:\n  - name: r\n    effect: allow\n    require_distinct_approvers: yes please\n", "policy_invalid_value", 4, "require_distinct_approvers"),
+        (
+            "rules:\n  - name: r\n    priority: high\n    effect: allow\n",
+            "policy_invalid_value",
+            3,
+            "priority",
+        ),
+        (
+            "rules:\n  - name: r\n    effect: allow\n    min_approvals: -1\n",
+            "policy_invalid_value",
+            4,
+            "min_approvals",
+        ),
+        (
+            "rules:\n  - name: r\n    effect: allow\n    match: {tool_names: tool.read}\n",
+            "policy_invalid_value",
+            4,
+            "tool_names",
+        ),
+        (
+            "rules:\n  - name: r\n    effect: allow\n    match: {endpoint_classes: [fs.nuke]}\n",
+            "policy_invalid_value",
+            4,
+            "endpoint_classes",
+        ),
+        (
+            "rules:\n  - name: r\n    effect: allow\n    require_distinct_approvers: yes please\n",
+            "policy_invalid_value",
+            4,
+            "require_distinct_approvers",
+        ),
         ("rules:\n  - effect: allow\n", "policy_missing_key", 2, "name"),
         ("rules:\n  - name: r\n", "policy_missing_key", 2, "effect"),
-        ("default_verdict: allow\ndefault_verdict: block\n", "policy_duplicate_key", 2, "default_verdict"),
-        ("rules:\n  - {name: r, effect: allow}\n  - {name: r, effect: block}\n", "policy_invalid_value", 3, "name"),
+        (
+            "default_verdict: allow\ndefault_verdict: block\n",
+            "policy_duplicate_key",
+            2,
+            "default_verdict",
+        ),
+        (
+            "rules:\n  - {name: r, effect: allow}\n  - {name: r, effect: block}\n",
+            "policy_invalid_value",
+            3,
+            "name",
+        ),
         ("schema_version: 2.0.0\n", "policy_invalid_value", 1, "schema_version"),
         ("fail_closed:\n  enabled: true\n", "policy_unsupported_key", 1, "fail_closed"),
-        ("rules:\n  - name: r\n    effect: allow\n    rate_limit: {requests: 3}\n", "policy_unsupported_key", 4, "rate_limit"),
-        ("rules:\n  - name: r\n    effect: allow\n    match:\n      provenance_sources: [external]\n", "policy_unsupported_key", 5, "provenance_sources"),
+        (
+            "rules:\n  - name: r\n    effect: allow\n    rate_limit: {requests: 3}\n",
+            "policy_unsupported_key",
+            4,
+            "rate_limit",
+        ),
+        (
+            "rules:\n  - name: r\n    effect: allow\n    match:\n      provenance_sources: [external]\n",
+            "policy_unsupported_key",
+            5,
+            "provenance_sources",
+        ),
         ("rules: [\n", "policy_syntax_error", 2, ""),
+        ("a: &x [1]\nb: *x\n", "policy_syntax_error", 1, ""),
+        ("default_verdict: !!python/name:os.system\n", "policy_invalid_value", 1, ""),
+        (
+            "rules:\n  - name: r\n    effect: allow\n    priority: !!int ten\n",
+            "policy_invalid_value",
+            4,
+            "",
+        ),
         ("- just\n- a list\n", "policy_invalid_value", 1, ""),
     ],
 )
-def test_bad_policies_are_refused_naming_the_line_and_the_key(text: str, code: str, line: int, key: str) -> None:
+def test_bad_policies_are_refused_naming_the_line_and_the_key(
+    text: str, code: str, line: int, key: str
+) -> None:
     error = refusal(text)
     assert (error.code, error.details["line"], error.details["key"]) == (code, line, key)
     assert error.message.startswith(f"line {line}:")
@@ -221,17 +302,36 @@ def test_bad_policies_are_refused_naming_the_line_and_the_key(text: str, code: s
         assert f"'{key}'" in error.message
 
 
+def test_an_oversized_policy_is_refused_before_parsing() -> None:
+    with pytest.raises(InvalidInput) as info:
+        policy_parse("#" * (2 * 1024 * 1024))
+    assert info.value.code == "policy_too_large"
+
+
 def test_unsupported_gait_keys_are_refused_by_name_not_ignored(gait_vectors: Any) -> None:
     error = refusal((gait_vectors / "starter" / "base_high_risk.yaml").read_text())
     assert error.code == "policy_unsupported_key"
     assert "'fail_closed'" in error.message and "not supported by gaitweb" in error.message
     refused = {p["key"] for p in error.details["problems"]}
-    assert {"fail_closed", "endpoint", "destructive_budget", "broker_reference", "tool_annotations", "provenance_sources", "require_delegation"} <= refused
+    assert {
+        "fail_closed",
+        "endpoint",
+        "destructive_budget",
+        "broker_reference",
+        "tool_annotations",
+        "provenance_sources",
+        "require_delegation",
+    } <= refused
 
 
 def test_every_problem_is_reported_not_only_the_first() -> None:
-    error = refusal("default_verdict: nope\nrules:\n  - name: r\n    effect: allow\n    colour: red\n")
-    assert [(p["line"], p["key"]) for p in error.details["problems"]] == [(1, "default_verdict"), (5, "colour")]
+    error = refusal(
+        "default_verdict: nope\nrules:\n  - name: r\n    effect: allow\n    colour: red\n"
+    )
+    assert [(p["line"], p["key"]) for p in error.details["problems"]] == [
+        (1, "default_verdict"),
+        (5, "colour"),
+    ]
 
 
 # --- digest ------------------------------------------------------------------------------------
@@ -307,7 +407,13 @@ def test_a_stored_normalized_policy_rebuilds_to_the_same_digest() -> None:
         ({"tool_name": "t", "args": []}, "args"),
         ({"tool_name": "t", "targets": {}}, "targets"),
         ({"tool_name": "t", "targets": [{"kind": "path"}]}, "targets[0]"),
-        ({"tool_name": "t", "targets": [{"kind": "path", "value": "/x", "endpoint_class": "fs.nuke"}]}, "targets[0].endpoint_class"),
+        (
+            {
+                "tool_name": "t",
+                "targets": [{"kind": "path", "value": "/x", "endpoint_class": "fs.nuke"}],
+            },
+            "targets[0].endpoint_class",
+        ),
         ({"tool_name": "t", "context": {"identity": ["a"]}}, "context.identity"),
         ({"tool_name": "t", "schema_id": "other"}, "schema_id"),
     ],
@@ -326,8 +432,20 @@ def test_intent_args_that_json_cannot_canonicalize_are_bad_input(bad: Any) -> No
 
 
 def test_intent_digest_ignores_target_order_and_unused_gait_fields() -> None:
-    a = intent_parse({"tool_name": "t", "targets": [{"kind": "path", "value": "/a"}, {"kind": "url", "value": "http://b"}], "created_at": "2026-01-01T00:00:00Z"})
-    b = intent_parse({"tool_name": "T", "targets": [{"kind": "url", "value": "http://b"}, {"kind": "path", "value": "/a"}], "arg_provenance": []})
+    a = intent_parse(
+        {
+            "tool_name": "t",
+            "targets": [{"kind": "path", "value": "/a"}, {"kind": "url", "value": "http://b"}],
+            "created_at": "2026-01-01T00:00:00Z",
+        }
+    )
+    b = intent_parse(
+        {
+            "tool_name": "T",
+            "targets": [{"kind": "url", "value": "http://b"}, {"kind": "path", "value": "/a"}],
+            "arg_provenance": [],
+        }
+    )
     c = intent_parse({"tool_name": "t", "targets": [{"kind": "path", "value": "/a"}]})
     assert a.digest == b.digest != c.digest
 
@@ -335,7 +453,7 @@ def test_intent_digest_ignores_target_order_and_unused_gait_fields() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        {"b": 1, "a": [True, None, "x\n\t\"\\\u0001"], "c": {"z": -(2**52)}},
+        {"b": 1, "a": [True, None, 'x\n\t"\\\u0001'], "c": {"z": -(2**52)}},
         {"float": 1.5, "big": 2**40, "neg": -0.25},
         {"text": "héllo ☃ 𝄞", "\u00e9": 1, "\U0001d11e": 2, "\uffff": 3},
         {"tool_name": "tool.write", "args": {"path": "/tmp/out.txt"}, "targets": []},

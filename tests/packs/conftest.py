@@ -29,5 +29,3 @@ def admin() -> Actor:
 @pytest.fixture
 def job(db: Any) -> Job:
     return job_with_history()
-
-

@@ -30,7 +30,13 @@ def job_with_history(job_id: str = "refund-42", *, extra_events: int = 0) -> Job
             created_by="tester",
             labels={"team": "billing"},
         )
-        event_append(job, type="submitted", actor="tester", reason_code="submitted", payload={"environment_fingerprint": "env_test"})
+        event_append(
+            job,
+            type="submitted",
+            actor="tester",
+            reason_code="submitted",
+            payload={"environment_fingerprint": "env_test"},
+        )
         plan = event_append(
             job,
             type="checkpoint_added",
@@ -39,7 +45,13 @@ def job_with_history(job_id: str = "refund-42", *, extra_events: int = 0) -> Job
             payload={"checkpoint_id": "cp_0001", "checkpoint_type": "plan"},
         )
         Checkpoint.objects.create(
-            job=job, checkpoint_id="cp_0001", type="plan", summary="fetch the invoice, then refund", actor="agent-7", reason_code="checkpoint_plan", event_revision=plan.revision
+            job=job,
+            checkpoint_id="cp_0001",
+            type="plan",
+            summary="fetch the invoice, then refund",
+            actor="agent-7",
+            reason_code="checkpoint_plan",
+            event_revision=plan.revision,
         )
         job.status = "decision_needed"
         job.status_reason_code = "checkpoint_decision_needed"
@@ -49,7 +61,11 @@ def job_with_history(job_id: str = "refund-42", *, extra_events: int = 0) -> Job
             type="checkpoint_added",
             actor="agent-7",
             reason_code="checkpoint_decision_needed",
-            payload={"checkpoint_id": "cp_0002", "checkpoint_type": "decision-needed", "required_action": "approve 420 EUR"},
+            payload={
+                "checkpoint_id": "cp_0002",
+                "checkpoint_type": "decision-needed",
+                "required_action": "approve 420 EUR",
+            },
             update_fields=["status", "status_reason_code", "stop_reason"],
         )
         Checkpoint.objects.create(
@@ -62,11 +78,23 @@ def job_with_history(job_id: str = "refund-42", *, extra_events: int = 0) -> Job
             reason_code="checkpoint_decision_needed",
             event_revision=ask.revision,
         )
-        event_append(job, type="approved", actor="rita", reason_code="approval_recorded", payload={"reason": "matches the invoice"})
+        event_append(
+            job,
+            type="approved",
+            actor="rita",
+            reason_code="approval_recorded",
+            payload={"reason": "matches the invoice"},
+        )
         job.status = "running"
         job.status_reason_code = "resumed"
         job.stop_reason = ""
-        event_append(job, type="resumed", actor="otto", reason_code="resumed", update_fields=["status", "status_reason_code", "stop_reason"])
+        event_append(
+            job,
+            type="resumed",
+            actor="otto",
+            reason_code="resumed",
+            update_fields=["status", "status_reason_code", "stop_reason"],
+        )
         now = timezone.now()
         StepRun.objects.create(
             job=job,
@@ -82,14 +110,32 @@ def job_with_history(job_id: str = "refund-42", *, extra_events: int = 0) -> Job
             started_at=now,
             finished_at=now,
         )
-        event_append(job, type="step_succeeded", actor="worker-1", reason_code="step_succeeded", payload={"step": "fetch-invoice", "attempt": 1})
+        event_append(
+            job,
+            type="step_succeeded",
+            actor="worker-1",
+            reason_code="step_succeeded",
+            payload={"step": "fetch-invoice", "attempt": 1},
+        )
         for i in range(extra_events):
-            event_append(job, type="progress", actor="agent-7", reason_code="checkpoint_progress", payload={"i": i, "note": "still working"})
+            event_append(
+                job,
+                type="progress",
+                actor="agent-7",
+                reason_code="checkpoint_progress",
+                payload={"i": i, "note": "still working"},
+            )
         job.status = "completed"
         job.status_reason_code = "job_succeeded"
         job.stop_reason = "completed"
         job.cursor = 1
-        event_append(job, type="completed", actor="worker-1", reason_code="job_succeeded", update_fields=["status", "status_reason_code", "stop_reason", "cursor"])
+        event_append(
+            job,
+            type="completed",
+            actor="worker-1",
+            reason_code="job_succeeded",
+            update_fields=["status", "status_reason_code", "stop_reason", "cursor"],
+        )
     return Job.objects.get(pk=job.pk)
 
 
@@ -106,11 +152,23 @@ def rezip(files: dict[str, bytes]) -> bytes:
     return spec.zip_write(Entry(path, data) for path, data in files.items())
 
 
-def reassemble(files: dict[str, bytes], *, signer: Signer | None = None, source_ref: str = "refund-42") -> bytes:
+def reassemble(
+    files: dict[str, bytes], *, signer: Signer | None = None, source_ref: str = "refund-42"
+) -> bytes:
     """The files as a fresh, self-consistent pack: new proof records, manifest and pack_id,
     optionally signed (a careful tamperer who rewrites every hash they can)."""
-    payload = [Entry(p, d) for p, d in files.items() if p not in (spec.MANIFEST_PATH, spec.PROOF_RECORDS_PATH)]
-    _, data = spec.pack_assemble(pack_type="job", source_ref=source_ref, producer_version="gaitweb-test", entries=payload, signer=signer)
+    payload = [
+        Entry(p, d)
+        for p, d in files.items()
+        if p not in (spec.MANIFEST_PATH, spec.PROOF_RECORDS_PATH)
+    ]
+    _, data = spec.pack_assemble(
+        pack_type="job",
+        source_ref=source_ref,
+        producer_version="gaitweb-test",
+        entries=payload,
+        signer=signer,
+    )
     return data
 
 

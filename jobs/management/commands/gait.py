@@ -13,7 +13,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-CLI_MODULES = ["jobs.cli", "jobs.cli_engine", "approvals.cli", "packs.cli"]
+CLI_MODULES = [
+    "jobs.cli",
+    "jobs.cli_engine",
+    "jobs.cli_templates",
+    "approvals.cli",
+    "packs.cli",
+    "gaitweb.cli_apikey",
+    "gaitweb.cli_mcp",
+]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,229 @@
+"""Django admin for policies (validated YAML, digest, versions, "try an intent"), identities,
+revocations, and a read-only view of approval requests.
+
+Writes go through the services (policy_save, identity_revoke), so the admin enforces the same
+validation and permissions as the CLI and the API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from approvals.forms import PolicyAdminForm, TryIntentForm
+from approvals.gate import gate_evaluate
+from approvals.models import (
+    ApprovalRequest,
+    Decision,
+    Identity,
+    Policy,
+    PolicyVersion,
+    RevokedIdentity,
+)
+from approvals.services import identity_revoke, policy_save
+from gaitweb.actors import Actor, Scope
+from gaitweb.errors import GaitError
+
+
+class PolicyVersionInline(admin.TabularInline):
+    model = PolicyVersion
+    fk_name = "policy"
+    fields = ("version", "digest", "author", "created_at")
+    readonly_fields = ("version", "digest", "author", "created_at")
+    extra = 0
+    can_delete = False
+    ordering = ["-version"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Policy)
+class PolicyAdmin(admin.ModelAdmin):
+    form = PolicyAdminForm
+    inlines = [PolicyVersionInline]
+    list_display = ["name", "current_version", "current_digest", "updated_at"]
+    search_fields = ["name", "description"]
+    readonly_fields = ["current_version", "current_digest", "try_link"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        base = ("name", "description", "source")
+        return base + (("current_version", "current_digest", "try_link") if obj else ())
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # a rename would be a different policy: jobs refer to policies by name
+        return (["name"] if obj else []) + self.readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and Actor.from_user(request.user).can(
+            Scope.ADMIN
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and Actor.from_user(request.user).can(
+            Scope.ADMIN
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # old digests must stay resolvable forever
+
+    @admin.display(description="version")
+    def current_version(self, obj: Policy) -> Any:
+        return obj.current.version if obj.current else "-"
+
+    @admin.display(description="digest")
+    def current_digest(self, obj: Policy) -> str:
+        return obj.current.digest if obj.current else "-"
+
+    @admin.display(description="try an intent")
+    def try_link(self, obj: Policy) -> str:
+        url = reverse("admin:approvals_policy_try", args=[obj.pk])
+        return format_html('<a href="{}">Evaluate an intent against this policy</a>', url)
+
+    def save_model(
+        self, request: HttpRequest, obj: Policy, form: PolicyAdminForm, change: bool
+    ) -> None:
+        version = policy_save(
+            actor=Actor.from_user(request.user),
+            name=obj.name,
+            source=form.cleaned_data["source"],
+            description=form.cleaned_data.get("description", ""),
+        )
+        obj.pk = version.policy_id
+        obj.refresh_from_db()
+        messages.info(
+            request, f"{obj.name} is at version {version.version}, digest {version.digest}"
+        )
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        return self.inlines if obj else []
+
+    def get_urls(self) -> list[Any]:
+        extra = [
+            path(
+                "<path:object_id>/try/",
+                self.admin_site.admin_view(self.try_intent_view),
+                name="approvals_policy_try",
+            ),
+        ]
+        return extra + super().get_urls()
+
+    def try_intent_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        policy = get_object_or_404(Policy.objects.select_related("current"), pk=object_id)
+        if not self.has_view_permission(request, policy):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        form = TryIntentForm(request.POST or None)
+        result = None
+        error = ""
+        if request.method == "POST" and form.is_valid():
+            if policy.current is None:
+                error = "this policy has no version yet"
+            else:
+                try:
+                    result = gate_evaluate(
+                        intent=form.cleaned_data["intent"], policy=policy.current
+                    ).as_dict()
+                except GaitError as exc:  # pragma: no cover - the form already validated the intent
+                    error = exc.message
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": policy,
+            "title": f"Try an intent against {policy.name}",
+            "form": form,
+            "result": result,
+            "error": error,
+            "version": policy.current,
+        }
+        return TemplateResponse(request, "admin/approvals/policy/try_intent.html", context)
+
+
+@admin.register(Identity)
+class IdentityAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "revoked", "created_at"]
+    search_fields = ["name"]
+
+    @admin.display(boolean=True)
+    def revoked(self, obj: Identity) -> bool:
+        return RevokedIdentity.objects.filter(identity=obj.name).exists()
+
+
+@admin.register(RevokedIdentity)
+class RevokedIdentityAdmin(admin.ModelAdmin):
+    list_display = ["identity", "reason", "revoked_by", "revoked_at"]
+    search_fields = ["identity", "reason"]
+    readonly_fields = ["revoked_by", "revoked_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return (["identity"] if obj else []) + self.readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and Actor.from_user(request.user).can(
+            Scope.ADMIN
+        )
+
+    def save_model(
+        self, request: HttpRequest, obj: RevokedIdentity, form: Any, change: bool
+    ) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        revoked = identity_revoke(
+            actor=Actor.from_user(request.user), identity=obj.identity, reason=obj.reason
+        )
+        obj.pk = revoked.pk
+        obj.refresh_from_db()
+
+
+class DecisionInline(admin.TabularInline):
+    model = Decision
+    fields = ("actor", "identity", "decision", "reason", "decided_at")
+    readonly_fields = ("actor", "identity", "decision", "reason", "decided_at")
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(admin.ModelAdmin):
+    """Read-only: requests are decided by reviewers in the dashboard / API, never edited."""
+
+    inlines = [DecisionInline]
+    list_display = [
+        "request_id",
+        "job",
+        "status",
+        "required_approvals",
+        "tool_name",
+        "expires_at",
+        "escalated",
+        "created_at",
+    ]
+    list_filter = ["status", "escalated", "on_expiry"]
+    search_fields = ["request_id", "job__job_id", "tool_name", "summary"]
+    list_select_related = ["job"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,497 @@
+"""Engine benchmark: prints one JSON object (see docs/engine.md, "Measured").
+
+    .venv/bin/python bench/engine_bench.py            # everything (~3 minutes)
+    .venv/bin/python bench/engine_bench.py --only steps,wake --quick
+
+Runs against a scratch PostgreSQL database (``GAIT_BENCH_DATABASE_URL``, default
+``postgres://postgres@127.0.0.1:5432/gaitweb_bench``), dropped and re-created on every run, with
+real ``qcluster`` processes. DBOS (the ``bench`` extra) runs the same 2,000-step workload on the
+same server in its own database.
+
+Figures:
+- ``steps_per_s``: one job of 2,000 trivial python steps, one worker process. ``idempotent``
+  steps are checkpointed once (one statement per step, DBOS's step semantics); the default
+  non-idempotent steps also commit a ``started`` record before running (two per step).
+- ``commit_rate_per_s``: single-row INSERT commits per second on one connection: the ceiling for
+  one durable checkpoint per step.
+- ``wake_latency_ms``: approval_decide(approve) → the next step starts (timestamp written by it).
+- ``stop_latency_ms``: job_stop → the running ``sleep 60`` command's process is gone.
+- ``recovery_s``: kill -9 of the cluster running a job → the job runs steps on another cluster.
+- ``jobs_per_s``: 1,000 one-step jobs submitted and completed through two clusters, next to
+  1,000 raw django-q2 no-op tasks through the same two clusters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/gaitweb_bench"
+BENCH_URL = os.environ.get("GAIT_BENCH_DATABASE_URL", DEFAULT_URL)
+DATA_DIR = Path(tempfile.mkdtemp(prefix="gaitweb-bench-"))
+os.environ["DATABASE_URL"] = BENCH_URL
+os.environ["GAIT_DATA_DIR"] = str(DATA_DIR)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gaitweb.settings")
+sys.path.insert(0, str(ROOT))
+
+
+def _server_url(url: str, dbname: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    name = url.rpartition("/")[2]
+    with psycopg.connect(_server_url(url, "postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary_ms(values_s: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values_s]
+    return {
+        "p50": round(pct(ms, 50), 1),
+        "p99": round(pct(ms, 99), 1),
+        "max": round(max(ms), 1),
+        "n": len(ms),
+    }
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.005) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not reached")
+        time.sleep(interval)
+
+
+class Cluster:
+    def __init__(self, **env: str) -> None:
+        full = dict(os.environ)
+        full.update({"Q_LOG_LEVEL": "ERROR", **env})
+        self.log = open(DATA_DIR / f"qcluster-{time.monotonic_ns()}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+            cwd=ROOT,
+            env=full,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def owns(self, pid: int) -> bool:
+        try:
+            return os.getpgid(pid) == self.proc.pid
+        except ProcessLookupError:
+            return False
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.log.close()
+
+
+def warm_up(n_clusters_expected: int = 1) -> None:
+    """Wait until the clusters are up: a tiny job completes."""
+    done = submit([{"name": "warm", "kind": "python", "with": {"function": "noop"}}])
+    wait_for(lambda: status(done) == "completed", timeout=60)
+
+
+def submit(steps: list[dict[str, Any]]) -> str:
+    from gaitweb.actors import Actor
+    from jobs.services import job_submit
+
+    return job_submit(actor=Actor.system("bench"), spec={"steps": steps}).job_id
+
+
+def status(job_id: str) -> str:
+    from jobs.models import Job
+
+    return Job.objects.filter(job_id=job_id).values_list("status", flat=True).get()
+
+
+# --- steps_per_s ---------------------------------------------------------------------------
+
+
+def bench_steps(n: int, rounds: int) -> dict[str, Any]:
+    """gaitweb and DBOS alternately, ``rounds`` times each, on the same server: the server is
+    shared (other databases, other users), so only interleaved runs give a fair ratio."""
+    from jobs.models import Job
+
+    runs: dict[str, list[float]] = {
+        "idempotent": [],
+        "non_idempotent": [],
+        "dbos": [],
+        "commit_rate": [],
+    }
+    dbos_info: dict[str, Any] = {}
+    for _ in range(rounds):
+        runs["commit_rate"].append(bench_commit_rate())
+        cluster = Cluster(GAIT_Q_WORKERS="1", GAIT_SLICE_SECONDS="600")
+        try:
+            warm_up()
+            for label, idempotent in (("idempotent", True), ("non_idempotent", False)):
+                steps = [
+                    {
+                        "name": f"s{i:05d}",
+                        "kind": "python",
+                        "with": {"function": "noop"},
+                        "idempotent": idempotent,
+                    }
+                    for i in range(n)
+                ]
+                job_id = submit(steps)
+                wait_for(lambda j=job_id: status(j) == "completed", timeout=900, interval=0.01)
+                job = Job.objects.get(job_id=job_id)
+                runs[label].append(n / (job.finished_at - job.started_at).total_seconds())
+        finally:
+            cluster.kill()
+        dbos_info = bench_dbos(n)
+        if "steps_per_s" in dbos_info:
+            runs["dbos"].append(dbos_info["steps_per_s"])
+    med = {k: round(statistics.median(v), 1) for k, v in runs.items() if v}
+    out: dict[str, Any] = {
+        "steps": n,
+        "rounds": rounds,
+        "gaitweb_idempotent_steps_per_s": med["idempotent"],
+        "gaitweb_non_idempotent_steps_per_s": med["non_idempotent"],
+        "commit_rate_per_s": med["commit_rate"],
+        "all_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
+    }
+    if "dbos" in med:
+        out["dbos_steps_per_s"] = med["dbos"]
+        out["dbos_version"] = dbos_info.get("version")
+        out["ratio_vs_dbos"] = round(med["idempotent"] / med["dbos"], 2)
+        out["ratio_vs_dbos_non_idempotent"] = round(med["non_idempotent"] / med["dbos"], 2)
+        ratios = [a / b for a, b in zip(runs["idempotent"], runs["dbos"], strict=False)]
+        out["ratio_per_round"] = [round(r, 2) for r in ratios]
+    else:
+        out["dbos_error"] = dbos_info.get("error")
+    return out
+
+
+def bench_dbos(n: int) -> dict[str, Any]:
+    url = _server_url(BENCH_URL, "gaitweb_bench_dbos").replace("postgres://", "postgresql://", 1)
+    recreate_database(url)
+    code = (ROOT / "bench" / "dbos_workload.py").as_posix()
+    try:
+        proc = subprocess.run(
+            [sys.executable, code, str(n)],
+            env={**os.environ, "DBOS_SYSTEM_DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": "timeout"}
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout)[-800:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_commit_rate(n: int = 3000) -> float:
+    import psycopg
+
+    with psycopg.connect(BENCH_URL, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_commit_probe")
+        conn.execute("CREATE TABLE bench_commit_probe (id bigserial PRIMARY KEY, v text NOT NULL)")
+        t0 = time.perf_counter()
+        for _ in range(n):
+            conn.execute("INSERT INTO bench_commit_probe (v) VALUES (%s)", ("x",))
+        elapsed = time.perf_counter() - t0
+        conn.execute("DROP TABLE bench_commit_probe")
+    return round(n / elapsed, 1)
+
+
+# --- latencies -----------------------------------------------------------------------------
+
+
+def _record_step(name: str, path: Path) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "python",
+        "with": {"function": "record", "args": {"path": str(path)}},
+    }
+
+
+def bench_wake(samples: int) -> dict[str, Any]:
+    from approvals.models import ApprovalRequest
+    from approvals.services import approval_decide
+    from gaitweb.actors import Actor
+
+    log = DATA_DIR / "wake.log"
+    steps: list[dict[str, Any]] = []
+    for i in range(samples):
+        steps += [
+            {"name": f"ok{i}", "kind": "approval", "with": {"summary": f"go {i}?"}},
+            _record_step(f"after{i}", log),
+        ]
+    cluster = Cluster()
+    latencies = []
+    try:
+        warm_up()
+        job_id = submit(steps)
+        reviewer = Actor.system("bench-reviewer")
+        for i in range(samples):
+            request = wait_for(
+                lambda: ApprovalRequest.objects.filter(
+                    job__job_id=job_id, status="pending", job__status="decision_needed"
+                ).first(),
+                timeout=30,
+            )
+            time.sleep(0.05)
+            t0 = time.time()
+            approval_decide(
+                actor=reviewer, request_id=request.request_id, decision="approve", reason="bench"
+            )
+            line = wait_for(lambda i=i: _line_for(log, f"after{i}"), timeout=30, interval=0.002)
+            latencies.append(float(line[4]) - t0)
+    finally:
+        cluster.kill()
+    return summary_ms(latencies)
+
+
+def _first_line_after(path: Path, not_pid: str, after: float) -> list[str] | None:
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[3] != not_pid and float(parts[4]) > after:
+            return parts
+    return None
+
+
+def _line_for(path: Path, step: str) -> list[str] | None:
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[1] == step:
+            return parts
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def bench_stop(samples: int) -> dict[str, Any]:
+    from gaitweb.actors import Actor
+    from jobs.services import job_stop
+
+    cluster = Cluster()
+    latencies = []
+    try:
+        warm_up()
+        for i in range(samples):
+            pidfile = DATA_DIR / f"stop-{i}.pid"
+            job_id = submit(
+                [
+                    {
+                        "name": "long",
+                        "kind": "command",
+                        "with": {"shell": True, "command": f"echo $$ > {pidfile}; exec sleep 60"},
+                    }
+                ]
+            )
+            wait_for(lambda p=pidfile: p.exists() and p.read_text().strip(), timeout=30)
+            pid = int(pidfile.read_text())
+            time.sleep(0.1 + (i % 5) * 0.05)  # land anywhere in the heartbeat's poll period
+            t0 = time.perf_counter()
+            job_stop(actor=Actor.system("bench-operator"), job_id=job_id, reason="bench")
+            wait_for(lambda p=pid: not _alive(p), timeout=10, interval=0.001)
+            latencies.append(time.perf_counter() - t0)
+    finally:
+        cluster.kill()
+    return summary_ms(latencies)
+
+
+def bench_recovery(samples: int) -> dict[str, Any]:
+    from django.conf import settings
+
+    from jobs.models import Job
+
+    results = []
+    for i in range(samples):
+        log = DATA_DIR / f"recovery-{i}.log"
+        a, b = Cluster(), Cluster()
+        try:
+            warm_up()
+            job_id = submit(
+                [
+                    {
+                        **_record_step(f"s{k}", log),
+                        "idempotent": True,
+                        "with": {"function": "record", "args": {"path": str(log), "seconds": 0.2}},
+                    }
+                    for k in range(400)
+                ]
+            )
+            owner = wait_for(
+                lambda j=job_id: (
+                    Job.objects.filter(job_id=j).values_list("lease_owner", flat=True).get()
+                ),
+                timeout=30,
+            )
+            time.sleep(0.5)
+            pid = int(owner.rsplit(":", 1)[1])
+            victim, survivor = (a, b) if a.owns(pid) else (b, a)
+            t0 = time.time()
+            victim.kill()
+            line = wait_for(
+                lambda p=str(pid), t=t0, f=log: _first_line_after(f, p, t),
+                timeout=120,
+                interval=0.01,
+            )
+            results.append(float(line[4]) - t0)
+            survivor.kill()
+        finally:
+            for c in (a, b):
+                if c.proc.poll() is None:
+                    c.kill()
+    return {
+        "p50": round(statistics.median(results), 2),
+        "max": round(max(results), 2),
+        "n": len(results),
+        "lease_seconds": settings.GAIT["LEASE_SECONDS"],
+        "sweep_seconds": settings.GAIT["SWEEP_SECONDS"],
+    }
+
+
+# --- throughput ----------------------------------------------------------------------------
+
+
+def bench_jobs(n: int) -> dict[str, Any]:
+    from django_q.models import OrmQ
+    from django_q.tasks import async_task
+
+    from jobs.models import Job
+
+    a, b = Cluster(), Cluster()
+    try:
+        warm_up()
+        time.sleep(1.0)
+        t0 = time.perf_counter()
+        ids = [
+            submit(
+                [
+                    {
+                        "name": "only",
+                        "kind": "python",
+                        "with": {"function": "noop"},
+                        "idempotent": True,
+                    }
+                ]
+            )
+            for _ in range(n)
+        ]
+        submitted = time.perf_counter() - t0
+        wait_for(
+            lambda: Job.objects.filter(job_id__in=ids, status="completed").count() == n,
+            timeout=600,
+            interval=0.05,
+        )
+        jobs_s = time.perf_counter() - t0
+        # let the broker drain (acknowledgements of the last advance tasks; sweep rows stay)
+        wait_for(lambda: OrmQ.objects.count() <= 2, timeout=60)
+        t1 = time.perf_counter()
+        for _ in range(n):
+            async_task("jobs.tasks.noop", q_options={"group": "bench-noop"})
+        enqueued = time.perf_counter() - t1
+        wait_for(lambda: _noop_done(n), timeout=600, interval=0.05)
+        noop_s = time.perf_counter() - t1
+    finally:
+        a.kill()
+        b.kill()
+    return {
+        "jobs": n,
+        "jobs_per_s": round(n / jobs_s, 1),
+        "submit_per_s": round(n / submitted, 1),
+        "raw_django_q2_noop_tasks_per_s": round(n / noop_s, 1),
+        "raw_enqueue_per_s": round(n / enqueued, 1),
+        "clusters": 2,
+        "workers_per_cluster": int(os.environ.get("GAIT_Q_WORKERS", "2")),
+    }
+
+
+def _noop_done(n: int) -> bool:
+    from django_q.models import Task
+
+    return Task.objects.filter(group="bench-noop").count() >= n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", default="steps,wake,stop,recovery,jobs")
+    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    quick = args.quick
+
+    recreate_database(BENCH_URL)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("createcachetable", verbosity=0)
+
+    n_steps = 2000
+    result: dict[str, Any] = {"database": BENCH_URL.rpartition("@")[2], "cpus": os.cpu_count()}
+    if "steps" in only:
+        steps = bench_steps(n_steps, rounds=1 if quick else 3)
+        result["steps_per_s"] = {
+            "gaitweb": steps["gaitweb_idempotent_steps_per_s"],
+            "gaitweb_non_idempotent": steps["gaitweb_non_idempotent_steps_per_s"],
+            "dbos": steps.get("dbos_steps_per_s"),
+            "ratio": steps.get("ratio_vs_dbos"),
+            "ratio_non_idempotent": steps.get("ratio_vs_dbos_non_idempotent"),
+        }
+        result["commit_rate_per_s"] = steps["commit_rate_per_s"]
+        result["steps_detail"] = steps
+    if "wake" in only:
+        result["wake_latency_ms"] = bench_wake(10 if quick else 40)
+    if "stop" in only:
+        result["stop_latency_ms"] = bench_stop(5 if quick else 25)
+    if "recovery" in only:
+        result["recovery_s"] = bench_recovery(1 if quick else 3)
+    if "jobs" in only:
+        result["throughput"] = bench_jobs(200 if quick else 1000)
+        result["jobs_per_s"] = result["throughput"]["jobs_per_s"]
+    print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,432 @@
+"""REST API plumbing shared by every app's ``api.py`` (issue #5).
+
+- ``ApiKeyAuthentication``: ``Authorization: Bearer gw_<prefix>_<secret>`` (gaitweb.apikeys).
+  Browser sessions work too (DRF's ``SessionAuthentication``, which enforces CSRF).
+- ``ScopePermission``: each view names the scope each method needs (``required_scopes``);
+  services check again (``actor.require``), so the API cannot do more than the CLI.
+- ``exception_handler``: ONE error envelope ``{"error": {"code", "message", "details", "hint"}}``
+  for service errors (``GaitError``: the CLI's reason codes) and DRF's own (401, 403, 404, 405,
+  406, 415, 429, parse and validation errors). An unexpected exception is logged and answered
+  with the same envelope (500, ``internal_error``), never an HTML page.
+- ``KeysetPagination``: cursor pagination over a unique ordering (``created_at``, ``id``), so
+  pages stay stable while rows are inserted.
+- ``ApiRateThrottle``: fixed-window counters per API key (or user, or client address) in the
+  default cache, which is shared by every process (Redis or the database cache).
+
+The base view (``ApiView``) and the schema class live in gaitweb/api_views.py: DRF's
+``rest_framework.views`` reads the classes named in settings at import, so this module must not
+import it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import DataError
+from django.db.models import Q, QuerySet
+from django.http import Http404
+from django.utils.dateparse import parse_datetime
+from rest_framework import exceptions, serializers
+from rest_framework.authentication import (
+    BaseAuthentication,
+    get_authorization_header,
+)
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
+
+from gaitweb.actors import Actor
+from gaitweb.errors import GaitError, InvalidInput
+
+log = logging.getLogger("gaitweb.api")
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+
+class ApiKeyPrincipal:
+    """``request.user`` for an API key with no linked Django user: authenticated, no perms."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    pk = None
+    id = None
+
+    def __init__(self, identity: str) -> None:
+        self.username = identity
+
+    def get_username(self) -> str:
+        return self.username
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """``Authorization: Bearer gw_…``. No header: not this scheme (session auth may apply).
+    A Bearer header with a wrong, revoked or malformed key: 401, never a fallback."""
+
+    keyword = b"bearer"
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        from gaitweb.apikeys import apikey_authenticate
+
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != self.keyword:
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("the Authorization header must be 'Bearer <key>'")
+        try:
+            raw = parts[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("invalid API key") from None
+        row = apikey_authenticate(raw)
+        if row is None:
+            raise exceptions.AuthenticationFailed("invalid or revoked API key")
+        user = row.user if row.user is not None else ApiKeyPrincipal(row.identity)
+        return user, row
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="gaitweb"'
+
+
+def actor_of(request: Request) -> Actor:
+    """Who is acting: the API key (its identity and scopes) or the logged-in user."""
+    cached = getattr(request, "_gait_actor", None)
+    if cached is not None:
+        return cached
+    from gaitweb.apikeys import apikey_actor
+    from gaitweb.models import ApiKey
+
+    if isinstance(request.auth, ApiKey):
+        actor = apikey_actor(request.auth)
+    else:
+        actor = Actor.from_user(request.user)
+    request._gait_actor = actor  # type: ignore[attr-defined]
+    return actor
+
+
+# --- permissions ---------------------------------------------------------------------------------
+
+
+class ScopePermission(BasePermission):
+    """The view's ``required_scopes`` maps HTTP methods to a scope (``"*"`` for the rest).
+    Unauthenticated -> 401; authenticated without the scope -> 403 ``permission_denied``."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        scopes: dict[str, str | None] = getattr(view, "required_scopes", {})
+        scope = scopes.get(request.method or "", scopes.get("*"))
+        if scope is None:
+            return True
+        if not request.user or not request.user.is_authenticated:
+            raise exceptions.NotAuthenticated()
+        actor = actor_of(request)
+        if not actor.can(scope):
+            raise GaitError(
+                "permission_denied",
+                f"{actor.name} lacks the '{scope}' permission",
+                details={"required_scope": scope},
+                http_status=403,
+            )
+        return True
+
+
+# --- input hygiene -------------------------------------------------------------------------------
+
+SAFE_INT = 2**53 - 1
+
+
+def json_safe_check(value: Any, where: str = "body", _depth: int = 0) -> None:
+    """Refuse JSON the journal cannot hash or the database cannot store, before any service
+    sees it: integers beyond ±2^53 (JCS, RFC 8785), non-finite floats, NUL characters and lone
+    surrogates (PostgreSQL text/jsonb), nesting deeper than 64."""
+
+    def bad(message: str) -> InvalidInput:
+        return InvalidInput("invalid_json_value", f"{where}: {message}", details={"field": where})
+
+    if _depth > 64:
+        raise bad("nested too deeply")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise bad("text may not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad("text is not valid Unicode (lone surrogate)") from None
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not -SAFE_INT <= value <= SAFE_INT:
+            raise bad("integers must be within ±(2^53 - 1)")
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise bad("numbers must be finite")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            json_safe_check(k, where, _depth + 1)
+            json_safe_check(v, where, _depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            json_safe_check(v, where, _depth + 1)
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+
+def set_rollback() -> None:
+    """Roll back an ATOMIC_REQUESTS transaction on error (what DRF's own handler does;
+    rest_framework.views cannot be imported here: it reads this module's classes from settings)."""
+    from django.db import connections
+
+    for db in connections.all():
+        if db.settings_dict.get("ATOMIC_REQUESTS") and db.in_atomic_block:
+            db.set_rollback(True)
+
+
+def error_body(code: str, message: str, details: Any = None, hint: str = "") -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}, "hint": hint}}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    headers: dict[str, str] = {}
+    if isinstance(exc, GaitError):
+        status, body = exc.http_status, error_body(exc.code, exc.message, exc.details, exc.hint)
+    elif isinstance(exc, Http404):
+        status, body = 404, error_body("not_found", "not found")
+    elif isinstance(exc, DjangoPermissionDenied):
+        status, body = 403, error_body("permission_denied", str(exc) or "permission denied")
+    elif isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        fields = sorted(detail) if isinstance(detail, dict) else []
+        status = 400
+        body = error_body(
+            "invalid_input",
+            "invalid input: " + ", ".join(fields) if fields else "invalid input",
+            {"fields": detail},
+        )
+    elif isinstance(exc, exceptions.APIException):
+        status = exc.status_code
+        code = str(exc.default_code)
+        message = str(exc.detail) if not isinstance(exc.detail, list | dict) else code
+        details: dict[str, Any] = {}
+        if isinstance(exc, exceptions.PermissionDenied) and message.startswith("CSRF Failed"):
+            code = "csrf_failed"
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
+        if isinstance(exc, exceptions.Throttled):
+            wait = int(exc.wait or 1)
+            headers["Retry-After"] = str(wait)
+            details["retry_after"] = wait
+            message = f"too many requests; retry in {wait} s"
+        body = error_body(code, message, details)
+    elif isinstance(exc, RequestDataTooBig):
+        status, body = 413, error_body("request_too_large", str(exc))
+    elif isinstance(exc, SuspiciousOperation):
+        status, body = 400, error_body("bad_request", str(exc))
+    elif isinstance(exc, DataError):
+        # a value the database cannot hold (e.g. an integer out of range): the input's fault
+        status, body = 400, error_body("invalid_input", "a value is out of range for its field")
+    else:
+        log.exception("internal error in %s", context.get("view").__class__.__name__)
+        status, body = 500, error_body("internal_error", "internal error; see the server log")
+    set_rollback()
+    return Response(body, status=status, headers=headers)
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="stable reason code, the same as the CLI's error_code")
+    message = serializers.CharField()
+    details = serializers.DictField(child=serializers.JSONField())
+    hint = serializers.CharField(allow_blank=True)
+
+
+class ErrorEnvelopeSerializer(serializers.Serializer):
+    error = ErrorSerializer()
+
+
+# --- throttling --------------------------------------------------------------------------------
+
+
+def _rate(name: str) -> tuple[int, int] | None:
+    rates = getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_THROTTLE_RATES", {})
+    raw = rates.get(name)
+    if not raw:
+        return None
+    num, _, period = str(raw).partition("/")
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period.strip()[0].lower()]
+    return int(num), seconds
+
+
+class ApiRateThrottle(BaseThrottle):
+    """Fixed-window request counter per API key / user / address, in the shared cache.
+
+    One counter key per client and window; ``incr`` is atomic on Redis. On the database cache it
+    is a read-then-write, so concurrent requests may undercount by a few: the limit is a brake
+    against runaway agents, not an accounting system. Rates: ``REST_FRAMEWORK
+    ["DEFAULT_THROTTLE_RATES"]`` ``apikey`` / ``user`` / ``anon``."""
+
+    def _ident(self, request: Request) -> tuple[str, str]:
+        from gaitweb.models import ApiKey
+
+        if isinstance(request.auth, ApiKey):
+            return "apikey", request.auth.prefix
+        user = request.user
+        if user is not None and user.is_authenticated and getattr(user, "pk", None):
+            return "user", str(user.pk)
+        return "anon", self.get_ident(request)
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        from django.core.cache import cache
+
+        kind, ident = self._ident(request)
+        rate = _rate(kind)
+        if rate is None:
+            return True
+        limit, period = rate
+        now = time.time()
+        window = int(now // period)
+        key = f"gaitweb:throttle:{kind}:{ident}:{period}:{window}"
+        self.wait_seconds = period - (now % period)
+        try:
+            try:
+                count = cache.incr(key)
+            except ValueError:
+                count = 1 if cache.add(key, 1, timeout=period + 5) else cache.incr(key)
+        except Exception:  # the cache is down: do not take the API down with it
+            log.warning("throttle cache unavailable", exc_info=True)
+            return True
+        return count <= limit
+
+    def wait(self) -> float | None:
+        return max(1.0, getattr(self, "wait_seconds", 1.0))
+
+
+# --- pagination --------------------------------------------------------------------------------
+
+
+def _encode(values: list[Any]) -> str:
+    plain = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str, n: int) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values = json.loads(raw)
+    except (ValueError, TypeError):
+        values = None
+    if not isinstance(values, list) or len(values) != n:
+        raise InvalidInput("invalid_cursor", "the cursor is not one this API returned", details={"field": "cursor"})
+    return values
+
+
+def int_param(request: Request, name: str, *, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = lo - 1
+    if not lo <= value <= hi:
+        raise InvalidInput(f"invalid_{name}", f"{name} must be an integer from {lo} to {hi}", details={"field": name})
+    return value
+
+
+class KeysetPagination:
+    """Cursor (keyset) pagination over ``ordering``, which must be unique (end it with ``id``).
+
+    The cursor is the last row's ordering values; the next page is ``WHERE (ordering) after
+    (cursor)``, which an index on the ordering answers without counting or offsets. Rows
+    inserted while a client pages are either before its cursor (not seen) or after (seen
+    once): never a duplicate, never a skipped row that existed when paging began."""
+
+    def __init__(self, ordering: Sequence[str], *, datetime_fields: Sequence[str] = ()) -> None:
+        self.ordering = list(ordering)
+        self.datetime_fields = set(datetime_fields)
+
+    def _after(self, values: list[Any]) -> Q:
+        q = Q()
+        for i, spec in enumerate(self.ordering):
+            name = spec.lstrip("-")
+            op = "lt" if spec.startswith("-") else "gt"
+            term = Q(**{f"{name}__{op}": values[i]})
+            for prev in range(i):
+                term &= Q(**{self.ordering[prev].lstrip("-"): values[prev]})
+            q |= term
+        return q
+
+    def _values(self, raw: list[Any]) -> list[Any]:
+        out = []
+        for spec, value in zip(self.ordering, raw, strict=True):
+            name = spec.lstrip("-")
+            if name in self.datetime_fields:
+                parsed = parse_datetime(value) if isinstance(value, str) else None
+                if parsed is None:
+                    raise InvalidInput("invalid_cursor", "the cursor is not one this API returned", details={"field": "cursor"})
+                out.append(parsed)
+            elif isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+                raise InvalidInput("invalid_cursor", "the cursor is not one this API returned", details={"field": "cursor"})
+            else:
+                out.append(value)
+        return out
+
+    def paginate(self, request: Request, qs: QuerySet[Any]) -> tuple[list[Any], str | None]:
+        gait = settings.GAIT
+        size = int_param(
+            request,
+            "page_size",
+            default=int(gait.get("LIST_DEFAULT_PAGE_SIZE", 50)),
+            lo=1,
+            hi=int(gait.get("LIST_MAX_PAGE_SIZE", 500)),
+        )
+        cursor = request.query_params.get("cursor")
+        qs = qs.order_by(*self.ordering)
+        if cursor:
+            qs = qs.filter(self._after(self._values(_decode(cursor, len(self.ordering)))))
+        rows = list(qs[: size + 1])
+        if len(rows) <= size:
+            return rows, None
+        rows = rows[:size]
+        last = rows[-1]
+        return rows, _encode([getattr(last, spec.lstrip("-")) for spec in self.ordering])
+
+    @staticmethod
+    def response(request: Request, results: list[Any], next_cursor: str | None) -> dict[str, Any]:
+        next_url = None
+        if next_cursor:
+            params = request.query_params.copy()
+            params["cursor"] = next_cursor
+            next_url = request.build_absolute_uri(request.path) + "?" + params.urlencode()
+        return {"results": results, "next": next_url, "next_cursor": next_cursor}
+
+
+def page_serializer(item: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
+    """The schema of one page of ``item``s."""
+    return type(
+        name,
+        (serializers.Serializer,),
+        {
+            "results": item(many=True),
+            "next": serializers.CharField(allow_null=True, help_text="URL of the next page"),
+            "next_cursor": serializers.CharField(allow_null=True),
+        },
+    )
+
+

@@ -1,0 +1,234 @@
+"""Demo data for `make run`: a first look at the dashboard shows the product.
+
+``demo_seed()`` is idempotent: every demo job has a fixed id and is created only when missing.
+It uses the real services only, so every demo job has a valid, hash-chained journal:
+
+- agent-driven jobs (no steps; an external agent reports checkpoints) put in every status the
+  lifecycle services can reach: running, paused, decision_needed with pending approval requests
+  (one 1-of-1, one 2-of-2), blocked, emergency_stopped, cancelled, completed (with a pack);
+- jobs with steps, which the engine (started by `make run` next to the web server) runs to
+  completed, failed (a step that fails on purpose) and waiting (a durable sleep and a signal
+  wait). ``queued`` shows briefly for each of them until a worker claims it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from gaitweb.actors import Actor
+from gaitweb.errors import GaitError
+
+log = logging.getLogger("gaitweb.demo")
+
+AGENT = "demo-agent"
+POLICY_NAME = "demo-billing"
+
+
+def _policy_binding(admin: Actor) -> Any:
+    from approvals.models import Policy
+    from approvals.services import policy_save
+    from jobs.services import PolicyBinding
+
+    policy = Policy.objects.filter(name=POLICY_NAME).select_related("current").first()
+    if policy is None or policy.current is None:
+        source = (Path(settings.BASE_DIR) / "examples" / "policy.yaml").read_text()
+        version = policy_save(actor=admin, name=POLICY_NAME, source=source, description="Demo policy")
+    else:
+        version = policy.current
+    return PolicyBinding(digest=version.digest, ref=f"policy:{POLICY_NAME}", version=version)
+
+
+def _signing_key(admin: Actor) -> None:
+    from packs.keys import key_init
+    from packs.models import SigningKey, SigningKeyStatus
+
+    if not SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).exists():
+        try:
+            key_init(actor=admin)
+        except GaitError as exc:  # a concurrent init won, or keys are managed elsewhere
+            log.info("demo: no signing key created (%s)", exc.code)
+
+
+def _approval(job_id: str, *, summary: str, intent: dict[str, Any], binding: Any, hours: float, **kw: Any) -> None:
+    from approvals.gate import gate_evaluate
+    from approvals.services import approval_request_create
+
+    gate = gate_evaluate(intent=intent, policy=binding.version).as_dict()
+    approval_request_create(
+        actor=Actor.system(AGENT),
+        job=job_id,
+        summary=summary,
+        intent=intent,
+        gate_result=gate,
+        expires_in=hours * 3600,
+        **kw,
+    )
+
+
+def _agent_job(job_id: str, *, identity: str, binding: Any, labels: dict[str, str], plan: str, progress: list[str]) -> None:
+    from jobs import services
+
+    agent = Actor.system(AGENT, identity=identity)
+    services.job_submit(actor=agent, job_id=job_id, identity=identity, policy=binding, labels=labels)
+    services.job_checkpoint_add(actor=agent, job_id=job_id, type="plan", summary=plan)
+    for line in progress:
+        services.job_checkpoint_add(actor=agent, job_id=job_id, type="progress", summary=line)
+
+
+def _seed_agent_jobs(binding: Any) -> None:
+    from jobs import services
+
+    agent = Actor.system(AGENT)
+    ops = Actor.system("ops-oncall")
+
+    def missing(job_id: str) -> bool:
+        from jobs.models import Job
+
+        return not Job.objects.filter(job_id=job_id).exists()
+
+    if missing("demo-refund-4711"):
+        _agent_job(
+            "demo-refund-4711", identity="agent.billing", binding=binding, labels={"team": "billing", "demo": "yes"},
+            plan="Refund invoice 4711 (420.00 EUR) after the customer's complaint",
+            progress=["Invoice 4711 found: 420.00 EUR, paid 2026-10-02", "Customer eligible under the 30-day policy"],
+        )
+        services.job_checkpoint_add(
+            actor=agent, job_id="demo-refund-4711", type="decision-needed",
+            summary="Ready to refund 420.00 EUR to card ending 4242", required_action="approve the refund",
+        )
+        _approval(
+            "demo-refund-4711", summary="Refund 420.00 EUR on invoice 4711?", binding=binding, hours=20,
+            intent={"tool_name": "tool.write", "args": {"invoice": 4711, "amount": "420.00"},
+                    "targets": [{"kind": "path", "value": "/srv/staging/invoices/4711"}],
+                    "context": {"identity": "agent.billing", "job_id": "demo-refund-4711", "workspace": "/srv/staging"}},
+            required_approvals=1,
+        )
+    if missing("demo-wire-transfer"):
+        _agent_job(
+            "demo-wire-transfer", identity="agent.treasury", binding=binding, labels={"team": "finance", "demo": "yes"},
+            plan="Wire 12,000 EUR to supplier ACME GmbH for PO-889",
+            progress=["PO-889 matched to delivery note DN-3321"],
+        )
+        services.job_checkpoint_add(
+            actor=agent, job_id="demo-wire-transfer", type="decision-needed",
+            summary="Wire 12,000.00 EUR to DE89 3704 0044 0532 0130 00", required_action="two reviewers approve",
+        )
+        _approval(
+            "demo-wire-transfer", summary="Wire 12,000 EUR to ACME GmbH?", binding=binding, hours=3,
+            intent={"tool_name": "bank.wire", "args": {"amount": "12000.00", "currency": "EUR"},
+                    "targets": [{"kind": "account", "value": "DE89370400440532013000"}],
+                    "context": {"identity": "agent.treasury", "job_id": "demo-wire-transfer"}},
+            on_expiry="escalate",
+        )
+    if missing("demo-crawl-docs"):
+        _agent_job(
+            "demo-crawl-docs", identity="agent.research", binding=binding, labels={"team": "docs", "demo": "yes"},
+            plan="Crawl the product docs and summarise breaking changes",
+            progress=["Fetched 120 of 340 pages", "Fetched 260 of 340 pages"],
+        )
+    if missing("demo-sync-crm"):
+        _agent_job(
+            "demo-sync-crm", identity="agent.sales", binding=binding, labels={"team": "sales", "demo": "yes"},
+            plan="Sync 2,000 CRM contacts to the newsletter tool", progress=["Synced 800 of 2,000"],
+        )
+        services.job_pause(actor=ops, job_id="demo-sync-crm", reason="newsletter tool maintenance window")
+    if missing("demo-cleanup-tmp"):
+        _agent_job(
+            "demo-cleanup-tmp", identity="agent.ops", binding=binding, labels={"team": "ops", "demo": "yes"},
+            plan="Delete build artefacts older than 30 days", progress=[],
+        )
+        services.job_checkpoint_add(
+            actor=agent, job_id="demo-cleanup-tmp", type="blocked",
+            summary="tool.delete is blocked by policy (destructive_tool_blocked)", reason_code="policy_blocked",
+        )
+    if missing("demo-email-blast"):
+        _agent_job(
+            "demo-email-blast", identity="agent.marketing", binding=binding, labels={"team": "marketing", "demo": "yes"},
+            plan="Send the November campaign to 48,000 subscribers", progress=["Sent 1,200 of 48,000"],
+        )
+        services.job_stop(actor=ops, job_id="demo-email-blast", reason="wrong segment: unsubscribed users included")
+    if missing("demo-old-import"):
+        _agent_job(
+            "demo-old-import", identity="agent.ops", binding=binding, labels={"team": "ops", "demo": "yes"},
+            plan="Import the 2019 archive", progress=[],
+        )
+        services.job_cancel(actor=ops, job_id="demo-old-import", reason="superseded by the new archive format")
+    if missing("demo-nightly-report"):
+        _agent_job(
+            "demo-nightly-report", identity="agent.reports", binding=binding, labels={"team": "finance", "demo": "yes"},
+            plan="Build the nightly revenue report", progress=["Queried 14 ledgers", "Rendered 6 charts"],
+        )
+        services.job_checkpoint_add(
+            actor=agent, job_id="demo-nightly-report", type="completed", summary="Report published to /reports/2026-11-21",
+        )
+        from packs.services import pack_build
+
+        pack_build(actor=Actor.system("demo-admin"), job_id="demo-nightly-report")
+
+
+ENGINE_JOBS: dict[str, dict[str, Any]] = {
+    "demo-etl-pipeline": {
+        "description": "Extract, add up and report",
+        "steps": [
+            {"name": "extract-a", "kind": "python", "with": {"function": "add", "args": {"a": 2, "b": 3}}},
+            {"name": "extract-b", "kind": "python", "with": {"function": "add", "args": {"a": 10, "b": 20}}},
+            {"name": "total", "kind": "python", "with": {"function": "sum_outputs"}},
+            {"name": "report", "kind": "command", "with": {"argv": ["echo", "report ready"]}},
+        ],
+    },
+    "demo-flaky-upload": {
+        "description": "An upload whose last step gives up",
+        "steps": [
+            {"name": "prepare", "kind": "python", "with": {"function": "echo", "args": {"files": 3}}},
+            {"name": "upload", "kind": "python", "with": {"function": "fail", "args": {"error": "QuotaExceeded"}}},
+            {"name": "notify", "kind": "python", "with": {"function": "noop"}},
+        ],
+    },
+    "demo-wait-for-invoice": {
+        "description": "Waits for the invoice-paid signal",
+        "steps": [
+            {"name": "send-invoice", "kind": "python", "with": {"function": "echo", "args": {"invoice": 991}}},
+            {"name": "wait-paid", "kind": "wait_event", "with": {"signal": "invoice-paid", "timeout": "7d"}},
+            {"name": "ship", "kind": "python", "with": {"function": "noop"}},
+        ],
+    },
+    "demo-cooldown": {
+        "description": "A durable timer: sleeps for an hour",
+        "steps": [
+            {"name": "warm-up", "kind": "python", "with": {"function": "noop"}},
+            {"name": "cool-down", "kind": "sleep", "with": {"duration": "1h"}},
+            {"name": "finish", "kind": "python", "with": {"function": "noop"}},
+        ],
+    },
+}
+
+
+def _seed_engine_jobs() -> None:
+    from jobs import services
+    from jobs.models import Job
+
+    operator = Actor.system("demo-operator")
+    for job_id, spec in ENGINE_JOBS.items():
+        if Job.objects.filter(job_id=job_id).exists():
+            continue
+        services.job_submit(actor=operator, job_id=job_id, identity="agent.pipeline", spec=spec, labels={"demo": "yes", "team": "data"})
+
+
+def demo_seed() -> dict[str, Any]:
+    """Create the demo jobs that are missing. Safe to run on every start."""
+    from jobs.models import Job
+
+    before = Job.objects.filter(job_id__startswith="demo-").count()
+    admin = Actor.system("demo-admin")
+    _signing_key(admin)
+    with transaction.atomic():
+        binding = _policy_binding(admin)
+    _seed_agent_jobs(binding)
+    _seed_engine_jobs()
+    after = Job.objects.filter(job_id__startswith="demo-").count()
+    return {"created": after - before, "total": after}

@@ -1,0 +1,929 @@
+"""Job templates and recurring jobs (issue #8).
+
+A ``JobTemplate`` is a reusable job (spec, identity, policy, labels). With a ``cron`` expression
+it also fires on a schedule: every fire creates an ordinary job through ``job_submit``, linked to
+its template and to the previous run by a ``TemplateFire`` row.
+
+**Exactly once.** A fire runs in one transaction that locks the template row
+(``select_for_update(skip_locked=True)``: a second worker skips it instead of waiting), checks
+that ``next_fire_at`` is still the slot it read, creates the job, writes the ``TemplateFire``
+and advances ``next_fire_at``. The partial unique constraint ``templatefire_one_per_slot`` and
+the deterministic job id (``<template>-<slot>``) back this up in the database: two clusters, or
+two chains of the fire loop, can never create two runs for one slot.
+
+**On time.** django-q2's scheduler ticks every 30 s, too coarse for "within a few seconds of
+the slot". The fire loop is a task that re-enqueues itself through the delayed ORM broker
+(jobs/broker.py) for the earliest ``next_fire_at`` (at most ``RECURRING_TICK_SECONDS`` ahead),
+so it wakes at the slot with the broker's poll precision. One chain runs at a time (a token in
+the cache, like the engine's sweep); a django-q2 Schedule restarts the chain within a minute if
+every worker died, and creating or enabling a template kicks it at once.
+
+**Continuity.** ``fresh`` runs know nothing of each other; a ``resume`` run's fire row carries
+``{handle, sequence, previous_job_id, previous_status, previous_outputs}`` (the previous run's
+final ``Job.outputs``). Python steps read it with ``continuity_for(ctx.job)``; agents see it in
+the API's and MCP's job views.
+
+**Overlap** (a slot comes while the previous run is still active): ``skip`` records a skipped
+fire; ``queue`` holds one pending fire that starts when the previous run finishes (a second one
+while one is held is skipped: a queue of one, never a backlog).
+
+**Catch-up** (slots missed while no worker was up): the latest due slot is *on time* if it is
+less than ``min(RECURRING_GRACE_SECONDS, period)`` old. Earlier due slots are never run one by
+one: ``once`` covers them with one run (``trigger=catch_up`` when even the latest slot is
+late), ``skip`` runs only an on-time slot and records the rest as skipped. Never a burst.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Min, Q
+from django.utils import timezone
+from django.utils.text import slugify
+
+from gaitweb.actors import Actor, Scope
+from gaitweb.canonical import iso_utc
+from gaitweb.errors import Conflict, GaitError, InvalidInput, LimitExceeded, NotFound
+from jobs.models import (
+    FINISHED_STATUSES,
+    FireStatus,
+    FireTrigger,
+    Job,
+    JobTemplate,
+    TemplateCatchUp,
+    TemplateContinuity,
+    TemplateFire,
+    TemplateOverlap,
+)
+
+log = logging.getLogger("gaitweb.recurring")
+
+SCHEDULER_ACTOR = "gaitweb-scheduler"
+TICK_TASK = "jobs.recurring.recurring_tick"
+KICK_TASK = "jobs.recurring.recurring_kick"
+SCHEDULE_NAME = "gaitweb-recurring-kick"
+TOKEN_KEY = "gaitweb:recurring:token"
+BEAT_KEY = "gaitweb:recurring:beat"
+CLAIM_KEY = "gaitweb:recurring:link"
+# a chain link's claim outlives a normal link (milliseconds) and expires before its backup runs
+CHAIN_CLAIM_SECONDS = 2
+CHAIN_BACKUP_SECONDS = 3.0
+
+TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+NAME_MAX = 200
+DESCRIPTION_MAX = 1024
+# labels a fire adds to its job; a template keeps room for them under jobs.services.LABELS_MAX
+FIRE_LABELS = ("gait.template", "gait.trigger")
+TEMPLATE_LABELS_MAX = 30
+MISSED_COUNT_CAP = 10_000
+
+
+def _gait(name: str, default: Any) -> Any:
+    return settings.GAIT.get(name, default)
+
+
+def _grace_seconds() -> float:
+    return float(_gait("RECURRING_GRACE_SECONDS", 60.0))
+
+
+def _tick_seconds() -> float:
+    return float(_gait("RECURRING_TICK_SECONDS", 5.0))
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def cron_parse(expr: Any) -> str:
+    """A cron expression, normalized (single spaces), or ``InvalidInput('invalid_cron')``.
+
+    Five fields (minute hour day month weekday), the ``@daily``-style macros, or six fields
+    whose last one is seconds (croniter's convention) for sub-minute schedules."""
+    if expr is None:
+        return ""
+    if not isinstance(expr, str):
+        raise InvalidInput("invalid_cron", "cron must be a string", details={"field": "cron"})
+    text = " ".join(expr.split())
+    if not text:
+        return ""
+    if text.startswith("@"):
+        if text.lower() not in CRON_MACROS:
+            raise InvalidInput(
+                "invalid_cron",
+                f"unknown cron macro {text!r} (allowed: {', '.join(sorted(CRON_MACROS))})",
+                details={"field": "cron"},
+            )
+        return text.lower()
+    if len(text.split(" ")) not in (5, 6) or not croniter.is_valid(text):
+        raise InvalidInput(
+            "invalid_cron",
+            f"{text!r} is not a cron expression (five fields, a macro such as @daily, or six "
+            "fields with seconds last)",
+            details={"field": "cron"},
+            hint='e.g. "0 9 * * 1-5", "@daily", "*/15 * * * *"',
+        )
+    return text
+
+
+def timezone_parse(name: Any) -> ZoneInfo:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput(
+            "invalid_timezone", "timezone must be an IANA name", details={"field": "timezone"}
+        )
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(
+            "invalid_timezone",
+            f"unknown timezone {name!r}",
+            details={"field": "timezone"},
+            hint="an IANA name such as UTC or Europe/Berlin",
+        ) from None
+
+
+def cron_next(expr: str, tz: ZoneInfo, after: datetime) -> datetime:
+    """The first slot strictly after ``after``, evaluated in ``tz`` (so ``0 9 * * *`` is 09:00
+    local time on both sides of a DST change), as a UTC datetime."""
+    it = croniter(expr, after.astimezone(tz))
+    return it.get_next(datetime).astimezone(UTC)
+
+
+def cron_latest(expr: str, tz: ZoneInfo, at: datetime) -> datetime:
+    """The latest slot at or before ``at`` (UTC)."""
+    it = croniter(expr, (at + timedelta(microseconds=1)).astimezone(tz))
+    return it.get_prev(datetime).astimezone(UTC)
+
+
+def _choice(value: Any, field: str, choices: type, code: str) -> str:
+    allowed = [c for c in choices.values]  # type: ignore[attr-defined]
+    if value not in allowed:
+        raise InvalidInput(
+            code,
+            f"{field} must be one of {', '.join(allowed)}",
+            details={"field": field, "allowed": allowed},
+        )
+    return str(value)
+
+
+def _text(value: Any, field: str, max_len: int, *, required: bool = False) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput("invalid_field", f"{field} must be a string", details={"field": field})
+    value = value.strip()
+    if required and not value:
+        raise InvalidInput(f"missing_{field}", f"{field} is required", details={"field": field})
+    if len(value) > max_len:
+        raise InvalidInput(
+            f"{field}_too_long",
+            f"{field} is longer than {max_len} characters",
+            details={"field": field, "max_length": max_len},
+        )
+    return value
+
+
+def template_id_check(template_id: Any) -> str:
+    if not isinstance(template_id, str) or not TEMPLATE_ID_RE.match(template_id):
+        raise InvalidInput(
+            "invalid_template_id",
+            "template ids are 1-64 letters, digits and . _ - starting with a letter or digit",
+            details={"field": "template_id", "pattern": TEMPLATE_ID_RE.pattern},
+        )
+    return template_id
+
+
+def _labels(labels: Any) -> dict[str, str]:
+    from jobs.services import _labels as job_labels
+
+    out = job_labels(labels)
+    if len(out) > TEMPLATE_LABELS_MAX:
+        raise InvalidInput(
+            "invalid_labels",
+            f"a template has at most {TEMPLATE_LABELS_MAX} labels (its runs add {len(FIRE_LABELS)})",
+            details={"field": "labels"},
+        )
+    reserved = sorted(k for k in out if k.startswith("gait."))
+    if reserved:
+        raise InvalidInput(
+            "invalid_labels",
+            f"label keys starting with 'gait.' are set by gaitweb: {', '.join(reserved)}",
+            details={"field": "labels"},
+        )
+    return out
+
+
+def _spec(spec: Any) -> dict[str, Any]:
+    """The spec as given (validated now; each fire's ``job_submit`` normalizes it again, so a
+    template picks up a later default such as STEP_TIMEOUT_DEFAULT)."""
+    if spec is None or spec == {}:
+        return {}
+    from jobs.spec import spec_validate
+
+    if isinstance(spec, str | bytes):
+        from jobs.spec import spec_load
+
+        spec = spec_load(spec)
+    spec_validate(spec)
+    return dict(spec)
+
+
+def _policy(ref: Any) -> Any:
+    """``None``/"" → no policy; otherwise a managed policy name (or ``NAME@N``/digest: the
+    template then follows that policy's *current* version) or, from the CLI, a YAML file."""
+    if ref in (None, ""):
+        return None
+    from approvals.models import Policy
+
+    if isinstance(ref, Policy):
+        return ref
+    from approvals.services import policy_binding_resolve
+
+    binding = policy_binding_resolve(ref=ref)
+    assert binding.version is not None
+    return binding.version.policy
+
+
+def _jobs_enabled_check() -> None:
+    if not _gait("JOBS_ENABLED", True):
+        raise LimitExceeded(
+            "jobs_disabled",
+            "new jobs are switched off on this server (GAIT_JOBS_ENABLED=false)",
+            details={"limit": "JOBS_ENABLED"},
+            http_status=503,
+            retryable=True,
+        )
+
+
+# --- templates ---------------------------------------------------------------------------------
+
+
+def template_get(*, template_id: Any, for_update: bool = False) -> JobTemplate:
+    template_id_check(template_id)
+    qs = (
+        JobTemplate.objects.select_for_update(of=("self",))
+        if for_update
+        else JobTemplate.objects.select_related("policy", "last_job")
+    )
+    try:
+        return qs.get(template_id=template_id)
+    except JobTemplate.DoesNotExist:
+        raise NotFound(
+            "template_not_found",
+            f"no job template with id {template_id!r}",
+            details={"template_id": template_id},
+        ) from None
+
+
+def template_list(*, actor: Actor, enabled: bool | None = None) -> list[JobTemplate]:
+    actor.require(Scope.READ)
+    qs = JobTemplate.objects.select_related("policy", "last_job")
+    if enabled is not None:
+        qs = qs.filter(enabled=enabled)
+    return list(qs)
+
+
+def _schedule_next(template: JobTemplate, *, now: datetime | None = None) -> None:
+    """Set ``next_fire_at`` from now: the next slot if enabled with a cron, else None. Slots
+    that passed while a template was disabled are not "missed": enabling starts afresh."""
+    if template.enabled and template.cron:
+        template.next_fire_at = cron_next(
+            template.cron, timezone_parse(template.timezone), now or timezone.now()
+        )
+    else:
+        template.next_fire_at = None
+
+
+def template_create(
+    *,
+    actor: Actor,
+    name: str,
+    spec: Any = None,
+    template_id: str | None = None,
+    description: str = "",
+    identity: str = "",
+    policy: Any = None,
+    labels: Any = None,
+    cron: str = "",
+    timezone_name: str = "UTC",
+    continuity: str = TemplateContinuity.FRESH,
+    overlap: str = TemplateOverlap.SKIP,
+    catch_up: str = TemplateCatchUp.ONCE,
+    enabled: bool = True,
+) -> JobTemplate:
+    """Create a template; with ``cron`` it fires from the next slot on. Everything is validated
+    before anything is written (``invalid_cron``, ``invalid_timezone``, ``spec_*`` …)."""
+    actor.require(Scope.SUBMIT)
+    actor.require(Scope.CONTROL)
+    name = _text(name, "name", NAME_MAX, required=True)
+    template_id = template_id_check(template_id or slugify(name)[:64] or "")
+    template = JobTemplate(
+        template_id=template_id,
+        name=name,
+        description=_text(description, "description", DESCRIPTION_MAX),
+        spec=_spec(spec),
+        identity=_text(identity or "", "identity", 256),
+        policy=_policy(policy),
+        labels=_labels(labels),
+        cron=cron_parse(cron),
+        timezone=timezone_parse(timezone_name).key,
+        continuity=_choice(continuity, "continuity", TemplateContinuity, "invalid_continuity"),
+        overlap=_choice(overlap, "overlap", TemplateOverlap, "invalid_overlap"),
+        catch_up=_choice(catch_up, "catch_up", TemplateCatchUp, "invalid_catch_up"),
+        enabled=bool(enabled),
+        continuity_handle=f"cont_{uuid.uuid4().hex}",
+        created_by=actor.name[:256],
+    )
+    _schedule_next(template)
+    try:
+        with transaction.atomic():
+            template.save(force_insert=True)
+            _after_schedule_change(template)
+    except IntegrityError:
+        raise Conflict(
+            "template_exists",
+            f"a job template with id {template_id!r} already exists",
+            details={"template_id": template_id},
+        ) from None
+    return template
+
+
+UPDATABLE = {
+    "name",
+    "description",
+    "spec",
+    "identity",
+    "policy",
+    "labels",
+    "cron",
+    "timezone",
+    "continuity",
+    "overlap",
+    "catch_up",
+    "enabled",
+}
+
+
+def template_update(*, actor: Actor, template_id: str, **changes: Any) -> JobTemplate:
+    """Change some fields. A new cron, timezone or enabled flag reschedules from now."""
+    actor.require(Scope.SUBMIT)
+    actor.require(Scope.CONTROL)
+    unknown = sorted(set(changes) - UPDATABLE)
+    if unknown:
+        raise InvalidInput(
+            "unknown_field",
+            f"cannot update {', '.join(unknown)}",
+            details={"fields": unknown, "allowed": sorted(UPDATABLE)},
+        )
+    parsed: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key == "name":
+            parsed[key] = _text(value, "name", NAME_MAX, required=True)
+        elif key == "description":
+            parsed[key] = _text(value, "description", DESCRIPTION_MAX)
+        elif key == "spec":
+            parsed[key] = _spec(value)
+        elif key == "identity":
+            parsed[key] = _text(value, "identity", 256)
+        elif key == "policy":
+            parsed[key] = _policy(value)
+        elif key == "labels":
+            parsed[key] = _labels(value)
+        elif key == "cron":
+            parsed[key] = cron_parse(value)
+        elif key == "timezone":
+            parsed[key] = timezone_parse(value).key
+        elif key == "continuity":
+            parsed[key] = _choice(value, key, TemplateContinuity, "invalid_continuity")
+        elif key == "overlap":
+            parsed[key] = _choice(value, key, TemplateOverlap, "invalid_overlap")
+        elif key == "catch_up":
+            parsed[key] = _choice(value, key, TemplateCatchUp, "invalid_catch_up")
+        elif key == "enabled":
+            if not isinstance(value, bool):
+                raise InvalidInput("invalid_field", "enabled must be true or false")
+            parsed[key] = value
+    with transaction.atomic():
+        template = template_get(template_id=template_id, for_update=True)
+        reschedule = any(
+            k in parsed and parsed[k] != getattr(template, k)
+            for k in ("cron", "timezone", "enabled")
+        )
+        for key, value in parsed.items():
+            setattr(template, key, value)
+        if reschedule:
+            _schedule_next(template)
+        template.save()
+        if reschedule:
+            _after_schedule_change(template)
+    return template
+
+
+def template_enable(*, actor: Actor, template_id: str) -> JobTemplate:
+    return template_update(actor=actor, template_id=template_id, enabled=True)
+
+
+def template_disable(*, actor: Actor, template_id: str) -> JobTemplate:
+    return template_update(actor=actor, template_id=template_id, enabled=False)
+
+
+def _after_schedule_change(template: JobTemplate) -> None:
+    """After the commit: make sure the fire loop runs and will wake for this template's slot."""
+    if template.next_fire_at is None:
+        return
+    at = template.next_fire_at
+
+    def kick() -> None:
+        try:
+            recurring_schedule_ensure()
+            recurring_kick()
+            _tick_enqueue("", 0, at=at)  # a one-shot tick at the slot: on time even if the
+            # running chain sleeps longer (it wakes at most RECURRING_TICK_SECONDS apart)
+        except Exception:  # the Schedule repairs the chain within a minute
+            log.exception("cannot kick the recurring fire loop")
+
+    transaction.on_commit(kick)
+
+
+# --- firing ------------------------------------------------------------------------------------
+
+
+def _slot_job_id(template: JobTemplate, slot: datetime) -> str:
+    return f"{template.template_id}-{slot.astimezone(UTC):%Y%m%dT%H%M%S}Z"
+
+
+def _previous_run(template: JobTemplate) -> Job | None:
+    if template.last_job_id is None:
+        return None
+    return Job.objects.filter(pk=template.last_job_id).first()
+
+
+def _run_active(template: JobTemplate) -> bool:
+    previous = _previous_run(template)
+    return previous is not None and previous.status not in FINISHED_STATUSES
+
+
+def _continuity(template: JobTemplate, previous: Job | None) -> dict[str, Any]:
+    if template.continuity != TemplateContinuity.RESUME:
+        return {}
+    return {
+        "handle": template.continuity_handle,
+        "sequence": template.run_count + 1,
+        "previous_job_id": previous.job_id if previous else None,
+        "previous_status": previous.status if previous else None,
+        "previous_outputs": dict(previous.outputs or {}) if previous else {},
+        "previous_finished_at": iso_utc(previous.finished_at) if previous else None,
+    }
+
+
+def _create_run(
+    template: JobTemplate,
+    fire: TemplateFire,
+    *,
+    actor: Actor,
+    job_id: str,
+    labels: dict[str, str] | None = None,
+    raise_refusal: bool = False,
+) -> None:
+    """Create the job of ``fire`` (template row locked by the caller) and record it. A refusal
+    (revoked identity, bad spec after a settings change, jobs switched off …) of a scheduled
+    fire marks it ``failed`` with the refusal's reason code; with ``raise_refusal`` (someone
+    asked for this run) the refusal is raised and nothing is saved."""
+    from jobs.services import PolicyBinding, job_submit
+
+    previous = _previous_run(template)
+    fire.previous_job = previous
+    fire.continuity = _continuity(template, previous)
+    try:
+        _jobs_enabled_check()
+        binding = None
+        if template.policy_id is not None:
+            current = template.policy.current if template.policy else None
+            if current is None:
+                raise NotFound(
+                    "policy_not_found",
+                    f"template {template.template_id}'s policy has no current version",
+                )
+            binding = PolicyBinding(
+                digest=current.digest, ref=f"policy:{template.policy.name}", version=current
+            )
+        with transaction.atomic():  # a savepoint: a refusal leaves nothing behind
+            job = job_submit(
+                actor=actor,
+                job_id=job_id,
+                identity=template.identity,
+                policy=binding,
+                spec=template.spec or None,
+                labels={
+                    **template.labels,
+                    **(labels or {}),
+                    "gait.template": template.template_id,
+                    "gait.trigger": fire.trigger,
+                },
+            )
+    except GaitError as exc:
+        if raise_refusal:
+            raise
+        fire.status = FireStatus.FAILED
+        fire.reason_code = exc.code
+        fire.save()
+        log.warning("template %s: fire refused: %s", template.template_id, exc.code)
+        return
+    fire.status = FireStatus.FIRED
+    fire.job = job
+    fire.save()
+    template.last_job = job
+    template.last_fire_at = fire.fired_at
+    template.run_count += 1
+
+
+def _fire_due(template: JobTemplate, now: datetime) -> str:
+    """Fire the due slot(s) of a locked template; return the outcome. Advances
+    ``next_fire_at`` past ``now`` whatever happens, so a slot is considered exactly once."""
+    tz = timezone_parse(template.timezone)
+    slot = template.next_fire_at
+    assert slot is not None
+    following = cron_next(template.cron, tz, slot)
+    latest, missed = slot, 0
+    if following <= now:
+        latest = cron_latest(template.cron, tz, now)
+        cursor = following
+        missed = 1
+        while cursor < latest and missed < MISSED_COUNT_CAP:
+            cursor = cron_next(template.cron, tz, cursor)
+            missed += 1
+        following = cron_next(template.cron, tz, latest)
+    period = (following - latest).total_seconds()
+    on_time = (now - latest).total_seconds() <= min(_grace_seconds(), period)
+    fire = TemplateFire(
+        template=template,
+        slot=latest,
+        fired_at=now,
+        lateness_ms=int((now - latest).total_seconds() * 1000),
+        missed_slots=missed,
+        actor=SCHEDULER_ACTOR,
+        trigger=FireTrigger.CRON if on_time else FireTrigger.CATCH_UP,
+    )
+    template.next_fire_at = following
+    if not on_time and template.catch_up == TemplateCatchUp.SKIP:
+        fire.status, fire.reason_code = FireStatus.SKIPPED, "catch_up_skipped"
+        fire.missed_slots = missed + 1
+        fire.save()
+    elif _run_active(template) or _pending(template).exists():
+        _overlap(template, fire)
+    else:
+        _create_run(
+            template,
+            fire,
+            actor=Actor.system(SCHEDULER_ACTOR, identity=template.identity or None),
+            job_id=_slot_job_id(template, latest),
+        )
+    template.save(
+        update_fields=["next_fire_at", "last_fire_at", "last_job", "run_count", "updated_at"]
+    )
+    return f"{fire.status}:{fire.reason_code}" if fire.reason_code else str(fire.status)
+
+
+def _pending(template: JobTemplate) -> Any:
+    # jobs.models "templatefire_pending" partial index
+    return TemplateFire.objects.filter(template=template, status=FireStatus.PENDING)
+
+
+def _overlap(template: JobTemplate, fire: TemplateFire) -> None:
+    if template.overlap == TemplateOverlap.QUEUE and not _pending(template).exists():
+        fire.status, fire.reason_code = FireStatus.PENDING, "overlap_queued"
+    elif template.overlap == TemplateOverlap.QUEUE:
+        fire.status, fire.reason_code = FireStatus.SKIPPED, "overlap_queue_full"
+    else:
+        fire.status, fire.reason_code = FireStatus.SKIPPED, "overlap_skipped"
+    fire.save()
+
+
+def _start_pending(template: JobTemplate, now: datetime) -> str:
+    """overlap=queue: start the held fire once the previous run has finished."""
+    fire = _pending(template).order_by("fired_at", "id").first()
+    if fire is None or _run_active(template):
+        return ""
+    fire.fired_at = now
+    fire.lateness_ms = int((now - fire.slot).total_seconds() * 1000)
+    fire.reason_code = "overlap_queued"
+    if fire.trigger == FireTrigger.MANUAL:
+        job_id = f"{template.template_id}-m{uuid.uuid4().hex[:12]}"
+    else:
+        job_id = _slot_job_id(template, fire.slot)
+    _create_run(
+        template,
+        fire,
+        actor=Actor.system(fire.actor or SCHEDULER_ACTOR, identity=template.identity or None),
+        job_id=job_id,
+    )
+    template.save(update_fields=["last_fire_at", "last_job", "run_count", "updated_at"])
+    return f"started_pending:{fire.status}"
+
+
+def recurring_fire_due(*, now: datetime | None = None, limit: int = 100) -> dict[str, int]:
+    """Fire every due slot and start held (queued) fires whose previous run finished.
+
+    Safe to run in any number of processes at once: each template is handled in its own
+    transaction with its row locked (``skip_locked``: a contended template is someone else's
+    now). ``now`` is for tests with a frozen clock; workers use the real one per template."""
+    counts: Counter[str] = Counter()
+    frozen = now
+    moment = frozen or timezone.now()
+    # jobs.models "jobtemplate_due" partial index
+    due = list(
+        JobTemplate.objects.filter(enabled=True, next_fire_at__lte=moment)
+        .order_by("next_fire_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    held = list(
+        TemplateFire.objects.filter(status=FireStatus.PENDING, template__enabled=True)
+        .values_list("template_id", flat=True)
+        .distinct()[:limit]
+    )
+    for pk, handler in [(pk, "fire") for pk in due] + [(pk, "pending") for pk in held]:
+        with transaction.atomic():
+            t = (
+                JobTemplate.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("policy", "policy__current")
+                .filter(pk=pk, enabled=True)
+                .first()
+            )
+            at = frozen or timezone.now()
+            if t is None:
+                counts["contended"] += 1
+                continue
+            if handler == "fire":
+                if t.next_fire_at is None or t.next_fire_at > at:
+                    counts["already_fired"] += 1  # another worker fired it meanwhile
+                    continue
+                outcome = _fire_due(t, at)
+            else:
+                outcome = _start_pending(t, at)
+            if outcome:
+                counts[outcome] += 1
+    return dict(counts)
+
+
+def template_run_now(
+    *,
+    actor: Actor,
+    template_id: str,
+    job_id: str | None = None,
+    labels: Any = None,
+) -> TemplateFire:
+    """Create a run of ``template_id`` now (dashboard "run now", API, CLI, MCP job_create).
+
+    It obeys the template's overlap rule: while a run is active, ``skip`` refuses with
+    ``template_run_active`` and ``queue`` holds the run (status ``pending``). A refusal from
+    ``job_submit`` (``identity_revoked``, ``job_exists``, ``jobs_disabled`` …) is raised, and
+    nothing is written."""
+    actor.require(Scope.SUBMIT)
+    extra = _labels(labels) if labels else {}
+    if job_id:
+        from jobs.selectors import job_id_check
+
+        job_id_check(job_id)
+    _jobs_enabled_check()
+    now = timezone.now()
+    with transaction.atomic():
+        template = (
+            JobTemplate.objects.select_for_update(of=("self",))
+            .select_related("policy", "policy__current")
+            .filter(template_id=template_id_check(template_id))
+            .first()
+        )
+        if template is None:
+            raise NotFound(
+                "template_not_found",
+                f"no job template with id {template_id!r}",
+                details={"template_id": template_id},
+            )
+        fire = TemplateFire(
+            template=template,
+            slot=now,
+            fired_at=now,
+            trigger=FireTrigger.MANUAL,
+            actor=actor.name[:256],
+        )
+        if _run_active(template) or _pending(template).exists():
+            if template.overlap == TemplateOverlap.SKIP or _pending(template).exists():
+                previous = _previous_run(template)
+                raise Conflict(
+                    "template_run_active",
+                    f"template {template.template_id} already has an active or queued run",
+                    details={
+                        "template_id": template.template_id,
+                        "active_job_id": previous.job_id if previous else None,
+                        "overlap": template.overlap,
+                    },
+                    hint="wait for the run to finish, or cancel it",
+                )
+            fire.status, fire.reason_code = FireStatus.PENDING, "overlap_queued"
+            fire.save()
+            return fire
+        _create_run(
+            template,
+            fire,
+            actor=actor,
+            job_id=job_id or f"{template.template_id}-m{uuid.uuid4().hex[:12]}",
+            labels=extra,
+            raise_refusal=True,
+        )
+        template.save(update_fields=["last_fire_at", "last_job", "run_count", "updated_at"])
+    return fire
+
+
+# --- continuity --------------------------------------------------------------------------------
+
+
+def continuity_for(job: Job | str) -> dict[str, Any]:
+    """What a run of a ``resume`` template received: ``{handle, sequence, previous_job_id,
+    previous_status, previous_outputs, previous_finished_at}``; ``{}`` for any other job.
+    Python steps call ``continuity_for(ctx.job)``."""
+    qs = TemplateFire.objects.filter(job__job_id=job) if isinstance(job, str) else None
+    if qs is None:
+        qs = TemplateFire.objects.filter(job_id=job.pk)
+    fire = qs.only("continuity").first()
+    return dict(fire.continuity) if fire is not None else {}
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+
+def fire_snapshot(fire: TemplateFire) -> dict[str, Any]:
+    return {
+        "template_id": fire.template.template_id if fire.template_id else None,
+        "slot": iso_utc(fire.slot),
+        "trigger": fire.trigger,
+        "status": fire.status,
+        "reason_code": fire.reason_code,
+        "missed_slots": fire.missed_slots,
+        "job_id": fire.job.job_id if fire.job_id and fire.job else None,
+        "job_status": fire.job.status if fire.job_id and fire.job else None,
+        "previous_job_id": fire.previous_job.job_id
+        if fire.previous_job_id and fire.previous_job
+        else None,
+        "fired_at": iso_utc(fire.fired_at),
+        "lateness_ms": fire.lateness_ms,
+        "actor": fire.actor,
+    }
+
+
+def template_fires(*, template: JobTemplate, limit: int = 20) -> list[TemplateFire]:
+    return list(
+        TemplateFire.objects.filter(template=template)
+        .select_related("template", "job", "previous_job")
+        .order_by("-fired_at", "-id")[:limit]
+    )
+
+
+def template_snapshot(template: JobTemplate, *, fires: int = 0) -> dict[str, Any]:
+    """The template as the API, CLI and MCP show it; ``fires`` > 0 adds the recent fires."""
+    out: dict[str, Any] = {
+        "template_id": template.template_id,
+        "name": template.name,
+        "description": template.description,
+        "spec": template.spec,
+        "identity": template.identity,
+        "policy": template.policy.name if template.policy_id and template.policy else None,
+        "labels": template.labels,
+        "cron": template.cron,
+        "timezone": template.timezone,
+        "continuity": template.continuity,
+        "overlap": template.overlap,
+        "catch_up": template.catch_up,
+        "enabled": template.enabled,
+        "next_fire_at": iso_utc(template.next_fire_at),
+        "last_fire_at": iso_utc(template.last_fire_at),
+        "last_job_id": template.last_job.job_id
+        if template.last_job_id and template.last_job
+        else None,
+        "run_count": template.run_count,
+        "created_by": template.created_by,
+        "created_at": iso_utc(template.created_at),
+        "updated_at": iso_utc(template.updated_at),
+    }
+    if fires:
+        out["fires"] = [fire_snapshot(f) for f in template_fires(template=template, limit=fires)]
+    return out
+
+
+# --- the fire loop (django-q2 tasks) -----------------------------------------------------------
+
+
+def _tick_enqueue(token: str, seq: int = 0, *, at: datetime | None) -> None:
+    from django_q.tasks import async_task
+
+    from jobs.broker import DelayedORM
+
+    async_task(
+        TICK_TASK,
+        token,
+        seq,
+        q_options={"broker": DelayedORM(at=at), "save": False, "task_name": "gaitweb recurring"},
+    )
+
+
+def _next_wake(now: datetime) -> datetime:
+    """When the chain should run next: the earliest slot, at most RECURRING_TICK_SECONDS away
+    (sooner while a queued fire waits for its previous run)."""
+    wake = now + timedelta(seconds=_tick_seconds())
+    nxt = JobTemplate.objects.filter(enabled=True).aggregate(m=Min("next_fire_at"))["m"]
+    if nxt is not None:
+        wake = min(wake, nxt)
+    if TemplateFire.objects.filter(status=FireStatus.PENDING).exists():
+        wake = min(wake, now + timedelta(seconds=1))
+    return max(wake, now)
+
+
+def recurring_tick(token: str = "", seq: int = 0) -> dict[str, Any]:
+    """One link of the fire loop.
+
+    With a ``token`` it is the chain: it fires what is due and enqueues link ``seq + 1`` for
+    the next slot, twice: on time, and a backup ``CHAIN_BACKUP_SECONDS`` later. Whichever
+    claims the link first runs it (``cache.add`` with a short TTL), the other exits. A worker
+    killed between taking a link from the broker and running it (django-q2 would hide that row
+    until its ``retry`` passes, an hour) thus delays the chain by seconds, not an hour. A chain
+    whose token is no longer current ends (a newer chain replaced it).
+
+    Without a token it is a one-shot wake-up for a single slot (and checks the chain is alive).
+    """
+    from django.core.cache import cache
+
+    if token:
+        current = cache.get(TOKEN_KEY)
+        if current is not None and current != token:
+            return {"superseded": True}
+        if not cache.add(f"{CLAIM_KEY}:{token}:{seq}", 1, timeout=CHAIN_CLAIM_SECONDS):
+            return {"duplicate_link": True}
+        if current is None:
+            cache.set(TOKEN_KEY, token, None)
+        cache.set(BEAT_KEY, time.time(), None)
+    else:
+        try:
+            recurring_kick()
+        except Exception:
+            log.exception("cannot check the recurring chain")
+    try:
+        counts = recurring_fire_due()
+    finally:
+        if token:
+            wake = _next_wake(timezone.now())
+            _tick_enqueue(token, seq + 1, at=wake)
+            _tick_enqueue(token, seq + 1, at=wake + timedelta(seconds=CHAIN_BACKUP_SECONDS))
+    return counts
+
+
+def recurring_kick(*, force: bool = False) -> bool:
+    """Start a chain unless a live one beat recently. True if one was started."""
+    from django.core.cache import cache
+
+    beat = cache.get(BEAT_KEY)
+    limit = 3 * _tick_seconds() + 2 * CHAIN_BACKUP_SECONDS
+    if not force and beat is not None and time.time() - float(beat) < limit:
+        return False
+    token = uuid.uuid4().hex
+    cache.set(TOKEN_KEY, token, None)
+    cache.set(BEAT_KEY, time.time(), None)
+    _tick_enqueue(token, 0, at=None)
+    return True
+
+
+def recurring_schedule_ensure() -> bool:
+    """The django-q2 Schedule that restarts a dead chain (every minute). True if created."""
+    from django_q.models import Schedule
+
+    if Schedule.objects.filter(name=SCHEDULE_NAME).exists():
+        return False
+    _, created = Schedule.objects.get_or_create(
+        name=SCHEDULE_NAME,
+        defaults={
+            "func": KICK_TASK,
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    return created
+
+
+def recurring_bootstrap() -> dict[str, Any]:
+    """Create the Schedule and start a chain now. Idempotent (``gait templates bootstrap``)."""
+    created = recurring_schedule_ensure()
+    started = recurring_kick(force=True)
+    return {"schedule": SCHEDULE_NAME, "created": created, "chain_started": started}
+
+
+def template_due_count(*, now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    return JobTemplate.objects.filter(Q(enabled=True) & Q(next_fire_at__lte=now)).count()

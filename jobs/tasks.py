@@ -1,0 +1,32 @@
+"""django-q2 task entry points: thin wrappers over jobs.engine (DESIGN §6).
+
+Enqueue them through ``jobs.engine.advance_enqueue`` / ``sweep_kick`` rather than directly:
+those pick the delayed broker and switch off result saving for the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def advance(job_id: str) -> str:
+    from jobs.engine import advance as engine_advance
+
+    return engine_advance(job_id)
+
+
+def sweep(token: str) -> dict[str, Any]:
+    from jobs.engine import sweep_run
+
+    return sweep_run(token)
+
+
+def sweep_kick() -> bool:
+    from jobs.engine import sweep_kick as engine_sweep_kick
+
+    return engine_sweep_kick()
+
+
+def noop() -> None:
+    """A task that does nothing: the benchmark's raw django-q2 baseline."""
+    return None

@@ -1,0 +1,711 @@
+"""Dashboard pages for jobs: the list, the detail page, the lifecycle actions, run a job and
+the dashboard's pack build/download.
+
+One view serves a page and its fragments (``jobs/list.html#rows``, ``jobs/detail.html#live``)
+when the request comes from htmx. Polls carry a fingerprint of what the client shows and get
+204 when it is unchanged, so an idle dashboard costs one small indexed query per poll.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from base64 import urlsafe_b64decode, urlsafe_b64encode
+from datetime import datetime
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from gaitweb.actors import Actor, Scope
+from gaitweb.errors import GaitError, InvalidInput
+from gaitweb.views import page_context, refusal_of, require_read, safe_next
+from jobs import services
+from jobs.models import TERMINAL_STATUSES, Checkpoint, Job, JobEvent, JobStatus, StepRun
+from jobs.selectors import job_get
+
+S = JobStatus
+PAGE_SIZE = 50
+TIMELINE_SIZE = 50
+COUNTS_TTL_SECONDS = 3.0
+CHAIN_TTL_SECONDS = 30.0
+LIST_FIELDS = (
+    "id", "job_id", "status", "status_reason_code", "identity", "cursor", "step_count",
+    "checkpoint_count", "revision", "created_at", "created_by", "stop_reason",
+)  # fmt: skip
+
+# Which statuses each action is allowed from (DESIGN §5; jobs.services enforces the same sets
+# under a row lock — these only decide which buttons to show).
+PAUSABLE = frozenset({S.QUEUED, S.RUNNING, S.WAITING, S.DECISION_NEEDED})
+STOPPABLE = frozenset(S.values) - TERMINAL_STATUSES - {S.FAILED, S.EMERGENCY_STOPPED}
+RESUMABLE = frozenset({S.PAUSED, S.DECISION_NEEDED, S.BLOCKED, S.EMERGENCY_STOPPED})
+APPROVABLE = frozenset({S.DECISION_NEEDED, S.PAUSED, S.BLOCKED, S.EMERGENCY_STOPPED})
+CANCELLABLE = frozenset(S.values) - TERMINAL_STATUSES
+
+
+def job_actions(job: Job, actor: Actor, *, pending_requests: int = 0) -> dict[str, bool]:
+    """The actions to offer: the transition is allowed from the job's status and the user has
+    the scope. The service re-checks both when the form is posted."""
+    control = actor.can(Scope.CONTROL)
+    approve = actor.can(Scope.APPROVE) and not pending_requests
+    status = job.status
+    return {
+        "pause": control and status in PAUSABLE,
+        "stop": control and status in STOPPABLE,
+        "resume": control and status in RESUMABLE,
+        "retry": control
+        and job.step_count > 0
+        and (
+            status in (S.FAILED, S.BLOCKED)
+            or (status == S.CANCELLED and job.cursor < job.step_count)
+        ),
+        "cancel": control and status in CANCELLABLE,
+        "approve": approve and status in APPROVABLE,
+        "reject": approve and status == S.DECISION_NEEDED,
+    }
+
+
+def counts_context(counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "counts_list": [(s, s.replace("_", " "), counts.get(s, 0)) for s in S.values],
+        "counts_fp": _fingerprint(counts),
+    }
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def _htmx_poll(request: HttpRequest) -> bool:
+    return bool(request.htmx) and request.method == "GET" and "fp" in request.GET
+
+
+# --- status counts -----------------------------------------------------------------------------
+
+_counts_lock = threading.Lock()
+_counts_memo: dict[str, Any] = {}
+
+
+def status_counts() -> dict[str, int]:
+    """Jobs per status, from the stats service, remembered for a few seconds per process: every
+    open dashboard polls, and counting 100k rows on each poll would be the dashboard's biggest
+    cost. A count may lag by COUNTS_TTL_SECONDS; the rows below it never do."""
+    now = time.monotonic()
+    with _counts_lock:
+        if _counts_memo and now - _counts_memo["at"] < COUNTS_TTL_SECONDS:
+            return dict(_counts_memo["counts"])
+    try:
+        from jobs.engine import job_stats
+    except ImportError:  # pragma: no cover - the engine is always there in a full install
+        job_stats = None
+    if job_stats is not None:
+        by_status = dict(job_stats()["by_status"])
+    else:  # pragma: no cover
+        from django.db.models import Count
+
+        by_status = dict(Job.objects.order_by().values_list("status").annotate(n=Count("id")))
+    counts = {s: int(by_status.get(s, 0)) for s in S.values}
+    with _counts_lock:
+        _counts_memo.update(at=now, counts=counts)
+    return counts
+
+
+def status_counts_forget() -> None:
+    with _counts_lock:
+        _counts_memo.clear()
+
+
+# --- the jobs list ------------------------------------------------------------------------------
+
+
+def _cursor_encode(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.pk}"
+    return urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _cursor_decode(value: str) -> tuple[datetime, int] | None:
+    try:
+        raw = urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        at, pk = raw.split("|")
+        return datetime.fromisoformat(at), int(pk)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _current_step_sql() -> RawSQL:
+    """The current step's name read inside the database, so the list never loads specs (each
+    up to 256 KB) just to show one name."""
+    if connection.vendor == "postgresql":
+        return RawSQL(
+            '("jobs_job"."spec" -> \'steps\' -> ("jobs_job"."cursor")::int ->> \'name\')', []
+        )
+    return RawSQL(
+        'json_extract("jobs_job"."spec", \'$.steps[\' || "jobs_job"."cursor" || \'].name\')', []
+    )
+
+
+def _list_filters(request: HttpRequest) -> tuple[dict[str, str], dict[str, str]]:
+    raw = {k: request.GET.get(k, "").strip() for k in ("status", "identity", "label", "q")}
+    errors = {}
+    if raw["status"] and raw["status"] not in S.values:
+        errors["status"] = f"unknown status {raw['status']!r}"
+        raw["status"] = ""
+    if len(raw["q"]) > 128:
+        raw["q"] = raw["q"][:128]
+    return raw, errors
+
+
+def _list_queryset(filters: dict[str, str]) -> QuerySet[Job]:
+    qs = Job.objects.only(*LIST_FIELDS).annotate(current_step=_current_step_sql())
+    if filters["status"]:
+        qs = qs.filter(status=filters["status"])
+    if filters["identity"]:
+        qs = qs.filter(identity=filters["identity"])
+    if filters["label"]:
+        key, sep, value = filters["label"].partition("=")
+        key = key.strip()
+        qs = (
+            qs.filter(labels__contains={key: value.strip()})
+            if sep
+            else qs.filter(labels__has_key=key)
+        )
+    if filters["q"]:
+        qs = qs.filter(job_id__icontains=filters["q"])
+    return qs.order_by("-created_at", "-id")
+
+
+def _row(job: Job, actor: Actor) -> Job:
+    job.actions = job_actions(job, actor)
+    job.progress_pct = int(job.cursor * 100 / job.step_count) if job.step_count else 0
+    job.steps_done = min(job.cursor, job.step_count)
+    job.step_no = min(job.cursor + 1, job.step_count)
+    job.live = job.status not in TERMINAL_STATUSES
+    return job
+
+
+def _list_page(request: HttpRequest, actor: Actor) -> dict[str, Any]:
+    filters, errors = _list_filters(request)
+    qs = _list_queryset(filters)
+    after = _cursor_decode(request.GET.get("after", "")) if request.GET.get("after") else None
+    if after:
+        at, pk = after
+        qs = qs.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=pk))
+    # keyset pagination: one row more than a page tells whether an older page exists, without
+    # counting the table
+    rows = list(qs[: PAGE_SIZE + 1])
+    more = len(rows) > PAGE_SIZE
+    rows = [_row(j, actor) for j in rows[:PAGE_SIZE]]
+    query = {k: v for k, v in filters.items() if v}
+    if after:
+        query["after"] = request.GET["after"]
+    fp = _fingerprint([(j.job_id, j.revision, j.status) for j in rows], more)
+    older = None
+    if more:
+        older = {**{k: v for k, v in filters.items() if v}, "after": _cursor_encode(rows[-1])}
+    return {
+        "filters": filters,
+        "filter_errors": errors,
+        "jobs": rows,
+        "older_query": older,
+        "is_first_page": not after,
+        "query": query,
+        "fp": fp,
+        "statuses": S.values,
+    }
+
+
+@login_required
+@require_GET
+def jobs_list(request: HttpRequest) -> HttpResponse:
+    actor = require_read(request)
+    if request.htmx and request.GET.get("fragment") == "counts":
+        cctx = counts_context(status_counts())
+        if request.GET.get("fp") == cctx["counts_fp"]:
+            return HttpResponse(status=204)
+        cctx["filters"] = _list_filters(request)[0]
+        return render(request, "jobs/list.html#counts", cctx)
+    ctx = _list_page(request, actor)
+    if _htmx_poll(request) and request.GET.get("fp") == ctx["fp"]:
+        return HttpResponse(status=204)
+    if request.htmx and request.GET.get("fragment") == "rows":
+        return render(request, "jobs/list.html#rows", ctx)
+    counts = status_counts()
+    ctx.update(page_context(request, "jobs"), **counts_context(counts))
+    ctx["total"] = sum(counts.values())
+    return render(request, "jobs/list.html", ctx)
+
+
+# --- job detail ---------------------------------------------------------------------------------
+
+
+def _get_job_for_user(request: HttpRequest, job_id: str) -> tuple[Job, Actor]:
+    actor = require_read(request)
+    try:
+        return job_get(job_id=job_id), actor
+    except GaitError:
+        raise Http404(f"no job {job_id}") from None
+
+
+def _detail_fp(job: Job) -> str:
+    last_run = StepRun.objects.filter(job=job).order_by("-id").values_list("id", "status").first()
+    return _fingerprint(job.revision, job.status, last_run)
+
+
+def _duration(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms // 60_000} min {ms % 60_000 // 1000} s"
+
+
+def _pretty(value: Any) -> str:
+    if value in (None, "", {}, []):
+        return ""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _steps(job: Job) -> list[dict[str, Any]]:
+    runs: dict[int, list[StepRun]] = {}
+    for run in StepRun.objects.filter(job=job).order_by("step_index", "attempt"):
+        runs.setdefault(run.step_index, []).append(run)
+    out = []
+    for i, step in enumerate(job.steps):
+        attempts = runs.get(i, [])
+        last = attempts[-1] if attempts else None
+        if last is not None:
+            status = last.status
+        elif i < job.cursor:
+            status = "succeeded"
+        else:
+            status = "pending"
+        out.append(
+            {
+                "index": i,
+                "number": i + 1,
+                "name": step.get("name", ""),
+                "kind": step.get("kind", ""),
+                "tool": step.get("tool", ""),
+                "status": status,
+                "current": i == job.cursor and job.status not in TERMINAL_STATUSES,
+                "attempts": len(attempts),
+                "duration": _duration(last.duration_ms) if last else "",
+                "output": _pretty(last.output) if last else "",
+                "error": last.error if last else None,
+                "stdout": last.stdout if last else "",
+                "stderr": last.stderr if last else "",
+                "worker": last.worker if last else "",
+            }
+        )
+    return out
+
+
+def _timeline(job: Job, before: int | None) -> tuple[list[JobEvent], int | None]:
+    qs = JobEvent.objects.filter(job=job)
+    if before:
+        qs = qs.filter(revision__lt=before)
+    events = list(qs.order_by("-revision")[: TIMELINE_SIZE + 1])
+    older = events[TIMELINE_SIZE - 1].revision if len(events) > TIMELINE_SIZE else None
+    events = events[:TIMELINE_SIZE]
+    for ev in events:
+        p = ev.payload or {}
+        ev.is_checkpoint = ev.type == "checkpoint_added"
+        ev.summary = p.get("summary") or p.get("reason") or p.get("message") or ""
+        ev.payload_json = _pretty(p)
+    return events, older
+
+
+def approval_cards(requests: list[Any], actor: Actor) -> list[Any]:
+    """Decorate pending approval requests for display: N of M, who decided, what is asked."""
+    from approvals.models import DecisionKind
+
+    for req in requests:
+        decisions = list(req.decisions.all())
+        req.approvals_n = sum(1 for d in decisions if d.decision == DecisionKind.APPROVE)
+        req.decided_by = [d.actor for d in decisions]
+        intent = req.intent or {}
+        gate = req.gate_result or {}
+        req.targets = [
+            f"{t.get('kind', '')}:{t.get('value', '')}" if isinstance(t, dict) else str(t)
+            for t in intent.get("targets") or []
+        ]
+        req.reasons = list(gate.get("reason_codes") or [])
+        req.verdict = gate.get("verdict", "")
+        req.is_mine = _is_submitter(req.job, actor)
+        req.already_decided = actor.name in req.decided_by
+        req.can_decide = (
+            actor.can(Scope.APPROVE)
+            and not (req.forbid_submitter and req.is_mine)
+            and not req.already_decided
+            and (not req.escalated or actor.can(Scope.ADMIN))
+        )
+    return requests
+
+
+def _is_submitter(job: Job, actor: Actor) -> bool:
+    names = {actor.name, actor.identity} - {None, ""}
+    if job.created_by in names or (job.identity and job.identity in names):
+        return True
+    return actor.user is not None and job.created_by_user_id == getattr(actor.user, "pk", None)
+
+
+def _pending_requests(job: Job, actor: Actor) -> list[Any]:
+    from approvals.services import approval_pending_list
+
+    last_cp = Checkpoint.objects.filter(job=OuterRef("job")).order_by("-id").values("summary")[:1]
+    reqs = list(
+        approval_pending_list(actor=actor, job_id=job.job_id).annotate(
+            last_checkpoint=Subquery(last_cp)
+        )
+    )
+    return approval_cards(reqs, actor)
+
+
+def _detail_context(request: HttpRequest, job: Job, actor: Actor) -> dict[str, Any]:
+    from packs.models import Pack
+
+    before = request.GET.get("before", "")
+    before_rev = int(before) if before.isdigit() else None
+    events, older = _timeline(job, before_rev)
+    pending = _pending_requests(job, actor)
+    packs = list(Pack.objects.filter(job=job).defer("data").order_by("-created_at", "-id"))
+    return {
+        "job": job,
+        "actions": job_actions(job, actor, pending_requests=len(pending)),
+        "can_build_pack": actor.can(Scope.READ),
+        "steps": _steps(job),
+        "progress_pct": int(job.cursor * 100 / job.step_count) if job.step_count else 0,
+        "events": events,
+        "older_before": older,
+        "before": before_rev,
+        "pending": pending,
+        "packs": packs,
+        "live": job.status not in TERMINAL_STATUSES,
+        "fp": _detail_fp(job),
+        "chain_key": job.last_event_hash,
+    }
+
+
+def _render_detail(
+    request: HttpRequest, job: Job, actor: Actor, *, fragment: bool, status: int = 200, **extra: Any
+) -> HttpResponse:
+    ctx = _detail_context(request, job, actor)
+    ctx.update(extra)
+    if fragment:
+        from approvals.models import ApprovalRequest, ApprovalStatus
+
+        # the header's approvals count rides along out of band
+        ctx["nav_pending_approvals"] = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING).count()
+        return render(request, "jobs/detail.html#live", ctx, status=status)
+    ctx.update(page_context(request, "jobs"))
+    return render(request, "jobs/detail.html", ctx, status=status)
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
+    job, actor = _get_job_for_user(request, job_id)
+    if _htmx_poll(request) and request.GET.get("fp") == _detail_fp(job):
+        return HttpResponse(status=204)
+    return _render_detail(request, job, actor, fragment=bool(request.htmx))
+
+
+_chain_lock = threading.Lock()
+_chain_memo: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
+
+
+@login_required
+@require_GET
+def job_chain(request: HttpRequest, job_id: str) -> HttpResponse:
+    """The chain-verified badge, loaded after the page: re-hashing a 10,000-event journal must
+    not hold up the page. A result is remembered for CHAIN_TTL_SECONDS per (job, head hash)."""
+    job, _ = _get_job_for_user(request, job_id)
+    key = (job.pk, job.last_event_hash)
+    now = time.monotonic()
+    with _chain_lock:
+        hit = _chain_memo.get(key)
+    if hit and now - hit[0] < CHAIN_TTL_SECONDS:
+        report = hit[1]
+    else:
+        report = services.job_verify_chain(job_id=job.job_id).as_dict()
+        with _chain_lock:
+            if len(_chain_memo) > 1000:
+                _chain_memo.clear()
+            _chain_memo[key] = (now, report)
+    ctx = {"job": job, "chain": report}
+    if request.htmx:
+        return render(request, "jobs/detail.html#chain", ctx)
+    ctx.update(page_context(request, "jobs"))
+    return render(request, "jobs/chain.html", ctx)
+
+
+# --- actions ------------------------------------------------------------------------------------
+
+ACTION_SERVICES = {
+    "pause": services.job_pause,
+    "stop": services.job_stop,
+    "resume": services.job_resume,
+    "retry": services.job_retry,
+    "cancel": services.job_cancel,
+    "approve": services.job_approve,
+    "reject": services.job_reject,
+}
+ACTION_DONE = {
+    "pause": "paused (a running step finishes first)",
+    "stop": "emergency-stopped",
+    "resume": "resumed",
+    "retry": "queued again from the failed step",
+    "cancel": "cancelled",
+    "approve": "approved",
+    "reject": "rejected",
+}
+
+
+@login_required
+@require_POST
+def job_action(request: HttpRequest, job_id: str, action: str) -> HttpResponse:
+    """pause / stop / resume / retry / cancel / approve / reject, from the detail page or a row
+    of the list (``from=list``). A refusal re-renders what the form came from with the reason
+    code and message next to the buttons; nothing was written."""
+    job, actor = _get_job_for_user(request, job_id)
+    service = ACTION_SERVICES.get(action)
+    if service is None:
+        raise Http404(f"no action {action}")
+    from_list = request.POST.get("from") == "list"
+    reason = request.POST.get("reason", "")
+    try:
+        if action == "stop" and request.POST.get("confirm") != "emergency-stop":
+            raise InvalidInput(
+                "confirmation_required",
+                "an emergency stop must be confirmed: tick the box that says you mean it",
+            )
+        job = service(actor=actor, job_id=job.job_id, reason=reason)
+    except GaitError as exc:
+        refusal = refusal_of(exc)
+        job = job_get(job_id=job.job_id)
+        if from_list and request.htmx:
+            return render(
+                request, "jobs/list.html#row", {"job": _row(job, actor), "row_refusal": refusal}
+            )
+        return _render_detail(
+            request,
+            job,
+            actor,
+            fragment=bool(request.htmx),
+            status=200 if request.htmx else exc.http_status,
+            refusal=refusal,
+        )
+    notice = f"Job {job.job_id} {ACTION_DONE[action]}."
+    if request.htmx:
+        if from_list:
+            job = Job.objects.annotate(current_step=_current_step_sql()).get(pk=job.pk)
+            return render(
+                request, "jobs/list.html#row", {"job": _row(job, actor), "row_notice": notice}
+            )
+        return _render_detail(request, job, actor, fragment=True, notice=notice)
+    messages.success(request, notice)
+    return redirect(safe_next(request, reverse("jobs-detail", args=[job.job_id])))
+
+
+@login_required
+@require_POST
+def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
+    from packs.services import pack_build
+
+    job, actor = _get_job_for_user(request, job_id)
+    try:
+        result = pack_build(actor=actor, job_id=job.job_id)
+    except GaitError as exc:
+        return _render_detail(
+            request,
+            job_get(job_id=job.job_id),
+            actor,
+            fragment=bool(request.htmx),
+            status=200 if request.htmx else exc.http_status,
+            refusal=refusal_of(exc),
+        )
+    pack = result.pack
+    notice = (
+        f"Pack {pack.pack_id[:12]}… built."
+        if result.created
+        else f"The job is unchanged since pack {pack.pack_id[:12]}…; here it is."
+    )
+    if request.htmx:
+        return _render_detail(
+            request, job_get(job_id=job.job_id), actor, fragment=True, notice=notice
+        )
+    messages.success(request, notice)
+    return redirect("jobs-detail", job.job_id)
+
+
+@login_required
+@require_GET
+def job_pack_download(request: HttpRequest, job_id: str, pack_id: str) -> HttpResponse:
+    from packs.services import pack_get
+
+    job, actor = _get_job_for_user(request, job_id)
+    try:
+        pack = pack_get(actor=actor, pack_id=pack_id)
+    except GaitError:
+        raise Http404("no such pack") from None
+    if pack.job_id != job.pk:
+        raise Http404("no such pack for this job")
+    response = HttpResponse(bytes(pack.data), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{job.job_id}-{pack.pack_id[:12]}.zip"'
+    response["Content-Length"] = str(pack.size)
+    return response
+
+
+# --- run a job ----------------------------------------------------------------------------------
+
+
+def _job_templates() -> list[Any]:
+    """Saved job templates (admin-managed), when the jobs app has them."""
+    import jobs.models as models
+
+    model = getattr(models, "JobTemplate", None)
+    if model is None:
+        return []
+    return list(model.objects.order_by("name"))
+
+
+def _policies() -> list[Any]:
+    from approvals.models import Policy
+
+    return list(
+        Policy.objects.filter(current__isnull=False).select_related("current").order_by("name")
+    )
+
+
+def _labels_parse(text: str) -> dict[str, str]:
+    labels = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(
+                "invalid_labels",
+                f"line {n}: write labels as key=value, one per line",
+                details={"field": "labels"},
+            )
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+FIELD_OF_CODE = {
+    "job_exists": "job_id",
+    "invalid_job_id": "job_id",
+    "identity_revoked": "identity",
+    "identity_too_long": "identity",
+    "invalid_labels": "labels",
+    "policy_not_found": "policy",
+}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_new(request: HttpRequest) -> HttpResponse:
+    """Run a job: pick a saved template or paste a spec (YAML or JSON). Validation errors name
+    the offending field (``steps[2].retry.max_attempts``) next to the spec box."""
+    from jobs.spec import spec_load, spec_validate
+
+    actor = require_read(request)
+    templates = _job_templates()
+    policies = _policies()
+    ctx: dict[str, Any] = {
+        "templates": templates,
+        "policies": policies,
+        "form": {
+            "job_id": "",
+            "identity": "",
+            "labels": "",
+            "spec": "",
+            "template": "",
+            "policy": "",
+        },
+        "errors": {},
+        "can_submit": actor.can(Scope.SUBMIT),
+    }
+    status = 200
+    if request.method == "POST":
+        form = {k: request.POST.get(k, "") for k in ctx["form"]}
+        ctx["form"] = form
+        errors: dict[str, str] = {}
+        try:
+            actor.require(Scope.SUBMIT)
+            spec: Any = None
+            if form["template"]:
+                chosen = next((t for t in templates if str(t.pk) == form["template"]), None)
+                if chosen is None:
+                    raise InvalidInput(
+                        "template_not_found",
+                        "choose one of the saved templates",
+                        details={"field": "template"},
+                    )
+                spec = getattr(chosen, "spec", None)
+            elif form["spec"].strip():
+                spec = spec_load(form["spec"])
+            else:
+                raise InvalidInput(
+                    "spec_required", "paste a spec or choose a template", details={"field": "spec"}
+                )
+            spec_validate(spec)  # fail on the spec first; job_submit validates it again
+            labels = _labels_parse(form["labels"])
+            binding = None
+            if form["policy"]:
+                # only stored policies by name: a free-text ref could name a file on the server
+                chosen_policy = next((p for p in policies if p.name == form["policy"]), None)
+                if chosen_policy is None:
+                    raise InvalidInput(
+                        "policy_not_found",
+                        "choose one of the stored policies",
+                        details={"field": "policy"},
+                    )
+                binding = services.PolicyBinding(
+                    digest=chosen_policy.current.digest,
+                    ref=f"policy:{chosen_policy.name}",
+                    version=chosen_policy.current,
+                )
+            job = services.job_submit(
+                actor=actor,
+                job_id=form["job_id"].strip() or None,
+                identity=form["identity"].strip(),
+                policy=binding,
+                spec=spec,
+                labels=labels,
+            )
+        except GaitError as exc:
+            field = exc.details.get("field") or FIELD_OF_CODE.get(exc.code)
+            if field is None and ("path" in exc.details or exc.code.startswith("spec_")):
+                field = "template" if form["template"] else "spec"
+            where = exc.details.get("path")
+            message = f"{where}: {exc.message}" if where else exc.message
+            if field in ctx["form"]:
+                errors[field] = message
+            ctx["refusal"] = refusal_of(exc)
+            ctx["errors"] = errors
+            status = exc.http_status
+        else:
+            messages.success(request, f"Job {job.job_id} submitted.")
+            if request.htmx:
+                from django_htmx.http import HttpResponseClientRedirect
+
+                return HttpResponseClientRedirect(reverse("jobs-detail", args=[job.job_id]))
+            return redirect("jobs-detail", job.job_id)
+        if request.htmx:
+            return render(request, "jobs/new.html#form", ctx)
+    ctx.update(page_context(request, "run"))
+    return render(request, "jobs/new.html", ctx, status=status)

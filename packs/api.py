@@ -1,0 +1,234 @@
+"""Evidence packs over HTTP (issue #5): build, list, download, verify and inspect an upload —
+thin DRF views over packs/services.py.
+
+Verification is a report, not an error: a tampered pack is ``200`` with ``ok: false`` and the
+findings; input that is not a pack at all (not a zip, hostile zip, too large) is a 400 envelope
+with the zip guard's reason code.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import IO, Any
+
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from gaitweb.actors import Scope
+from gaitweb.api_views import ApiView
+from gaitweb.errors import InvalidInput, LimitExceeded
+
+READ = Scope.READ
+UPLOAD_MAX_DEFAULT = 64 * 1024 * 1024
+
+
+def upload_max_bytes() -> int:
+    return int(settings.GAIT.get("API_UPLOAD_MAX_BYTES", UPLOAD_MAX_DEFAULT))
+
+
+class RawZipParser(BaseParser):
+    """``Content-Type: application/zip`` (or octet-stream): the body is the pack."""
+
+    media_type = "application/zip"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        limit = upload_max_bytes()
+        data = stream.read(limit + 1) if stream is not None else b""
+        if len(data) > limit:
+            raise LimitExceeded("upload_too_large", f"uploads are limited to {limit} bytes", details={"max_bytes": limit})
+        return {"file": io.BytesIO(data)}
+
+
+class OctetStreamParser(RawZipParser):
+    media_type = "application/octet-stream"
+
+
+class ZipRenderer(BaseRenderer):
+    media_type = "application/zip"
+    format = "zip"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if isinstance(data, bytes | bytearray | memoryview):
+            return bytes(data)
+        return JSONRenderer().render(data)
+
+
+class PackOut(serializers.Serializer):
+    pack_id = serializers.CharField()
+    job_id = serializers.CharField()
+    job_revision = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    size = serializers.IntegerField()
+    key_id = serializers.CharField(allow_blank=True)
+    created_by = serializers.CharField(allow_blank=True)
+    created_at = serializers.CharField()
+    download = serializers.CharField(help_text="URL path of the zip")
+
+
+class PackBuildOut(serializers.Serializer):
+    created = serializers.BooleanField(help_text="false when the job was unchanged and the stored pack is returned")
+    pack = PackOut()
+
+
+class PackListOut(serializers.Serializer):
+    results = PackOut(many=True)
+
+
+class PackUploadIn(serializers.Serializer):
+    file = serializers.FileField(help_text="the pack zip")
+
+
+class VerifyQuery(serializers.Serializer):
+    require_signature = serializers.BooleanField(required=False, default=False)
+
+
+class VerifyOut(serializers.Serializer):
+    ok = serializers.BooleanField()
+    pack_id = serializers.CharField(allow_blank=True)
+    pack_type = serializers.CharField(allow_blank=True)
+    source_ref = serializers.CharField(allow_blank=True)
+    files_checked = serializers.IntegerField()
+    missing_files = serializers.ListField(child=serializers.CharField())
+    hash_mismatches = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+    undeclared_files = serializers.ListField(child=serializers.CharField())
+    signature_status = serializers.ChoiceField(choices=["missing", "skipped", "verified", "failed"])
+    signatures_valid = serializers.IntegerField()
+    signatures_total = serializers.IntegerField()
+    signature_errors = serializers.ListField(child=serializers.CharField())
+    key_ids = serializers.ListField(child=serializers.CharField())
+    chain_ok = serializers.BooleanField()
+    chain = serializers.DictField(child=serializers.JSONField())
+    proof_records_verified = serializers.IntegerField()
+    errors = serializers.ListField(child=serializers.DictField(child=serializers.JSONField()))
+
+
+def _pack_dict(pack: Any, job_id: str | None = None) -> dict[str, Any]:
+    from gaitweb.canonical import iso_utc
+
+    return {
+        "pack_id": pack.pack_id,
+        "job_id": job_id or pack.job.job_id,
+        "job_revision": pack.job_revision,
+        "sha256": pack.sha256,
+        "size": pack.size,
+        "key_id": pack.key_id,
+        "created_by": pack.created_by,
+        "created_at": iso_utc(pack.created_at),
+        "download": f"/api/v1/packs/{pack.pack_id}/download",
+    }
+
+
+def _upload(request: Request) -> IO[bytes]:
+    upload = request.data.get("file") if hasattr(request.data, "get") else None
+    if upload is None:
+        raise InvalidInput("missing_file", "upload the pack as multipart field 'file' or as an application/zip body", details={"field": "file"})
+    size = getattr(upload, "size", None)
+    if size is not None and size > upload_max_bytes():
+        raise LimitExceeded("upload_too_large", f"uploads are limited to {upload_max_bytes()} bytes")
+    return upload
+
+
+_UPLOAD_SCHEMA = {
+    "multipart/form-data": PackUploadIn,
+    "application/zip": OpenApiTypes.BINARY,
+}
+
+
+class JobPacksView(ApiView):
+    required_scopes = {"GET": READ, "POST": READ}
+
+    @extend_schema(operation_id="packs_list", responses={200: PackListOut}, summary="Packs built for this job, newest first")
+    def get(self, request: Request, job_id: str) -> Response:
+        from packs.services import pack_list
+
+        packs = pack_list(actor=self.actor, job_id=job_id)
+        return Response(PackListOut({"results": [_pack_dict(p, job_id) for p in packs]}).data)
+
+    @extend_schema(
+        operation_id="packs_build",
+        request=None,
+        responses={201: PackBuildOut, 200: PackBuildOut},
+        summary="Build (or return the stored) signed evidence pack of the job",
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        from packs.services import pack_build
+
+        result = pack_build(actor=self.actor, job_id=job_id)
+        out = {"created": result.created, "pack": _pack_dict(result.pack)}
+        return Response(PackBuildOut(out).data, status=201 if result.created else 200)
+
+
+class PackDetailView(ApiView):
+    required_scopes = {"GET": READ}
+
+    @extend_schema(operation_id="packs_show", responses={200: PackOut})
+    def get(self, request: Request, pack_id: str) -> Response:
+        from packs.services import pack_get
+
+        return Response(PackOut(_pack_dict(pack_get(actor=self.actor, pack_id=pack_id))).data)
+
+
+class PackDownloadView(ApiView):
+    required_scopes = {"GET": READ}
+    renderer_classes = [JSONRenderer, ZipRenderer]
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # errors are JSON envelopes even for a client that asked for the zip
+        if isinstance(response, Response) and getattr(response, "exception", False):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    @extend_schema(operation_id="packs_download", responses={(200, "application/zip"): OpenApiTypes.BINARY}, summary="The pack zip")
+    def get(self, request: Request, pack_id: str) -> HttpResponse:
+        from packs.services import pack_get
+
+        pack = pack_get(actor=self.actor, pack_id=pack_id)
+        response = HttpResponse(bytes(pack.data), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="pack_{pack.pack_id}.zip"'
+        response["Content-Length"] = str(pack.size)
+        response["X-Content-SHA256"] = pack.sha256
+        return response
+
+
+class PackVerifyView(ApiView):
+    required_scopes = {"POST": READ}
+    parser_classes = [MultiPartParser, RawZipParser, OctetStreamParser]
+
+    @extend_schema(
+        operation_id="packs_verify",
+        request=_UPLOAD_SCHEMA,
+        parameters=[OpenApiParameter("require_signature", OpenApiTypes.BOOL, OpenApiParameter.QUERY)],
+        responses={200: VerifyOut},
+        summary="Verify an uploaded pack offline (ok false lists the findings)",
+    )
+    def post(self, request: Request) -> Response:
+        from packs.services import pack_verify
+
+        q = self.query(VerifyQuery)
+        result = pack_verify(source=_upload(request), require_signature=q.get("require_signature", False))
+        return Response(VerifyOut(result.as_dict()).data)
+
+
+class PackInspectView(ApiView):
+    required_scopes = {"POST": READ}
+    parser_classes = [MultiPartParser, RawZipParser, OctetStreamParser]
+
+    @extend_schema(
+        operation_id="packs_inspect",
+        request=_UPLOAD_SCHEMA,
+        responses={200: OpenApiTypes.OBJECT},
+        summary="Manifest and contents of an uploaded pack (no verification)",
+    )
+    def post(self, request: Request) -> Response:
+        from packs.services import pack_inspect
+
+        return Response(pack_inspect(source=_upload(request)))

@@ -1,0 +1,72 @@
+"""The Python client and examples/agent_quickstart.py against a real server (live_server)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gaitweb.actors import Actor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def keys(transactional_db: Any) -> dict[str, str]:
+    from gaitweb.apikeys import apikey_create
+
+    def key(identity: str, scopes: str) -> str:
+        return apikey_create(actor=Actor.system("test"), identity=identity, scopes=scopes).key
+
+    return {
+        "agent": key("refund-agent", "submit,read,control"),
+        "reviewer": key("rita", "approve,read"),
+        "admin": key("root", "admin"),
+    }
+
+
+def test_the_quickstart_drives_a_job_through_a_gated_approval_to_completion(live_server: Any, keys: dict[str, str]) -> None:
+    from tests.conftest import subprocess_env
+
+    env = subprocess_env(GAIT_URL=live_server.url, GAIT_API_KEY=keys["agent"], GAIT_REVIEWER_KEY=keys["reviewer"], GAIT_ADMIN_KEY=keys["admin"])
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "agent_quickstart.py"), "--job-id", "qs-1"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = [json.loads(line) for line in proc.stdout.splitlines()]
+    gates = {s["tool"]: s["verdict"] for s in steps if s["step"] == "gate"}
+    assert gates == {"invoices.read": "allow", "payments.refund": "require_approval"}
+    assert [s["step"] for s in steps][-3:] == ["approved", "resumed", "completed"]
+    from jobs.models import Job, JobEvent
+
+    job = Job.objects.get(job_id="qs-1")
+    assert job.status == "completed" and job.identity == "refund-agent"
+    types = list(JobEvent.objects.filter(job=job).order_by("revision").values_list("type", flat=True))
+    assert types.count("dispatch_blocked") == 1 and types.count("approved") == 1 and "resumed" in types
+
+
+def test_the_client_raises_the_envelope_and_replays_an_idempotent_submit(live_server: Any, keys: dict[str, str]) -> None:
+    from gaitweb.client import GaitApiError, GaitClient
+
+    with GaitClient(live_server.url, keys["agent"]) as gw:
+        first = gw.submit(job_id="cl-1", idempotency_key="k1")
+        assert gw.submit(job_id="cl-1", idempotency_key="k1")["job_id"] == first["job_id"]
+        with pytest.raises(GaitApiError) as err:
+            gw.submit(job_id="cl-1", labels={"other": "body"}, idempotency_key="k1")
+        assert (err.value.status, err.value.code) == (409, "idempotency_key_reused")
+        with pytest.raises(GaitApiError) as err:
+            gw.approve("cl-1")
+        assert (err.value.status, err.value.code) == (403, "permission_denied")
+        for i in range(3):
+            gw.checkpoint_add("cl-1", "progress", f"p{i}")
+        assert [e["revision"] for e in gw.events("cl-1")] == [1, 2, 3, 4]
+        assert [j["job_id"] for j in gw.jobs(page_size=1)] == ["cl-1"]
+        assert gw.health()["database"]["ok"] is True
+    with GaitClient(live_server.url, "gw_000000000000_wrong") as bad, pytest.raises(GaitApiError) as err:
+        bad.status("cl-1")
+    assert err.value.status == 401

@@ -1,0 +1,179 @@
+"""Django admin for policies: validation on save with line and key, versions, digest, and the
+"try an intent" page; revocations through the service; approval requests read-only."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from approvals.models import ApprovalRequest, Policy, PolicyVersion, RevokedIdentity
+from approvals.policy import policy_parse
+from approvals.services import approval_request_create, policy_save
+from gaitweb.actors import Actor
+from jobs import services as jobs
+
+pytestmark = pytest.mark.django_db
+
+GOOD = """\
+default_verdict: allow
+rules:
+  - name: block-delete
+    priority: 10
+    effect: block
+    match: {tool_names: [tool.delete]}
+    reason_codes: [destructive_tool_blocked]
+"""
+
+
+def staff_client(user: Any) -> Client:
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    return client
+
+
+class _HiddenInputs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "input" and a.get("type") == "hidden" and a.get("name"):
+            self.values[a["name"]] = a.get("value") or ""
+
+
+def post(client: Client, url: str, data: dict[str, Any]) -> Any:
+    """Submit the page's form as a browser would: GET it, keep its hidden inputs (CSRF token,
+    inline management form), fill in ``data``."""
+    page = client.get(url)
+    hidden = _HiddenInputs()
+    if page.status_code == 200:
+        hidden.feed(page.content.decode())
+    hidden.values.setdefault(
+        "csrfmiddlewaretoken",
+        client.cookies["csrftoken"].value if "csrftoken" in client.cookies else "",
+    )
+    return client.post(url, {**hidden.values, **data})
+
+
+def test_adding_a_policy_stores_version_one_with_its_digest(cast: Any) -> None:
+    client = staff_client(cast.admin)
+    response = post(
+        client,
+        reverse("admin:approvals_policy_add"),
+        {"name": "billing", "description": "", "source": GOOD},
+    )
+    assert response.status_code == 302
+    policy = Policy.objects.get(name="billing")
+    assert (policy.current.version, policy.current.digest, policy.current.author) == (
+        1,
+        policy_parse(GOOD).digest,
+        "ada_admin",
+    )
+
+
+def test_saving_an_edit_creates_a_new_version_and_keeps_the_old_digest_resolvable(
+    cast: Any,
+) -> None:
+    client = staff_client(cast.admin)
+    first = policy_save(actor=cast.actor("admin"), name="billing", source=GOOD)
+    edited = GOOD.replace("effect: block", "effect: require_approval")
+    url = reverse("admin:approvals_policy_change", args=[first.policy_id])
+    assert post(client, url, {"description": "", "source": edited}).status_code == 302
+    versions = list(
+        PolicyVersion.objects.filter(policy__name="billing")
+        .order_by("version")
+        .values_list("version", "digest")
+    )
+    assert versions == [(1, first.digest), (2, policy_parse(edited).digest)]
+    page = client.get(url).content.decode()
+    assert (
+        policy_parse(edited).digest in page and first.digest in page
+    )  # current digest and the versions inline
+
+
+def test_a_bad_policy_is_refused_on_save_naming_the_line_and_the_key(cast: Any) -> None:
+    client = staff_client(cast.admin)
+    bad = GOOD + "    rate_limit: {requests: 3}\n"
+    response = post(
+        client,
+        reverse("admin:approvals_policy_add"),
+        {"name": "billing", "description": "", "source": bad},
+    )
+    assert response.status_code == 200
+    errors = " ".join(response.context["adminform"].form.errors["source"])
+    assert "line 8" in errors and "'rate_limit'" in errors and "not supported by gaitweb" in errors
+    assert not Policy.objects.exists()
+
+
+def test_try_an_intent_shows_the_verdict_reasons_and_rules(cast: Any) -> None:
+    client = staff_client(cast.admin)
+    version = policy_save(actor=cast.actor("admin"), name="billing", source=GOOD)
+    url = reverse("admin:approvals_policy_try", args=[version.policy_id])
+    response = post(
+        client,
+        url,
+        {
+            "intent": json.dumps(
+                {"tool_name": "tool.delete", "targets": [{"kind": "path", "value": "/x"}]}
+            )
+        },
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert '<span id="verdict">block</span>' in page
+    assert "destructive_tool_blocked" in page and "block-delete" in page
+
+
+def test_try_an_intent_explains_a_malformed_intent(cast: Any) -> None:
+    client = staff_client(cast.admin)
+    version = policy_save(actor=cast.actor("admin"), name="billing", source=GOOD)
+    response = post(
+        client,
+        reverse("admin:approvals_policy_try", args=[version.policy_id]),
+        {"intent": '{"args": {}}'},
+    )
+    assert response.status_code == 200
+    assert "tool_name: is required" in response.content.decode()
+    assert 'id="verdict"' not in response.content.decode()
+
+
+def test_staff_without_the_admin_role_cannot_edit_policies(cast: Any) -> None:
+    client = staff_client(cast.operator)
+    response = post(
+        client,
+        reverse("admin:approvals_policy_add"),
+        {"name": "x", "description": "", "source": GOOD},
+    )
+    assert response.status_code == 403
+    assert not Policy.objects.exists()
+
+
+def test_revoking_an_identity_in_admin_records_who_revoked_it(cast: Any) -> None:
+    client = staff_client(cast.admin)
+    response = post(
+        client,
+        reverse("admin:approvals_revokedidentity_add"),
+        {"identity": "agent.billing", "reason": "key leaked"},
+    )
+    assert response.status_code == 302
+    revoked = RevokedIdentity.objects.get(identity="agent.billing")
+    assert (revoked.reason, revoked.revoked_by) == ("key leaked", "ada_admin")
+
+
+def test_approval_requests_are_read_only_in_admin(cast: Any) -> None:
+    client = staff_client(cast.admin)
+    jobs.job_submit(actor=Actor.system("agent"), job_id="job_adm")
+    req = approval_request_create(actor=Actor.system("engine"), job="job_adm", summary="ok?")
+    url = reverse("admin:approvals_approvalrequest_change", args=[req.pk])
+    assert client.get(url).status_code == 200
+    response = post(client, url, {"status": "approved"})
+    assert response.status_code == 403
+    assert ApprovalRequest.objects.get(pk=req.pk).status == "pending"

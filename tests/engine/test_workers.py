@@ -1,0 +1,446 @@
+"""The engine end to end: real `qcluster` processes on PostgreSQL, real kill -9, real commands.
+
+Every test submits through the lifecycle services (jobs.services) and watches the database the
+workers write, exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gaitweb.actors import Actor
+from jobs.journal import chain_verify
+from jobs.models import Checkpoint, Job, JobEvent, StepRun
+from tests.engine.conftest import LEASE_SECONDS, wait_for
+
+pytestmark = pytest.mark.slow
+
+SUBMITTER = Actor.system("tester")
+OPERATOR = Actor.system("otto")
+REVIEWER = Actor.system("rita")
+
+
+def submit(steps: list[dict[str, Any]], **spec: Any) -> Job:
+    from jobs.services import job_submit
+
+    return job_submit(actor=SUBMITTER, spec={"steps": steps, **spec})
+
+
+def job_of(job: Job) -> Job:
+    return Job.objects.get(pk=job.pk)
+
+
+def settled(
+    job: Job, statuses: tuple[str, ...] = ("completed", "failed", "cancelled"), timeout: float = 30
+) -> Job:
+    return wait_for(
+        lambda: (j := job_of(job)).status in statuses and j.lease_token is None and j,
+        timeout=timeout,
+        what=f"{job.job_id} to reach {statuses}",
+    )
+
+
+def events(job: Job) -> list[tuple[str, str]]:
+    return list(
+        JobEvent.objects.filter(job=job).order_by("revision").values_list("type", "reason_code")
+    )
+
+
+def record(name: str, path: Path, seconds: float = 0.0, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "python",
+        "with": {"function": "record", "args": {"path": str(path), "seconds": seconds}},
+        **extra,
+    }
+
+
+def lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_multi_step_job_completes_and_later_steps_read_earlier_outputs(clusters: Any) -> None:
+    clusters()
+    job = submit(
+        [
+            {
+                "name": "one",
+                "kind": "python",
+                "with": {"function": "add", "args": {"a": 1, "b": 2}},
+            },
+            {
+                "name": "two",
+                "kind": "python",
+                "with": {"function": "add", "args": {"a": 10, "b": 20}},
+                "idempotent": True,
+            },
+            {"name": "total", "kind": "python", "with": {"function": "sum_outputs"}},
+            {"name": "shell", "kind": "command", "with": {"argv": ["sh", "-c", "echo done"]}},
+        ]
+    )
+    job = settled(job)
+    assert (job.status, job.status_reason_code, job.cursor) == ("completed", "job_succeeded", 4)
+    assert job.outputs["total"] == {"sum": 33, "steps_seen": ["one", "two"]}
+    assert job.outputs["shell"]["stdout"] == "done\n"
+    assert events(job) == [
+        ("submitted", "job_queued"),
+        ("started", "job_started"),
+        *[("step_succeeded", "step_succeeded")] * 4,
+        ("completed", "job_succeeded"),
+    ]
+    assert chain_verify(job).ok
+    assert list(StepRun.objects.filter(job=job).values_list("step_name", "attempt", "status")) == [
+        ("one", 1, "succeeded"),
+        ("two", 1, "succeeded"),
+        ("total", 1, "succeeded"),
+        ("shell", 1, "succeeded"),
+    ]
+
+
+def test_a_flaky_step_succeeds_on_attempt_3_with_the_backoff_respected(clusters: Any) -> None:
+    clusters()
+    retry = {"max_attempts": 3, "initial_interval": "0.5s", "backoff": 2.0, "max_interval": "10s"}
+    job = submit(
+        [
+            {
+                "name": "flaky",
+                "kind": "python",
+                "with": {"function": "fail_n_times", "args": {"n": 2}},
+                "retry": retry,
+            }
+        ]
+    )
+    job = settled(job)
+    assert job.status == "completed" and job.outputs["flaky"] == {"attempt": 3}
+    runs = list(StepRun.objects.filter(job=job).order_by("attempt"))
+    assert [(r.attempt, r.status) for r in runs] == [(1, "failed"), (2, "failed"), (3, "succeeded")]
+    gaps = [
+        (b.started_at - a.finished_at).total_seconds() for a, b in zip(runs, runs[1:], strict=False)
+    ]
+    # 0.5 s then 1.0 s, delivered by the delayed broker within its poll precision
+    assert 0.5 <= gaps[0] < 1.3 and 1.0 <= gaps[1] < 1.8, gaps
+    assert [t for t, _ in events(job)].count("step_retry_scheduled") == 2
+
+
+def test_a_non_retryable_failure_fails_the_job_at_once(clusters: Any, tmp_path: Path) -> None:
+    clusters()
+    retry = {"max_attempts": 5, "initial_interval": "0.1s", "non_retryable": ["PaymentDeclined"]}
+    job = submit(
+        [
+            {
+                "name": "charge",
+                "kind": "python",
+                "with": {"function": "fail_n_times", "args": {"n": 9, "error": "PaymentDeclined"}},
+                "retry": retry,
+            },
+            record("after", tmp_path / "after.log"),
+        ]
+    )
+    job = settled(job)
+    assert (job.status, job.status_reason_code, job.cursor) == ("failed", "step_non_retryable", 0)
+    assert StepRun.objects.filter(job=job).count() == 1
+    assert not (tmp_path / "after.log").exists()
+    assert events(job)[-1] == ("failed", "step_non_retryable")
+
+
+def test_a_command_that_keeps_failing_fails_the_job_with_job_non_zero_exit(clusters: Any) -> None:
+    clusters()
+    job = submit(
+        [
+            {
+                "name": "bad",
+                "kind": "command",
+                "with": {"argv": ["sh", "-c", "echo nope >&2; exit 7"]},
+                "retry": {"max_attempts": 2, "initial_interval": "0.1s"},
+            }
+        ]
+    )
+    job = settled(job)
+    assert (job.status, job.status_reason_code) == ("failed", "job_non_zero_exit")
+    last = StepRun.objects.filter(job=job).order_by("-attempt").first()
+    assert last.attempt == 2 and last.error["exit_code"] == 7 and last.stderr == "nope\n"
+
+
+def test_operator_retry_resumes_at_the_failed_step_keeping_completed_outputs(
+    clusters: Any, tmp_path: Path
+) -> None:
+    from jobs.services import job_retry
+
+    clusters()
+    log = tmp_path / "side-effects.log"
+    job = submit(
+        [
+            record("first", log),
+            {
+                "name": "flaky",
+                "kind": "python",
+                "with": {"function": "fail_n_times", "args": {"n": 1}},
+            },
+            record("last", log),
+        ]
+    )
+    job = settled(job)
+    assert (job.status, job.status_reason_code, job.cursor) == ("failed", "job_runtime_error", 1)
+    job_retry(actor=OPERATOR, job_id=job.job_id)
+    job = settled(job)
+    assert job.status == "completed" and job.outputs["flaky"] == {"attempt": 2}
+    assert [line[1] for line in lines(log)] == ["first", "last"]  # "first" was not run again
+
+
+def test_kill_9_at_random_points_still_completes_every_step_exactly_once(
+    clusters: Any, tmp_path: Path
+) -> None:
+    rng = random.Random(int(os.environ.get("GAIT_TEST_SEED", time.time())))
+    log = tmp_path / "side-effects.log"
+    steps = [record(f"s{i:02d}", log, seconds=0.05, idempotent=True) for i in range(60)]
+    job = submit(steps)
+    kills = 0
+    for _ in range(3):
+        cluster = clusters()
+        seen_pids = {line[3] for line in lines(log)}
+        # wait until this cluster runs steps (after a kill: once the lease expired and it
+        # recovered the job), then kill it at a random point
+        wait_for(
+            lambda s=seen_pids: {line[3] for line in lines(log)} - s,
+            timeout=15,
+            what="a new worker to run steps",
+        )
+        time.sleep(rng.uniform(0.05, 0.4))
+        if job_of(job).status == "completed":
+            break
+        cluster.kill()
+        kills += 1
+    assert kills >= 2, "the job finished before the kills: make it longer"
+    clusters()
+    job = settled(job, timeout=60)
+    assert job.status == "completed"
+    ran = Counter(line[1] for line in lines(log))
+    assert set(ran) == {s["name"] for s in steps}
+    # A step whose checkpoint committed is never run again; only the step in flight at each
+    # kill may have run twice (idempotent steps are retried, by design).
+    repeated = {name: n for name, n in ran.items() if n > 1}
+    assert len(repeated) <= kills and all(n == 2 for n in repeated.values()), repeated
+    assert StepRun.objects.filter(job=job, status="succeeded").count() == 60
+    assert [t for t, _ in events(job)].count("recovered") == kills
+    assert chain_verify(job).ok
+
+
+def test_a_non_idempotent_step_cut_by_kill_9_goes_to_decision_needed(
+    clusters: Any, tmp_path: Path
+) -> None:
+    from jobs.services import job_approve, job_resume
+
+    log = tmp_path / "side-effects.log"
+    # "transfer" follows a quick step, so its started record rides on that step's checkpoint
+    transfer = record("transfer", log, seconds=30)
+    transfer["with"]["args"]["slow_attempts"] = 1  # the re-run after the decision is quick
+    job = submit([record("prepare", log), transfer, record("notify", log)])
+    cluster = clusters()
+    wait_for(lambda: len(lines(log)) == 2, timeout=15, what="the transfer step to start")
+    killed_at = time.monotonic()
+    cluster.kill()
+    clusters()
+    job = settled(job, ("decision_needed",), timeout=LEASE_SECONDS + 10)
+    assert time.monotonic() - killed_at < LEASE_SECONDS + 5
+    run = StepRun.objects.get(job=job, step_name="transfer")
+    assert run.status == "in_doubt" and run.error["type"] == "in_doubt"
+    checkpoint = Checkpoint.objects.get(job=job)
+    assert checkpoint.type == "decision-needed" and "transfer may have run" in checkpoint.summary
+    assert ("recovered", "job_recovered_after_restart") in events(job)
+    assert len(lines(log)) == 2  # nothing was repeated silently
+
+    # the operator checks, approves and resumes: the step runs again as a new attempt
+    job_approve(actor=REVIEWER, job_id=job.job_id, reason="checked the ledger: not applied")
+    job_resume(actor=OPERATOR, job_id=job.job_id)
+    job = settled(job)
+    assert job.status == "completed"
+    assert [
+        (r.attempt, r.status) for r in StepRun.objects.filter(job=job, step_name="transfer")
+    ] == [(1, "in_doubt"), (2, "succeeded")]
+
+
+def test_stop_kills_a_running_sleep_60_command_and_its_group_in_under_a_second(
+    clusters: Any, tmp_path: Path
+) -> None:
+    from jobs.services import job_stop
+
+    clusters()
+    pidfile = tmp_path / "pids"
+    job = submit(
+        [
+            {
+                "name": "long",
+                "kind": "command",
+                "with": {"shell": True, "command": f"sleep 60 & echo $! > {pidfile}; sleep 60"},
+            },
+            record("never", tmp_path / "never.log"),
+        ]
+    )
+    wait_for(
+        lambda: pidfile.exists() and pidfile.read_text().strip(),
+        timeout=15,
+        what="the command to start",
+    )
+    child = int(pidfile.read_text())
+    started = time.monotonic()
+    job_stop(actor=OPERATOR, job_id=job.job_id, reason="runaway")
+    wait_for(lambda: not _alive(child), timeout=5, interval=0.01, what="the process group to die")
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0, elapsed
+    job = settled(job, ("emergency_stopped",), timeout=5)
+    run = StepRun.objects.get(job=job, step_name="long")
+    assert run.status == "cancelled"
+    assert ("step_cancelled", "emergency_stop_preempted") in events(job)
+    time.sleep(0.5)
+    assert not (tmp_path / "never.log").exists()
+    assert job_of(job).status == "emergency_stopped"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie whose parent has not reaped it yet is dead for our purpose
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_sleep_and_wait_event_park_the_job_and_a_signal_wakes_it(clusters: Any) -> None:
+    from jobs.engine import job_signal
+
+    clusters(GAIT_Q_WORKERS="1")
+    job = submit(
+        [
+            {"name": "nap", "kind": "sleep", "with": {"duration": "1s"}},
+            {
+                "name": "approval-mail",
+                "kind": "wait_event",
+                "with": {"signal": "mail-received", "timeout": "1h"},
+            },
+            {"name": "after", "kind": "python", "with": {"function": "echo", "args": {"ok": True}}},
+        ]
+    )
+    waiting = settled(job, ("waiting",), timeout=10)
+    assert waiting.wake_at is not None and waiting.cursor == 0
+    job = wait_for(
+        lambda: (j := job_of(job)).cursor == 1 and j.status == "waiting" and j,
+        timeout=10,
+        what="the signal wait",
+    )
+    nap = StepRun.objects.get(job=job, step_name="nap")
+    slept = (nap.finished_at - nap.started_at).total_seconds()
+    assert 1.0 <= slept < 2.0, slept  # fired within a second of its due time, no worker held
+    assert job.wake_at is not None  # the wait's timeout
+    time.sleep(0.5)
+    assert job_of(job).status == "waiting"
+    job_signal(actor=SUBMITTER, job_id=job.job_id, name="mail-received", payload={"from": "bank"})
+    job = settled(job)
+    assert job.status == "completed"
+    assert job.outputs["approval-mail"]["payload"] == {"from": "bank"}
+    assert ("signal_received", "signal_received") in events(job)
+
+
+def test_a_signal_sent_before_the_wait_is_buffered(clusters: Any) -> None:
+    from jobs.engine import job_signal
+
+    job = submit(
+        [
+            {"name": "nap", "kind": "sleep", "with": {"duration": "0.5s"}},
+            {"name": "wait", "kind": "wait_event", "with": {"signal": "go"}},
+        ]
+    )
+    job_signal(actor=SUBMITTER, job_id=job.job_id, name="go", payload=1)
+    clusters()
+    job = settled(job)
+    assert job.status == "completed" and job.outputs["wait"]["payload"] == 1
+
+
+def test_two_clusters_never_run_one_job_at_the_same_time(clusters: Any, tmp_path: Path) -> None:
+    from jobs.engine import advance_enqueue
+
+    clusters()
+    clusters()
+    log = tmp_path / "side-effects.log"
+    jobs = [submit([record(f"s{i}", log, seconds=0.02) for i in range(8)]) for _ in range(6)]
+    for job in jobs:  # duplicate deliveries land on both clusters
+        for _ in range(4):
+            advance_enqueue(job.job_id)
+    for job in jobs:
+        assert settled(job).status == "completed"
+    by_job: dict[str, list[tuple[str, float, str]]] = {}
+    for job_id, step, _attempt, pid, at in lines(log):
+        by_job.setdefault(job_id, []).append((step, float(at), pid))
+    for job in jobs:
+        seen = sorted(by_job[job.job_id], key=lambda x: x[1])
+        assert [s for s, _, _ in seen] == [f"s{i}" for i in range(8)]  # each once, in order
+        starts = [t for _, t, _ in seen]
+        assert all(
+            b - a >= 0.02 for a, b in zip(starts, starts[1:], strict=False)
+        )  # never overlapping
+    assert JobEvent.objects.filter(type="started").count() == len(jobs)
+
+
+def test_pause_takes_effect_at_the_next_step_boundary(clusters: Any, tmp_path: Path) -> None:
+    from jobs.services import job_pause, job_resume
+
+    clusters()
+    log = tmp_path / "side-effects.log"
+    job = submit([record("a", log, seconds=1.0), record("b", log), record("c", log)])
+    wait_for(lambda: lines(log), timeout=15, what="step a to start")
+    job_pause(actor=OPERATOR, job_id=job.job_id)
+    job = settled(job, ("paused",), timeout=5)
+    assert job.cursor == 1 and StepRun.objects.get(job=job, step_name="a").status == "succeeded"
+    time.sleep(0.5)
+    assert [line[1] for line in lines(log)] == ["a"]
+    job_resume(actor=OPERATOR, job_id=job.job_id)
+    assert settled(job).status == "completed"
+    assert [line[1] for line in lines(log)] == ["a", "b", "c"]
+    # nothing was left "started" (in doubt) by the pause between two non-idempotent steps
+    assert list(StepRun.objects.filter(job=job).values_list("step_name", "attempt", "status")) == [
+        ("a", 1, "succeeded"),
+        ("b", 1, "succeeded"),
+        ("c", 1, "succeeded"),
+    ]
+
+
+def test_an_approval_step_parks_until_approved_and_a_rejection_blocks(
+    clusters: Any, cast: Any
+) -> None:
+    from approvals.models import ApprovalRequest
+    from approvals.services import approval_decide
+
+    clusters()
+    step = {"name": "review", "kind": "approval", "with": {"summary": "Refund 420 EUR?"}}
+    after = {
+        "name": "refund",
+        "kind": "python",
+        "with": {"function": "echo", "args": {"refunded": 420}},
+    }
+    approved, rejected = submit([step, after]), submit([step, after])
+    for job in (approved, rejected):
+        settled(job, ("decision_needed",), timeout=10)
+    request = ApprovalRequest.objects.get(job=approved)
+    assert request.status == "pending" and request.summary == "Refund 420 EUR?"
+    approval_decide(
+        actor=cast.actor("reviewer"), request_id=request.request_id, decision="approve", reason="ok"
+    )
+    job = settled(approved)
+    assert job.status == "completed" and job.outputs["refund"] == {"refunded": 420}
+    approval_decide(
+        actor=cast.actor("reviewer"),
+        request_id=ApprovalRequest.objects.get(job=rejected).request_id,
+        decision="reject",
+        reason="no",
+    )
+    job = job_of(rejected)
+    assert job.status == "blocked" and job.cursor == 0

@@ -1,0 +1,268 @@
+"""Every way of tampering with a pack is caught by pack_verify, and says where."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gaitweb.actors import Actor
+from gaitweb.canonical import canonical_json, digest
+from jobs.models import Job
+from packs import spec
+from packs.keys import key_init
+from packs.services import PackVerifyResult, pack_build, pack_verify
+from packs.spec import Signer
+from tests.packs.helpers import edit_lines, entries_of, reassemble, rezip
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def signed(job: Job, admin: Actor) -> dict[str, bytes]:
+    key_init(actor=admin)
+    return entries_of(bytes(pack_build(actor=Actor.system("tester"), job_id=job.job_id).pack.data))
+
+
+def verify(data: bytes, **kwargs: Any) -> PackVerifyResult:
+    return pack_verify(source=io.BytesIO(data), **kwargs)
+
+
+def _edit_event(lines: list[bytes], revision: int, **changes: Any) -> list[bytes]:
+    out = []
+    for line in lines:
+        event = json.loads(line)
+        if event["revision"] == revision:
+            event.update(changes)
+            line = canonical_json(event) + b"\n"
+        out.append(line)
+    return out
+
+
+def test_an_untouched_pack_verifies(signed: dict[str, bytes]) -> None:
+    assert verify(rezip(signed)).ok
+
+
+def test_an_edited_entry_is_a_hash_mismatch(signed: dict[str, bytes]) -> None:
+    state = json.loads(signed["job_state.json"])
+    state["status"] = "cancelled"
+    signed["job_state.json"] = canonical_json(state)
+
+    result = verify(rezip(signed))
+
+    assert not result.ok
+    assert [m["path"] for m in result.hash_mismatches] == ["job_state.json"]
+    assert result.hash_mismatches[0]["expected"] != result.hash_mismatches[0]["actual"]
+
+
+def test_an_edited_event_breaks_the_hash_and_the_chain(signed: dict[str, bytes]) -> None:
+    signed["job_events.jsonl"] = edit_lines(
+        signed["job_events.jsonl"], lambda ls: _edit_event(ls, 4, actor="mallory")
+    )
+
+    result = verify(rezip(signed))
+
+    assert not result.ok
+    assert [m["path"] for m in result.hash_mismatches] == ["job_events.jsonl"]
+    assert not result.chain_ok
+    assert result.chain["first_bad_revision"] == 4
+
+
+def test_an_edited_event_is_caught_by_the_chain_even_with_a_rebuilt_manifest(
+    signed: dict[str, bytes],
+) -> None:
+    signed["job_events.jsonl"] = edit_lines(
+        signed["job_events.jsonl"], lambda ls: _edit_event(ls, 4, actor="mallory")
+    )
+
+    result = verify(reassemble(signed))
+
+    assert result.hash_mismatches == []
+    assert not result.ok
+    assert not result.chain_ok
+    assert result.chain["reason"] == "hash does not match the event's content"
+
+
+def test_a_removed_event_breaks_the_chain(signed: dict[str, bytes]) -> None:
+    signed["job_events.jsonl"] = edit_lines(signed["job_events.jsonl"], lambda ls: ls[:2] + ls[3:])
+
+    result = verify(reassemble(signed))
+
+    assert not result.ok
+    assert not result.chain_ok
+    assert result.chain["first_bad_revision"] == 3
+    assert "revision gap" in result.chain["reason"]
+
+
+def test_a_removed_last_event_is_caught_against_the_state(signed: dict[str, bytes]) -> None:
+    signed["job_events.jsonl"] = edit_lines(signed["job_events.jsonl"], lambda ls: ls[:-1])
+
+    result = verify(reassemble(signed))
+
+    assert not result.ok
+    assert not result.chain_ok
+    assert "last_event_hash" in result.chain["reason"]
+
+
+def test_reordered_events_break_the_chain(signed: dict[str, bytes]) -> None:
+    signed["job_events.jsonl"] = edit_lines(
+        signed["job_events.jsonl"], lambda ls: [ls[0], ls[2], ls[1], *ls[3:]]
+    )
+
+    result = verify(reassemble(signed))
+
+    assert not result.ok
+    assert not result.chain_ok
+    assert result.chain["first_bad_revision"] == 2
+
+
+def test_a_payload_that_contradicts_the_state_is_inconsistent(signed: dict[str, bytes]) -> None:
+    payload = json.loads(signed["job_payload.json"])
+    payload["status"] = "running"
+    signed["job_payload.json"] = canonical_json(payload)
+
+    result = verify(reassemble(signed))
+
+    assert not result.ok
+    assert result.chain_ok and result.hash_mismatches == []
+    assert {e["code"] for e in result.errors} == {"job_payload_inconsistent"}
+
+
+def test_an_approval_count_that_contradicts_the_events_is_inconsistent(
+    signed: dict[str, bytes],
+) -> None:
+    payload = json.loads(signed["job_payload.json"])
+    state = json.loads(signed["job_state.json"])
+    state["approvals"] = []
+    payload["approval_count"] = 0
+    signed["job_payload.json"] = canonical_json(payload)
+    signed["job_state.json"] = canonical_json(state)
+
+    result = verify(reassemble(signed))
+
+    assert not result.ok
+    assert any("approved events" in e["message"] for e in result.errors)
+
+
+def test_an_added_file_is_undeclared(signed: dict[str, bytes]) -> None:
+    signed["notes.txt"] = b"trust me"
+
+    result = verify(rezip(signed))
+
+    assert not result.ok
+    assert result.undeclared_files == ["notes.txt"]
+
+
+def test_a_removed_file_is_missing(signed: dict[str, bytes]) -> None:
+    del signed["job_steps.jsonl"]
+
+    result = verify(rezip(signed))
+
+    assert not result.ok
+    assert result.missing_files == ["job_steps.jsonl"]
+
+
+def test_a_removed_manifest_fails_verification(signed: dict[str, bytes]) -> None:
+    del signed["pack_manifest.json"]
+
+    result = verify(rezip(signed))
+
+    assert not result.ok
+    assert [e["code"] for e in result.errors] == ["manifest_missing"]
+
+
+def test_a_forged_pack_id_is_caught(signed: dict[str, bytes]) -> None:
+    manifest = json.loads(signed["pack_manifest.json"])
+    manifest["pack_id"] = "f" * 64
+    signed["pack_manifest.json"] = canonical_json(manifest)
+
+    result = verify(rezip(signed))
+
+    assert not result.ok
+    assert "pack_id_mismatch" in {e["code"] for e in result.errors}
+
+
+def test_a_pack_re_signed_with_an_untrusted_key_fails(signed: dict[str, bytes]) -> None:
+    mallory = Signer.of(Ed25519PrivateKey.generate())
+
+    result = verify(reassemble(signed, signer=mallory))
+
+    assert not result.ok
+    assert result.signature_status == "failed"
+    assert any("not trusted" in e for e in result.signature_errors)
+
+
+def test_a_pack_signed_by_an_explicitly_trusted_public_key_verifies(
+    signed: dict[str, bytes],
+) -> None:
+    other = Ed25519PrivateKey.generate()
+
+    result = verify(reassemble(signed, signer=Signer.of(other)), public_keys=[other.public_key()])
+
+    assert result.ok
+    assert result.signature_status == "verified"
+
+
+def test_a_signature_over_a_different_manifest_fails(signed: dict[str, bytes]) -> None:
+    manifest = json.loads(signed["pack_manifest.json"])
+    manifest["producer_version"] = "evil-1.0"
+    body = {k: v for k, v in manifest.items() if k != "signatures"}
+    manifest["pack_id"] = spec.pack_id_compute(body)  # a consistent pack_id, the old signature
+    signed["pack_manifest.json"] = canonical_json(manifest)
+
+    result = verify(rezip(signed))
+
+    assert not result.ok
+    assert result.signature_status == "failed"
+    assert (
+        digest({k: v for k, v in manifest.items() if k != "signatures"})
+        != manifest["signatures"][0]["signed_digest"]
+    )
+
+
+def test_a_stripped_signature_passes_only_without_require_signature(
+    signed: dict[str, bytes],
+) -> None:
+    stripped = reassemble(signed)  # no signer: no manifest signature, no record signatures
+
+    assert verify(stripped).ok
+    assert verify(stripped).signature_status == "missing"
+    required = verify(stripped, require_signature=True)
+    assert not required.ok
+    assert required.signature_errors == ["the manifest has no signatures"]
+
+
+def test_a_signed_pack_passes_require_signature(signed: dict[str, bytes]) -> None:
+    assert verify(rezip(signed), require_signature=True).ok
+
+
+def test_a_signed_pack_is_skipped_not_failed_when_nothing_is_trusted(
+    signed: dict[str, bytes],
+) -> None:
+    result = verify(rezip(signed), trust_registered_keys=False)
+
+    assert result.ok
+    assert result.signature_status == "skipped"
+    assert not verify(rezip(signed), trust_registered_keys=False, require_signature=True).ok
+
+
+def test_tampered_proof_records_are_caught(signed: dict[str, bytes]) -> None:
+    records = [json.loads(line) for line in signed["proof_records.jsonl"].split(b"\n")]
+    records[1]["event"]["entry_sha256"] = "0" * 64
+    signed["proof_records.jsonl"] = b"\n".join(canonical_json(r) for r in records)
+    # a careful tamperer also fixes the manifest's hash and pack_id, but cannot re-sign
+    manifest = json.loads(signed["pack_manifest.json"])
+    for entry in manifest["contents"]:
+        if entry["path"] == "proof_records.jsonl":
+            entry["sha256"] = spec.Entry("x", signed["proof_records.jsonl"]).sha256
+    manifest.pop("signatures")
+    manifest["pack_id"] = spec.pack_id_compute(manifest)
+    signed["pack_manifest.json"] = canonical_json(manifest)
+
+    result = verify(rezip(signed))
+
+    assert not result.ok
+    assert "proof_records_invalid" in {e["code"] for e in result.errors}

@@ -1,0 +1,176 @@
+"""A few real-browser checks: Playwright driving Debian's Chromium against a live server.
+
+They cover what the view tests cannot: htmx swapping fragments in place (no reload), polling,
+downloads. Screenshots of the main pages land in GAIT_DATA_DIR/screenshots as test artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from gaitweb.actors import Actor
+from jobs.models import Job
+from tests.conftest import PASSWORD
+from tests.web.conftest import agent_job, pending_request
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make
+    # between browser steps are ordinary blocking calls.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def shots() -> Callable[[Any, str], None]:
+    folder = Path(settings.DATA_DIR) / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page: Any, name: str) -> None:
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+    return take
+
+
+@pytest.fixture
+def login(chromium: Any, live_server: Any, cast: Any) -> Iterator[Callable[..., Any]]:
+    contexts = []
+
+    def as_user(role: str, *, width: int = 1280, height: int = 800) -> Any:
+        context = chromium.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.goto(live_server.url + "/login/")
+        page.fill("#id_username", getattr(cast, role).username)
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/jobs/")
+        return page
+
+    yield as_user
+    for context in contexts:
+        context.close()
+
+
+def _mark(page: Any) -> None:
+    """Set a flag that a full page load would wipe out."""
+    page.evaluate("window.__noReload = true")
+
+
+def _not_reloaded(page: Any) -> bool:
+    return page.evaluate("window.__noReload === true")
+
+
+def test_reviewer_approves_a_pending_job_and_sees_it_move_on_without_reloading(login, live_server, shots):
+    from playwright.sync_api import expect
+
+    req = pending_request("web-approve")
+    page = login("reviewer")
+    page.goto(live_server.url + "/approvals/")
+    expect(page.locator("#nav-approvals-count")).to_have_text("1")
+    shots(page, "approvals-queue")
+    page.goto(live_server.url + "/jobs/web-approve/")
+    expect(page.locator("#chain")).to_contain_text("chain verified")
+    _mark(page)
+    card = page.locator(f"#req-{req.request_id}")
+    card.get_by_role("button", name="Approve").click()
+    expect(page.locator("#job-status")).to_have_text("running")
+    expect(page.locator(".notice")).to_contain_text("now running")
+    expect(page.locator("#nav-approvals-count")).to_have_text("0")  # swapped out of band
+    assert _not_reloaded(page)
+    assert Job.objects.get(job_id="web-approve").status == "running"
+    shots(page, "job-detail-approved")
+
+
+def test_operator_emergency_stops_a_running_job(login, live_server, shots):
+    from playwright.sync_api import expect
+
+    agent_job("web-stop")
+    page = login("operator")
+    page.goto(live_server.url + "/jobs/web-stop/")
+    _mark(page)
+    page.get_by_text("Emergency stop…").click()
+    expect(page.locator("#stop")).to_contain_text("This is an emergency stop")
+    page.get_by_label("Yes, emergency-stop web-stop now").check()
+    page.fill("#stop-reason", "agent is looping")
+    shots(page, "job-detail-stop-confirm")
+    page.get_by_role("button", name="Confirm emergency stop").click()
+    expect(page.locator("#job-status")).to_have_text("emergency_stopped")
+    expect(page.locator("#live")).to_contain_text("agent is looping")
+    assert _not_reloaded(page)
+    job = Job.objects.get(job_id="web-stop")
+    assert job.status == "emergency_stopped" and job.stopped_by == "otto_operator"
+
+
+def test_a_downloaded_pack_verifies_on_the_upload_page(login, live_server, shots, settings, tmp_path, monkeypatch):
+    from playwright.sync_api import expect
+
+    from packs.keys import key_init
+
+    settings.GAIT = {**settings.GAIT, "KEYS_DIR": tmp_path / "keys"}
+    monkeypatch.delenv(settings.GAIT["SIGNING_KEY_ENV"], raising=False)
+    key_init(actor=Actor.system("admin"))
+    agent_job("web-pack", "completed")
+    page = login("viewer")
+    page.goto(live_server.url + "/jobs/web-pack/")
+    page.get_by_role("button", name="Build pack").click()
+    link = page.get_by_role("link", name="Download")
+    expect(link).to_be_visible()
+    shots(page, "job-detail-pack")
+    with page.expect_download() as info:
+        link.click()
+    saved = tmp_path / "downloaded.zip"
+    info.value.save_as(saved)
+    assert saved.stat().st_size > 0
+
+    page.goto(live_server.url + "/packs/verify/")
+    page.set_input_files("#f-pack", str(saved))
+    page.get_by_role("button", name="Verify").click()
+    expect(page.locator("#verdict")).to_have_text("verified")
+    expect(page.locator("#result")).to_contain_text("web-pack")
+    expect(page.locator("#result")).to_contain_text("chain verified")
+    shots(page, "verify-pack")
+
+
+def test_the_jobs_list_updates_live_when_a_job_changes_in_the_background(login, live_server, shots):
+    from playwright.sync_api import expect
+
+    from jobs import services
+
+    agent_job("web-live")
+    agent_job("web-steps", "queued", steps=True)
+    page = login("viewer")
+    row = page.locator('tr[data-job="web-live"]')
+    expect(row).to_have_attribute("data-status", "running")
+    _mark(page)
+    services.job_pause(actor=Actor.system("ops"), job_id="web-live", reason="background change")
+    expect(row).to_have_attribute("data-status", "paused", timeout=8_000)
+    expect(row.locator(".badge")).to_have_text("paused")
+    assert _not_reloaded(page)
+    shots(page, "jobs-list")
+    phone = login("viewer", width=390, height=844)
+    expect(phone.locator('tr[data-job="web-live"]')).to_be_visible()
+    shots(phone, "jobs-list-phone")
