@@ -13,7 +13,6 @@ per intent, not 200 rule walks.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -308,7 +307,7 @@ def _compose(source: str) -> Node | None:
             if isinstance(event, yaml.AliasEvent | yaml.NodeEvent) and getattr(
                 event, "anchor", None
             ):
-                line = event.start_mark.line + 1
+                line = event.start_mark.line + 1 if event.start_mark is not None else 1
                 raise _invalid(
                     [
                         PolicyProblem(
@@ -701,7 +700,7 @@ class Intent:
         set_(self, "target_kinds", frozenset(t.kind for t in self.targets))
         set_(self, "target_values", frozenset(t.value for t in self.targets))
         set_(self, "endpoint_classes", frozenset(t.endpoint_class for t in self.targets))
-        set_(self, "digest", sha256_hex(fast_canonical_json(self.as_dict())))
+        set_(self, "digest", sha256_hex(canonical_json(self.as_dict())))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -827,42 +826,6 @@ def intent_parse(data: Any) -> Intent:
         TypeError,
     ) as exc:  # the digest's JCS refuses NaN, huge integers, lone surrogates …
         raise _intent_error("args", f"cannot be canonicalized as JSON ({exc})") from None
-
-
-# JCS of plain JSON made of ASCII strings, safe integers, booleans and null is exactly what
-# json.dumps produces with sorted keys and no whitespace; that is 5x faster than the rfc8785
-# package and the gate computes an intent digest per evaluation. Anything else (floats,
-# non-ASCII text, big integers) goes through rfc8785. tests/approvals/test_policy.py checks
-# that both agree.
-_SAFE_INT = 2**53
-
-
-def _plain(value: Any) -> bool:
-    # exact type checks: JSON from the wire is made of these; anything else takes the slow path
-    kind = type(value)
-    if kind is str:
-        return value.isascii()
-    if value is None or kind is bool:
-        return True
-    if kind is int:
-        return -_SAFE_INT < value < _SAFE_INT
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not key.isascii() or not _plain(item):
-                return False
-        return True
-    if kind is list or kind is tuple:
-        for item in value:
-            if not _plain(item):
-                return False
-        return True
-    return False
-
-
-def fast_canonical_json(value: Any) -> bytes:
-    if _plain(value):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return canonical_json(value)
 
 
 # --- evaluation --------------------------------------------------------------------------------

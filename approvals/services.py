@@ -536,7 +536,11 @@ def approval_decide(
             request.save(update_fields=["status", "resolved_at"])
             if job.status == JobStatus.DECISION_NEEDED:
                 jobs.job_reject(
-                    actor=actor, job_id=job.job_id, reason=reason, _decided_request=request_id
+                    actor=actor,
+                    job_id=job.job_id,
+                    reason=reason,
+                    allow_self_approval=not request.forbid_submitter,
+                    _decided_request=request_id,
                 )
             else:
                 event_append(
@@ -556,7 +560,11 @@ def approval_decide(
                 request.resolved_at = now
                 request.save(update_fields=["status", "resolved_at"])
             jobs.job_approve(
-                actor=actor, job_id=job.job_id, reason=reason, _decided_request=request_id
+                actor=actor,
+                job_id=job.job_id,
+                reason=reason,
+                allow_self_approval=not request.forbid_submitter,
+                _decided_request=request_id,
             )
             if completes:
                 try:
@@ -638,7 +646,11 @@ def approval_expire_due(
             reason = f"approval request {request_id} expired"
             if job.status == JobStatus.DECISION_NEEDED:
                 jobs.job_reject(
-                    actor=actor, job_id=job_id, reason=reason, _decided_request=request_id
+                    actor=actor,
+                    job_id=job_id,
+                    reason=reason,
+                    allow_self_approval=True,  # an expiry is no one's own decision
+                    _decided_request=request_id,
                 )
             else:
                 event_append(
@@ -653,10 +665,15 @@ def approval_expire_due(
 
 
 def approval_pending_list(*, actor: Actor, job_id: str | None = None) -> QuerySet[ApprovalRequest]:
-    """The reviewers' queue: pending requests, oldest expiry first, then newest."""
+    """The reviewers' queue: pending requests, oldest expiry first, then newest. Requests of
+    jobs that are finished (completed, cancelled, failed) are left out: nothing can be approved
+    there any more (job_approve refuses those states)."""
+    from jobs.models import FINISHED_STATUSES
+
     actor.require(Scope.READ)
     qs = (
         ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
+        .exclude(job__status__in=FINISHED_STATUSES)
         .select_related("job")
         .prefetch_related("decisions")
         .order_by(F("expires_at").asc(nulls_last=True), "-created_at")

@@ -61,10 +61,16 @@ def wait_for_approval_and_resume(agent: GaitClient, job_id: str, timeout: float)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default=os.environ.get("GAIT_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--job-id", default=f"refund-{uuid.uuid4().hex[:8]}")
-    parser.add_argument("--policy", default="quickstart-payments", help="stored policy to bind (created with GAIT_ADMIN_KEY)")
+    parser.add_argument(
+        "--policy",
+        default="quickstart-payments",
+        help="stored policy to bind (created with GAIT_ADMIN_KEY)",
+    )
     parser.add_argument("--approval-timeout", type=float, default=600)
     args = parser.parse_args(argv)
 
@@ -75,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if admin_key:
         with GaitClient(args.url, admin_key) as admin:
             saved = admin.policy_save(args.policy, POLICY, description="agent quickstart")
-            say("policy_saved", name=saved["name"], version=saved["version"], digest=saved["digest"])
+            say(
+                "policy_saved", name=saved["name"], version=saved["version"], digest=saved["digest"]
+            )
     policy = args.policy if any(p["name"] == args.policy for p in agent.policies()) else None
 
     job = agent.submit(job_id=args.job_id, policy=policy, labels={"example": "quickstart"})
@@ -85,25 +93,44 @@ def main(argv: list[str] | None = None) -> int:
     say("checkpoint", type="plan")
 
     # 1. a harmless tool call: the gate allows it
-    verdict = agent.gate_dispatch(job["job_id"], {"tool_name": "invoices.read", "args": {"invoice": 42}})
+    verdict = agent.gate_dispatch(
+        job["job_id"], {"tool_name": "invoices.read", "args": {"invoice": 42}}
+    )
     say("gate", tool="invoices.read", verdict=verdict["verdict"])
     if not verdict["allowed"]:
-        agent.checkpoint_add(job["job_id"], "blocked", f"invoices.read refused: {verdict['reason_codes']}")
+        agent.checkpoint_add(
+            job["job_id"], "blocked", f"invoices.read refused: {verdict['reason_codes']}"
+        )
         return 3
     agent.checkpoint_add(job["job_id"], "progress", "invoice 42 read: 420 EUR, paid")
 
     # 2. the risky one: ask the gate first
-    refund = {"tool_name": "payments.refund", "args": {"invoice": 42, "amount": 420, "currency": "EUR"}}
+    refund = {
+        "tool_name": "payments.refund",
+        "args": {"invoice": 42, "amount": 420, "currency": "EUR"},
+    }
     verdict = agent.gate_dispatch(job["job_id"], refund)
-    say("gate", tool="payments.refund", verdict=verdict["verdict"], reason_codes=verdict["reason_codes"])
+    say(
+        "gate",
+        tool="payments.refund",
+        verdict=verdict["verdict"],
+        reason_codes=verdict["reason_codes"],
+    )
     if verdict["verdict"] == "block":
         agent.checkpoint_add(job["job_id"], "blocked", "the policy blocks refunds")
         return 3
     if verdict["verdict"] == "require_approval":
         cp = agent.checkpoint_add(
-            job["job_id"], "decision-needed", "Refund 420 EUR for invoice 42?", required_action="approve the refund"
+            job["job_id"],
+            "decision-needed",
+            "Refund 420 EUR for invoice 42?",
+            required_action="approve the refund",
         )
-        say("waiting_for_approval", checkpoint=cp["checkpoint"]["checkpoint_id"], job_status=cp["job"]["status"])
+        say(
+            "waiting_for_approval",
+            checkpoint=cp["checkpoint"]["checkpoint_id"],
+            job_status=cp["job"]["status"],
+        )
         if reviewer_key:  # stand-in for the person who would click Approve in the dashboard
             with GaitClient(args.url, reviewer_key) as reviewer:
                 reviewer.approve(job["job_id"], "invoice checked, refund ok")
@@ -116,7 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     agent.checkpoint_add(job["job_id"], "progress", f"refund issued: {receipt['refund_id']}")
     done = agent.checkpoint_add(job["job_id"], "completed", "invoice 42 refunded")
     chain = agent.verify_chain(job["job_id"])
-    say("completed", job_id=job["job_id"], status=done["job"]["status"], revision=done["job"]["revision"], chain_ok=chain["ok"])
+    say(
+        "completed",
+        job_id=job["job_id"],
+        status=done["job"]["status"],
+        revision=done["job"]["revision"],
+        chain_ok=chain["ok"],
+    )
     return 0 if done["job"]["status"] == "completed" and chain["ok"] else 1
 
 

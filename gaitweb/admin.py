@@ -18,7 +18,9 @@ from gaitweb.models import ApiKey
 
 class ApiKeyCreateForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(
-        choices=[(s, s) for s in sorted(Scope.ALL)], widget=forms.CheckboxSelectMultiple, required=True
+        choices=[(s, s) for s in sorted(Scope.ALL)],
+        widget=forms.CheckboxSelectMultiple,
+        required=True,
     )
 
     class Meta:
@@ -28,19 +30,39 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["display_prefix", "name", "identity", "scope_list", "user", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "display_prefix",
+        "name",
+        "identity",
+        "scope_list",
+        "user",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = ["revoked_at"]
     search_fields = ["prefix", "name", "identity"]
     actions = ["revoke_selected"]
     readonly_fields = [
-        "display_prefix", "name", "identity", "scopes", "user", "created_by", "created_at", "last_used_at", "revoked_at", "revoked_by",
+        "display_prefix",
+        "name",
+        "identity",
+        "scopes",
+        "user",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_by",
     ]
 
     @admin.display(description="scopes")
     def scope_list(self, obj: ApiKey) -> str:
         return ", ".join(obj.scopes)
 
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         if obj is None:
             kwargs["form"] = ApiKeyCreateForm
         return super().get_form(request, obj, change=change, **kwargs)
@@ -51,8 +73,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.readonly_fields if obj is not None else ["name", "identity", "scopes", "user"]
 
+    # keys are managed by whoever holds the admin scope (the admin role, superusers), the same
+    # rule the service applies; not by Django's per-model permissions
+    def _is_key_admin(self, request: HttpRequest) -> bool:
+        return Actor.from_user(request.user).can(Scope.ADMIN)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._is_key_admin(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._is_key_admin(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self._is_key_admin(request)
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False if obj is not None else super().has_change_permission(request, obj)
+        # the changelist (and its revoke action) needs this; single keys are never edited
+        return obj is None and self._is_key_admin(request)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -10,8 +10,8 @@
   with the same envelope (500, ``internal_error``), never an HTML page.
 - ``KeysetPagination``: cursor pagination over a unique ordering (``created_at``, ``id``), so
   pages stay stable while rows are inserted.
-- ``ApiRateThrottle``: fixed-window counters per API key (or user, or client address) in the
-  default cache, which is shared by every process (Redis or the database cache).
+- ``ApiRateThrottle``: fixed-window counters per API key (or user, or client address) in a
+  store shared by every process: the cache when it is Redis, else one atomic upsert on a table.
 
 The base view (``ApiView``) and the schema class live in gaitweb/api_views.py: DRF's
 ``rest_framework.views`` reads the classes named in settings at import, so this module must not
@@ -273,13 +273,43 @@ def _rate(name: str) -> tuple[int, int] | None:
     return int(num), seconds
 
 
-class ApiRateThrottle(BaseThrottle):
-    """Fixed-window request counter per API key / user / address, in the shared cache.
+THROTTLE_UPSERT = """
+INSERT INTO gaitweb_throttlecounter (ident, window_start, count) VALUES (%s, %s, 1)
+ON CONFLICT (ident) DO UPDATE SET
+    count = CASE WHEN gaitweb_throttlecounter.window_start = EXCLUDED.window_start
+                 THEN gaitweb_throttlecounter.count + 1 ELSE 1 END,
+    window_start = EXCLUDED.window_start
+RETURNING count
+"""
 
-    One counter key per client and window; ``incr`` is atomic on Redis. On the database cache it
-    is a read-then-write, so concurrent requests may undercount by a few: the limit is a brake
-    against runaway agents, not an accounting system. Rates: ``REST_FRAMEWORK
-    ["DEFAULT_THROTTLE_RATES"]`` ``apikey`` / ``user`` / ``anon``."""
+
+def throttle_count(ident: str, window: int, period: int) -> int:
+    """Requests counted for ``ident`` in ``window`` (this one included), in the store every
+    process shares: the Redis (or other) cache, with its atomic ``incr``; or — when the cache is
+    the database cache, which cannot increment atomically — one upsert on
+    ``gaitweb_throttlecounter`` (gaitweb.models.ThrottleCounter)."""
+    from django.core.cache import caches
+    from django.core.cache.backends.db import DatabaseCache
+
+    cache = caches["default"]
+    if isinstance(cache, DatabaseCache):
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(THROTTLE_UPSERT, [ident[:200], window])
+            return int(cursor.fetchone()[0])
+    key = f"gaitweb:throttle:{ident}:{window}"
+    try:
+        return int(cache.incr(key))
+    except ValueError:
+        return 1 if cache.add(key, 1, timeout=period + 5) else int(cache.incr(key))
+
+
+class ApiRateThrottle(BaseThrottle):
+    """Fixed-window request counter per API key / user / client address, in a store shared by
+    every process (``throttle_count``). Rates: ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]``
+    ``apikey`` / ``user`` / ``anon``. A fixed window lets a client send up to twice the rate
+    across a window boundary; that is the price of one statement per request."""
 
     def _ident(self, request: Request) -> tuple[str, str]:
         from gaitweb.models import ApiKey
@@ -292,8 +322,6 @@ class ApiRateThrottle(BaseThrottle):
         return "anon", self.get_ident(request)
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        from django.core.cache import cache
-
         kind, ident = self._ident(request)
         rate = _rate(kind)
         if rate is None:
@@ -301,15 +329,11 @@ class ApiRateThrottle(BaseThrottle):
         limit, period = rate
         now = time.time()
         window = int(now // period)
-        key = f"gaitweb:throttle:{kind}:{ident}:{period}:{window}"
         self.wait_seconds = period - (now % period)
         try:
-            try:
-                count = cache.incr(key)
-            except ValueError:
-                count = 1 if cache.add(key, 1, timeout=period + 5) else cache.incr(key)
-        except Exception:  # the cache is down: do not take the API down with it
-            log.warning("throttle cache unavailable", exc_info=True)
+            count = throttle_count(f"{kind}:{ident}:{period}", window, period)
+        except Exception:  # the store is down: do not take the API down with it
+            log.warning("throttle store unavailable", exc_info=True)
             return True
         return count <= limit
 
@@ -322,7 +346,11 @@ class ApiRateThrottle(BaseThrottle):
 
 def _encode(values: list[Any]) -> str:
     plain = [v.isoformat() if isinstance(v, datetime) else v for v in values]
-    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
+    return (
+        base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode())
+        .decode()
+        .rstrip("=")
+    )
 
 
 def _decode(cursor: str, n: int) -> list[Any]:
@@ -332,7 +360,9 @@ def _decode(cursor: str, n: int) -> list[Any]:
     except (ValueError, TypeError):
         values = None
     if not isinstance(values, list) or len(values) != n:
-        raise InvalidInput("invalid_cursor", "the cursor is not one this API returned", details={"field": "cursor"})
+        raise InvalidInput(
+            "invalid_cursor", "the cursor is not one this API returned", details={"field": "cursor"}
+        )
     return values
 
 
@@ -345,7 +375,11 @@ def int_param(request: Request, name: str, *, default: int, lo: int, hi: int) ->
     except ValueError:
         value = lo - 1
     if not lo <= value <= hi:
-        raise InvalidInput(f"invalid_{name}", f"{name} must be an integer from {lo} to {hi}", details={"field": name})
+        raise InvalidInput(
+            f"invalid_{name}",
+            f"{name} must be an integer from {lo} to {hi}",
+            details={"field": name},
+        )
     return value
 
 
@@ -379,10 +413,18 @@ class KeysetPagination:
             if name in self.datetime_fields:
                 parsed = parse_datetime(value) if isinstance(value, str) else None
                 if parsed is None:
-                    raise InvalidInput("invalid_cursor", "the cursor is not one this API returned", details={"field": "cursor"})
+                    raise InvalidInput(
+                        "invalid_cursor",
+                        "the cursor is not one this API returned",
+                        details={"field": "cursor"},
+                    )
                 out.append(parsed)
             elif isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
-                raise InvalidInput("invalid_cursor", "the cursor is not one this API returned", details={"field": "cursor"})
+                raise InvalidInput(
+                    "invalid_cursor",
+                    "the cursor is not one this API returned",
+                    details={"field": "cursor"},
+                )
             else:
                 out.append(value)
         return out
@@ -428,5 +470,3 @@ def page_serializer(item: type[serializers.Serializer], name: str) -> type[seria
             "next_cursor": serializers.CharField(allow_null=True),
         },
     )
-
-

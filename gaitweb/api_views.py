@@ -71,7 +71,10 @@ class GaitAutoSchema(AutoSchema):
         )
         operation["responses"].setdefault(
             "415",
-            {"description": "unsupported media type", "content": {"application/json": {"schema": ref}}},
+            {
+                "description": "unsupported media type",
+                "content": {"application/json": {"schema": ref}},
+            },
         )
         return operation
 
@@ -97,7 +100,9 @@ class ApiView(APIView):
         for name, value in kwargs.items():
             json_safe_check(value, name)
 
-    def input(self, serializer_class: type[serializers.Serializer], data: Any = None) -> dict[str, Any]:
+    def input(
+        self, serializer_class: type[serializers.Serializer], data: Any = None
+    ) -> dict[str, Any]:
         """Validate the request body (or ``data``) with an input serializer."""
         data = self.request.data if data is None else data
         json_safe_check(data if isinstance(data, dict | list) else None)
@@ -113,7 +118,14 @@ class ApiView(APIView):
         return dict(s.validated_data)
 
     @staticmethod
-    def output(serializer_class: type[serializers.Serializer], value: Any, *, status: int = 200, many: bool = False, headers: dict[str, str] | None = None) -> Response:
+    def output(
+        serializer_class: type[serializers.Serializer],
+        value: Any,
+        *,
+        status: int = 200,
+        many: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         return Response(serializer_class(value, many=many).data, status=status, headers=headers)
 
 

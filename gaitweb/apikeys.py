@@ -115,13 +115,63 @@ def apikey_revoke(*, actor: Actor, prefix: str) -> ApiKey:
     bare = (prefix or "").strip().removeprefix(KEY_PREFIX).split("_", 1)[0]
     row = ApiKey.objects.filter(prefix=bare).first()
     if row is None:
-        raise NotFound("apikey_not_found", f"no API key with prefix {bare!r}", details={"prefix": bare})
+        raise NotFound(
+            "apikey_not_found", f"no API key with prefix {bare!r}", details={"prefix": bare}
+        )
     if row.revoked_at is None:
         ApiKey.objects.filter(pk=row.pk, revoked_at__isnull=True).update(
             revoked_at=timezone.now(), revoked_by=actor.name[:256]
         )
         row.refresh_from_db()
     return row
+
+
+_BY_PREFIX_FIELDS = (
+    "id",
+    "name",
+    "prefix",
+    "secret_hash",
+    "identity",
+    "scopes",
+    "user_id",
+    "created_by",
+    "created_at",
+    "last_used_at",
+    "revoked_at",
+    "revoked_by",
+)
+
+
+def _apikey_by_prefix(prefix: str) -> ApiKey | None:
+    """One indexed SELECT, without the ORM's query compilation: this runs on every API
+    request, and its CPU is a measurable share of a submit (bench/api_bench.py)."""
+    from django.db import connection
+
+    table = ApiKey._meta.db_table
+    cols = ", ".join(connection.ops.quote_name(c) for c in _BY_PREFIX_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {cols} FROM {connection.ops.quote_name(table)} WHERE prefix = %s", [prefix]
+        )
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    # from_db runs the fields' converters (JSON, datetimes) the way a queryset would
+    fields = [
+        ApiKey._meta.get_field("user").attname if f == "user_id" else f for f in _BY_PREFIX_FIELDS
+    ]
+    return ApiKey.from_db(connection.alias, fields, _convert(connection, found))
+
+
+def _convert(connection: Any, values: tuple[Any, ...]) -> list[Any]:
+    out = list(values)
+    for i, name in enumerate(_BY_PREFIX_FIELDS):
+        field = ApiKey._meta.get_field("user" if name == "user_id" else name)
+        for converter in field.get_db_converters(connection) + connection.ops.get_db_converters(
+            field
+        ):
+            out[i] = converter(out[i], field, connection)
+    return out
 
 
 def apikey_authenticate(raw: str) -> ApiKey | None:
@@ -133,7 +183,7 @@ def apikey_authenticate(raw: str) -> ApiKey | None:
     prefix, sep, secret = raw[len(KEY_PREFIX) :].partition("_")
     if not sep or not secret or len(prefix) != API_KEY_PREFIX_LEN:
         return None
-    row = ApiKey.objects.select_related("user").filter(prefix=prefix).first()
+    row = _apikey_by_prefix(prefix)
     expected = row.secret_hash if row is not None else "0" * 64
     if not hmac.compare_digest(expected, _hash(raw)) or row is None:
         return None
@@ -154,7 +204,9 @@ def apikey_actor(row: ApiKey) -> Actor:
     scopes = frozenset(row.scopes) & Scope.ALL
     if row.user is not None:
         scopes &= Actor.from_user(row.user).scopes
-    return Actor(name=row.identity, scopes=scopes, user=row.user, identity=row.identity, kind="apikey")
+    return Actor(
+        name=row.identity, scopes=scopes, user=row.user, identity=row.identity, kind="apikey"
+    )
 
 
 def apikey_as_dict(row: ApiKey) -> dict[str, Any]:

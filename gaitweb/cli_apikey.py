@@ -26,9 +26,15 @@ def _create(args: Any) -> tuple[int, dict[str, Any]]:
         User = get_user_model()
         user = User.objects.filter(**{User.USERNAME_FIELD: args.user}).first()
         if user is None:
-            raise NotFound("user_not_found", f"no user named {args.user!r}", details={"user": args.user})
+            raise NotFound(
+                "user_not_found", f"no user named {args.user!r}", details={"user": args.user}
+            )
     created = apikey_create(
-        actor=_actor(args), identity=args.identity or "", scopes=args.scopes, name=args.name or "", user=user
+        actor=_actor(args),
+        identity=args.identity or "",
+        scopes=args.scopes,
+        name=args.name or "",
+        user=user,
     )
     info = apikey_as_dict(created.api_key)
     return EXIT_OK, {
@@ -50,7 +56,10 @@ def _list(args: Any) -> tuple[int, dict[str, Any]]:
 
 def _revoke(args: Any) -> tuple[int, dict[str, Any]]:
     row = apikey_revoke(actor=_actor(args), prefix=args.prefix)
-    return EXIT_OK, {"api_key": apikey_as_dict(row), "summary": f"revoked {row.display_prefix} ({row.identity})"}
+    return EXIT_OK, {
+        "api_key": apikey_as_dict(row),
+        "summary": f"revoked {row.display_prefix} ({row.identity})",
+    }
 
 
 def register(groups: Any) -> None:
@@ -59,7 +68,9 @@ def register(groups: Any) -> None:
 
     p = sub.add_parser("create", help="create a key (printed once)")
     p.add_argument("--identity", required=True, help="agent identity the key acts as")
-    p.add_argument("--scopes", required=True, help="comma-separated: submit,control,approve,read,admin")
+    p.add_argument(
+        "--scopes", required=True, help="comma-separated: submit,control,approve,read,admin"
+    )
     p.add_argument("--name", default="", help="a label for admins")
     p.add_argument("--user", help="link to a user: the key never has more scopes than they do")
     p.add_argument("--actor", help="who creates it (journal name)")
@@ -67,7 +78,9 @@ def register(groups: Any) -> None:
     p.set_defaults(func=lambda args: run_handler(_create, args, "apikey create"))
 
     p = sub.add_parser("list", help="list keys (prefix only; the secret is never shown again)")
-    p.add_argument("--all", action="store_true", default=True, help="include revoked keys (default)")
+    p.add_argument(
+        "--all", action="store_true", default=True, help="include revoked keys (default)"
+    )
     p.add_argument("--active", dest="all", action="store_false", help="only active keys")
     add_json_flag(p)
     p.set_defaults(func=lambda args: run_handler(_list, args, "apikey list"))

@@ -28,7 +28,14 @@ TERMINAL = frozenset({"completed", "cancelled", "failed"})
 
 
 class GaitApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None, hint: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        hint: str = "",
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -55,7 +62,12 @@ class GaitClient:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self.retries = retries
-        self._http = httpx.Client(base_url=base_url.rstrip("/") + "/api/v1", headers=headers, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/api/v1",
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -68,7 +80,9 @@ class GaitClient:
 
     # --- transport ---------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, retry: bool = False, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, retry: bool = False, **kwargs: Any
+    ) -> httpx.Response:
         attempts = self.retries + 1 if retry else 1
         for attempt in range(attempts):
             try:
@@ -92,7 +106,13 @@ class GaitClient:
     def _error(response: httpx.Response) -> GaitApiError:
         try:
             err = response.json()["error"]
-            return GaitApiError(response.status_code, err["code"], err["message"], err.get("details"), err.get("hint", ""))
+            return GaitApiError(
+                response.status_code,
+                err["code"],
+                err["message"],
+                err.get("details"),
+                err.get("hint", ""),
+            )
         except (ValueError, KeyError, TypeError):
             return GaitApiError(response.status_code, "http_error", response.text[:200])
 
@@ -125,17 +145,35 @@ class GaitClient:
         parent_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        body = {"job_id": job_id, "identity": identity, "policy": policy, "spec": spec, "labels": labels, "parent_id": parent_id}
+        body = {
+            "job_id": job_id,
+            "identity": identity,
+            "policy": policy,
+            "spec": spec,
+            "labels": labels,
+            "parent_id": parent_id,
+        }
         body = {k: v for k, v in body.items() if v is not None}
         key = idempotency_key or str(uuid.uuid4())
-        return self._request("POST", "/jobs", json=body, headers={"Idempotency-Key": key}, retry=True).json()
+        return self._request(
+            "POST", "/jobs", json=body, headers={"Idempotency-Key": key}, retry=True
+        ).json()
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self._get(f"/jobs/{job_id}")
 
-    def jobs(self, *, status: str | None = None, identity: str | None = None, label: list[str] | None = None, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+    def jobs(
+        self,
+        *,
+        status: str | None = None,
+        identity: str | None = None,
+        label: list[str] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
         """All matching jobs, newest first, fetched page by page."""
-        return self._pages("/jobs", status=status, identity=identity, label=label, page_size=page_size)
+        return self._pages(
+            "/jobs", status=status, identity=identity, label=label, page_size=page_size
+        )
 
     def events(self, job_id: str) -> Iterator[dict[str, Any]]:
         return self._pages(f"/jobs/{job_id}/events")
@@ -143,8 +181,21 @@ class GaitClient:
     def steps(self, job_id: str) -> list[dict[str, Any]]:
         return list(self._pages(f"/jobs/{job_id}/steps"))
 
-    def checkpoint_add(self, job_id: str, type: str, summary: str, *, required_action: str = "", reason_code: str = "") -> dict[str, Any]:
-        body = {"type": type, "summary": summary, "required_action": required_action, "reason_code": reason_code}
+    def checkpoint_add(
+        self,
+        job_id: str,
+        type: str,
+        summary: str,
+        *,
+        required_action: str = "",
+        reason_code: str = "",
+    ) -> dict[str, Any]:
+        body = {
+            "type": type,
+            "summary": summary,
+            "required_action": required_action,
+            "reason_code": reason_code,
+        }
         return self._post(f"/jobs/{job_id}/checkpoints", body)
 
     def checkpoint_list(self, job_id: str) -> list[dict[str, Any]]:
@@ -196,7 +247,14 @@ class GaitClient:
     def verify_chain(self, job_id: str) -> dict[str, Any]:
         return self._get(f"/jobs/{job_id}/verify-chain")
 
-    def wait(self, job_id: str, *, until: set[str] | frozenset[str] = TERMINAL, timeout: float = 300, poll: float = 1.0) -> dict[str, Any]:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        until: set[str] | frozenset[str] = TERMINAL,
+        timeout: float = 300,
+        poll: float = 1.0,
+    ) -> dict[str, Any]:
         """Poll until the job's status is in ``until``; TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         while True:
@@ -209,7 +267,9 @@ class GaitClient:
 
     # --- gate, approvals, policies -----------------------------------------------------------
 
-    def gate_evaluate(self, intent: dict[str, Any], *, policy: str | None = None, policy_source: str | None = None) -> dict[str, Any]:
+    def gate_evaluate(
+        self, intent: dict[str, Any], *, policy: str | None = None, policy_source: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"intent": intent}
         if policy:
             body["policy"] = policy
@@ -217,14 +277,18 @@ class GaitClient:
             body["policy_source"] = policy_source
         return self._post("/gate/evaluate", body)
 
-    def gate_dispatch(self, job_id: str, intent: dict[str, Any], *, path: str = "api") -> dict[str, Any]:
+    def gate_dispatch(
+        self, job_id: str, intent: dict[str, Any], *, path: str = "api"
+    ) -> dict[str, Any]:
         return self._post(f"/jobs/{job_id}/gate/dispatch", {"intent": intent, "path": path})
 
     def approvals_pending(self, job_id: str | None = None) -> list[dict[str, Any]]:
         return self._get("/approvals", job_id=job_id)["results"]
 
     def approval_decide(self, request_id: str, decision: str, reason: str = "") -> dict[str, Any]:
-        return self._post(f"/approvals/{request_id}/decide", {"decision": decision, "reason": reason})
+        return self._post(
+            f"/approvals/{request_id}/decide", {"decision": decision, "reason": reason}
+        )
 
     def policies(self) -> list[dict[str, Any]]:
         return self._get("/policies")["results"]
@@ -253,11 +317,19 @@ class GaitClient:
         return self._get(f"/jobs/{job_id}/packs")["results"]
 
     def pack_download(self, pack_id: str) -> bytes:
-        return self._request("GET", f"/packs/{pack_id}/download", retry=True, headers={"Accept": "application/zip"}).content
+        return self._request(
+            "GET", f"/packs/{pack_id}/download", retry=True, headers={"Accept": "application/zip"}
+        ).content
 
     def pack_verify(self, data: bytes, *, require_signature: bool = False) -> dict[str, Any]:
         params = {"require_signature": "true"} if require_signature else {}
-        return self._request("POST", "/packs/verify", content=data, params=params, headers={"Content-Type": "application/zip"}).json()
+        return self._request(
+            "POST",
+            "/packs/verify",
+            content=data,
+            params=params,
+            headers={"Content-Type": "application/zip"},
+        ).json()
 
     def stats(self) -> dict[str, Any]:
         return self._get("/stats")

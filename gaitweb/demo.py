@@ -37,7 +37,9 @@ def _policy_binding(admin: Actor) -> Any:
     policy = Policy.objects.filter(name=POLICY_NAME).select_related("current").first()
     if policy is None or policy.current is None:
         source = (Path(settings.BASE_DIR) / "examples" / "policy.yaml").read_text()
-        version = policy_save(actor=admin, name=POLICY_NAME, source=source, description="Demo policy")
+        version = policy_save(
+            actor=admin, name=POLICY_NAME, source=source, description="Demo policy"
+        )
     else:
         version = policy.current
     return PolicyBinding(digest=version.digest, ref=f"policy:{POLICY_NAME}", version=version)
@@ -54,7 +56,9 @@ def _signing_key(admin: Actor) -> None:
             log.info("demo: no signing key created (%s)", exc.code)
 
 
-def _approval(job_id: str, *, summary: str, intent: dict[str, Any], binding: Any, hours: float, **kw: Any) -> None:
+def _approval(
+    job_id: str, *, summary: str, intent: dict[str, Any], binding: Any, hours: float, **kw: Any
+) -> None:
     from approvals.gate import gate_evaluate
     from approvals.services import approval_request_create
 
@@ -70,11 +74,21 @@ def _approval(job_id: str, *, summary: str, intent: dict[str, Any], binding: Any
     )
 
 
-def _agent_job(job_id: str, *, identity: str, binding: Any, labels: dict[str, str], plan: str, progress: list[str]) -> None:
+def _agent_job(
+    job_id: str,
+    *,
+    identity: str,
+    binding: Any,
+    labels: dict[str, str],
+    plan: str,
+    progress: list[str],
+) -> None:
     from jobs import services
 
     agent = Actor.system(AGENT, identity=identity)
-    services.job_submit(actor=agent, job_id=job_id, identity=identity, policy=binding, labels=labels)
+    services.job_submit(
+        actor=agent, job_id=job_id, identity=identity, policy=binding, labels=labels
+    )
     services.job_checkpoint_add(actor=agent, job_id=job_id, type="plan", summary=plan)
     for line in progress:
         services.job_checkpoint_add(actor=agent, job_id=job_id, type="progress", summary=line)
@@ -93,78 +107,146 @@ def _seed_agent_jobs(binding: Any) -> None:
 
     if missing("demo-refund-4711"):
         _agent_job(
-            "demo-refund-4711", identity="agent.billing", binding=binding, labels={"team": "billing", "demo": "yes"},
+            "demo-refund-4711",
+            identity="agent.billing",
+            binding=binding,
+            labels={"team": "billing", "demo": "yes"},
             plan="Refund invoice 4711 (420.00 EUR) after the customer's complaint",
-            progress=["Invoice 4711 found: 420.00 EUR, paid 2026-10-02", "Customer eligible under the 30-day policy"],
+            progress=[
+                "Invoice 4711 found: 420.00 EUR, paid 2026-10-02",
+                "Customer eligible under the 30-day policy",
+            ],
         )
         services.job_checkpoint_add(
-            actor=agent, job_id="demo-refund-4711", type="decision-needed",
-            summary="Ready to refund 420.00 EUR to card ending 4242", required_action="approve the refund",
+            actor=agent,
+            job_id="demo-refund-4711",
+            type="decision-needed",
+            summary="Ready to refund 420.00 EUR to card ending 4242",
+            required_action="approve the refund",
         )
         _approval(
-            "demo-refund-4711", summary="Refund 420.00 EUR on invoice 4711?", binding=binding, hours=20,
-            intent={"tool_name": "tool.write", "args": {"invoice": 4711, "amount": "420.00"},
-                    "targets": [{"kind": "path", "value": "/srv/staging/invoices/4711"}],
-                    "context": {"identity": "agent.billing", "job_id": "demo-refund-4711", "workspace": "/srv/staging"}},
+            "demo-refund-4711",
+            summary="Refund 420.00 EUR on invoice 4711?",
+            binding=binding,
+            hours=20,
+            intent={
+                "tool_name": "tool.write",
+                "args": {"invoice": 4711, "amount": "420.00"},
+                "targets": [{"kind": "path", "value": "/srv/staging/invoices/4711"}],
+                "context": {
+                    "identity": "agent.billing",
+                    "job_id": "demo-refund-4711",
+                    "workspace": "/srv/staging",
+                },
+            },
             required_approvals=1,
         )
     if missing("demo-wire-transfer"):
         _agent_job(
-            "demo-wire-transfer", identity="agent.treasury", binding=binding, labels={"team": "finance", "demo": "yes"},
+            "demo-wire-transfer",
+            identity="agent.treasury",
+            binding=binding,
+            labels={"team": "finance", "demo": "yes"},
             plan="Wire 12,000 EUR to supplier ACME GmbH for PO-889",
             progress=["PO-889 matched to delivery note DN-3321"],
         )
         services.job_checkpoint_add(
-            actor=agent, job_id="demo-wire-transfer", type="decision-needed",
-            summary="Wire 12,000.00 EUR to DE89 3704 0044 0532 0130 00", required_action="two reviewers approve",
+            actor=agent,
+            job_id="demo-wire-transfer",
+            type="decision-needed",
+            summary="Wire 12,000.00 EUR to DE89 3704 0044 0532 0130 00",
+            required_action="two reviewers approve",
         )
         _approval(
-            "demo-wire-transfer", summary="Wire 12,000 EUR to ACME GmbH?", binding=binding, hours=3,
-            intent={"tool_name": "bank.wire", "args": {"amount": "12000.00", "currency": "EUR"},
-                    "targets": [{"kind": "account", "value": "DE89370400440532013000"}],
-                    "context": {"identity": "agent.treasury", "job_id": "demo-wire-transfer"}},
+            "demo-wire-transfer",
+            summary="Wire 12,000 EUR to ACME GmbH?",
+            binding=binding,
+            hours=3,
+            intent={
+                "tool_name": "bank.wire",
+                "args": {"amount": "12000.00", "currency": "EUR"},
+                "targets": [{"kind": "account", "value": "DE89370400440532013000"}],
+                "context": {"identity": "agent.treasury", "job_id": "demo-wire-transfer"},
+            },
             on_expiry="escalate",
         )
     if missing("demo-crawl-docs"):
         _agent_job(
-            "demo-crawl-docs", identity="agent.research", binding=binding, labels={"team": "docs", "demo": "yes"},
+            "demo-crawl-docs",
+            identity="agent.research",
+            binding=binding,
+            labels={"team": "docs", "demo": "yes"},
             plan="Crawl the product docs and summarise breaking changes",
             progress=["Fetched 120 of 340 pages", "Fetched 260 of 340 pages"],
         )
     if missing("demo-sync-crm"):
         _agent_job(
-            "demo-sync-crm", identity="agent.sales", binding=binding, labels={"team": "sales", "demo": "yes"},
-            plan="Sync 2,000 CRM contacts to the newsletter tool", progress=["Synced 800 of 2,000"],
+            "demo-sync-crm",
+            identity="agent.sales",
+            binding=binding,
+            labels={"team": "sales", "demo": "yes"},
+            plan="Sync 2,000 CRM contacts to the newsletter tool",
+            progress=["Synced 800 of 2,000"],
         )
-        services.job_pause(actor=ops, job_id="demo-sync-crm", reason="newsletter tool maintenance window")
+        services.job_pause(
+            actor=ops, job_id="demo-sync-crm", reason="newsletter tool maintenance window"
+        )
     if missing("demo-cleanup-tmp"):
         _agent_job(
-            "demo-cleanup-tmp", identity="agent.ops", binding=binding, labels={"team": "ops", "demo": "yes"},
-            plan="Delete build artefacts older than 30 days", progress=[],
+            "demo-cleanup-tmp",
+            identity="agent.ops",
+            binding=binding,
+            labels={"team": "ops", "demo": "yes"},
+            plan="Delete build artefacts older than 30 days",
+            progress=[],
         )
         services.job_checkpoint_add(
-            actor=agent, job_id="demo-cleanup-tmp", type="blocked",
-            summary="tool.delete is blocked by policy (destructive_tool_blocked)", reason_code="policy_blocked",
+            actor=agent,
+            job_id="demo-cleanup-tmp",
+            type="blocked",
+            summary="tool.delete is blocked by policy (destructive_tool_blocked)",
+            reason_code="policy_blocked",
         )
     if missing("demo-email-blast"):
         _agent_job(
-            "demo-email-blast", identity="agent.marketing", binding=binding, labels={"team": "marketing", "demo": "yes"},
-            plan="Send the November campaign to 48,000 subscribers", progress=["Sent 1,200 of 48,000"],
+            "demo-email-blast",
+            identity="agent.marketing",
+            binding=binding,
+            labels={"team": "marketing", "demo": "yes"},
+            plan="Send the November campaign to 48,000 subscribers",
+            progress=["Sent 1,200 of 48,000"],
         )
-        services.job_stop(actor=ops, job_id="demo-email-blast", reason="wrong segment: unsubscribed users included")
+        services.job_stop(
+            actor=ops,
+            job_id="demo-email-blast",
+            reason="wrong segment: unsubscribed users included",
+        )
     if missing("demo-old-import"):
         _agent_job(
-            "demo-old-import", identity="agent.ops", binding=binding, labels={"team": "ops", "demo": "yes"},
-            plan="Import the 2019 archive", progress=[],
+            "demo-old-import",
+            identity="agent.ops",
+            binding=binding,
+            labels={"team": "ops", "demo": "yes"},
+            plan="Import the 2019 archive",
+            progress=[],
         )
-        services.job_cancel(actor=ops, job_id="demo-old-import", reason="superseded by the new archive format")
+        services.job_cancel(
+            actor=ops, job_id="demo-old-import", reason="superseded by the new archive format"
+        )
     if missing("demo-nightly-report"):
         _agent_job(
-            "demo-nightly-report", identity="agent.reports", binding=binding, labels={"team": "finance", "demo": "yes"},
-            plan="Build the nightly revenue report", progress=["Queried 14 ledgers", "Rendered 6 charts"],
+            "demo-nightly-report",
+            identity="agent.reports",
+            binding=binding,
+            labels={"team": "finance", "demo": "yes"},
+            plan="Build the nightly revenue report",
+            progress=["Queried 14 ledgers", "Rendered 6 charts"],
         )
         services.job_checkpoint_add(
-            actor=agent, job_id="demo-nightly-report", type="completed", summary="Report published to /reports/2026-11-21",
+            actor=agent,
+            job_id="demo-nightly-report",
+            type="completed",
+            summary="Report published to /reports/2026-11-21",
         )
         from packs.services import pack_build
 
@@ -175,8 +257,16 @@ ENGINE_JOBS: dict[str, dict[str, Any]] = {
     "demo-etl-pipeline": {
         "description": "Extract, add up and report",
         "steps": [
-            {"name": "extract-a", "kind": "python", "with": {"function": "add", "args": {"a": 2, "b": 3}}},
-            {"name": "extract-b", "kind": "python", "with": {"function": "add", "args": {"a": 10, "b": 20}}},
+            {
+                "name": "extract-a",
+                "kind": "python",
+                "with": {"function": "add", "args": {"a": 2, "b": 3}},
+            },
+            {
+                "name": "extract-b",
+                "kind": "python",
+                "with": {"function": "add", "args": {"a": 10, "b": 20}},
+            },
             {"name": "total", "kind": "python", "with": {"function": "sum_outputs"}},
             {"name": "report", "kind": "command", "with": {"argv": ["echo", "report ready"]}},
         ],
@@ -184,16 +274,32 @@ ENGINE_JOBS: dict[str, dict[str, Any]] = {
     "demo-flaky-upload": {
         "description": "An upload whose last step gives up",
         "steps": [
-            {"name": "prepare", "kind": "python", "with": {"function": "echo", "args": {"files": 3}}},
-            {"name": "upload", "kind": "python", "with": {"function": "fail", "args": {"error": "QuotaExceeded"}}},
+            {
+                "name": "prepare",
+                "kind": "python",
+                "with": {"function": "echo", "args": {"files": 3}},
+            },
+            {
+                "name": "upload",
+                "kind": "python",
+                "with": {"function": "fail", "args": {"error": "QuotaExceeded"}},
+            },
             {"name": "notify", "kind": "python", "with": {"function": "noop"}},
         ],
     },
     "demo-wait-for-invoice": {
         "description": "Waits for the invoice-paid signal",
         "steps": [
-            {"name": "send-invoice", "kind": "python", "with": {"function": "echo", "args": {"invoice": 991}}},
-            {"name": "wait-paid", "kind": "wait_event", "with": {"signal": "invoice-paid", "timeout": "7d"}},
+            {
+                "name": "send-invoice",
+                "kind": "python",
+                "with": {"function": "echo", "args": {"invoice": 991}},
+            },
+            {
+                "name": "wait-paid",
+                "kind": "wait_event",
+                "with": {"signal": "invoice-paid", "timeout": "7d"},
+            },
             {"name": "ship", "kind": "python", "with": {"function": "noop"}},
         ],
     },
@@ -216,7 +322,13 @@ def _seed_engine_jobs() -> None:
     for job_id, spec in ENGINE_JOBS.items():
         if Job.objects.filter(job_id=job_id).exists():
             continue
-        services.job_submit(actor=operator, job_id=job_id, identity="agent.pipeline", spec=spec, labels={"demo": "yes", "team": "data"})
+        services.job_submit(
+            actor=operator,
+            job_id=job_id,
+            identity="agent.pipeline",
+            spec=spec,
+            labels={"demo": "yes", "team": "data"},
+        )
 
 
 def demo_seed() -> dict[str, Any]:

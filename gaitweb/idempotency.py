@@ -66,13 +66,15 @@ def job_submit_idempotent(
     else:
         return submit(), False
     body_digest = digest(body)
-    found = _existing(rec_owner, key, body_digest, code=code)
-    if found is not None:
-        return found, True
+    # Optimistic: a first submit (the common case) costs no lookup. A retry finds its key taken
+    # (the job id exists, or the record's unique constraint fires and the new job rolls back)
+    # and is answered from the record.
     try:
         with transaction.atomic():
             job = submit()
-            IdempotencyRecord.objects.create(owner=rec_owner, key=key, request_digest=body_digest, job=job)
+            IdempotencyRecord.objects.create(
+                owner=rec_owner, key=key, request_digest=body_digest, job=job
+            )
         return job, False
     except (IntegrityError, GaitError) as exc:
         # lost a race with an identical request, or the job id was taken: the record decides

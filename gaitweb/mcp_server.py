@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
@@ -93,7 +93,9 @@ def _tool(fn: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
                 text="refused: internal_error",
             )
         finally:
-            close_old_connections()
+            # tools run on the SDK's worker threads, each with its own connection: close it
+            # rather than leave one idle connection per thread the pool ever used
+            connections.close_all()
         payload.setdefault("ok", True)
         return _result(payload, text=payload.pop("_text", ""))
 

@@ -76,3 +76,16 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner}:{self.key}"
+
+
+class ThrottleCounter(models.Model):
+    """The API's request counter per client (gaitweb.api.ApiRateThrottle) when the shared
+    cache is the database cache: one row per client, bumped by a single atomic upsert. (The
+    database cache cannot increment atomically, and a get + set costs six statements.)"""
+
+    ident = models.CharField(max_length=200, primary_key=True)
+    window_start = models.BigIntegerField()
+    count = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.ident}: {self.count}"

@@ -157,7 +157,7 @@ def _run_response(fire: TemplateFire, status: int) -> Response:
 
 
 class TemplatesView(ApiView):
-    required_scopes = {"GET": READ, "POST": SUBMIT}
+    required_scopes = {"GET": READ, "POST": CONTROL}
 
     @extend_schema(
         operation_id="templates_list",

@@ -248,7 +248,128 @@ class _Runner:
 
     # -- claim --
 
+    @staticmethod
+    def _claim_kind(job: Job, now: datetime) -> tuple[str, str] | None:
+        """(event type, reason) of claiming ``job`` now ("" for a silent continuation), or None
+        if this delivery must not claim it."""
+        if job.step_count == 0:
+            return None
+        if job.status == S.QUEUED:
+            return "started", "job_started"
+        if job.status == S.WAITING:
+            if job.wake_at is None or job.wake_at > now:
+                return None  # early or duplicate wake-up; the due one will come
+            return "started", "job_started"
+        if job.status == S.RUNNING:
+            if job.lease_token is None:
+                return "", ""  # the previous slice yielded: just continue
+            if job.lease_expires_at is None or job.lease_expires_at < now:
+                return "recovered", "job_recovered_after_restart"
+            return None  # held by a live worker: a duplicate delivery
+        return None
+
     def claim(self) -> bool:
+        if connection.vendor == "postgresql":
+            return self._claim_pg()
+        return self._claim_locked()
+
+    def _claim_pg(self) -> bool:
+        """Optimistic claim, two round trips and one commit: read the job with the StepRuns of
+        its current step (and earlier outputs), then one statement takes the lease and journals
+        the claim only if nothing changed since the read (revision, status and lease token)."""
+        from django.db.models.expressions import RawSQL
+
+        st = StepRun._meta.db_table
+        jt = Job._meta.db_table
+        runs_sql = (
+            "SELECT coalesce(json_agg(json_build_object('id', r.id, 'attempt', r.attempt, 'status', r.status, "
+            "'error', r.error, 'input', r.input, 'output', r.output, 'worker', r.worker) ORDER BY r.attempt), '[]'::json) "
+            f'FROM "{st}" r WHERE r.job_id = "{jt}"."id" AND r.step_index = "{jt}"."cursor"'
+        )
+        outputs_sql = (
+            f'CASE WHEN "{jt}"."cursor" > 0 THEN (SELECT json_object_agg(o.step_name, o.output) '
+            f'FROM "{st}" o WHERE o.job_id = "{jt}"."id" AND o.status = \'succeeded\') END'
+        )
+        for _ in range(10):
+            now = timezone.now()
+            job = (
+                Job.objects.filter(job_id=self.job_id)
+                .annotate(_runs=RawSQL(runs_sql, []), _outputs=RawSQL(outputs_sql, []))
+                .first()
+            )
+            if job is None:
+                return False
+            kind = self._claim_kind(job, now)
+            if kind is None:
+                return False
+            event_type, reason = kind
+            lease = now + timedelta(seconds=float(_gait("LEASE_SECONDS")))
+            old = {"revision": job.revision, "status": job.status, "token": job.lease_token}
+            previous_owner = job.lease_owner
+            job.status, job.lease_token, job.lease_owner = S.RUNNING, self.token, self.owner[:128]
+            job.lease_expires_at, job.wake_at = lease, None
+            job.started_at = job.started_at or now
+            params: list[Any]
+            if event_type:
+                job.status_reason_code = reason
+                payload: dict[str, Any] = {"worker": self.owner, "cursor": job.cursor}
+                if event_type == "recovered":
+                    payload["previous_worker"] = previous_owner
+                event = event_build(
+                    job, type=event_type, actor=ENGINE_ACTOR, reason_code=reason, payload=payload
+                )
+                sql = (
+                    f'WITH j AS (UPDATE "{jt}" SET "status" = \'running\', "status_reason_code" = %s, '
+                    '"lease_token" = %s, "lease_owner" = %s, "lease_expires_at" = %s, "wake_at" = NULL, '
+                    '"started_at" = %s, "revision" = %s, "last_event_hash" = %s, "updated_at" = %s '
+                    'WHERE "id" = %s AND "revision" = %s AND "status" = %s AND "lease_token" IS NOT DISTINCT FROM %s '
+                    'RETURNING "id"), '
+                    f'e AS (INSERT INTO "{JobEvent._meta.db_table}" ("job_id", "revision", "type", "actor", '
+                    '"reason_code", "payload", "created_at", "prev_hash", "hash") '
+                    "SELECT j.id, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM j) "
+                    "SELECT count(*) FROM j"
+                )
+                params = [
+                    reason, self.token, job.lease_owner, lease, job.started_at, event.revision, event.hash, now,
+                    job.pk, old["revision"], old["status"], old["token"],
+                    event.revision, event.type, event.actor, event.reason_code, json.dumps(event.payload),
+                    event.created_at, event.prev_hash, event.hash,
+                ]  # fmt: skip
+            else:
+                sql = (
+                    f'UPDATE "{jt}" SET "lease_token" = %s, "lease_owner" = %s, "lease_expires_at" = %s, '
+                    '"updated_at" = %s WHERE "id" = %s AND "revision" = %s AND "status" = %s '
+                    'AND "lease_token" IS NULL RETURNING 1'
+                )
+                params = [
+                    self.token,
+                    job.lease_owner,
+                    lease,
+                    now,
+                    job.pk,
+                    old["revision"],
+                    old["status"],
+                ]
+            with connection.cursor() as cur:
+                cur.execute(sql, params)
+                row = cur.fetchone()
+            if not row or not row[0]:
+                continue  # someone changed the job since we read it: look again
+            self.job = job
+            self.last_renew = time.monotonic()
+            self.outputs = dict(job._outputs or {})  # type: ignore[attr-defined]
+            self.runs = [_steprun_from_json(job, r) for r in job._runs]  # type: ignore[attr-defined]
+            if any(r.status == R.STARTED for r in self.runs):
+                with transaction.atomic():
+                    self._locked()
+                    self.job.spec = job.spec  # type: ignore[union-attr]
+                    if self._in_doubt_check():
+                        return False
+            return True
+        return False
+
+    def _claim_locked(self) -> bool:
+        """The claim with the row locked (SQLite, where IMMEDIATE transactions serialize)."""
         now = timezone.now()
         lease = now + timedelta(seconds=float(_gait("LEASE_SECONDS")))
         with transaction.atomic():
@@ -411,6 +532,12 @@ class _Runner:
             if cursor is not None:
                 job.cursor = cursor
                 fields.append("cursor")
+            if (
+                status == S.WAITING
+                and job.deadline is not None
+                and (wake_at is None or job.deadline < wake_at)
+            ):
+                wake_at = job.deadline  # wake to fail it with job_timeout when the deadline passes
             job.wake_at = wake_at
             fields.append("wake_at")
             if release:
@@ -452,7 +579,8 @@ class _Runner:
     ) -> str:
         """Record the succeeded StepRun, its event and the new cursor; return the job's status.
         Guarded by the lease token (a worker that lost its lease cannot write) and by the
-        revision (a lifecycle service that journaled meanwhile makes us rebuild the event)."""
+        revision (a lifecycle service that journaled meanwhile makes us rebuild the event).
+        After the last step the same statement completes the job (PostgreSQL)."""
         job = self.job
         assert job is not None
         now = timezone.now()
@@ -462,6 +590,7 @@ class _Runner:
             "attempt": attempt,
             "duration_ms": int((now - started_at).total_seconds() * 1000),
         }
+        last = job.cursor + 1 == job.step_count
         for _ in range(20):
             prev_rev, prev_hash = job.revision, job.last_event_hash
             event = event_build(
@@ -471,12 +600,23 @@ class _Runner:
                 reason_code="step_succeeded",
                 payload=payload,
             )
+            done = None
+            if last and connection.vendor == "postgresql":
+                done = event_build(
+                    job,
+                    type="completed",
+                    actor=ENGINE_ACTOR,
+                    reason_code="job_succeeded",
+                    payload={"steps": job.step_count},
+                )
             status = self._write_success(
-                job, prev_rev, event, step, attempt, result, started_at, now, run_id
+                job, prev_rev, event, done, step, attempt, result, started_at, now, run_id
             )
             if status is not None:
                 job.cursor += 1
                 job.status = status
+                if done is not None and status != S.COMPLETED:  # paused/stopped meanwhile
+                    job.revision, job.last_event_hash = event.revision, event.hash
                 return status
             job.revision, job.last_event_hash = prev_rev, prev_hash
             fresh = (
@@ -499,6 +639,7 @@ class _Runner:
         job: Job,
         prev_rev: int,
         event: JobEvent,
+        done: JobEvent | None,
         step: dict[str, Any],
         attempt: int,
         result: StepResult,
@@ -506,6 +647,10 @@ class _Runner:
         finished_at: datetime,
         run_id: int | None,
     ) -> str | None:
+        """One statement (a data-modifying CTE): update the job if we hold the lease and the
+        revision is the one we chained from, record the StepRun and the event(s), return the
+        job's status. ``done`` is the ``completed`` event of the last step: the job completes in
+        the same statement unless it left ``running`` meanwhile (pause, stop)."""
         lease = finished_at + timedelta(seconds=float(_gait("LEASE_SECONDS")))
         output_json = json.dumps(result.output)
         if connection.vendor != "postgresql":
@@ -518,64 +663,83 @@ class _Runner:
         # not dispatch it (pause, stop, slice end), _drop_prestarted deletes the row; a crash in
         # between leaves it ``started``, which recovery treats as in doubt: the conservative
         # reading, exactly as for a crash right after a separate ``started`` commit.
-        steps = job.steps
-        nxt = steps[job.cursor + 1] if job.cursor + 1 < job.step_count else None
+        nxt = job.steps[job.cursor + 1] if job.cursor + 1 < job.step_count else None
         prestart = (
             nxt is not None
             and not nxt["idempotent"]
             and nxt["kind"] not in PARKING_KINDS
             and job.policy_id is None
         )
+        params: list[Any] = []
+        if done is None:
+            job_sql = (
+                f'UPDATE "{jt}" SET "cursor" = "cursor" + 1, "revision" = %s, "last_event_hash" = %s, '
+                '"updated_at" = %s, "lease_expires_at" = %s '
+                'WHERE "id" = %s AND "lease_token" = %s AND "revision" = %s RETURNING "id", "status"'
+            )
+            params += [event.revision, event.hash, finished_at, lease, job.pk, self.token, prev_rev]
+        else:
+            # right-hand sides see the row before the update: "status" is the old status
+            run = "\"status\" = 'running'"
+            job_sql = (
+                f'UPDATE "{jt}" SET "cursor" = "cursor" + 1, '
+                f'"revision" = CASE WHEN {run} THEN %s ELSE %s END, '
+                f'"last_event_hash" = CASE WHEN {run} THEN %s ELSE %s END, '
+                f'"status_reason_code" = CASE WHEN {run} THEN \'job_succeeded\' ELSE "status_reason_code" END, '
+                f'"finished_at" = CASE WHEN {run} THEN %s ELSE "finished_at" END, '
+                f'"outputs" = CASE WHEN {run} THEN %s::jsonb ELSE "outputs" END, '
+                f'"lease_token" = CASE WHEN {run} THEN NULL ELSE "lease_token" END, '
+                f'"lease_owner" = CASE WHEN {run} THEN \'\' ELSE "lease_owner" END, '
+                f'"lease_expires_at" = CASE WHEN {run} THEN NULL ELSE %s END, '
+                f'"status" = CASE WHEN {run} THEN \'completed\' ELSE "status" END, '
+                '"updated_at" = %s '
+                'WHERE "id" = %s AND "lease_token" = %s AND "revision" = %s RETURNING "id", "status"'
+            )
+            outputs = {**self.outputs, step["name"]: result.output}
+            params += [
+                done.revision, event.revision, done.hash, event.hash, finished_at,
+                json.dumps(outputs), lease, finished_at, job.pk, self.token, prev_rev,
+            ]  # fmt: skip
         if run_id is None:
             step_sql = (
                 f'INSERT INTO "{st}" ("job_id", "step_index", "step_name", "attempt", "status", "idempotency_key", '
                 '"input", "output", "error", "stdout", "stderr", "worker", "started_at", "finished_at") '
                 "SELECT j.id, %s, %s, %s, 'succeeded', %s, %s::jsonb, %s::jsonb, NULL, %s, %s, %s, %s, %s FROM j"
             )
-            step_params = [
-                job.cursor,
-                step["name"],
-                attempt,
-                self.idempotency_key(step),
-                json.dumps(step["with"]),
-                output_json,
-                result.stdout,
-                result.stderr,
-                self.owner[:128],
-                started_at,
-                finished_at,
-            ]
+            params += [
+                job.cursor, step["name"], attempt, self.idempotency_key(step), json.dumps(step["with"]),
+                output_json, result.stdout, result.stderr, self.owner[:128], started_at, finished_at,
+            ]  # fmt: skip
         else:
             step_sql = (
                 f'UPDATE "{st}" SET "status" = \'succeeded\', "output" = %s::jsonb, "stdout" = %s, "stderr" = %s, '
                 f'"finished_at" = %s FROM j WHERE "{st}"."id" = %s'
             )
-            step_params = [output_json, result.stdout, result.stderr, finished_at, run_id]
-        sql = (
-            f'WITH j AS (UPDATE "{jt}" SET "cursor" = "cursor" + 1, "revision" = %s, "last_event_hash" = %s, '
-            '"updated_at" = %s, "lease_expires_at" = %s '
-            'WHERE "id" = %s AND "lease_token" = %s AND "revision" = %s RETURNING "id", "status"), '
-            f"s AS ({step_sql}), "
-            f'e AS (INSERT INTO "{et}" ("job_id", "revision", "type", "actor", "reason_code", "payload", "created_at", "prev_hash", "hash") '
-            "SELECT j.id, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM j) "
-            + (
+            params += [output_json, result.stdout, result.stderr, finished_at, run_id]
+        event_cols = '("job_id", "revision", "type", "actor", "reason_code", "payload", "created_at", "prev_hash", "hash")'
+        sql = f'WITH j AS ({job_sql}), s AS ({step_sql}), e AS (INSERT INTO "{et}" {event_cols} SELECT j.id, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM j)'
+        params += [
+            event.revision, event.type, event.actor, event.reason_code, json.dumps(event.payload),
+            event.created_at, event.prev_hash, event.hash,
+        ]  # fmt: skip
+        if done is not None:
+            sql += (
+                f', d AS (INSERT INTO "{et}" {event_cols} SELECT j.id, %s, %s, %s, %s, %s::jsonb, %s, %s, %s '
+                "FROM j WHERE j.status = 'completed')"
+            )
+            params += [
+                done.revision, done.type, done.actor, done.reason_code, json.dumps(done.payload),
+                done.created_at, done.prev_hash, done.hash,
+            ]  # fmt: skip
+        if prestart:
+            assert nxt is not None
+            sql += (
                 f', n AS (INSERT INTO "{st}" ("job_id", "step_index", "step_name", "attempt", "status", '
                 '"idempotency_key", "input", "output", "error", "stdout", "stderr", "worker", "started_at", '
                 "\"finished_at\") SELECT j.id, %s, %s, 1, 'started', %s, %s::jsonb, NULL, NULL, '', '', %s, %s, NULL "
                 "FROM j WHERE j.status = 'running' RETURNING \"id\") "
                 'SELECT j."status", (SELECT "id" FROM n) FROM j'
-                if prestart
-                else 'SELECT "status", NULL FROM j'
             )
-        )
-        params = [
-            event.revision, event.hash, finished_at, lease, job.pk, self.token, prev_rev,
-            *step_params,
-            event.revision, event.type, event.actor, event.reason_code, json.dumps(event.payload),
-            event.created_at, event.prev_hash, event.hash,
-        ]  # fmt: skip
-        if prestart:
-            assert nxt is not None
             params += [
                 job.cursor + 1,
                 nxt["name"],
@@ -584,6 +748,8 @@ class _Runner:
                 self.owner[:128],
                 finished_at,
             ]
+        else:
+            sql += ' SELECT "status", NULL FROM j'
         with connection.cursor() as cur:
             cur.execute(sql, params)
             row = cur.fetchone()
@@ -672,6 +838,8 @@ class _Runner:
             if self.lease_lost:
                 raise _LeaseLost
             status = self.preempted or job.status
+            if status == S.COMPLETED:  # the last checkpoint completed the job
+                return "completed"
             if self.prestarted is not None and (
                 status != S.RUNNING
                 or self.prestarted[0] != job.cursor
@@ -1258,6 +1426,23 @@ class _Runner:
                 payload={"step": step["name"], "step_index": job.cursor, "gate": result},
             )
         return False
+
+
+def _steprun_from_json(job: Job, r: dict[str, Any]) -> StepRun:
+    """A StepRun from the claim query's json_agg row (enough fields for the loop's decisions
+    and for ``save(update_fields=…)``)."""
+    return StepRun(
+        id=r["id"],
+        job=job,
+        step_index=job.cursor,
+        step_name=job.current_step_name,
+        attempt=r["attempt"],
+        status=r["status"],
+        error=r["error"],
+        input=r["input"] or {},
+        output=r["output"],
+        worker=r["worker"] or "",
+    )
 
 
 def _token_param(token: uuid.UUID) -> Any:

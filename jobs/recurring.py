@@ -14,9 +14,10 @@ two chains of the fire loop, can never create two runs for one slot.
 **On time.** django-q2's scheduler ticks every 30 s, too coarse for "within a few seconds of
 the slot". The fire loop is a task that re-enqueues itself through the delayed ORM broker
 (jobs/broker.py) for the earliest ``next_fire_at`` (at most ``RECURRING_TICK_SECONDS`` ahead),
-so it wakes at the slot with the broker's poll precision. One chain runs at a time (a token in
-the cache, like the engine's sweep); a django-q2 Schedule restarts the chain within a minute if
-every worker died, and creating or enabling a template kicks it at once.
+so it wakes at the slot with the broker's poll precision. Each link is enqueued twice (on time
+and a backup) and claimed once, so a worker killed while holding a link costs seconds. One
+chain runs at a time (a token in the cache, like the engine's sweep); a django-q2 Schedule
+restarts the chain within a minute if it died, and creating or enabling a template kicks it.
 
 **Continuity.** ``fresh`` runs know nothing of each other; a ``resume`` run's fire row carries
 ``{handle, sequence, previous_job_id, previous_status, previous_outputs}`` (the previous run's
@@ -322,7 +323,6 @@ def template_create(
 ) -> JobTemplate:
     """Create a template; with ``cron`` it fires from the next slot on. Everything is validated
     before anything is written (``invalid_cron``, ``invalid_timezone``, ``spec_*`` …)."""
-    actor.require(Scope.SUBMIT)
     actor.require(Scope.CONTROL)
     name = _text(name, "name", NAME_MAX, required=True)
     template_id = template_id_check(template_id or slugify(name)[:64] or "")
@@ -375,7 +375,6 @@ UPDATABLE = {
 
 def template_update(*, actor: Actor, template_id: str, **changes: Any) -> JobTemplate:
     """Change some fields. A new cron, timezone or enabled flag reschedules from now."""
-    actor.require(Scope.SUBMIT)
     actor.require(Scope.CONTROL)
     unknown = sorted(set(changes) - UPDATABLE)
     if unknown:
@@ -647,6 +646,7 @@ def recurring_fire_due(*, now: datetime | None = None, limit: int = 100) -> dict
     )
     held = list(
         TemplateFire.objects.filter(status=FireStatus.PENDING, template__enabled=True)
+        .order_by("template_id")
         .values_list("template_id", flat=True)
         .distinct()[:limit]
     )

@@ -80,7 +80,12 @@ def _transition_refused(job: Job, action: str, allowed: Iterable[str]) -> Confli
     return Conflict(
         "invalid_transition",
         f"cannot {action} a job that is {job.status}",
-        details={"job_id": job.job_id, "status": job.status, "action": action, "allowed_from": sorted(allowed)},
+        details={
+            "job_id": job.job_id,
+            "status": job.status,
+            "action": action,
+            "allowed_from": sorted(allowed),
+        },
         hint=f"{action} is allowed from: {', '.join(sorted(allowed))}",
     )
 
@@ -112,11 +117,17 @@ def _labels(labels: Any) -> dict[str, str]:
     if labels is None:
         return {}
     if not isinstance(labels, dict) or len(labels) > LABELS_MAX:
-        raise InvalidInput("invalid_labels", f"labels must be an object of at most {LABELS_MAX} string pairs")
+        raise InvalidInput(
+            "invalid_labels", f"labels must be an object of at most {LABELS_MAX} string pairs"
+        )
     out = {}
     for k, v in labels.items():
         if not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > 64 or len(v) > 256:
-            raise InvalidInput("invalid_labels", "label keys (1-64 chars) and values (≤256 chars) must be strings", details={"label": str(k)[:64]})
+            raise InvalidInput(
+                "invalid_labels",
+                "label keys (1-64 chars) and values (≤256 chars) must be strings",
+                details={"label": str(k)[:64]},
+            )
         out[k] = v
     return out
 
@@ -157,7 +168,9 @@ def job_submit(
         normalized = spec_validate(spec)
     steps = normalized.get("steps", [])
     if identity and identity in identity_revoked_set():
-        raise PolicyRefused("identity_revoked", f"identity {identity!r} is revoked", details={"identity": identity})
+        raise PolicyRefused(
+            "identity_revoked", f"identity {identity!r} is revoked", details={"identity": identity}
+        )
 
     now = timezone.now()
     with transaction.atomic():
@@ -185,7 +198,9 @@ def job_submit(
             with transaction.atomic():
                 job.save(force_insert=True)
         except IntegrityError:
-            raise Conflict("job_exists", f"a job with id {job_id!r} already exists", details={"job_id": job_id}) from None
+            raise Conflict(
+                "job_exists", f"a job with id {job_id!r} already exists", details={"job_id": job_id}
+            ) from None
         event_append(
             job,
             type="submitted",
@@ -380,7 +395,14 @@ def job_stop(*, actor: Actor, job_id: str, reason: str = "") -> Job:
             actor=actor.name,
             reason_code="emergency_stop_preempted",
             payload={"reason": reason, "previous_status": previous},
-            update_fields=["status", "status_reason_code", "stop_reason", "stopped_at", "stopped_by", "wake_at"],
+            update_fields=[
+                "status",
+                "status_reason_code",
+                "stop_reason",
+                "stopped_at",
+                "stopped_by",
+                "wake_at",
+            ],
         )
     return job
 
@@ -389,16 +411,29 @@ def _approval_window(job: Job) -> tuple[int, int, list[JobEvent]]:
     """(revision of the last resume, revision of the newest approval-needing event since, the
     approved events since the last resume)."""
     last_resume = (
-        JobEvent.objects.filter(job=job, type="resumed").order_by("-revision").values_list("revision", flat=True).first()
+        JobEvent.objects.filter(job=job, type="resumed")
+        .order_by("-revision")
+        .values_list("revision", flat=True)
+        .first()
         or 0
     )
     since = list(
         JobEvent.objects.filter(job=job, revision__gt=last_resume)
-        .filter(type__in=["checkpoint_added", "rejected", "emergency_stop_acknowledged", "approval_requested", "approved"])
+        .filter(
+            type__in=[
+                "checkpoint_added",
+                "rejected",
+                "emergency_stop_acknowledged",
+                "approval_requested",
+                "approved",
+            ]
+        )
         .order_by("revision")
         .only("revision", "type", "reason_code", "actor", "payload")
     )
-    needing = max((e.revision for e in since if (e.type, e.reason_code) in APPROVAL_NEEDING), default=0)
+    needing = max(
+        (e.revision for e in since if (e.type, e.reason_code) in APPROVAL_NEEDING), default=0
+    )
     approvals = [e for e in since if e.type == "approved"]
     return last_resume, needing, approvals
 
@@ -416,14 +451,26 @@ def _forbid_self_approval(job: Job, actor: Actor) -> None:
         )
 
 
-def job_approve(*, actor: Actor, job_id: str, reason: str = "", _decided_request: str = "") -> Job:
-    """Record an approval. The status is unchanged; a resume then checks for it."""
+def job_approve(
+    *,
+    actor: Actor,
+    job_id: str,
+    reason: str = "",
+    allow_self_approval: bool = False,
+    _decided_request: str = "",
+) -> Job:
+    """Record an approval. The status is unchanged; a resume then checks for it.
+    ``allow_self_approval`` is set by the approvals flow when the policy turns separation of
+    duties off (``forbid_self_approval: false``)."""
     actor.require(Scope.APPROVE)
     reason = _reason(reason)
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
-        _require_status(job, "approve", {S.DECISION_NEEDED, S.PAUSED, S.BLOCKED, S.EMERGENCY_STOPPED})
-        _forbid_self_approval(job, actor)
+        _require_status(
+            job, "approve", {S.DECISION_NEEDED, S.PAUSED, S.BLOCKED, S.EMERGENCY_STOPPED}
+        )
+        if not allow_self_approval:
+            _forbid_self_approval(job, actor)
         _, needing, approvals = _approval_window(job)
         if any(a.revision > needing for a in approvals) and not _decided_request:
             raise Conflict(
@@ -435,17 +482,27 @@ def job_approve(*, actor: Actor, job_id: str, reason: str = "", _decided_request
         payload: dict[str, Any] = {"reason": reason}
         if _decided_request:
             payload["approval_request"] = _decided_request
-        event_append(job, type="approved", actor=actor.name, reason_code="approval_recorded", payload=payload)
+        event_append(
+            job, type="approved", actor=actor.name, reason_code="approval_recorded", payload=payload
+        )
     return job
 
 
-def job_reject(*, actor: Actor, job_id: str, reason: str = "", _decided_request: str = "") -> Job:
+def job_reject(
+    *,
+    actor: Actor,
+    job_id: str,
+    reason: str = "",
+    allow_self_approval: bool = False,
+    _decided_request: str = "",
+) -> Job:
     actor.require(Scope.APPROVE)
     reason = _text(reason, "reason", max_bytes=1024, required=True, code="reason_too_long")
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
         _require_status(job, "reject", {S.DECISION_NEEDED})
-        _forbid_self_approval(job, actor)
+        if not allow_self_approval:
+            _forbid_self_approval(job, actor)
         job.status = S.BLOCKED
         job.status_reason_code = "approval_rejected"
         payload: dict[str, Any] = {"reason": reason}
@@ -486,7 +543,9 @@ def job_resume(
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
         # (1) status
-        _require_status(job, "resume", {S.PAUSED, S.DECISION_NEEDED, S.BLOCKED, S.EMERGENCY_STOPPED})
+        _require_status(
+            job, "resume", {S.PAUSED, S.DECISION_NEEDED, S.BLOCKED, S.EMERGENCY_STOPPED}
+        )
         # (2) approvals
         _, needing, approvals = _approval_window(job)
         if needing and not any(a.revision > needing for a in approvals):
@@ -498,7 +557,9 @@ def job_resume(
                 exit_code=4,
             )
         pending = list(
-            ApprovalRequest.objects.filter(job=job, status=ApprovalStatus.PENDING).values_list("request_id", flat=True)
+            ApprovalRequest.objects.filter(job=job, status=ApprovalStatus.PENDING).values_list(
+                "request_id", flat=True
+            )
         )
         if pending:
             raise PolicyRefused(
@@ -536,7 +597,9 @@ def job_resume(
         elif policy is not None:
             rebind = policy
         # (4) identity
-        asserted = identity if identity is not None else (actor.identity if actor.kind != "user" else None)
+        asserted = (
+            identity if identity is not None else (actor.identity if actor.kind != "user" else None)
+        )
         if job.identity and asserted is not None and asserted != job.identity:
             raise PolicyRefused(
                 "identity_binding_mismatch",
@@ -546,7 +609,9 @@ def job_resume(
         revoked = identity_revoked_set(revoked_identities)
         for who in {job.identity, asserted} - {None, ""}:
             if who in revoked:
-                raise PolicyRefused("identity_revoked", f"identity {who!r} is revoked", details={"identity": who})
+                raise PolicyRefused(
+                    "identity_revoked", f"identity {who!r} is revoked", details={"identity": who}
+                )
         # (5) environment fingerprint
         env_now = environment_fingerprint or environment_fingerprint_current()
         override = False
@@ -555,18 +620,30 @@ def job_resume(
                 raise PolicyRefused(
                     "environment_fingerprint_mismatch",
                     "the environment differs from the one the job was submitted in",
-                    details={"job_id": job_id, "expected": job.environment_fingerprint, "actual": env_now},
+                    details={
+                        "job_id": job_id,
+                        "expected": job.environment_fingerprint,
+                        "actual": env_now,
+                    },
                     hint="pass --allow-env-mismatch to resume anyway",
                 )
             override = True
 
-        reason_code = "resumed" + ("_with_env_override" if override else "") + ("_policy_transition" if transition else "")
+        reason_code = (
+            "resumed"
+            + ("_with_env_override" if override else "")
+            + ("_policy_transition" if transition else "")
+        )
         fields = ["status", "status_reason_code", "stop_reason"]
         payload: dict[str, Any] = {"reason": reason, "previous_status": job.status}
         if rebind is not None:
             payload["policy_digest_before"] = job.policy_digest
             payload["policy_digest"] = rebind.digest
-            job.policy_digest, job.policy_ref, job.policy = rebind.digest, rebind.ref, rebind.version
+            job.policy_digest, job.policy_ref, job.policy = (
+                rebind.digest,
+                rebind.ref,
+                rebind.version,
+            )
             fields += ["policy_digest", "policy_ref", "policy"]
         if override:
             payload["environment_fingerprint_before"] = job.environment_fingerprint
@@ -577,7 +654,14 @@ def job_resume(
         job.status = S.QUEUED if runnable else S.RUNNING
         job.status_reason_code = reason_code
         job.stop_reason = ""
-        event_append(job, type="resumed", actor=actor.name, reason_code=reason_code, payload=payload, update_fields=fields)
+        event_append(
+            job,
+            type="resumed",
+            actor=actor.name,
+            reason_code=reason_code,
+            payload=payload,
+            update_fields=fields,
+        )
         if runnable:
             job_wake(job.job_id)
     return job
@@ -587,7 +671,9 @@ def _policy_current(version: PolicyVersion) -> PolicyBinding | None:
     current = version.policy.current
     if current is None:
         return None
-    return PolicyBinding(digest=current.digest, ref=f"policy:{version.policy.name}", version=current)
+    return PolicyBinding(
+        digest=current.digest, ref=f"policy:{version.policy.name}", version=current
+    )
 
 
 def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:
@@ -632,8 +718,16 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
             raise Conflict(
                 "invalid_transition",
                 f"cannot retry a job that is {job.status}"
-                + ("" if job.step_count else " (only jobs with steps run by gaitweb can be retried)"),
-                details={"job_id": job_id, "status": job.status, "allowed_from": ["blocked", "cancelled", "failed"]},
+                + (
+                    ""
+                    if job.step_count
+                    else " (only jobs with steps run by gaitweb can be retried)"
+                ),
+                details={
+                    "job_id": job_id,
+                    "status": job.status,
+                    "allowed_from": ["blocked", "cancelled", "failed"],
+                },
             )
         previous = job.status
         job.status = S.QUEUED

@@ -42,7 +42,11 @@ class RawZipParser(BaseParser):
         limit = upload_max_bytes()
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:
-            raise LimitExceeded("upload_too_large", f"uploads are limited to {limit} bytes", details={"max_bytes": limit})
+            raise LimitExceeded(
+                "upload_too_large",
+                f"uploads are limited to {limit} bytes",
+                details={"max_bytes": limit},
+            )
         return {"file": io.BytesIO(data)}
 
 
@@ -55,7 +59,9 @@ class ZipRenderer(BaseRenderer):
     format = "zip"
     charset = None
 
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
         if isinstance(data, bytes | bytearray | memoryview):
             return bytes(data)
         return JSONRenderer().render(data)
@@ -74,7 +80,9 @@ class PackOut(serializers.Serializer):
 
 
 class PackBuildOut(serializers.Serializer):
-    created = serializers.BooleanField(help_text="false when the job was unchanged and the stored pack is returned")
+    created = serializers.BooleanField(
+        help_text="false when the job was unchanged and the stored pack is returned"
+    )
     pack = PackOut()
 
 
@@ -97,7 +105,9 @@ class VerifyOut(serializers.Serializer):
     source_ref = serializers.CharField(allow_blank=True)
     files_checked = serializers.IntegerField()
     missing_files = serializers.ListField(child=serializers.CharField())
-    hash_mismatches = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+    hash_mismatches = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField())
+    )
     undeclared_files = serializers.ListField(child=serializers.CharField())
     signature_status = serializers.ChoiceField(choices=["missing", "skipped", "verified", "failed"])
     signatures_valid = serializers.IntegerField()
@@ -129,10 +139,16 @@ def _pack_dict(pack: Any, job_id: str | None = None) -> dict[str, Any]:
 def _upload(request: Request) -> IO[bytes]:
     upload = request.data.get("file") if hasattr(request.data, "get") else None
     if upload is None:
-        raise InvalidInput("missing_file", "upload the pack as multipart field 'file' or as an application/zip body", details={"field": "file"})
+        raise InvalidInput(
+            "missing_file",
+            "upload the pack as multipart field 'file' or as an application/zip body",
+            details={"field": "file"},
+        )
     size = getattr(upload, "size", None)
     if size is not None and size > upload_max_bytes():
-        raise LimitExceeded("upload_too_large", f"uploads are limited to {upload_max_bytes()} bytes")
+        raise LimitExceeded(
+            "upload_too_large", f"uploads are limited to {upload_max_bytes()} bytes"
+        )
     return upload
 
 
@@ -145,7 +161,11 @@ _UPLOAD_SCHEMA = {
 class JobPacksView(ApiView):
     required_scopes = {"GET": READ, "POST": READ}
 
-    @extend_schema(operation_id="packs_list", responses={200: PackListOut}, summary="Packs built for this job, newest first")
+    @extend_schema(
+        operation_id="packs_list",
+        responses={200: PackListOut},
+        summary="Packs built for this job, newest first",
+    )
     def get(self, request: Request, job_id: str) -> Response:
         from packs.services import pack_list
 
@@ -187,7 +207,11 @@ class PackDownloadView(ApiView):
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)
 
-    @extend_schema(operation_id="packs_download", responses={(200, "application/zip"): OpenApiTypes.BINARY}, summary="The pack zip")
+    @extend_schema(
+        operation_id="packs_download",
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+        summary="The pack zip",
+    )
     def get(self, request: Request, pack_id: str) -> HttpResponse:
         from packs.services import pack_get
 
@@ -206,7 +230,9 @@ class PackVerifyView(ApiView):
     @extend_schema(
         operation_id="packs_verify",
         request=_UPLOAD_SCHEMA,
-        parameters=[OpenApiParameter("require_signature", OpenApiTypes.BOOL, OpenApiParameter.QUERY)],
+        parameters=[
+            OpenApiParameter("require_signature", OpenApiTypes.BOOL, OpenApiParameter.QUERY)
+        ],
         responses={200: VerifyOut},
         summary="Verify an uploaded pack offline (ok false lists the findings)",
     )
@@ -214,7 +240,9 @@ class PackVerifyView(ApiView):
         from packs.services import pack_verify
 
         q = self.query(VerifyQuery)
-        result = pack_verify(source=_upload(request), require_signature=q.get("require_signature", False))
+        result = pack_verify(
+            source=_upload(request), require_signature=q.get("require_signature", False)
+        )
         return Response(VerifyOut(result.as_dict()).data)
 
 

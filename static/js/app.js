@@ -18,6 +18,12 @@
       el.classList.toggle("error", left < 300);
     });
   }
+  // the list's "Stop…" links to the job page's confirmation: open it
+  function openStop() {
+    var box = document.getElementById("stop");
+    if (location.hash === "#stop" && box && box.tagName === "DETAILS") { box.open = true; box.querySelector("summary").focus(); }
+  }
+  document.addEventListener("DOMContentLoaded", openStop);
   setInterval(tick, 1000);
   document.addEventListener("DOMContentLoaded", tick);
   document.addEventListener("htmx:afterSwap", tick);

@@ -36,7 +36,11 @@ def _api_settings(settings: Any, tmp_path: Any) -> None:
     # generous limits: throttling has its own test that lowers them
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"apikey": "100000/min", "user": "100000/min", "anon": "100000/min"},
+        "DEFAULT_THROTTLE_RATES": {
+            "apikey": "100000/min",
+            "user": "100000/min",
+            "anon": "100000/min",
+        },
     }
     settings.GAIT = {**settings.GAIT, "KEYS_DIR": tmp_path / "keys"}
 
@@ -46,8 +50,15 @@ def make_key(db: Any) -> Callable[..., str]:
     """``make_key("submit,read", identity="agent-7")`` -> the raw key."""
     from gaitweb.apikeys import apikey_create
 
-    def make(scopes: str = "submit,read,control", identity: str = "agent-7", user: Any = None, name: str = "") -> str:
-        return apikey_create(actor=Actor.system("test"), identity=identity, scopes=scopes, name=name, user=user).key
+    def make(
+        scopes: str = "submit,read,control",
+        identity: str = "agent-7",
+        user: Any = None,
+        name: str = "",
+    ) -> str:
+        return apikey_create(
+            actor=Actor.system("test"), identity=identity, scopes=scopes, name=name, user=user
+        ).key
 
     return make
 
@@ -56,7 +67,9 @@ def make_key(db: Any) -> Callable[..., str]:
 def key_client(make_key: Callable[..., str]) -> Callable[..., APIClient]:
     """An API client authenticated with a fresh key of the given scopes."""
 
-    def make(scopes: str = "submit,read,control", identity: str = "agent-7", **kw: Any) -> APIClient:
+    def make(
+        scopes: str = "submit,read,control", identity: str = "agent-7", **kw: Any
+    ) -> APIClient:
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_key(scopes, identity=identity, **kw)}")
         return client

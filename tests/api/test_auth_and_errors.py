@@ -36,7 +36,9 @@ def test_keys_are_stored_hashed_and_looked_up_by_prefix(make_key: Any) -> None:
     raw = make_key("read")
     row = ApiKey.objects.get()
     assert raw.startswith(f"gw_{row.prefix}_")
-    assert raw not in row.secret_hash and raw.split("_", 2)[2] not in str(ApiKey.objects.values().get())
+    assert raw not in row.secret_hash and raw.split("_", 2)[2] not in str(
+        ApiKey.objects.values().get()
+    )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert client.get("/api/v1/jobs").status_code == 200
@@ -81,7 +83,9 @@ def test_session_writes_without_a_csrf_token_are_refused(session_client: Any) ->
     assert not Job.objects.filter(job_id="j-csrf").exists()
 
 
-def test_session_writes_with_the_csrf_token_succeed_and_reads_need_none(session_client: Any) -> None:
+def test_session_writes_with_the_csrf_token_succeed_and_reads_need_none(
+    session_client: Any,
+) -> None:
     client = session_client("operator")
     assert client.get("/api/v1/jobs").status_code == 200
     client.get("/api/v1/health")  # any response: the token comes from the cookie jar below
@@ -89,7 +93,12 @@ def test_session_writes_with_the_csrf_token_succeed_and_reads_need_none(session_
 
     secret = _get_new_csrf_string()
     client.cookies["csrftoken"] = secret
-    r = client.post("/api/v1/jobs", {"job_id": "j-csrf-ok"}, format="json", HTTP_X_CSRFTOKEN=_mask_cipher_secret(secret))
+    r = client.post(
+        "/api/v1/jobs",
+        {"job_id": "j-csrf-ok"},
+        format="json",
+        HTTP_X_CSRFTOKEN=_mask_cipher_secret(secret),
+    )
     assert r.status_code == 201, r.content
     assert r.json()["created_by"] == "otto_operator"
 
@@ -105,16 +114,42 @@ def test_an_outsider_with_a_session_is_forbidden(session_client: Any) -> None:
         ("get", "/api/v1/no-such-thing", {}, 404, "not_found"),
         ("get", "/api/v1/jobs/nope", {}, 404, "job_not_found"),
         ("delete", "/api/v1/jobs", {}, 405, "method_not_allowed"),
-        ("post", "/api/v1/jobs", {"data": "job_id=x", "content_type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
-        ("post", "/api/v1/jobs", {"data": "{not json", "content_type": "application/json"}, 400, "parse_error"),
-        ("post", "/api/v1/jobs", {"data": {"labels": "nope"}, "format": "json"}, 400, "invalid_input"),
-        ("post", "/api/v1/jobs", {"data": {"job_id": "bad id!"}, "format": "json"}, 400, "invalid_job_id"),
+        (
+            "post",
+            "/api/v1/jobs",
+            {"data": "job_id=x", "content_type": "application/x-www-form-urlencoded"},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "post",
+            "/api/v1/jobs",
+            {"data": "{not json", "content_type": "application/json"},
+            400,
+            "parse_error",
+        ),
+        (
+            "post",
+            "/api/v1/jobs",
+            {"data": {"labels": "nope"}, "format": "json"},
+            400,
+            "invalid_input",
+        ),
+        (
+            "post",
+            "/api/v1/jobs",
+            {"data": {"job_id": "bad id!"}, "format": "json"},
+            400,
+            "invalid_job_id",
+        ),
         ("get", "/api/v1/jobs?page_size=0", {}, 400, "invalid_input"),
         ("get", "/api/v1/jobs?cursor=bm9wZQ", {}, 400, "invalid_cursor"),
         ("get", "/api/v1/jobs?status=sleeping", {}, 400, "invalid_status"),
     ],
 )
-def test_every_error_uses_the_envelope_with_a_stable_code(agent: APIClient, method: str, path: str, kwargs: dict, status: int, code: str) -> None:
+def test_every_error_uses_the_envelope_with_a_stable_code(
+    agent: APIClient, method: str, path: str, kwargs: dict, status: int, code: str
+) -> None:
     from jobs.models import Job
 
     before = Job.objects.count()
@@ -125,10 +160,10 @@ def test_every_error_uses_the_envelope_with_a_stable_code(agent: APIClient, meth
 
 
 def test_throttling_answers_429_with_retry_after_per_key(settings: Any, key_client: Any) -> None:
-    from django.core.cache import cache
-
-    cache.clear()
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"apikey": "3/min", "user": "3/min", "anon": "3/min"}}
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"apikey": "3/min", "user": "3/min", "anon": "3/min"},
+    }
     first, second = key_client("read", identity="a"), key_client("read", identity="b")
     assert [first.get("/api/v1/jobs").status_code for _ in range(3)] == [200, 200, 200]
     r = first.get("/api/v1/jobs")
@@ -139,14 +174,49 @@ def test_throttling_answers_429_with_retry_after_per_key(settings: Any, key_clie
     assert second.get("/api/v1/jobs").status_code == 200
 
 
-def test_throttle_counters_live_in_the_shared_database_cache(settings: Any, key_client: Any) -> None:
-    from django.core.cache import cache
-    from django.db import connection
+def test_throttle_counters_are_shared_through_the_database_when_there_is_no_redis(
+    settings: Any, make_key: Any
+) -> None:
+    from gaitweb.models import ThrottleCounter
 
-    cache.clear()
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"apikey": "50/min"}}
-    key_client("read").get("/api/v1/jobs")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT cache_key FROM gaitweb_cache")
-        keys = [row[0] for row in cursor.fetchall()]
-    assert any("gaitweb:throttle:apikey:" in k for k in keys), keys
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"apikey": "4/min"},
+    }
+    raw = make_key("read")
+    # two clients with the same key stand in for two worker processes: one counter
+    one, two = APIClient(), APIClient()
+    for c in (one, two):
+        c.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert [c.get("/api/v1/jobs").status_code for c in (one, two, one, two, one)] == [
+        200,
+        200,
+        200,
+        200,
+        429,
+    ]
+    counter = ThrottleCounter.objects.get()
+    assert counter.ident.startswith("apikey:") and counter.count == 5
+
+
+def test_with_a_cache_backend_the_throttle_counts_in_the_cache(
+    settings: Any, key_client: Any
+) -> None:
+    from django.core.cache import caches
+
+    from gaitweb.models import ThrottleCounter
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "throttle-test",
+        }
+    }
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"apikey": "2/min"},
+    }
+    caches["default"].clear()
+    client = key_client("read")
+    assert [client.get("/api/v1/jobs").status_code for _ in range(3)] == [200, 200, 429]
+    assert not ThrottleCounter.objects.exists()

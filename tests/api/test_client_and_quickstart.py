@@ -29,13 +29,24 @@ def keys(transactional_db: Any) -> dict[str, str]:
     }
 
 
-def test_the_quickstart_drives_a_job_through_a_gated_approval_to_completion(live_server: Any, keys: dict[str, str]) -> None:
+def test_the_quickstart_drives_a_job_through_a_gated_approval_to_completion(
+    live_server: Any, keys: dict[str, str]
+) -> None:
     from tests.conftest import subprocess_env
 
-    env = subprocess_env(GAIT_URL=live_server.url, GAIT_API_KEY=keys["agent"], GAIT_REVIEWER_KEY=keys["reviewer"], GAIT_ADMIN_KEY=keys["admin"])
+    env = subprocess_env(
+        GAIT_URL=live_server.url,
+        GAIT_API_KEY=keys["agent"],
+        GAIT_REVIEWER_KEY=keys["reviewer"],
+        GAIT_ADMIN_KEY=keys["admin"],
+    )
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "agent_quickstart.py"), "--job-id", "qs-1"],
-        env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -46,11 +57,17 @@ def test_the_quickstart_drives_a_job_through_a_gated_approval_to_completion(live
 
     job = Job.objects.get(job_id="qs-1")
     assert job.status == "completed" and job.identity == "refund-agent"
-    types = list(JobEvent.objects.filter(job=job).order_by("revision").values_list("type", flat=True))
-    assert types.count("dispatch_blocked") == 1 and types.count("approved") == 1 and "resumed" in types
+    types = list(
+        JobEvent.objects.filter(job=job).order_by("revision").values_list("type", flat=True)
+    )
+    assert (
+        types.count("dispatch_blocked") == 1 and types.count("approved") == 1 and "resumed" in types
+    )
 
 
-def test_the_client_raises_the_envelope_and_replays_an_idempotent_submit(live_server: Any, keys: dict[str, str]) -> None:
+def test_the_client_raises_the_envelope_and_replays_an_idempotent_submit(
+    live_server: Any, keys: dict[str, str]
+) -> None:
     from gaitweb.client import GaitApiError, GaitClient
 
     with GaitClient(live_server.url, keys["agent"]) as gw:
@@ -67,6 +84,9 @@ def test_the_client_raises_the_envelope_and_replays_an_idempotent_submit(live_se
         assert [e["revision"] for e in gw.events("cl-1")] == [1, 2, 3, 4]
         assert [j["job_id"] for j in gw.jobs(page_size=1)] == ["cl-1"]
         assert gw.health()["database"]["ok"] is True
-    with GaitClient(live_server.url, "gw_000000000000_wrong") as bad, pytest.raises(GaitApiError) as err:
+    with (
+        GaitClient(live_server.url, "gw_000000000000_wrong") as bad,
+        pytest.raises(GaitApiError) as err,
+    ):
         bad.status("cl-1")
     assert err.value.status == 401

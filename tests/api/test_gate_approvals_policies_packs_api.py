@@ -22,7 +22,9 @@ READ_TOOL = {"tool_name": "invoices.read", "args": {}, "targets": [], "context":
 
 @pytest.fixture
 def payments_policy(admin_key: APIClient) -> dict[str, Any]:
-    r = admin_key.post("/api/v1/policies", {"name": "payments", "source": POLICY_YAML}, format="json")
+    r = admin_key.post(
+        "/api/v1/policies", {"name": "payments", "source": POLICY_YAML}, format="json"
+    )
     assert r.status_code == 201, r.content
     return r.json()
 
@@ -30,7 +32,9 @@ def payments_policy(admin_key: APIClient) -> dict[str, Any]:
 def test_gate_evaluate_with_inline_policy_returns_each_verdict_as_200(agent: APIClient) -> None:
     verdicts = {}
     for intent in (REFUND, DROP, READ_TOOL):
-        r = agent.post("/api/v1/gate/evaluate", {"intent": intent, "policy_source": POLICY_YAML}, format="json")
+        r = agent.post(
+            "/api/v1/gate/evaluate", {"intent": intent, "policy_source": POLICY_YAML}, format="json"
+        )
         assert r.status_code == 200, r.content
         verdicts[intent["tool_name"]] = (r.json()["verdict"], r.json()["allowed"])
     assert verdicts == {
@@ -40,7 +44,9 @@ def test_gate_evaluate_with_inline_policy_returns_each_verdict_as_200(agent: API
     }
 
 
-def test_gate_evaluate_with_a_stored_policy_names_its_digest(agent: APIClient, payments_policy: dict) -> None:
+def test_gate_evaluate_with_a_stored_policy_names_its_digest(
+    agent: APIClient, payments_policy: dict
+) -> None:
     r = agent.post("/api/v1/gate/evaluate", {"intent": DROP, "policy": "payments"}, format="json")
     assert r.json()["policy_digest"] == payments_policy["digest"]
     assert r.json()["reason_codes"] == ["destructive_tool_blocked"]
@@ -51,11 +57,16 @@ def test_gate_evaluate_with_a_stored_policy_names_its_digest(agent: APIClient, p
     [
         ({"intent": {"args": {}}, "policy_source": POLICY_YAML}, "intent_invalid"),
         ({"intent": READ_TOOL, "policy_source": "default_verdict: maybe\n"}, None),
-        ({"intent": READ_TOOL, "policy": "payments", "policy_source": POLICY_YAML}, "invalid_policy_ref"),
+        (
+            {"intent": READ_TOOL, "policy": "payments", "policy_source": POLICY_YAML},
+            "invalid_policy_ref",
+        ),
         ({"intent": "not an object"}, "invalid_input"),
     ],
 )
-def test_gate_evaluate_refuses_bad_intents_and_policies_with_400(agent: APIClient, payments_policy: dict, body: dict, code: str | None) -> None:
+def test_gate_evaluate_refuses_bad_intents_and_policies_with_400(
+    agent: APIClient, payments_policy: dict, body: dict, code: str | None
+) -> None:
     r = agent.post("/api/v1/gate/evaluate", body, format="json")
     assert r.status_code == 400, r.content
     if code:
@@ -64,13 +75,19 @@ def test_gate_evaluate_refuses_bad_intents_and_policies_with_400(agent: APIClien
         assert error_code(r).startswith("policy_")
 
 
-def test_gate_dispatch_journals_the_verdict_on_the_job(agent: APIClient, payments_policy: dict) -> None:
+def test_gate_dispatch_journals_the_verdict_on_the_job(
+    agent: APIClient, payments_policy: dict
+) -> None:
     submit(agent, job_id="g1", policy="payments")
     r = agent.post("/api/v1/jobs/g1/gate/dispatch", {"intent": REFUND}, format="json")
     assert r.status_code == 200 and r.json()["verdict"] == "require_approval"
     r = agent.post("/api/v1/jobs/g1/gate/dispatch", {"intent": READ_TOOL}, format="json")
     assert r.json()["verdict"] == "allow"
-    types = list(JobEvent.objects.filter(job__job_id="g1").order_by("revision").values_list("type", flat=True))
+    types = list(
+        JobEvent.objects.filter(job__job_id="g1")
+        .order_by("revision")
+        .values_list("type", flat=True)
+    )
     assert types == ["submitted", "dispatch_blocked", "dispatch_allowed"]
 
 
@@ -78,7 +95,9 @@ def test_gate_dispatch_blocks_every_tool_call_of_a_stopped_job(agent: APIClient)
     submit(agent, job_id="g2")
     agent.post("/api/v1/jobs/g2/stop", {}, format="json")
     r = agent.post("/api/v1/jobs/g2/gate/dispatch", {"intent": READ_TOOL}, format="json")
-    assert r.json()["verdict"] == "block" and r.json()["reason_codes"] == ["emergency_stop_preempted"]
+    assert r.json()["verdict"] == "block" and r.json()["reason_codes"] == [
+        "emergency_stop_preempted"
+    ]
 
 
 def test_gate_dispatch_of_an_unknown_job_fails_closed(agent: APIClient) -> None:
@@ -91,9 +110,15 @@ def _request_on(job_id: str, required: int = 1) -> str:
     from approvals.services import approval_request_create
     from jobs.services import job_checkpoint_add
 
-    job_checkpoint_add(actor=Actor.system("agent-7"), job_id=job_id, type="decision-needed", summary="refund?")
+    job_checkpoint_add(
+        actor=Actor.system("agent-7"), job_id=job_id, type="decision-needed", summary="refund?"
+    )
     return approval_request_create(
-        actor=Actor.system("agent-7"), job=job_id, summary="Refund 420 EUR?", intent=REFUND, required_approvals=required
+        actor=Actor.system("agent-7"),
+        job=job_id,
+        summary="Refund 420 EUR?",
+        intent=REFUND,
+        required_approvals=required,
     ).request_id
 
 
@@ -103,33 +128,57 @@ def test_pending_approvals_are_listed_and_the_deciding_approval_resumes_the_job(
     submit(agent, job_id="ap1")
     request_id = _request_on("ap1", required=2)
     pending = reviewer_key.get("/api/v1/approvals").json()["results"]
-    assert [(p["request_id"], p["job_id"], p["required_approvals"]) for p in pending] == [(request_id, "ap1", 2)]
+    assert [(p["request_id"], p["job_id"], p["required_approvals"]) for p in pending] == [
+        (request_id, "ap1", 2)
+    ]
     assert reviewer_key.get("/api/v1/approvals?job_id=other").json()["results"] == []
-    first = reviewer_key.post(f"/api/v1/approvals/{request_id}/decide", {"decision": "approve"}, format="json")
+    first = reviewer_key.post(
+        f"/api/v1/approvals/{request_id}/decide", {"decision": "approve"}, format="json"
+    )
     assert first.status_code == 200 and first.json()["completed"] is False
-    again = reviewer_key.post(f"/api/v1/approvals/{request_id}/decide", {"decision": "approve"}, format="json")
+    again = reviewer_key.post(
+        f"/api/v1/approvals/{request_id}/decide", {"decision": "approve"}, format="json"
+    )
     assert again.status_code == 409 and error_code(again) == "approval_already_decided"
-    second = key_client("approve,read", identity="rob").post(f"/api/v1/approvals/{request_id}/decide", {"decision": "approve", "reason": "ok"}, format="json")
+    second = key_client("approve,read", identity="rob").post(
+        f"/api/v1/approvals/{request_id}/decide",
+        {"decision": "approve", "reason": "ok"},
+        format="json",
+    )
     assert second.json()["completed"] is True and second.json()["job_status"] == "running"
     assert reviewer_key.get("/api/v1/approvals").json()["results"] == []
 
 
-def test_a_decision_needs_the_approve_scope_and_a_known_request(agent: APIClient, reviewer_key: APIClient) -> None:
+def test_a_decision_needs_the_approve_scope_and_a_known_request(
+    agent: APIClient, reviewer_key: APIClient
+) -> None:
     submit(agent, job_id="ap2")
     request_id = _request_on("ap2")
     r = agent.post(f"/api/v1/approvals/{request_id}/decide", {"decision": "approve"}, format="json")
     assert r.status_code == 403 and error_code(r) == "permission_denied"
-    r = reviewer_key.post("/api/v1/approvals/apr_nope/decide", {"decision": "approve"}, format="json")
+    r = reviewer_key.post(
+        "/api/v1/approvals/apr_nope/decide", {"decision": "approve"}, format="json"
+    )
     assert r.status_code == 404 and error_code(r) == "approval_not_found"
-    r = reviewer_key.post(f"/api/v1/approvals/{request_id}/decide", {"decision": "maybe"}, format="json")
+    r = reviewer_key.post(
+        f"/api/v1/approvals/{request_id}/decide", {"decision": "maybe"}, format="json"
+    )
     assert r.status_code == 400 and error_code(r) == "invalid_input"
-    r = reviewer_key.post(f"/api/v1/approvals/{request_id}/decide", {"decision": "reject"}, format="json")
+    r = reviewer_key.post(
+        f"/api/v1/approvals/{request_id}/decide", {"decision": "reject"}, format="json"
+    )
     assert r.status_code == 400 and error_code(r) == "missing_reason"
-    r = reviewer_key.post(f"/api/v1/approvals/{request_id}/decide", {"decision": "reject", "reason": "no"}, format="json")
+    r = reviewer_key.post(
+        f"/api/v1/approvals/{request_id}/decide",
+        {"decision": "reject", "reason": "no"},
+        format="json",
+    )
     assert r.json()["status"] == "rejected" and r.json()["job_status"] == "blocked"
 
 
-def test_policies_are_readable_by_all_and_writable_by_admins_only(agent: APIClient, admin_key: APIClient, payments_policy: dict) -> None:
+def test_policies_are_readable_by_all_and_writable_by_admins_only(
+    agent: APIClient, admin_key: APIClient, payments_policy: dict
+) -> None:
     listed = agent.get("/api/v1/policies").json()["results"]
     assert [(p["name"], p["version"]) for p in listed] == [("payments", 1)]
     shown = agent.get("/api/v1/policies/payments").json()
@@ -140,33 +189,50 @@ def test_policies_are_readable_by_all_and_writable_by_admins_only(agent: APIClie
     r = admin_key.post("/api/v1/policies", {"name": "broken", "source": "rules: [1"}, format="json")
     assert r.status_code == 400 and error_code(r).startswith("policy_")
     assert agent.get("/api/v1/policies/broken").status_code == 404
-    v2 = admin_key.post("/api/v1/policies", {"name": "payments", "source": POLICY_YAML.replace("priority: 20", "priority: 30")}, format="json")
+    v2 = admin_key.post(
+        "/api/v1/policies",
+        {"name": "payments", "source": POLICY_YAML.replace("priority: 20", "priority: 30")},
+        format="json",
+    )
     assert v2.json()["version"] == 2
     assert agent.get("/api/v1/policies/payments@1").json()["digest"] == payments_policy["digest"]
 
 
 def test_policy_digest_is_stable_under_reformatting(agent: APIClient) -> None:
     a = agent.post("/api/v1/policies/digest", {"source": POLICY_YAML}, format="json").json()
-    b = agent.post("/api/v1/policies/digest", {"source": "# reformatted\n" + POLICY_YAML.replace("[payments.refund]", '["payments.refund"]')}, format="json").json()
+    b = agent.post(
+        "/api/v1/policies/digest",
+        {
+            "source": "# reformatted\n"
+            + POLICY_YAML.replace("[payments.refund]", '["payments.refund"]')
+        },
+        format="json",
+    ).json()
     assert a["policy_digest"] == b["policy_digest"] and a["rules"] == 2
 
 
 def test_only_admins_revoke_identities(agent: APIClient, admin_key: APIClient) -> None:
     r = agent.post("/api/v1/identities/revocations", {"identity": "x"}, format="json")
     assert r.status_code == 403
-    r = admin_key.post("/api/v1/identities/revocations", {"identity": "x", "reason": "leak"}, format="json")
+    r = admin_key.post(
+        "/api/v1/identities/revocations", {"identity": "x", "reason": "leak"}, format="json"
+    )
     assert r.status_code == 201 and r.json()["revoked_by"] == "root"
 
 
 def test_packs_build_list_download_and_verify_the_upload(agent: APIClient) -> None:
     submit(agent, job_id="pk1")
-    agent.post("/api/v1/jobs/pk1/checkpoints", {"type": "completed", "summary": "done"}, format="json")
+    agent.post(
+        "/api/v1/jobs/pk1/checkpoints", {"type": "completed", "summary": "done"}, format="json"
+    )
     r = agent.post("/api/v1/jobs/pk1/packs")
     assert r.status_code == 201, r.content
     pack = r.json()["pack"]
     again = agent.post("/api/v1/jobs/pk1/packs")
     assert again.status_code == 200 and again.json()["created"] is False
-    assert [p["pack_id"] for p in agent.get("/api/v1/jobs/pk1/packs").json()["results"]] == [pack["pack_id"]]
+    assert [p["pack_id"] for p in agent.get("/api/v1/jobs/pk1/packs").json()["results"]] == [
+        pack["pack_id"]
+    ]
     assert agent.get(f"/api/v1/packs/{pack['pack_id']}").json()["sha256"] == pack["sha256"]
     download = agent.get(pack["download"])
     assert download.status_code == 200 and download["Content-Type"] == "application/zip"
@@ -177,10 +243,16 @@ def test_packs_build_list_download_and_verify_the_upload(agent: APIClient) -> No
 
     raw = agent.post("/api/v1/packs/verify", data, content_type="application/zip")
     assert raw.status_code == 200, raw.content
-    assert raw.json()["ok"] is True and raw.json()["source_ref"] == "pk1" and raw.json()["chain_ok"] is True
+    assert (
+        raw.json()["ok"] is True
+        and raw.json()["source_ref"] == "pk1"
+        and raw.json()["chain_ok"] is True
+    )
     multipart = agent.post("/api/v1/packs/verify", {"file": io.BytesIO(data)}, format="multipart")
     assert multipart.json()["ok"] is True
-    unsigned_required = agent.post("/api/v1/packs/verify?require_signature=true", data, content_type="application/zip")
+    unsigned_required = agent.post(
+        "/api/v1/packs/verify?require_signature=true", data, content_type="application/zip"
+    )
     assert unsigned_required.json()["ok"] is False
     inspected = agent.post("/api/v1/packs/inspect", data, content_type="application/zip")
     assert inspected.status_code == 200 and inspected.json()["pack_id"] == pack["pack_id"]

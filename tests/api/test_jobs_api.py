@@ -17,7 +17,9 @@ SLEEP_SPEC = {"steps": [{"name": "nap", "kind": "sleep", "with": {"duration": "1
 WAIT_SPEC = {"steps": [{"name": "hold", "kind": "wait_event", "with": {"signal": "go"}}]}
 
 
-def test_submit_without_steps_creates_a_running_job_bound_to_the_keys_identity(agent: APIClient) -> None:
+def test_submit_without_steps_creates_a_running_job_bound_to_the_keys_identity(
+    agent: APIClient,
+) -> None:
     r = submit(agent, job_id="j-1", labels={"team": "billing"})
     assert r.status_code == 201, r.content
     body = r.json()
@@ -34,7 +36,9 @@ def test_submit_with_a_spec_queues_the_job(agent: APIClient) -> None:
     assert Job.objects.get(job_id=r.json()["job_id"]).status == "queued"
 
 
-def test_a_bad_spec_is_refused_with_the_path_of_the_field_and_nothing_is_written(agent: APIClient) -> None:
+def test_a_bad_spec_is_refused_with_the_path_of_the_field_and_nothing_is_written(
+    agent: APIClient,
+) -> None:
     r = submit(agent, job_id="j-bad", spec={"steps": [{"name": "x", "kind": "teleport"}]})
     assert r.status_code == 400
     assert error_code(r) == "spec_unknown_kind"
@@ -52,9 +56,15 @@ def test_submit_refuses_an_unknown_policy(agent: APIClient) -> None:
     assert r.status_code == 404 and error_code(r) == "policy_not_found"
 
 
-def test_a_retried_submit_with_the_same_idempotency_key_returns_the_same_job(agent: APIClient) -> None:
-    first = agent.post("/api/v1/jobs", {"labels": {"a": "1"}}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
-    again = agent.post("/api/v1/jobs", {"labels": {"a": "1"}}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+def test_a_retried_submit_with_the_same_idempotency_key_returns_the_same_job(
+    agent: APIClient,
+) -> None:
+    first = agent.post(
+        "/api/v1/jobs", {"labels": {"a": "1"}}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    again = agent.post(
+        "/api/v1/jobs", {"labels": {"a": "1"}}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
     assert first.status_code == 201 and again.status_code == 200
     assert again.json()["job_id"] == first.json()["job_id"]
     assert again["Idempotent-Replayed"] == "true"
@@ -63,7 +73,9 @@ def test_a_retried_submit_with_the_same_idempotency_key_returns_the_same_job(age
 
 def test_the_same_idempotency_key_with_a_different_body_is_a_409(agent: APIClient) -> None:
     agent.post("/api/v1/jobs", {"labels": {"a": "1"}}, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
-    r = agent.post("/api/v1/jobs", {"labels": {"a": "2"}}, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+    r = agent.post(
+        "/api/v1/jobs", {"labels": {"a": "2"}}, format="json", HTTP_IDEMPOTENCY_KEY="k-2"
+    )
     assert r.status_code == 409 and error_code(r) == "idempotency_key_reused"
     assert Job.objects.count() == 1
 
@@ -76,7 +88,9 @@ def test_idempotency_keys_are_scoped_to_the_caller(key_client: Any) -> None:
     assert a.json()["job_id"] != b.json()["job_id"]
 
 
-def test_a_retried_submit_with_the_same_client_job_id_returns_the_job_and_a_different_body_is_409(agent: APIClient) -> None:
+def test_a_retried_submit_with_the_same_client_job_id_returns_the_job_and_a_different_body_is_409(
+    agent: APIClient,
+) -> None:
     assert submit(agent, job_id="j-same", labels={"x": "1"}).status_code == 201
     again = submit(agent, job_id="j-same", labels={"x": "1"})
     assert again.status_code == 200 and again.json()["job_id"] == "j-same"
@@ -95,7 +109,9 @@ def test_a_job_id_taken_outside_the_api_is_a_409_job_exists(agent: APIClient) ->
     assert r.status_code == 409 and error_code(r) == "job_exists"
 
 
-def test_list_filters_by_status_identity_label_and_created_range(agent: APIClient, key_client: Any) -> None:
+def test_list_filters_by_status_identity_label_and_created_range(
+    agent: APIClient, key_client: Any
+) -> None:
     submit(agent, job_id="a1", labels={"team": "billing"})
     submit(agent, job_id="a2", spec=SLEEP_SPEC, labels={"team": "ops"})
     submit(key_client(identity="other"), job_id="b1", labels={"team": "billing"})
@@ -155,7 +171,11 @@ def test_detail_shows_the_job_and_a_missing_job_is_404(agent: APIClient) -> None
 def test_events_are_paginated_in_journal_order_with_their_hash_chain(agent: APIClient) -> None:
     submit(agent, job_id="e1")
     for i in range(4):
-        agent.post("/api/v1/jobs/e1/checkpoints", {"type": "progress", "summary": f"step {i}"}, format="json")
+        agent.post(
+            "/api/v1/jobs/e1/checkpoints",
+            {"type": "progress", "summary": f"step {i}"},
+            format="json",
+        )
     first = agent.get("/api/v1/jobs/e1/events?page_size=2").json()
     second = agent.get(first["next"]).json()
     events = first["results"] + second["results"] + agent.get(second["next"]).json()["results"]
@@ -168,9 +188,16 @@ def test_events_are_paginated_in_journal_order_with_their_hash_chain(agent: APIC
 
 def test_checkpoints_add_list_and_show(agent: APIClient) -> None:
     submit(agent, job_id="c1")
-    r = agent.post("/api/v1/jobs/c1/checkpoints", {"type": "plan", "summary": "read, then write"}, format="json")
+    r = agent.post(
+        "/api/v1/jobs/c1/checkpoints",
+        {"type": "plan", "summary": "read, then write"},
+        format="json",
+    )
     assert r.status_code == 201, r.content
-    assert r.json()["checkpoint"]["checkpoint_id"] == "cp_0001" and r.json()["job"]["checkpoint_count"] == 1
+    assert (
+        r.json()["checkpoint"]["checkpoint_id"] == "cp_0001"
+        and r.json()["job"]["checkpoint_count"] == 1
+    )
     r = agent.post(
         "/api/v1/jobs/c1/checkpoints",
         {"type": "decision-needed", "summary": "refund?", "required_action": "approve the refund"},
@@ -191,11 +218,17 @@ def test_checkpoints_add_list_and_show(agent: APIClient) -> None:
         ({"type": "nap", "summary": "x"}, 400, "invalid_checkpoint_type"),
         ({"type": "plan", "summary": ""}, 400, "missing_summary"),
         ({"type": "plan", "summary": "x" * 513}, 400, "summary_too_long"),
-        ({"type": "plan", "summary": "x", "required_action": "y"}, 400, "required_action_not_allowed"),
+        (
+            {"type": "plan", "summary": "x", "required_action": "y"},
+            400,
+            "required_action_not_allowed",
+        ),
         ({"summary": "x"}, 400, "invalid_input"),
     ],
 )
-def test_bad_checkpoints_are_refused_with_the_services_codes(agent: APIClient, body: dict, status: int, code: str) -> None:
+def test_bad_checkpoints_are_refused_with_the_services_codes(
+    agent: APIClient, body: dict, status: int, code: str
+) -> None:
     submit(agent, job_id="c2")
     r = agent.post("/api/v1/jobs/c2/checkpoints", body, format="json")
     assert r.status_code == status and error_code(r) == code
@@ -204,31 +237,68 @@ def test_bad_checkpoints_are_refused_with_the_services_codes(agent: APIClient, b
 
 def test_a_checkpoint_from_the_wrong_status_is_a_409_invalid_transition(agent: APIClient) -> None:
     submit(agent, job_id="c3")
-    agent.post("/api/v1/jobs/c3/checkpoints", {"type": "completed", "summary": "done"}, format="json")
-    r = agent.post("/api/v1/jobs/c3/checkpoints", {"type": "completed", "summary": "again"}, format="json")
+    agent.post(
+        "/api/v1/jobs/c3/checkpoints", {"type": "completed", "summary": "done"}, format="json"
+    )
+    r = agent.post(
+        "/api/v1/jobs/c3/checkpoints", {"type": "completed", "summary": "again"}, format="json"
+    )
     assert r.status_code == 409 and error_code(r) == "invalid_transition"
 
 
 def test_steps_list_runs_with_outputs_errors_and_log_tails(agent: APIClient) -> None:
     from django.utils import timezone
 
-    submit(agent, job_id="s1", spec={"steps": [{"name": "sh", "kind": "command", "with": {"argv": ["true"]}}]})
+    submit(
+        agent,
+        job_id="s1",
+        spec={"steps": [{"name": "sh", "kind": "command", "with": {"argv": ["true"]}}]},
+    )
     job = Job.objects.get(job_id="s1")
     now = timezone.now()
-    StepRun.objects.create(job=job, step_index=0, step_name="sh", attempt=1, status="failed", error={"type": "exit", "message": "1"}, stderr="boom\n", started_at=now, finished_at=now)
-    StepRun.objects.create(job=job, step_index=0, step_name="sh", attempt=2, status="succeeded", output={"n": 1}, stdout="ok\n", started_at=now, finished_at=now)
+    StepRun.objects.create(
+        job=job,
+        step_index=0,
+        step_name="sh",
+        attempt=1,
+        status="failed",
+        error={"type": "exit", "message": "1"},
+        stderr="boom\n",
+        started_at=now,
+        finished_at=now,
+    )
+    StepRun.objects.create(
+        job=job,
+        step_index=0,
+        step_name="sh",
+        attempt=2,
+        status="succeeded",
+        output={"n": 1},
+        stdout="ok\n",
+        started_at=now,
+        finished_at=now,
+    )
     runs = agent.get("/api/v1/jobs/s1/steps").json()["results"]
     assert [(r["attempt"], r["status"]) for r in runs] == [(1, "failed"), (2, "succeeded")]
     assert runs[0]["stderr_tail"] == "boom\n" and runs[0]["error"]["type"] == "exit"
-    assert runs[1]["output"] == {"n": 1} and runs[1]["stdout_tail"] == "ok\n" and runs[1]["duration_ms"] == 0
+    assert (
+        runs[1]["output"] == {"n": 1}
+        and runs[1]["stdout_tail"] == "ok\n"
+        and runs[1]["duration_ms"] == 0
+    )
 
 
-def test_signals_are_journaled_for_jobs_with_steps_and_refused_for_agent_jobs(agent: APIClient) -> None:
+def test_signals_are_journaled_for_jobs_with_steps_and_refused_for_agent_jobs(
+    agent: APIClient,
+) -> None:
     submit(agent, job_id="w1", spec=WAIT_SPEC)
     r = agent.post("/api/v1/jobs/w1/signals/go", {"payload": {"ok": True}}, format="json")
     assert r.status_code == 202, r.content
     event = JobEvent.objects.filter(job__job_id="w1").order_by("-revision").first()
-    assert event.type == "signal_received" and event.payload == {"name": "go", "payload": {"ok": True}}
+    assert event.type == "signal_received" and event.payload == {
+        "name": "go",
+        "payload": {"ok": True},
+    }
     submit(agent, job_id="w2")
     r = agent.post("/api/v1/jobs/w2/signals/go", {"payload": 1}, format="json")
     assert r.status_code == 409 and error_code(r) == "invalid_transition"
@@ -236,11 +306,19 @@ def test_signals_are_journaled_for_jobs_with_steps_and_refused_for_agent_jobs(ag
     assert r.status_code == 400 and error_code(r) == "invalid_signal_name"
 
 
-def test_pause_resume_stop_approve_resume_and_cancel_through_the_api(agent: APIClient, reviewer_key: APIClient) -> None:
+def test_pause_resume_stop_approve_resume_and_cancel_through_the_api(
+    agent: APIClient, reviewer_key: APIClient
+) -> None:
     submit(agent, job_id="l1")
-    assert agent.post("/api/v1/jobs/l1/pause", {"reason": "lunch"}, format="json").json()["status"] == "paused"
+    assert (
+        agent.post("/api/v1/jobs/l1/pause", {"reason": "lunch"}, format="json").json()["status"]
+        == "paused"
+    )
     assert agent.post("/api/v1/jobs/l1/resume", {}, format="json").json()["status"] == "running"
-    assert agent.post("/api/v1/jobs/l1/stop", {"reason": "smoke"}, format="json").json()["status"] == "emergency_stopped"
+    assert (
+        agent.post("/api/v1/jobs/l1/stop", {"reason": "smoke"}, format="json").json()["status"]
+        == "emergency_stopped"
+    )
     r = agent.post("/api/v1/jobs/l1/resume", {}, format="json")
     assert r.status_code == 422 and error_code(r) == "approval_required"
     r = reviewer_key.post("/api/v1/jobs/l1/approve", {"reason": "looked fine"}, format="json")
@@ -250,13 +328,29 @@ def test_pause_resume_stop_approve_resume_and_cancel_through_the_api(agent: APIC
     assert r.json()["status"] == "cancelled"
     r = agent.post("/api/v1/jobs/l1/pause", {}, format="json")
     assert r.status_code == 409 and error_code(r) == "invalid_transition"
-    types = list(JobEvent.objects.filter(job__job_id="l1").order_by("revision").values_list("type", flat=True))
-    assert types == ["submitted", "paused", "resumed", "emergency_stop_acknowledged", "approved", "resumed", "cancelled"]
+    types = list(
+        JobEvent.objects.filter(job__job_id="l1")
+        .order_by("revision")
+        .values_list("type", flat=True)
+    )
+    assert types == [
+        "submitted",
+        "paused",
+        "resumed",
+        "emergency_stop_acknowledged",
+        "approved",
+        "resumed",
+        "cancelled",
+    ]
 
 
-def test_reject_blocks_the_job_and_needs_a_reason(agent: APIClient, reviewer_key: APIClient) -> None:
+def test_reject_blocks_the_job_and_needs_a_reason(
+    agent: APIClient, reviewer_key: APIClient
+) -> None:
     submit(agent, job_id="r1")
-    agent.post("/api/v1/jobs/r1/checkpoints", {"type": "decision-needed", "summary": "ok?"}, format="json")
+    agent.post(
+        "/api/v1/jobs/r1/checkpoints", {"type": "decision-needed", "summary": "ok?"}, format="json"
+    )
     r = reviewer_key.post("/api/v1/jobs/r1/reject", {}, format="json")
     assert r.status_code == 400 and error_code(r) == "missing_reason"
     r = reviewer_key.post("/api/v1/jobs/r1/reject", {"reason": "too risky"}, format="json")
@@ -266,12 +360,16 @@ def test_reject_blocks_the_job_and_needs_a_reason(agent: APIClient, reviewer_key
 def test_the_submitting_agent_cannot_approve_its_own_job(key_client: Any) -> None:
     agent = key_client("submit,read,control,approve", identity="agent-self")
     submit(agent, job_id="sa1")
-    agent.post("/api/v1/jobs/sa1/checkpoints", {"type": "decision-needed", "summary": "ok?"}, format="json")
+    agent.post(
+        "/api/v1/jobs/sa1/checkpoints", {"type": "decision-needed", "summary": "ok?"}, format="json"
+    )
     r = agent.post("/api/v1/jobs/sa1/approve", {}, format="json")
     assert r.status_code == 422 and error_code(r) == "self_approval_forbidden"
 
 
-def test_resume_asserts_the_keys_identity_and_refuses_another_agents_job(agent: APIClient, key_client: Any) -> None:
+def test_resume_asserts_the_keys_identity_and_refuses_another_agents_job(
+    agent: APIClient, key_client: Any
+) -> None:
     submit(agent, job_id="id1")
     agent.post("/api/v1/jobs/id1/pause", {}, format="json")
     intruder = key_client("control,read", identity="agent-9")
@@ -285,7 +383,14 @@ def test_resume_asserts_the_keys_identity_and_refuses_another_agents_job(agent: 
 def test_resume_refuses_a_revoked_identity(agent: APIClient, admin_key: APIClient) -> None:
     submit(agent, job_id="rv1")
     agent.post("/api/v1/jobs/rv1/pause", {}, format="json")
-    assert admin_key.post("/api/v1/identities/revocations", {"identity": "agent-7", "reason": "leaked"}, format="json").status_code == 201
+    assert (
+        admin_key.post(
+            "/api/v1/identities/revocations",
+            {"identity": "agent-7", "reason": "leaked"},
+            format="json",
+        ).status_code
+        == 201
+    )
     r = agent.post("/api/v1/jobs/rv1/resume", {}, format="json")
     assert r.status_code == 422 and error_code(r) == "identity_revoked"
 
@@ -298,7 +403,14 @@ def test_resume_re_evaluates_a_changed_policy(agent: APIClient, admin_key: APICl
     first_digest = r.json()["policy_digest"]
     assert r.json()["policy_ref"] == "policy:payments"
     agent.post("/api/v1/jobs/pt1/pause", {}, format="json")
-    admin_key.post("/api/v1/policies", {"name": "payments", "source": POLICY_YAML.replace("default_verdict: allow", "default_verdict: block")}, format="json")
+    admin_key.post(
+        "/api/v1/policies",
+        {
+            "name": "payments",
+            "source": POLICY_YAML.replace("default_verdict: allow", "default_verdict: block"),
+        },
+        format="json",
+    )
     r = agent.post("/api/v1/jobs/pt1/resume", {}, format="json")
     assert r.status_code == 200, r.content
     assert r.json()["status_reason_code"] == "resumed_policy_transition"
@@ -308,13 +420,21 @@ def test_resume_re_evaluates_a_changed_policy(agent: APIClient, admin_key: APICl
 def test_resume_refuses_a_changed_environment_unless_allowed(agent: APIClient) -> None:
     submit(agent, job_id="env1")
     agent.post("/api/v1/jobs/env1/pause", {}, format="json")
-    r = agent.post("/api/v1/jobs/env1/resume", {"environment_fingerprint": "env_elsewhere"}, format="json")
+    r = agent.post(
+        "/api/v1/jobs/env1/resume", {"environment_fingerprint": "env_elsewhere"}, format="json"
+    )
     assert r.status_code == 422 and error_code(r) == "environment_fingerprint_mismatch"
-    r = agent.post("/api/v1/jobs/env1/resume", {"environment_fingerprint": "env_elsewhere", "allow_env_mismatch": True}, format="json")
+    r = agent.post(
+        "/api/v1/jobs/env1/resume",
+        {"environment_fingerprint": "env_elsewhere", "allow_env_mismatch": True},
+        format="json",
+    )
     assert r.status_code == 200 and r.json()["status_reason_code"] == "resumed_with_env_override"
 
 
-def test_retry_requeues_a_blocked_job_with_steps_and_refuses_an_agent_job(agent: APIClient, reviewer_key: APIClient) -> None:
+def test_retry_requeues_a_blocked_job_with_steps_and_refuses_an_agent_job(
+    agent: APIClient, reviewer_key: APIClient
+) -> None:
     submit(agent, job_id="rt1")
     r = agent.post("/api/v1/jobs/rt1/retry", {}, format="json")
     assert r.status_code == 409 and error_code(r) == "invalid_transition"

@@ -54,6 +54,14 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("post", "/api/v1/packs/verify", None, "read"),
     ("post", "/api/v1/packs/inspect", None, "read"),
     ("get", "/api/v1/stats", None, "read"),
+    # job templates (issue #8, jobs/api_templates.py)
+    ("get", "/api/v1/templates", None, "read"),
+    ("post", "/api/v1/templates", {}, "control"),
+    ("get", "/api/v1/templates/ghost-template", None, "read"),
+    ("post", "/api/v1/templates/ghost-template/run", {}, "submit"),
+    ("post", "/api/v1/templates/ghost-template/enable", None, "control"),
+    ("post", "/api/v1/templates/ghost-template/disable", None, "control"),
+    ("get", "/api/v1/templates/ghost-template/fires", None, "read"),
 ]
 
 
@@ -71,7 +79,9 @@ def _check(client: APIClient, granted: frozenset[str], who: str) -> None:
         allowed = scope in granted or "admin" in granted
         if allowed and r.status_code in (401, 403):
             wrong.append(f"{who}: {method} {path} should be allowed, got {r.status_code}")
-        elif not allowed and (r.status_code != 403 or r.json()["error"]["code"] != "permission_denied"):
+        elif not allowed and (
+            r.status_code != 403 or r.json()["error"]["code"] != "permission_denied"
+        ):
             wrong.append(f"{who}: {method} {path} should be 403, got {r.status_code}")
         assert r.status_code < 500, (method, path, r.content)
     assert wrong == []
@@ -116,6 +126,10 @@ def test_the_matrix_covers_every_operation_in_the_schema(agent: APIClient) -> No
     for method, path, _, _ in ENDPOINTS:
         for doc_method, doc_path in documented:
             parts, mine = doc_path.split("/"), path.split("/")
-            if doc_method == method and len(parts) == len(mine) and all(a == b or a.startswith("{") for a, b in zip(parts, mine, strict=True)):
+            if (
+                doc_method == method
+                and len(parts) == len(mine)
+                and all(a == b or a.startswith("{") for a, b in zip(parts, mine, strict=True))
+            ):
                 covered.add((doc_method, doc_path))
     assert documented - covered == {("get", "/api/v1/health")}

@@ -26,7 +26,9 @@ def seeded(transactional_db: Any) -> str:
     return apikey_create(actor=Actor.system("test"), identity="fuzzer", scopes="admin").key
 
 
-def test_generated_requests_to_every_operation_get_documented_responses_and_no_5xx(live_server: Any, seeded: str) -> None:
+def test_generated_requests_to_every_operation_get_documented_responses_and_no_5xx(
+    live_server: Any, seeded: str
+) -> None:
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
     from schemathesis.checks import not_a_server_error
@@ -37,7 +39,12 @@ def test_generated_requests_to_every_operation_get_documented_responses_and_no_5
     )
 
     schema = schemathesis.openapi.from_url(f"{live_server.url}/api/v1/schema/")
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
     headers = {"Authorization": f"Bearer {seeded}"}
     failures: list[str] = []
     operations = 0

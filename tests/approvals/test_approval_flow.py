@@ -198,6 +198,15 @@ def test_the_submitter_cannot_approve_their_own_job(cast: Any) -> None:
     assert status() == "decision_needed"
 
 
+def test_a_policy_that_turns_separation_of_duties_off_lets_the_submitter_approve(cast: Any) -> None:
+    parked_job(submitter=cast.actor("admin"))
+    req = request_for(forbid_submitter=False)
+    outcome = approval_decide(
+        actor=cast.actor("admin"), request_id=req.request_id, decision="approve"
+    )
+    assert outcome.completed and status() == "running"
+
+
 def test_the_submitting_agent_identity_cannot_approve_either(cast: Any) -> None:
     parked_job()
     req = request_for()
@@ -458,3 +467,10 @@ def test_two_reviewers_approving_at_once_give_one_winner_and_one_clear_error(
     assert Decision.objects.filter(request__request_id=req.request_id).count() == 1
     assert [t for t, _ in events()][-2:] == ["approved", "resumed"]
     assert chain_verify(Job.objects.get(job_id="job_a1")).ok
+
+
+def test_requests_of_a_cancelled_job_leave_the_queue(cast: Any) -> None:
+    parked_job()
+    request_for()
+    jobs.job_cancel(actor=cast.actor("operator"), job_id="job_a1")
+    assert list(approval_pending_list(actor=cast.actor("reviewer"))) == []

@@ -205,3 +205,20 @@ def test_gate_eval_cli_refuses_a_missing_policy_file(tmp_path: Path, capsys: Any
         == 6
     )
     assert json.loads(capsys.readouterr().out)["error_code"] == "policy_unreadable"
+
+
+def test_gate_eval_cli_exits_0_for_dry_run(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "p.yaml").write_text("default_verdict: dry_run\n")
+    (tmp_path / "i.json").write_text('{"tool_name": "tool.deploy"}')
+    code = main(
+        [
+            "gate",
+            "eval",
+            "--policy",
+            str(tmp_path / "p.yaml"),
+            "--intent",
+            str(tmp_path / "i.json"),
+            "--json",
+        ]
+    )
+    assert (code, json.loads(capsys.readouterr().out)["verdict"]) == (0, "dry_run")

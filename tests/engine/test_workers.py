@@ -444,3 +444,85 @@ def test_an_approval_step_parks_until_approved_and_a_rejection_blocks(
     )
     job = job_of(rejected)
     assert job.status == "blocked" and job.cursor == 0
+
+
+def test_a_step_longer_than_the_lease_keeps_its_worker_thanks_to_the_heartbeat(
+    clusters: Any, tmp_path: Path
+) -> None:
+    clusters()
+    clusters()
+    log = tmp_path / "side-effects.log"
+    job = submit([record("long", log, seconds=LEASE_SECONDS * 2.5)])
+    job = settled(job, timeout=30)
+    assert job.status == "completed"
+    assert len(lines(log)) == 1
+    assert "recovered" not in [t for t, _ in events(job)]
+
+
+def test_a_job_past_its_deadline_fails_with_job_timeout_even_while_sleeping(clusters: Any) -> None:
+    clusters()
+    settled(
+        submit([{"name": "warm-up", "kind": "python", "with": {"function": "noop"}}]), timeout=20
+    )
+    job = submit([{"name": "nap", "kind": "sleep", "with": {"duration": "1h"}}], deadline="2s")
+    waiting = settled(job, ("waiting",), timeout=5)
+    assert waiting.wake_at == waiting.deadline  # woken for the deadline, not in an hour
+    job = settled(job, timeout=10)
+    assert (job.status, job.status_reason_code) == ("failed", "job_timeout")
+    assert 2 <= (job.finished_at - job.created_at).total_seconds() < 4
+
+
+POLICY = """\
+schema_id: gait.gate.policy
+schema_version: 1.0.0
+default_verdict: allow
+rules:
+  - name: no-shell
+    priority: 10
+    effect: block
+    match:
+      tool_names: [shell.exec]
+    reason_codes: [shell_forbidden]
+  - name: payments-need-a-human
+    priority: 20
+    effect: require_approval
+    match:
+      tool_names: [payments.charge]
+    reason_codes: [payment_needs_approval]
+"""
+
+
+def test_the_gate_is_asked_before_each_step_of_a_policy_bound_job(
+    clusters: Any, cast: Any, tmp_path: Path
+) -> None:
+    from approvals.models import ApprovalRequest
+    from approvals.services import approval_decide, policy_save
+    from jobs.services import PolicyBinding, job_submit
+
+    version = policy_save(actor=SUBMITTER, name="engine-test", source=POLICY)
+    binding = PolicyBinding(digest=version.digest, ref="policy:engine-test", version=version)
+    log = tmp_path / "side-effects.log"
+
+    def submit_bound(steps: list[dict[str, Any]]) -> Job:
+        return job_submit(actor=SUBMITTER, policy=binding, spec={"steps": steps})
+
+    clusters()
+    blocked = submit_bound([record("read", log), {**record("rm", log), "tool": "shell.exec"}])
+    charged = submit_bound(
+        [{**record("charge", log), "tool": "payments.charge"}, record("receipt", log)]
+    )
+
+    job = settled(blocked, ("blocked",), timeout=15)
+    assert job.cursor == 1 and Checkpoint.objects.get(job=job).type == "blocked"
+    assert "shell_forbidden" in Checkpoint.objects.get(job=job).summary
+
+    job = settled(charged, ("decision_needed",), timeout=15)
+    request = ApprovalRequest.objects.get(job=job)
+    assert (request.tool_name, request.step_name) == ("payments.charge", "charge")
+    assert sorted(line[1] for line in lines(log)) == ["read"]  # neither rm nor charge ran
+    approval_decide(
+        actor=cast.actor("reviewer"), request_id=request.request_id, decision="approve", reason="ok"
+    )
+    job = settled(charged)
+    assert job.status == "completed"
+    assert sorted(line[1] for line in lines(log)) == ["charge", "read", "receipt"]

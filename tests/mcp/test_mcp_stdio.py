@@ -144,6 +144,30 @@ def test_an_api_key_limits_the_agent_to_its_scopes_and_templates_create_linked_j
             assert err and out["error_code"] == "template_run_active"
             err, out = await _call(s, "job_show", job_id="brief-1")
             assert out["template"]["template_id"] == "daily-brief"
+            # a decision point: the agent asks, a reviewer approves while the agent waits
+            err, out = await _call(
+                s, "job_update", job_id="brief-1", type="decision-needed",
+                summary="send the brief?", required_action="approve sending",
+            )  # fmt: skip
+            assert not err and out["job"]["status"] == "decision_needed", out
+            request_id = await anyio.to_thread.run_sync(_open_request)
+            err, out = await _call(s, "approval_wait", job_id="brief-1")
+            assert not err and out["pending"] is True
+            assert out["requests"][0]["request_id"] == request_id
+            async with anyio.create_task_group() as tg:
+
+                async def approve_later() -> None:
+                    await anyio.sleep(0.5)
+                    await anyio.to_thread.run_sync(_approve, request_id)
+
+                tg.start_soon(approve_later)
+                started = anyio.current_time()
+                err, out = await _call(
+                    s, "approval_wait", request_id=request_id, timeout_seconds=10
+                )
+                assert anyio.current_time() - started < 8
+            assert not err and out["pending"] is False
+            assert out["requests"][0]["status"] == "approved"
             err, out = await _call(
                 s, "job_update", job_id="brief-1", summary="done", type="completed"
             )
@@ -155,6 +179,20 @@ def test_an_api_key_limits_the_agent_to_its_scopes_and_templates_create_linked_j
 
     anyio.run(agents)
     assert not Job.objects.filter(job_id="reader-job").exists()
+
+
+def _open_request() -> str:
+    from approvals.services import approval_request_create
+
+    return approval_request_create(
+        actor=Actor.system("gaitweb-engine"), job="brief-1", summary="send the brief?"
+    ).request_id
+
+
+def _approve(request_id: str) -> None:
+    from approvals.services import approval_decide
+
+    approval_decide(actor=Actor.system("rita"), request_id=request_id, decision="approve")
 
 
 def test_the_server_refuses_to_start_with_a_bad_api_key(pg: None) -> None:

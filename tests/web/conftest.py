@@ -42,7 +42,15 @@ class Browser:
             self.client.get("/packs/verify/" if self.user is not None else "/login/")
         return self.client.cookies["csrftoken"].value
 
-    def post(self, url: str, data: dict[str, Any] | None = None, *, htmx: bool = False, csrf: bool = True, **kw: Any) -> Any:
+    def post(
+        self,
+        url: str,
+        data: dict[str, Any] | None = None,
+        *,
+        htmx: bool = False,
+        csrf: bool = True,
+        **kw: Any,
+    ) -> Any:
         data = dict(data or {})
         if csrf:
             data["csrfmiddlewaretoken"] = self.token()
@@ -58,24 +66,44 @@ def browser_as(cast: Cast) -> Callable[[str | None], Browser]:
     return make
 
 
-def agent_job(job_id: str, status: str = "running", *, submitter: Actor = AGENT, steps: bool = False) -> Any:
+def agent_job(
+    job_id: str, status: str = "running", *, submitter: Actor = AGENT, steps: bool = False
+) -> Any:
     """A job in ``status``, reached through the lifecycle services like an agent would."""
     from jobs import services
 
-    spec = {"steps": [{"name": "one", "kind": "python", "with": {"function": "noop"}},
-                      {"name": "two", "kind": "python", "with": {"function": "noop"}}]} if steps else None
-    services.job_submit(actor=submitter, job_id=job_id, identity=submitter.identity or "", spec=spec, labels={"team": "qa"})
+    spec = (
+        {
+            "steps": [
+                {"name": "one", "kind": "python", "with": {"function": "noop"}},
+                {"name": "two", "kind": "python", "with": {"function": "noop"}},
+            ]
+        }
+        if steps
+        else None
+    )
+    services.job_submit(
+        actor=submitter,
+        job_id=job_id,
+        identity=submitter.identity or "",
+        spec=spec,
+        labels={"team": "qa"},
+    )
     ops = Actor.system("ops")
     if status in ("running", "queued"):
         pass
     elif status == "paused":
         services.job_pause(actor=ops, job_id=job_id)
     elif status == "decision_needed":
-        services.job_checkpoint_add(actor=submitter, job_id=job_id, type="decision-needed", summary="Refund 420 EUR?")
+        services.job_checkpoint_add(
+            actor=submitter, job_id=job_id, type="decision-needed", summary="Refund 420 EUR?"
+        )
     elif status == "blocked":
         services.job_checkpoint_add(actor=submitter, job_id=job_id, type="blocked", summary="stuck")
     elif status == "completed":
-        services.job_checkpoint_add(actor=submitter, job_id=job_id, type="completed", summary="done")
+        services.job_checkpoint_add(
+            actor=submitter, job_id=job_id, type="completed", summary="done"
+        )
     elif status == "emergency_stopped":
         services.job_stop(actor=ops, job_id=job_id, reason="runaway agent")
     elif status == "cancelled":
@@ -87,7 +115,9 @@ def agent_job(job_id: str, status: str = "running", *, submitter: Actor = AGENT,
     return Job.objects.get(job_id=job_id)
 
 
-def pending_request(job_id: str, *, required: int = 1, submitter: Actor = AGENT, expires_in: float | None = 3600) -> Any:
+def pending_request(
+    job_id: str, *, required: int = 1, submitter: Actor = AGENT, expires_in: float | None = 3600
+) -> Any:
     """A decision-needed job with one pending approval request, as the engine or an agent
     opens it."""
     from approvals.services import approval_request_create
@@ -97,8 +127,14 @@ def pending_request(job_id: str, *, required: int = 1, submitter: Actor = AGENT,
         actor=submitter,
         job=job_id,
         summary=f"May {job_id} refund 420 EUR?",
-        intent={"tool_name": "invoices.refund", "targets": [{"kind": "account", "value": "acct-42"}]},
-        gate_result={"verdict": "require_approval", "reason_codes": ["approval_required_for_refund"]},
+        intent={
+            "tool_name": "invoices.refund",
+            "targets": [{"kind": "account", "value": "acct-42"}],
+        },
+        gate_result={
+            "verdict": "require_approval",
+            "reason_codes": ["approval_required_for_refund"],
+        },
         required_approvals=required,
         expires_in=expires_in,
     )

@@ -30,7 +30,9 @@ TRANSITIONS = [
 
 
 @pytest.mark.parametrize(("action", "start", "data", "after"), TRANSITIONS)
-def test_operator_action_without_javascript_redirects_to_the_job_with_a_message(cast, action, start, data, after):
+def test_operator_action_without_javascript_redirects_to_the_job_with_a_message(
+    cast, action, start, data, after
+):
     agent_job("act-1", start)
     b = Browser(cast.operator)
     response = b.post(f"/jobs/act-1/{action}/", data)
@@ -71,7 +73,9 @@ def test_list_row_action_with_htmx_returns_just_the_row(cast):
 
 def test_list_row_action_without_javascript_goes_back_to_the_list(cast):
     agent_job("row-2")
-    response = Browser(cast.operator).post("/jobs/row-2/pause/", {"from": "list", "next": "/jobs/?status=running"})
+    response = Browser(cast.operator).post(
+        "/jobs/row-2/pause/", {"from": "list", "next": "/jobs/?status=running"}
+    )
     assert response.status_code == 302 and response["Location"] == "/jobs/?status=running"
     evil = Browser(cast.operator).post("/jobs/row-2/resume/", {"next": "https://evil.example/"})
     assert evil["Location"] == "/jobs/row-2/"
@@ -81,7 +85,10 @@ def test_emergency_stop_must_be_confirmed(cast):
     agent_job("stop-1")
     b = Browser(cast.operator)
     page = b.get("/jobs/stop-1/").content.decode()
-    assert "This is an emergency stop" in page and 'name="confirm" value="emergency-stop" required' in page
+    assert (
+        "This is an emergency stop" in page
+        and 'name="confirm" value="emergency-stop" required' in page
+    )
     before = _events("stop-1")
     response = b.post("/jobs/stop-1/stop/", {"reason": "oops"})
     assert response.status_code == 400
@@ -112,7 +119,10 @@ def test_resume_after_an_emergency_stop_is_refused_until_someone_approves(cast):
     reviewer = Browser(cast.reviewer)
     page = reviewer.get("/jobs/estop-1/").content.decode()
     assert 'action="/jobs/estop-1/approve/"' in page
-    assert reviewer.post("/jobs/estop-1/approve/", {"reason": "checked the segment"}).status_code == 302
+    assert (
+        reviewer.post("/jobs/estop-1/approve/", {"reason": "checked the segment"}).status_code
+        == 302
+    )
     assert op.post("/jobs/estop-1/resume/").status_code == 302
     assert _status("estop-1") == "running"
 
@@ -131,7 +141,13 @@ def test_actions_only_accept_post(cast):
 
 
 # The permission matrix: who may do what, enforced by the server whatever the page showed.
-ROLES_CONTROL = {"operator": True, "admin": True, "reviewer": False, "viewer": False, "integrator": True}
+ROLES_CONTROL = {
+    "operator": True,
+    "admin": True,
+    "reviewer": False,
+    "viewer": False,
+    "integrator": True,
+}
 
 
 @pytest.mark.parametrize("role", sorted(ROLES_CONTROL))
@@ -170,7 +186,10 @@ def test_anyone_with_read_access_builds_a_pack_and_downloads_it(cast):
     # a pack is only downloadable under its own job
     agent_job("pack-2")
     assert b.get(f"/jobs/pack-2/packs/{pack.pack_id}/download/").status_code == 404
-    assert Browser(cast.outsider).get(f"/jobs/pack-1/packs/{pack.pack_id}/download/").status_code == 403
+    assert (
+        Browser(cast.outsider).get(f"/jobs/pack-1/packs/{pack.pack_id}/download/").status_code
+        == 403
+    )
 
 
 def test_rebuilding_an_unchanged_job_returns_the_same_pack(cast):
@@ -191,4 +210,3 @@ def test_job_level_reject_needs_a_reason(cast):
     assert "<code>missing_reason</code>" in refused and _status("rej-1") == "decision_needed"
     b.post("/jobs/rej-1/reject/", {"reason": "not this month"})
     assert _status("rej-1") == "blocked"
-

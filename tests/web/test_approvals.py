@@ -35,7 +35,9 @@ def test_queue_shows_tool_targets_gate_reasons_last_checkpoint_progress_and_expi
 def test_reviewer_approves_and_the_job_resumes(cast):
     req = pending_request("ok-1")
     b = Browser(cast.reviewer)
-    response = b.post(f"/approvals/{req.request_id}/decide/", {"decision": "approve", "reason": "fine"})
+    response = b.post(
+        f"/approvals/{req.request_id}/decide/", {"decision": "approve", "reason": "fine"}
+    )
     assert response.status_code == 302 and response["Location"] == "/approvals/"
     assert _job_status("ok-1") == "running"
     assert ApprovalRequest.objects.get(pk=req.pk).status == "approved"
@@ -56,16 +58,25 @@ def test_reject_needs_a_reason_and_then_blocks_the_job(cast):
     req = pending_request("no-1")
     b = Browser(cast.reviewer)
     page = b.get("/approvals/").content.decode()
-    assert re.search(r'name="reason" placeholder="Why reject\? \(required\)"[^>]* required', page)
+    assert re.search(
+        r'name="reason"[^>]*placeholder="Why reject\? \(required\)"[^>]* required', page
+    )
     refused = b.post(f"/approvals/{req.request_id}/decide/", {"decision": "reject", "reason": " "})
     assert refused.status_code == 400 and "<code>missing_reason</code>" in refused.content.decode()
     assert not Decision.objects.filter(request=req).exists()
-    b.post(f"/approvals/{req.request_id}/decide/", {"decision": "reject", "reason": "amount is wrong"})
+    b.post(
+        f"/approvals/{req.request_id}/decide/", {"decision": "reject", "reason": "amount is wrong"}
+    )
     assert _job_status("no-1") == "blocked"
 
 
 def test_a_reviewer_cannot_approve_their_own_job(cast):
-    me = Actor(name=cast.reviewer.username, scopes=frozenset({"submit", "read"}), identity=cast.reviewer.username, kind="system")
+    me = Actor(
+        name=cast.reviewer.username,
+        scopes=frozenset({"submit", "read"}),
+        identity=cast.reviewer.username,
+        kind="system",
+    )
     req = pending_request("mine-1", submitter=me)
     b = Browser(cast.reviewer)
     page = b.get("/approvals/").content.decode()
@@ -86,14 +97,23 @@ def test_two_of_two_needs_two_different_reviewers(cast):
     page = first.get("/approvals/").content.decode()
     assert "1 of 2 approvals" in page and "You have decided" in page
     again = first.post(f"/approvals/{req.request_id}/decide/", {"decision": "approve"})
-    assert again.status_code == 409 and "<code>approval_already_decided</code>" in again.content.decode()
+    assert (
+        again.status_code == 409
+        and "<code>approval_already_decided</code>" in again.content.decode()
+    )
     Browser(cast.reviewer2).post(f"/approvals/{req.request_id}/decide/", {"decision": "approve"})
     assert _job_status("two-1") == "running"
 
 
 @pytest.mark.parametrize(
     ("role", "allowed"),
-    [("reviewer", True), ("admin", True), ("operator", False), ("viewer", False), ("integrator", False)],
+    [
+        ("reviewer", True),
+        ("admin", True),
+        ("operator", False),
+        ("viewer", False),
+        ("integrator", False),
+    ],
 )
 def test_permission_matrix_for_decisions(cast, role, allowed):
     req = pending_request("perm-a")
@@ -104,13 +124,18 @@ def test_permission_matrix_for_decisions(cast, role, allowed):
     if allowed:
         assert response.status_code == 302 and _job_status("perm-a") == "running"
     else:
-        assert response.status_code == 403 and "<code>permission_denied</code>" in response.content.decode()
+        assert (
+            response.status_code == 403
+            and "<code>permission_denied</code>" in response.content.decode()
+        )
         assert _job_status("perm-a") == "decision_needed"
 
 
 def test_outsider_cannot_decide(cast):
     req = pending_request("perm-b")
-    response = Browser(cast.outsider).post(f"/approvals/{req.request_id}/decide/", {"decision": "approve"})
+    response = Browser(cast.outsider).post(
+        f"/approvals/{req.request_id}/decide/", {"decision": "approve"}
+    )
     assert response.status_code == 403 and not Decision.objects.filter(request=req).exists()
 
 
@@ -132,7 +157,11 @@ def test_expired_request_is_refused_inline(cast):
     from django.utils import timezone
 
     req = pending_request("exp-1")
-    ApprovalRequest.objects.filter(pk=req.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    response = Browser(cast.reviewer).post(f"/approvals/{req.request_id}/decide/", {"decision": "approve"}, htmx=True)
+    ApprovalRequest.objects.filter(pk=req.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    response = Browser(cast.reviewer).post(
+        f"/approvals/{req.request_id}/decide/", {"decision": "approve"}, htmx=True
+    )
     assert "<code>approval_expired</code>" in response.content.decode()
     assert _job_status("exp-1") == "decision_needed"

@@ -59,7 +59,9 @@ def login(chromium: Any, live_server: Any, cast: Any) -> Iterator[Callable[..., 
     contexts = []
 
     def as_user(role: str, *, width: int = 1280, height: int = 800) -> Any:
-        context = chromium.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+        context = chromium.new_context(
+            viewport={"width": width, "height": height}, accept_downloads=True
+        )
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(10_000)
@@ -84,7 +86,9 @@ def _not_reloaded(page: Any) -> bool:
     return page.evaluate("window.__noReload === true")
 
 
-def test_reviewer_approves_a_pending_job_and_sees_it_move_on_without_reloading(login, live_server, shots):
+def test_reviewer_approves_a_pending_job_and_sees_it_move_on_without_reloading(
+    login, live_server, shots
+):
     from playwright.sync_api import expect
 
     req = pending_request("web-approve")
@@ -125,7 +129,9 @@ def test_operator_emergency_stops_a_running_job(login, live_server, shots):
     assert job.status == "emergency_stopped" and job.stopped_by == "otto_operator"
 
 
-def test_a_downloaded_pack_verifies_on_the_upload_page(login, live_server, shots, settings, tmp_path, monkeypatch):
+def test_a_downloaded_pack_verifies_on_the_upload_page(
+    login, live_server, shots, settings, tmp_path, monkeypatch
+):
     from playwright.sync_api import expect
 
     from packs.keys import key_init

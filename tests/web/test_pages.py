@@ -29,10 +29,14 @@ def test_login_form_needs_csrf_and_shows_the_role_in_the_header(cast):
     page = client.get("/login/")
     token = client.cookies["csrftoken"].value
     assert 'name="csrfmiddlewaretoken"' in page.content.decode()
-    wrong = client.post("/login/", {"username": "rita_reviewer", "password": "nope", "csrfmiddlewaretoken": token})
+    wrong = client.post(
+        "/login/", {"username": "rita_reviewer", "password": "nope", "csrfmiddlewaretoken": token}
+    )
     assert wrong.status_code == 200 and "correct username and password" in wrong.content.decode()
 
-    ok = client.post("/login/", {"username": "rita_reviewer", "password": PASSWORD, "csrfmiddlewaretoken": token})
+    ok = client.post(
+        "/login/", {"username": "rita_reviewer", "password": PASSWORD, "csrfmiddlewaretoken": token}
+    )
     assert ok.status_code == 302
     home = client.get("/jobs/")
     html = home.content.decode()
@@ -51,7 +55,13 @@ def test_logout_is_a_post_form_and_ends_the_session(cast):
 def test_a_user_without_a_role_is_refused_every_page(cast):
     agent_job("j-outsider")
     b = Browser(cast.outsider)
-    for url in ["/jobs/", "/jobs/j-outsider/", "/approvals/", "/jobs/j-outsider/chain/", "/packs/verify/"]:
+    for url in [
+        "/jobs/",
+        "/jobs/j-outsider/",
+        "/approvals/",
+        "/jobs/j-outsider/chain/",
+        "/packs/verify/",
+    ]:
         response = b.get(url)
         assert response.status_code == 403, url
         assert "permission_denied" in response.content.decode()
@@ -133,12 +143,18 @@ def test_job_detail_shows_policy_digest_timeline_hashes_and_loads_the_chain_badg
     from jobs.models import JobEvent
     from jobs.services import PolicyBinding
 
-    version = policy_save(actor=Actor.system("admin"), name="billing", source="default_verdict: allow\nrules: []\n")
+    version = policy_save(
+        actor=Actor.system("admin"), name="billing", source="default_verdict: allow\nrules: []\n"
+    )
     services.job_submit(
-        actor=AGENT, job_id="detail-1", identity="agent.smith",
+        actor=AGENT,
+        job_id="detail-1",
+        identity="agent.smith",
         policy=PolicyBinding(digest=version.digest, ref="policy:billing", version=version),
     )
-    services.job_checkpoint_add(actor=AGENT, job_id="detail-1", type="plan", summary="Plan the refund")
+    services.job_checkpoint_add(
+        actor=AGENT, job_id="detail-1", type="plan", summary="Plan the refund"
+    )
     services.job_stop(actor=Actor.system("ops"), job_id="detail-1", reason="runaway agent")
     b = Browser(cast.viewer)
     html = b.get("/jobs/detail-1/").content.decode()
@@ -147,7 +163,11 @@ def test_job_detail_shows_policy_digest_timeline_hashes_and_loads_the_chain_badg
     for ev in JobEvent.objects.filter(job__job_id="detail-1"):
         assert ev.hash in html
     # newest first: the stop comes before the plan checkpoint, which comes before the submit
-    assert html.index("emergency_stop_acknowledged") < html.index("Plan the refund") < html.index(">submitted<")
+    assert (
+        html.index("emergency_stop_acknowledged")
+        < html.index("Plan the refund")
+        < html.index(">submitted<")
+    )
     assert 'hx-get="/jobs/detail-1/chain/"' in html
     badge = b.get("/jobs/detail-1/chain/", htmx=True).content.decode()
     assert "chain verified · 3 events" in badge
@@ -189,7 +209,9 @@ def test_action_buttons_follow_the_role_and_the_status(cast):
     assert "/jobs/btn-paused/resume/" in paused and "/jobs/btn-paused/pause/" not in paused
     # and in the list rows
     rows = op.get("/jobs/").content.decode()
-    assert 'action="/jobs/btn-running/pause/"' in rows and 'action="/jobs/btn-paused/resume/"' in rows
+    assert (
+        'action="/jobs/btn-running/pause/"' in rows and 'action="/jobs/btn-paused/resume/"' in rows
+    )
 
 
 def test_unknown_job_is_404(cast):
@@ -218,11 +240,30 @@ def test_the_timeline_pages_through_a_long_journal_newest_first(cast, monkeypatc
     monkeypatch.setattr(jobs.views, "TIMELINE_SIZE", 3)
     agent_job("long-1")
     for i in range(4):
-        services.job_checkpoint_add(actor=AGENT, job_id="long-1", type="progress", summary=f"step {i} done")
+        services.job_checkpoint_add(
+            actor=AGENT, job_id="long-1", type="progress", summary=f"step {i} done"
+        )
     b = Browser(cast.viewer)
     first = b.get("/jobs/long-1/").content.decode()
-    assert [s for s in ("step 3 done", "step 2 done", "step 1 done") if s in first] == ["step 3 done", "step 2 done", "step 1 done"]
+    assert [s for s in ("step 3 done", "step 2 done", "step 1 done") if s in first] == [
+        "step 3 done",
+        "step 2 done",
+        "step 1 done",
+    ]
     assert "step 0 done" not in first
     older = re.search(r'href="\?before=(\d+)">Older events', first).group(1)
     second = b.get("/jobs/long-1/", before=older).content.decode()
     assert "step 0 done" in second and ">submitted<" in second and "step 3 done" not in second
+
+
+def test_chain_badge_checks_new_events_and_catches_a_forged_one(cast):
+    from jobs.models import JobEvent
+
+    agent_job("grow-1")
+    b = Browser(cast.viewer)
+    assert "chain verified · 1 event" in b.get("/jobs/grow-1/chain/", htmx=True).content.decode()
+    services.job_checkpoint_add(actor=AGENT, job_id="grow-1", type="progress", summary="half way")
+    assert "chain verified · 2 events" in b.get("/jobs/grow-1/chain/", htmx=True).content.decode()
+    services.job_checkpoint_add(actor=AGENT, job_id="grow-1", type="progress", summary="almost")
+    JobEvent.objects.filter(job__job_id="grow-1", revision=3).update(payload={"summary": "forged"})
+    assert "chain broken at #3" in b.get("/jobs/grow-1/chain/", htmx=True).content.decode()

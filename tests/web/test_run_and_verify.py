@@ -32,7 +32,9 @@ def test_operator_runs_a_pasted_yaml_spec_and_lands_on_the_new_job(cast):
     b = Browser(cast.operator)
     page = b.get("/jobs/new/").content.decode()
     assert 'name="spec"' in page and 'name="csrfmiddlewaretoken"' in page
-    response = b.post("/jobs/new/", {"spec": SPEC, "job_id": "run-1", "labels": "team=web\nticket=7"})
+    response = b.post(
+        "/jobs/new/", {"spec": SPEC, "job_id": "run-1", "labels": "team=web\nticket=7"}
+    )
     assert response.status_code == 302 and response["Location"] == "/jobs/run-1/"
     job = Job.objects.get(job_id="run-1")
     assert job.status == "queued" and job.step_count == 2
@@ -40,14 +42,20 @@ def test_operator_runs_a_pasted_yaml_spec_and_lands_on_the_new_job(cast):
 
 
 def test_with_htmx_a_successful_submit_redirects_the_browser(cast):
-    response = Browser(cast.operator).post("/jobs/new/", {"spec": SPEC, "job_id": "run-2"}, htmx=True)
+    response = Browser(cast.operator).post(
+        "/jobs/new/", {"spec": SPEC, "job_id": "run-2"}, htmx=True
+    )
     assert response.status_code == 200 and response["HX-Redirect"] == "/jobs/run-2/"
 
 
 @pytest.mark.parametrize(
     ("form", "field", "message"),
     [
-        ({"spec": "steps:\n  - name: a\n    kind: teleport\n"}, "spec", "steps[0].kind: must be one of"),
+        (
+            {"spec": "steps:\n  - name: a\n    kind: teleport\n"},
+            "spec",
+            "steps[0].kind: must be one of",
+        ),
         ({"spec": "steps: [\n"}, "spec", "is not valid YAML or JSON"),
         ({"spec": ""}, "spec", "paste a spec or choose a template"),
         ({"spec": SPEC, "job_id": "bad id!"}, "job_id", "job ids are 1-128 characters"),
@@ -55,7 +63,9 @@ def test_with_htmx_a_successful_submit_redirects_the_browser(cast):
         ({"spec": SPEC, "policy": "no-such-policy"}, "policy", "choose one of the stored policies"),
     ],
 )
-def test_validation_errors_are_shown_next_to_their_field_and_nothing_is_created(cast, form, field, message):
+def test_validation_errors_are_shown_next_to_their_field_and_nothing_is_created(
+    cast, form, field, message
+):
     b = Browser(cast.operator)
     response = b.post("/jobs/new/", form)
     assert response.status_code == 400
@@ -72,14 +82,20 @@ def test_validation_errors_are_shown_next_to_their_field_and_nothing_is_created(
 
 def test_a_duplicate_job_id_is_refused_next_to_the_job_id(cast):
     agent_job("dup-1")
-    html = Browser(cast.operator).post("/jobs/new/", {"spec": SPEC, "job_id": "dup-1"}).content.decode()
+    html = (
+        Browser(cast.operator)
+        .post("/jobs/new/", {"spec": SPEC, "job_id": "dup-1"})
+        .content.decode()
+    )
     assert "already exists" in html.split('name="job_id"', 1)[1].split('class="field"', 1)[0]
 
 
 def test_a_stored_policy_can_be_bound_at_submit(cast):
     from approvals.services import policy_save
 
-    version = policy_save(actor=Actor.system("admin"), name="web-policy", source="default_verdict: allow\nrules: []\n")
+    version = policy_save(
+        actor=Actor.system("admin"), name="web-policy", source="default_verdict: allow\nrules: []\n"
+    )
     b = Browser(cast.operator)
     assert 'value="web-policy"' in b.get("/jobs/new/").content.decode()
     b.post("/jobs/new/", {"spec": SPEC, "job_id": "pol-1", "policy": "web-policy"})
@@ -92,7 +108,10 @@ def test_roles_without_submit_cannot_run_jobs(cast, role):
     b = Browser(getattr(cast, role))
     assert "Run a job" not in b.get("/jobs/").content.decode().split("</nav>")[0]
     response = b.post("/jobs/new/", {"spec": SPEC, "job_id": "nope-1"})
-    assert response.status_code == 403 and "<code>permission_denied</code>" in response.content.decode()
+    assert (
+        response.status_code == 403
+        and "<code>permission_denied</code>" in response.content.decode()
+    )
     assert not Job.objects.filter(job_id="nope-1").exists()
 
 
@@ -112,7 +131,11 @@ def signed_pack(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def _upload(b: Browser, data: bytes, *, htmx: bool = False) -> Any:
-    return b.post("/packs/verify/", {"pack": SimpleUploadedFile("pack.zip", data, "application/zip")}, htmx=htmx)
+    return b.post(
+        "/packs/verify/",
+        {"pack": SimpleUploadedFile("pack.zip", data, "application/zip")},
+        htmx=htmx,
+    )
 
 
 def test_uploading_a_signed_pack_reports_it_verified(cast, signed_pack):
@@ -149,3 +172,34 @@ def test_garbage_is_refused_inline_and_a_missing_file_is_asked_for(cast):
 
 def test_an_outsider_cannot_use_the_verify_page(cast, signed_pack):
     assert _upload(Browser(cast.outsider), signed_pack).status_code == 403
+
+
+def test_operator_runs_a_saved_template_and_a_second_run_is_refused_while_one_is_active(cast):
+    from jobs.recurring import template_create
+
+    template_create(
+        actor=Actor.system("admin"),
+        name="Nightly export",
+        template_id="nightly-export",
+        spec={"steps": [{"name": "export", "kind": "python", "with": {"function": "noop"}}]},
+        identity="agent.export",
+        labels={"team": "data"},
+    )
+    b = Browser(cast.operator)
+    page = b.get("/jobs/new/").content.decode()
+    assert '<option value="nightly-export"' in page and "Nightly export" in page
+    response = b.post("/jobs/new/", {"template": "nightly-export", "job_id": "tpl-1"})
+    assert response.status_code == 302 and response["Location"] == "/jobs/tpl-1/"
+    job = Job.objects.get(job_id="tpl-1")
+    assert job.identity == "agent.export" and job.step_count == 1
+    again = b.post("/jobs/new/", {"template": "nightly-export", "job_id": "tpl-2"})
+    html = again.content.decode()
+    assert again.status_code == 409
+    next_to_select = html.split('name="template"', 1)[1].split('class="field"', 1)[0]
+    assert "(template_run_active)" in next_to_select
+    assert not Job.objects.filter(job_id="tpl-2").exists()
+    unknown = b.post("/jobs/new/", {"template": "no-such-template"})
+    assert (
+        unknown.status_code == 400
+        and "choose one of the saved templates" in unknown.content.decode()
+    )
