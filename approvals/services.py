@@ -404,17 +404,6 @@ def _same_person(earlier: Decision, actor: Actor) -> bool:
     )
 
 
-def _is_submitter(job: Job, actor: Actor) -> bool:
-    names = {actor.name, actor.identity} - {None, ""}
-    if job.created_by in names or (job.identity and job.identity in names):
-        return True
-    return (
-        actor.user is not None
-        and job.created_by_user_id is not None
-        and job.created_by_user_id == actor.user.pk
-    )
-
-
 def _flow_actor(actor: Actor) -> Actor:
     """The approval flow resumes the job on the decider's behalf: the decision is the
     authority (a reviewer needs no ``control`` scope for this), and the resume checks still run.
@@ -484,7 +473,7 @@ def approval_decide(
             )
         if request.escalated:
             actor.require(Scope.ADMIN)
-        if request.forbid_submitter and _is_submitter(job, actor):
+        if request.forbid_submitter and job.is_submitted_by(actor):
             raise PolicyRefused(
                 "self_approval_forbidden",
                 f"{actor.name} submitted or runs job {job.job_id} and cannot decide its approval",

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -20,7 +19,7 @@ from approvals.models import ApprovalRequest
 from approvals.services import approval_decide, approval_pending_list
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError
-from gaitweb.views import page_context, refusal_of, require_read, safe_next
+from gaitweb.views import login_required, page_context, refusal_of, require_read, safe_next
 from jobs.models import Checkpoint
 from jobs.views import _fingerprint, _render_detail, approval_cards
 

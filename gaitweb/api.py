@@ -407,7 +407,7 @@ class KeysetPagination:
         return q
 
     def _values(self, raw: list[Any]) -> list[Any]:
-        out = []
+        out: list[Any] = []
         for spec, value in zip(self.ordering, raw, strict=True):
             name = spec.lstrip("-")
             if name in self.datetime_fields:
@@ -430,7 +430,7 @@ class KeysetPagination:
         return out
 
     def paginate(self, request: Request, qs: QuerySet[Any]) -> tuple[list[Any], str | None]:
-        gait = settings.GAIT
+        gait: dict[str, Any] = settings.GAIT
         size = int_param(
             request,
             "page_size",

@@ -166,7 +166,7 @@ def _apikey_by_prefix(prefix: str) -> ApiKey | None:
 def _convert(connection: Any, values: tuple[Any, ...]) -> list[Any]:
     out = list(values)
     for i, name in enumerate(_BY_PREFIX_FIELDS):
-        field = ApiKey._meta.get_field("user" if name == "user_id" else name)
+        field: Any = ApiKey._meta.get_field("user" if name == "user_id" else name)
         for converter in field.get_db_converters(connection) + connection.ops.get_db_converters(
             field
         ):

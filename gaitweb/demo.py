@@ -331,6 +331,27 @@ def _seed_engine_jobs() -> None:
         )
 
 
+def _seed_templates() -> None:
+    """Saved templates, so "Run a job" offers a choice (jobs.recurring; admins manage them)."""
+    from jobs.models import JobTemplate
+    from jobs.recurring import template_create
+
+    if JobTemplate.objects.filter(template_id="demo-etl").exists():
+        return
+    try:
+        template_create(
+            actor=Actor.system("demo-admin"),
+            template_id="demo-etl",
+            name="ETL pipeline",
+            description="Extract two sources, add them up, report",
+            spec=dict(ENGINE_JOBS["demo-etl-pipeline"]),
+            identity="agent.pipeline",
+            labels={"demo": "yes", "team": "data"},
+        )
+    except GaitError as exc:
+        log.info("demo: no template created (%s)", exc.code)
+
+
 def demo_seed() -> dict[str, Any]:
     """Create the demo jobs that are missing. Safe to run on every start."""
     from jobs.models import Job
@@ -342,5 +363,6 @@ def demo_seed() -> dict[str, Any]:
         binding = _policy_binding(admin)
     _seed_agent_jobs(binding)
     _seed_engine_jobs()
+    _seed_templates()
     after = Job.objects.filter(job_id__startswith="demo-").count()
     return {"created": after - before, "total": after}

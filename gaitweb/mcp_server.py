@@ -49,7 +49,7 @@ def _result(payload: dict[str, Any], *, error: bool = False, text: str = "") -> 
     from mcp.types import CallToolResult, TextContent
 
     body = json.dumps(payload, sort_keys=True, default=str)
-    content = [TextContent(type="text", text=f"{text}\n{body}" if text else body)]
+    content: list[Any] = [TextContent(type="text", text=f"{text}\n{body}" if text else body)]
     return CallToolResult(content=content, structured_content=payload, is_error=error)
 
 
@@ -138,8 +138,9 @@ def mcp_actor(*, api_key: str = "", identity: str = "", scopes: str = "") -> Act
 
 
 def _page_size(limit: int | None) -> int:
-    default = int(settings.GAIT["LIST_DEFAULT_PAGE_SIZE"])
-    maximum = int(settings.GAIT["LIST_MAX_PAGE_SIZE"])
+    gait: dict[str, Any] = settings.GAIT
+    default = int(gait["LIST_DEFAULT_PAGE_SIZE"])
+    maximum = int(gait["LIST_MAX_PAGE_SIZE"])
     if limit is None:
         return default
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

@@ -142,6 +142,7 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every start when it is missing
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -203,6 +204,8 @@ GAIT = {
     "HEARTBEAT_SECONDS": env_float("GAIT_HEARTBEAT_SECONDS", 1.0),
     "SLICE_SECONDS": env_float("GAIT_SLICE_SECONDS", 30.0),
     "SWEEP_SECONDS": env_float("GAIT_SWEEP_SECONDS", 2.0),
+    "RECURRING_TICK_SECONDS": env_float("GAIT_RECURRING_TICK_SECONDS", 5.0),
+    "RECURRING_GRACE_SECONDS": env_float("GAIT_RECURRING_GRACE_SECONDS", 60.0),
     # while a step runs, how often the engine's heartbeat looks for a stop/cancel (jobs.engine)
     "STOP_POLL_SECONDS": env_float("GAIT_STOP_POLL_SECONDS", 0.2),
     # modules that register python step functions with @step_function (jobs.steps)

@@ -8,10 +8,13 @@ POST form with CSRF that works without JavaScript (redirect) and with htmx (frag
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required as django_login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -25,6 +28,24 @@ from gaitweb.roles import user_role
 # An uploaded pack larger than this is refused before it is read (packs.zipsafe guards the
 # entries; this guards the request).
 VERIFY_UPLOAD_MAX_BYTES = 256 * 1024 * 1024
+
+
+def login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Django's login_required, except that an htmx request (a poll after the session expired)
+    gets ``HX-Redirect`` to the login page: following a 302 would swap the login form into a
+    fragment of the page."""
+    plain = django_login_required(view)
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.htmx and not request.user.is_authenticated:
+            from django_htmx.http import HttpResponseClientRedirect
+
+            page = request.htmx.current_url_abs_path or request.get_full_path()
+            return HttpResponseClientRedirect(redirect_to_login(page)["Location"])
+        return plain(request, *args, **kwargs)
+
+    return wrapper
 
 
 def actor_for(request: HttpRequest) -> Actor:

@@ -16,11 +16,6 @@ urlpatterns = [
     path("jobs/<str:job_id>/chain/", job_views.job_chain, name="jobs-chain"),
     path("jobs/<str:job_id>/pack/", job_views.job_pack_build, name="jobs-pack-build"),
     path(
-        "jobs/<str:job_id>/packs/<str:pack_id>/download/",
-        job_views.job_pack_download,
-        name="jobs-pack-download",
-    ),
-    path(
         "jobs/<str:job_id>/<str:action>/",
         job_views.job_action,
         name="jobs-action",

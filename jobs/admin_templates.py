@@ -62,11 +62,14 @@ class JobTemplateForm(forms.ModelForm):
         return _check(recurring._labels, self.cleaned_data.get("labels"))
 
 
+FIRE_FIELDS = ["slot", "trigger", "status", "reason_code", "missed_slots", "job", "lateness_ms"]
+
+
 class TemplateFireInline(admin.TabularInline):
     model = TemplateFire
     fk_name = "template"
-    fields = ["slot", "trigger", "status", "reason_code", "missed_slots", "job", "lateness_ms"]
-    readonly_fields = fields
+    fields = tuple(FIRE_FIELDS)
+    readonly_fields = FIRE_FIELDS
     ordering = ["-fired_at", "-id"]
     extra = 0
     max_num = 0

@@ -608,7 +608,8 @@ def worker_last_seen() -> dict[str, Any]:
 
     from jobs.engine import SWEEP_BEAT_KEY
 
-    period = float(settings.GAIT.get("SWEEP_SECONDS", 2.0))
+    gait: dict[str, Any] = settings.GAIT
+    period = float(gait.get("SWEEP_SECONDS", 2.0))
     stale_after = 3 * period + 5
     beat: float | None = None
     try:

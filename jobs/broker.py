@@ -13,6 +13,7 @@ broker, so nothing needs configuring on the worker side.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 from django_q.brokers.orm import ORM
@@ -67,7 +68,8 @@ class ClusterORM(ORM):
         now = time.monotonic()
         if now < self._next_check:
             return
-        self._next_check = now + max(1.0, float(settings.GAIT["SWEEP_SECONDS"]))
+        gait: dict[str, Any] = settings.GAIT  # type: ignore[assignment]
+        self._next_check = now + max(1.0, float(gait["SWEEP_SECONDS"]))
         try:
             from jobs.engine import sweep_kick
 

@@ -102,15 +102,25 @@ def advance_enqueue(job_id: str, *, at: datetime | None = None) -> None:
 
     from jobs.broker import DelayedORM
 
+    # django-q2's per-task timeout must not kill a slice whose step may legitimately run up to
+    # STEP_TIMEOUT_MAX. (A broker re-delivery of a long-running task after Q_CLUSTER["retry"]
+    # is harmless: the lease is held, the duplicate exits.)
+    timeout = int(float(_gait("STEP_TIMEOUT_MAX")) + float(_gait("SLICE_SECONDS")) + 60)
     async_task(
         ADVANCE_TASK,
         job_id,
         q_options={
+            "timeout": max(timeout, _q_timeout()),
             "broker": DelayedORM(at=at),
             "save": False,
             "task_name": f"advance {job_id}"[:100],
         },
     )
+
+
+def _q_timeout() -> int:
+    q: dict[str, Any] = settings.Q_CLUSTER  # type: ignore[assignment]
+    return int(q.get("timeout") or 0)
 
 
 def _enqueue_on_commit(job_id: str, at: datetime | None = None) -> None:
@@ -674,10 +684,13 @@ class _Runner:
         if done is None:
             job_sql = (
                 f'UPDATE "{jt}" SET "cursor" = "cursor" + 1, "revision" = %s, "last_event_hash" = %s, '
-                '"updated_at" = %s, "lease_expires_at" = %s '
+                '"updated_at" = %s '
                 'WHERE "id" = %s AND "lease_token" = %s AND "revision" = %s RETURNING "id", "status"'
             )
-            params += [event.revision, event.hash, finished_at, lease, job.pk, self.token, prev_rev]
+            # No indexed column changes here (the lease is renewed by the heartbeat, not by each
+            # checkpoint), so PostgreSQL can update the job row in place (HOT) without touching
+            # the job table's indexes: the difference is measurable at hundreds of steps/s.
+            params += [event.revision, event.hash, finished_at, job.pk, self.token, prev_rev]
         else:
             # right-hand sides see the row before the update: "status" is the old status
             run = "\"status\" = 'running'"
@@ -690,7 +703,7 @@ class _Runner:
                 f'"outputs" = CASE WHEN {run} THEN %s::jsonb ELSE "outputs" END, '
                 f'"lease_token" = CASE WHEN {run} THEN NULL ELSE "lease_token" END, '
                 f'"lease_owner" = CASE WHEN {run} THEN \'\' ELSE "lease_owner" END, '
-                f'"lease_expires_at" = CASE WHEN {run} THEN NULL ELSE %s END, '
+                f'"lease_expires_at" = CASE WHEN {run} THEN NULL ELSE "lease_expires_at" END, '
                 f'"status" = CASE WHEN {run} THEN \'completed\' ELSE "status" END, '
                 '"updated_at" = %s '
                 'WHERE "id" = %s AND "lease_token" = %s AND "revision" = %s RETURNING "id", "status"'
@@ -698,7 +711,7 @@ class _Runner:
             outputs = {**self.outputs, step["name"]: result.output}
             params += [
                 done.revision, event.revision, done.hash, event.hash, finished_at,
-                json.dumps(outputs), lease, finished_at, job.pk, self.token, prev_rev,
+                json.dumps(outputs), finished_at, job.pk, self.token, prev_rev,
             ]  # fmt: skip
         if run_id is None:
             step_sql = (
@@ -1060,7 +1073,7 @@ class _Runner:
             reason=code,
             payload={
                 "step": step["name"],
-                "step_index": self.job.cursor,
+                "step_index": self.job.cursor,  # type: ignore[union-attr]
                 "attempt": attempt,
                 "status": self.preempted,
             },  # type: ignore[union-attr]
@@ -1104,7 +1117,7 @@ class _Runner:
                 reason="step_retry_scheduled",
                 payload={
                     "step": step["name"],
-                    "step_index": self.job.cursor,
+                    "step_index": self.job.cursor,  # type: ignore[union-attr]
                     "attempt": attempt,
                     "error": _error_summary(error),
                     "delay_s": round(delay, 3),
@@ -1160,7 +1173,7 @@ class _Runner:
             reason=reason,
             payload={
                 "step": step["name"],
-                "step_index": self.job.cursor,
+                "step_index": self.job.cursor,  # type: ignore[union-attr]
                 "attempt": attempt,
                 "error": _error_summary(error),
             },  # type: ignore[union-attr]
@@ -1393,7 +1406,7 @@ class _Runner:
         from approvals.models import PolicyVersion
 
         try:
-            policy = PolicyVersion.objects.get(pk=job.policy_id)
+            policy = PolicyVersion.objects.get(pk=job.policy_id)  # type: ignore[misc]
             result = gate_evaluate(intent=_intent(job, step), policy=policy).as_dict()
         except InvalidInput as exc:
             result = {"verdict": "block", "reason_codes": [exc.code], "violations": [exc.message]}
@@ -1554,7 +1567,7 @@ def sweep(*, now: datetime | None = None, limit: int = 500) -> dict[str, int]:
 
     now = now or timezone.now()
     grace = timedelta(seconds=1)
-    lost_after = timedelta(seconds=max(30.0, 3 * float(_gait("LEASE_SECONDS"))))
+    lost_after = timedelta(seconds=max(60.0, 3 * float(_gait("LEASE_SECONDS"))))
     groups = {
         # jobs.models "job_running_lease" partial index
         "expired_lease": Job.objects.filter(status=S.RUNNING, step_count__gt=0).filter(

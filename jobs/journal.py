@@ -83,14 +83,23 @@ class ChainReport:
         }
 
 
-def chain_check(job_id: str, records: Iterable[dict[str, Any]], *, expected_head: str | None = None) -> ChainReport:
+def chain_check(
+    job_id: str,
+    records: Iterable[dict[str, Any]],
+    *,
+    expected_head: str | None = None,
+    prev_hash: str = ZERO_HASH,
+    first_revision: int = 1,
+) -> ChainReport:
     """Check a sequence of event records (each with ``hash``) in revision order.
 
     Detects edited (hash mismatch), deleted or reordered (revision gap / prev_hash mismatch)
     events and names the first bad revision. Used for the database journal and for packs.
+    ``prev_hash``/``first_revision`` continue from an already verified head (the dashboard
+    checks only what was appended since its last look).
     """
-    prev = ZERO_HASH
-    expected_rev = 1
+    prev = prev_hash
+    expected_rev = first_revision
     count = 0
     for rec in records:
         count += 1
@@ -106,15 +115,17 @@ def chain_check(job_id: str, records: Iterable[dict[str, Any]], *, expected_head
             return ChainReport(False, count, prev, expected_rev, "hash does not match the event's content")
         prev = rec["hash"]
         expected_rev += 1
-    if expected_head is not None and expected_head != (prev if count else ""):
-        if not (count == 0 and expected_head in ("", ZERO_HASH)):
+    if expected_head is not None and expected_head != prev:
+        if not (prev == ZERO_HASH and expected_head == ""):
             return ChainReport(False, count, prev, expected_rev, "journal head does not match the job's last_event_hash (events missing at the end)")
     return ChainReport(True, count, prev)
 
 
-def event_records(job: Job) -> Iterable[dict[str, Any]]:
-    """Every event of ``job`` as a record with ``hash``, in revision order, streamed."""
-    for ev in JobEvent.objects.filter(job=job).order_by("revision").iterator(chunk_size=2000):
+def event_records(job: Job, *, after_revision: int = 0) -> Iterable[dict[str, Any]]:
+    """The events of ``job`` (after ``after_revision``) as records with ``hash``, in revision
+    order, streamed."""
+    events = JobEvent.objects.filter(job=job, revision__gt=after_revision).order_by("revision")
+    for ev in events.iterator(chunk_size=2000):
         rec = ev.record(job.job_id)
         rec["hash"] = ev.hash
         yield rec

@@ -31,6 +31,23 @@ TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED})
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED})
 RUNNABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING})
 
+# Which statuses each operator/reviewer action is allowed from (DESIGN §5). jobs.services
+# enforces these under a row lock; the dashboard uses Job.can() to decide which buttons to show.
+_ALL = frozenset(JobStatus.values)
+ALLOWED_FROM: dict[str, frozenset[str]] = {
+    "pause": frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING, JobStatus.DECISION_NEEDED}),
+    "stop": _ALL - TERMINAL_STATUSES - {JobStatus.FAILED, JobStatus.EMERGENCY_STOPPED},
+    "approve": frozenset(
+        {JobStatus.DECISION_NEEDED, JobStatus.PAUSED, JobStatus.BLOCKED, JobStatus.EMERGENCY_STOPPED}
+    ),
+    "reject": frozenset({JobStatus.DECISION_NEEDED}),
+    "resume": frozenset(
+        {JobStatus.PAUSED, JobStatus.DECISION_NEEDED, JobStatus.BLOCKED, JobStatus.EMERGENCY_STOPPED}
+    ),
+    "cancel": _ALL - TERMINAL_STATUSES,
+    "retry": frozenset({JobStatus.FAILED, JobStatus.BLOCKED, JobStatus.CANCELLED}),
+}
+
 
 class Job(models.Model):
     job_id = models.CharField(max_length=128, unique=True)
@@ -100,6 +117,26 @@ class Job(models.Model):
     @property
     def has_steps(self) -> bool:
         return self.step_count > 0
+
+    def can(self, action: str) -> bool:
+        """Whether ``action`` is allowed from the current status (permissions aside)."""
+        if self.status not in ALLOWED_FROM[action]:
+            return False
+        if action == "retry":
+            # only jobs gaitweb runs can be retried, and a cancelled one only if steps are left
+            return self.step_count > 0 and (
+                self.status != JobStatus.CANCELLED or self.cursor < self.step_count
+            )
+        return True
+
+    def is_submitted_by(self, actor: Any) -> bool:
+        """Whether ``actor`` (gaitweb.actors.Actor) submitted this job or runs as its identity:
+        separation of duties keeps such an actor from deciding the job's approvals."""
+        names = {actor.name, actor.identity} - {None, ""}
+        if self.created_by in names or (self.identity and self.identity in names):
+            return True
+        user = getattr(actor, "user", None)
+        return user is not None and self.created_by_user_id is not None and self.created_by_user_id == user.pk
 
     @property
     def steps(self) -> list[dict[str, Any]]:

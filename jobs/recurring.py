@@ -54,7 +54,7 @@ from django.utils.text import slugify
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
-from gaitweb.errors import Conflict, GaitError, InvalidInput, LimitExceeded, NotFound
+from gaitweb.errors import Conflict, GaitError, InvalidInput, NotFound
 from jobs.models import (
     FINISHED_STATUSES,
     FireStatus,
@@ -255,14 +255,9 @@ def _policy(ref: Any) -> Any:
 
 
 def _jobs_enabled_check() -> None:
-    if not _gait("JOBS_ENABLED", True):
-        raise LimitExceeded(
-            "jobs_disabled",
-            "new jobs are switched off on this server (GAIT_JOBS_ENABLED=false)",
-            details={"limit": "JOBS_ENABLED"},
-            http_status=503,
-            retryable=True,
-        )
+    from jobs.services import jobs_enabled_check
+
+    jobs_enabled_check()
 
 
 # --- templates ---------------------------------------------------------------------------------
@@ -505,15 +500,16 @@ def _create_run(
     try:
         _jobs_enabled_check()
         binding = None
-        if template.policy_id is not None:
-            current = template.policy.current if template.policy else None
+        policy = template.policy if template.policy_id is not None else None
+        if policy is not None:
+            current = policy.current
             if current is None:
                 raise NotFound(
                     "policy_not_found",
                     f"template {template.template_id}'s policy has no current version",
                 )
             binding = PolicyBinding(
-                digest=current.digest, ref=f"policy:{template.policy.name}", version=current
+                digest=current.digest, ref=f"policy:{policy.name}", version=current
             )
         with transaction.atomic():  # a savepoint: a refusal leaves nothing behind
             job = job_submit(
@@ -750,8 +746,9 @@ def continuity_for(job: Job | str) -> dict[str, Any]:
     """What a run of a ``resume`` template received: ``{handle, sequence, previous_job_id,
     previous_status, previous_outputs, previous_finished_at}``; ``{}`` for any other job.
     Python steps call ``continuity_for(ctx.job)``."""
-    qs = TemplateFire.objects.filter(job__job_id=job) if isinstance(job, str) else None
-    if qs is None:
+    if isinstance(job, str):
+        qs = TemplateFire.objects.filter(job__job_id=job)
+    else:
         qs = TemplateFire.objects.filter(job_id=job.pk)
     fire = qs.only("continuity").first()
     return dict(fire.continuity) if fire is not None else {}

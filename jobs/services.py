@@ -21,12 +21,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from gaitweb.actors import Actor, Scope
-from gaitweb.errors import Conflict, InvalidInput, PolicyRefused
+from gaitweb.errors import Conflict, InvalidInput, LimitExceeded, PolicyRefused
 from jobs.journal import ChainReport, chain_verify, event_append
 from jobs.models import (
+    ALLOWED_FROM,
     FINISHED_STATUSES,
     SUMMARY_MAX_BYTES,
-    TERMINAL_STATUSES,
     Checkpoint,
     CheckpointType,
     Job,
@@ -76,24 +76,19 @@ def environment_fingerprint_current() -> str:
     return "env_" + hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
-def _transition_refused(job: Job, action: str, allowed: Iterable[str]) -> Conflict:
-    return Conflict(
+def _require_status(job: Job, action: str, allowed: Iterable[str] | None = None) -> None:
+    """Refuse with ``invalid_transition`` unless the job may take ``action`` now; ``allowed``
+    overrides the lifecycle table (checkpoints have their own)."""
+    ok = job.status in set(allowed) if allowed is not None else job.can(action)
+    if ok:
+        return
+    statuses = sorted(allowed if allowed is not None else ALLOWED_FROM[action])
+    raise Conflict(
         "invalid_transition",
         f"cannot {action} a job that is {job.status}",
-        details={
-            "job_id": job.job_id,
-            "status": job.status,
-            "action": action,
-            "allowed_from": sorted(allowed),
-        },
-        hint=f"{action} is allowed from: {', '.join(sorted(allowed))}",
+        details={"job_id": job.job_id, "status": job.status, "action": action, "allowed_from": statuses},
+        hint=f"{action} is allowed from: {', '.join(statuses)}",
     )
-
-
-def _require_status(job: Job, action: str, allowed: Iterable[str]) -> None:
-    allowed = set(allowed)
-    if job.status not in allowed:
-        raise _transition_refused(job, action, allowed)
 
 
 def _text(value: Any, field: str, *, max_bytes: int, required: bool = False, code: str = "") -> str:
@@ -141,6 +136,18 @@ def identity_revoked_set(extra: Iterable[str] = ()) -> set[str]:
 # --- submit --------------------------------------------------------------------------------
 
 
+def jobs_enabled_check() -> None:
+    """Operators can switch new jobs off (GAIT_JOBS_ENABLED=false) without stopping the server."""
+    if not settings.GAIT.get("JOBS_ENABLED", True):
+        raise LimitExceeded(
+            "jobs_disabled",
+            "new jobs are switched off on this server (GAIT_JOBS_ENABLED=false)",
+            details={"limit": "JOBS_ENABLED"},
+            http_status=503,
+            retryable=True,
+        )
+
+
 def job_submit(
     *,
     actor: Actor,
@@ -156,6 +163,7 @@ def job_submit(
     steps it is queued for the engine. ``spec`` is validated (jobs.spec) before anything is
     written; a revoked identity cannot submit."""
     actor.require(Scope.SUBMIT)
+    jobs_enabled_check()
     if job_id is None or job_id == "":
         job_id = f"job_{uuid.uuid4().hex[:24]}"
     job_id_check(job_id)
@@ -358,7 +366,7 @@ def job_pause(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     reason = _reason(reason)
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
-        _require_status(job, "pause", {S.QUEUED, S.RUNNING, S.WAITING, S.DECISION_NEEDED})
+        _require_status(job, "pause")
         job.status = S.PAUSED
         job.status_reason_code = "paused"
         job.wake_at = None
@@ -380,8 +388,7 @@ def job_stop(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     reason = _reason(reason)
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
-        allowed = set(S.values) - TERMINAL_STATUSES - {S.FAILED, S.EMERGENCY_STOPPED}
-        _require_status(job, "stop", allowed)
+        _require_status(job, "stop")
         previous = job.status
         job.status = S.EMERGENCY_STOPPED
         job.status_reason_code = "emergency_stop_preempted"
@@ -440,10 +447,7 @@ def _approval_window(job: Job) -> tuple[int, int, list[JobEvent]]:
 
 def _forbid_self_approval(job: Job, actor: Actor) -> None:
     """Separation of duties: whoever submitted a job (person or agent identity) cannot approve it."""
-    names = {actor.name}
-    if actor.identity:
-        names.add(actor.identity)
-    if job.created_by in names or (job.identity and job.identity in names):
+    if job.is_submitted_by(actor):
         raise PolicyRefused(
             "self_approval_forbidden",
             f"{actor.name} submitted or runs job {job.job_id} and cannot approve it",
@@ -466,9 +470,7 @@ def job_approve(
     reason = _reason(reason)
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
-        _require_status(
-            job, "approve", {S.DECISION_NEEDED, S.PAUSED, S.BLOCKED, S.EMERGENCY_STOPPED}
-        )
+        _require_status(job, "approve")
         if not allow_self_approval:
             _forbid_self_approval(job, actor)
         _, needing, approvals = _approval_window(job)
@@ -500,7 +502,7 @@ def job_reject(
     reason = _text(reason, "reason", max_bytes=1024, required=True, code="reason_too_long")
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
-        _require_status(job, "reject", {S.DECISION_NEEDED})
+        _require_status(job, "reject")
         if not allow_self_approval:
             _forbid_self_approval(job, actor)
         job.status = S.BLOCKED
@@ -543,9 +545,7 @@ def job_resume(
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
         # (1) status
-        _require_status(
-            job, "resume", {S.PAUSED, S.DECISION_NEEDED, S.BLOCKED, S.EMERGENCY_STOPPED}
-        )
+        _require_status(job, "resume")
         # (2) approvals
         _, needing, approvals = _approval_window(job)
         if needing and not any(a.revision > needing for a in approvals):
@@ -681,7 +681,7 @@ def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     reason = _reason(reason)
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
-        _require_status(job, "cancel", set(S.values) - TERMINAL_STATUSES)
+        _require_status(job, "cancel")
         if job.status == S.QUEUED and job.started_at is None:
             code = "job_cancelled_before_start"
         elif job.status in (S.RUNNING, S.WAITING):
@@ -711,23 +711,12 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     reason = _reason(reason)
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
-        retryable = job.status in (S.FAILED, S.BLOCKED) or (
-            job.status == S.CANCELLED and job.cursor < job.step_count
-        )
-        if not retryable or job.step_count == 0:
+        if not job.can("retry"):
             raise Conflict(
                 "invalid_transition",
                 f"cannot retry a job that is {job.status}"
-                + (
-                    ""
-                    if job.step_count
-                    else " (only jobs with steps run by gaitweb can be retried)"
-                ),
-                details={
-                    "job_id": job_id,
-                    "status": job.status,
-                    "allowed_from": ["blocked", "cancelled", "failed"],
-                },
+                + ("" if job.step_count else " (only jobs with steps run by gaitweb can be retried)"),
+                details={"job_id": job_id, "status": job.status, "allowed_from": sorted(ALLOWED_FROM["retry"])},
             )
         previous = job.status
         job.status = S.QUEUED

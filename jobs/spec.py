@@ -62,7 +62,7 @@ MAX_ATTEMPTS_LIMIT = 100
 
 
 def _gait(name: str) -> Any:
-    return settings.GAIT[name]
+    return settings.GAIT[name]  # type: ignore[index]
 
 
 def _fail(path: str, message: str, code: str = "spec_invalid", **details: Any) -> InvalidInput:
@@ -103,8 +103,8 @@ def duration_parse(value: Any, path: str, *, allow_zero: bool = False) -> float:
 
 
 def _obj(
-    value: Any, path: str, allowed: set[str], required: set[str] = frozenset()
-) -> dict[str, Any]:  # type: ignore[assignment]
+    value: Any, path: str, allowed: set[str], required: set[str] | frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise _fail(path, "must be an object")
     for key in value:
@@ -153,7 +153,7 @@ def _str_map(value: Any, path: str) -> dict[str, str]:
 
 def _retry(value: Any, path: str) -> dict[str, Any]:
     raw = _obj(value, path, RETRY_KEYS)
-    out = dict(RETRY_DEFAULTS)
+    out: dict[str, Any] = dict(RETRY_DEFAULTS)
     if "max_attempts" in raw:
         out["max_attempts"] = _int(
             raw["max_attempts"], f"{path}.max_attempts", 1, MAX_ATTEMPTS_LIMIT

@@ -27,6 +27,12 @@ from django.conf import settings
 
 StepFunction = Callable[..., Any]
 _REGISTRY: dict[str, StepFunction] = {}
+
+
+def _gait(name: str, default: Any = None) -> Any:
+    return settings.GAIT.get(name, default)  # type: ignore[attr-defined]
+
+
 _modules_loaded = False
 _load_lock = threading.Lock()
 
@@ -53,7 +59,7 @@ def _load_step_modules() -> None:
         return
     with _load_lock:
         if not _modules_loaded:
-            for module in settings.GAIT.get("STEP_MODULES", ["jobs.stepfns"]):
+            for module in _gait("STEP_MODULES", ["jobs.stepfns"]):
                 importlib.import_module(module)
             _modules_loaded = True
 
@@ -143,7 +149,7 @@ def output_check(output: Any) -> dict[str, Any] | None:
         return _error(
             "output_not_json", f"the step's output is not JSON-serializable: {exc}", False
         )
-    limit = int(settings.GAIT["STEP_OUTPUT_MAX_BYTES"])
+    limit = int(_gait("STEP_OUTPUT_MAX_BYTES"))
     if size > limit:
         return _error(
             "output_too_large", f"the step's output is {size} bytes (limit {limit})", False
@@ -241,7 +247,7 @@ def run_command(ctx: StepContext, *, timeout: float) -> StepResult:
         }
     )
     env.update(w.get("env") or {})
-    tail_limit = int(settings.GAIT["LOG_TAIL_MAX_BYTES"])
+    tail_limit = int(_gait("LOG_TAIL_MAX_BYTES"))
     if ctx.stopped:
         return _cancelled()
     try:
@@ -332,7 +338,7 @@ def run_http(ctx: StepContext, *, timeout: float) -> StepResult:
         return StepResult(
             "failed", error=_error("network_error", f"{type(exc).__name__}: {exc}", True)
         )
-    tail_limit = int(settings.GAIT["LOG_TAIL_MAX_BYTES"])
+    tail_limit = int(_gait("LOG_TAIL_MAX_BYTES"))
     text = resp.text[-tail_limit:]
     code = resp.status_code
     if code >= 400:

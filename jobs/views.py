@@ -1,5 +1,5 @@
 """Dashboard pages for jobs: the list, the detail page, the lifecycle actions, run a job and
-the dashboard's pack build/download.
+building a pack (the download link is packs.views.pack_download).
 
 One view serves a page and its fragments (``jobs/list.html#rows``, ``jobs/detail.html#live``)
 when the request comes from htmx. Polls carry a fingerprint of what the client shows and get
@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.expressions import RawSQL
@@ -30,7 +29,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError, InvalidInput
-from gaitweb.views import page_context, refusal_of, require_read, safe_next
+from gaitweb.views import login_required, page_context, refusal_of, require_read, safe_next
 from jobs import services
 from jobs.models import TERMINAL_STATUSES, Checkpoint, Job, JobEvent, JobStatus, StepRun
 from jobs.selectors import job_get
@@ -45,35 +44,14 @@ LIST_FIELDS = (
     "checkpoint_count", "revision", "created_at", "created_by", "stop_reason",
 )  # fmt: skip
 
-# Which statuses each action is allowed from (DESIGN §5; jobs.services enforces the same sets
-# under a row lock — these only decide which buttons to show).
-PAUSABLE = frozenset({S.QUEUED, S.RUNNING, S.WAITING, S.DECISION_NEEDED})
-STOPPABLE = frozenset(S.values) - TERMINAL_STATUSES - {S.FAILED, S.EMERGENCY_STOPPED}
-RESUMABLE = frozenset({S.PAUSED, S.DECISION_NEEDED, S.BLOCKED, S.EMERGENCY_STOPPED})
-APPROVABLE = frozenset({S.DECISION_NEEDED, S.PAUSED, S.BLOCKED, S.EMERGENCY_STOPPED})
-CANCELLABLE = frozenset(S.values) - TERMINAL_STATUSES
-
-
 def job_actions(job: Job, actor: Actor, *, pending_requests: int = 0) -> dict[str, bool]:
     """The actions to offer: the transition is allowed from the job's status and the user has
     the scope. The service re-checks both when the form is posted."""
     control = actor.can(Scope.CONTROL)
     approve = actor.can(Scope.APPROVE) and not pending_requests
-    status = job.status
-    return {
-        "pause": control and status in PAUSABLE,
-        "stop": control and status in STOPPABLE,
-        "resume": control and status in RESUMABLE,
-        "retry": control
-        and job.step_count > 0
-        and (
-            status in (S.FAILED, S.BLOCKED)
-            or (status == S.CANCELLED and job.cursor < job.step_count)
-        ),
-        "cancel": control and status in CANCELLABLE,
-        "approve": approve and status in APPROVABLE,
-        "reject": approve and status == S.DECISION_NEEDED,
-    }
+    actions = {name: control and job.can(name) for name in ("pause", "stop", "resume", "retry", "cancel")}
+    actions.update({name: approve and job.can(name) for name in ("approve", "reject")})
+    return actions
 
 
 def counts_context(counts: dict[str, int]) -> dict[str, Any]:
@@ -350,7 +328,7 @@ def approval_cards(requests: list[Any], actor: Actor) -> list[Any]:
         ]
         req.reasons = list(gate.get("reason_codes") or [])
         req.verdict = gate.get("verdict", "")
-        req.is_mine = _is_submitter(req.job, actor)
+        req.is_mine = req.job.is_submitted_by(actor)
         req.already_decided = actor.name in req.decided_by
         req.no_scope = not actor.can(Scope.APPROVE)
         req.can_decide = (
@@ -360,13 +338,6 @@ def approval_cards(requests: list[Any], actor: Actor) -> list[Any]:
             and (not req.escalated or actor.can(Scope.ADMIN))
         )
     return requests
-
-
-def _is_submitter(job: Job, actor: Actor) -> bool:
-    names = {actor.name, actor.identity} - {None, ""}
-    if job.created_by in names or (job.identity and job.identity in names):
-        return True
-    return actor.user is not None and job.created_by_user_id == getattr(actor.user, "pk", None)
 
 
 def _pending_requests(job: Job, actor: Actor) -> list[Any]:
@@ -437,26 +408,20 @@ _chain_memo: dict[int, dict[str, Any]] = {}
 
 
 def _chain_extend(job: Job, memo: dict[str, Any]) -> dict[str, Any] | None:
-    """Check only the events appended since the last verified head: each must follow the
-    previous one (revision, prev_hash) and hash to what it says. None on any doubt; the caller
-    then re-hashes the whole journal, which also names the first bad revision."""
-    from jobs.journal import event_hash
+    """Check only the events appended since the last verified head. None on any doubt; the
+    caller then re-hashes the whole journal, which also names the first bad revision."""
+    from jobs.journal import chain_check, event_records
 
-    prev, expected, count = memo["head"], memo["revision"] + 1, memo["report"]["events_checked"]
-    for ev in JobEvent.objects.filter(job=job, revision__gt=memo["revision"]).order_by("revision"):
-        record = ev.record(job.job_id)
-        if ev.revision != expected or record["prev_hash"] != prev or event_hash(record) != ev.hash:
-            return None
-        prev, expected, count = ev.hash, expected + 1, count + 1
-    if prev != job.last_event_hash:
+    report = chain_check(
+        job.job_id,
+        event_records(job, after_revision=memo["revision"]),
+        expected_head=job.last_event_hash,
+        prev_hash=memo["head"],
+        first_revision=memo["revision"] + 1,
+    )
+    if not report.ok:
         return None
-    return {
-        "ok": True,
-        "events_checked": count,
-        "head_hash": prev,
-        "first_bad_revision": None,
-        "reason": "",
-    }
+    return {**report.as_dict(), "events_checked": memo["report"]["events_checked"] + report.events_checked}
 
 
 def chain_report(job: Job) -> dict[str, Any]:
@@ -597,24 +562,6 @@ def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
         )
     messages.success(request, notice)
     return redirect("jobs-detail", job.job_id)
-
-
-@login_required
-@require_GET
-def job_pack_download(request: HttpRequest, job_id: str, pack_id: str) -> HttpResponse:
-    from packs.services import pack_get
-
-    job, actor = _get_job_for_user(request, job_id)
-    try:
-        pack = pack_get(actor=actor, pack_id=pack_id)
-    except GaitError:
-        raise Http404("no such pack") from None
-    if pack.job_id != job.pk:
-        raise Http404("no such pack for this job")
-    response = HttpResponse(bytes(pack.data), content_type="application/zip")
-    response["Content-Disposition"] = f'attachment; filename="{job.job_id}-{pack.pack_id[:12]}.zip"'
-    response["Content-Length"] = str(pack.size)
-    return response
 
 
 # --- run a job ----------------------------------------------------------------------------------

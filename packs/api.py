@@ -30,7 +30,8 @@ UPLOAD_MAX_DEFAULT = 64 * 1024 * 1024
 
 
 def upload_max_bytes() -> int:
-    return int(settings.GAIT.get("API_UPLOAD_MAX_BYTES", UPLOAD_MAX_DEFAULT))
+    gait: dict[str, Any] = settings.GAIT
+    return int(gait.get("API_UPLOAD_MAX_BYTES", UPLOAD_MAX_DEFAULT))
 
 
 class RawZipParser(BaseParser):

@@ -220,3 +220,22 @@ def test_with_a_cache_backend_the_throttle_counts_in_the_cache(
     client = key_client("read")
     assert [client.get("/api/v1/jobs").status_code for _ in range(3)] == [200, 200, 429]
     assert not ThrottleCounter.objects.exists()
+
+
+def test_the_schema_and_swagger_ui_are_served_by_the_app_without_a_cdn() -> None:
+    import re
+
+    from django.test import Client
+
+    client = Client()
+    schema = client.get("/api/v1/schema/")
+    assert schema.status_code == 200 and b"openapi: 3" in schema.content
+    assert b"bearerFormat: gw_<prefix>_<secret>" in schema.content
+    page = client.get("/api/v1/docs/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(a.startswith("/") for a in assets), assets
+    assert not re.search(r"https?://(?!127\.0\.0\.1|localhost|testserver)", html)
+    bundle = next(a for a in assets if a.endswith("swagger-ui-bundle.js"))
+    assert client.get(bundle).status_code == 200

@@ -486,3 +486,35 @@ def test_health_sees_a_worker_from_the_engines_sweep_beat() -> None:
     cache.set(SWEEP_BEAT_KEY, time.time() - 3600, None)
     body = APIClient().get("/api/v1/health").json()
     assert body["worker"]["last_beat_age_seconds"] >= 3599
+
+
+@pytest.mark.django_db(transaction=True)
+def test_identical_submits_racing_each_other_create_one_job(
+    postgres_only: None, make_key: Any
+) -> None:
+    import threading
+
+    from django.db import connection
+
+    raw = make_key("submit,read", identity="racer")
+    barrier = threading.Barrier(4)
+    answers: list[tuple[int, str]] = []
+
+    def submit_once() -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        barrier.wait()
+        r = client.post(
+            "/api/v1/jobs", {"labels": {"n": "1"}}, format="json", HTTP_IDEMPOTENCY_KEY="race-1"
+        )
+        answers.append((r.status_code, r.json().get("job_id", r.json())))
+        connection.close()
+
+    threads = [threading.Thread(target=submit_once) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(code for code, _ in answers) == [200, 200, 200, 201], answers
+    assert len({job_id for _, job_id in answers}) == 1
+    assert Job.objects.filter(identity="racer").count() == 1

@@ -483,3 +483,11 @@ def test_submitting_needs_the_submit_permission(cast: Any, role: str, allowed: b
         with pytest.raises(Forbidden):
             services.job_submit(actor=actor, job_id="job_x")
         assert not Job.objects.exists()
+
+
+def test_submit_is_refused_by_name_when_jobs_are_switched_off() -> None:
+    with override_settings(GAIT={**settings.GAIT, "JOBS_ENABLED": False}):
+        with pytest.raises(GaitError) as info:
+            submit()
+    assert info.value.code == "jobs_disabled" and info.value.details["limit"] == "JOBS_ENABLED"
+    assert info.value.http_status == 503 and not Job.objects.exists()

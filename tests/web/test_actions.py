@@ -179,17 +179,11 @@ def test_anyone_with_read_access_builds_a_pack_and_downloads_it(cast):
     from packs.models import Pack
 
     pack = Pack.objects.get(job__job_id="pack-1")
-    assert f"/jobs/pack-1/packs/{pack.pack_id}/download/" in html
-    download = b.get(f"/jobs/pack-1/packs/{pack.pack_id}/download/")
+    assert f'href="/packs/{pack.pack_id}/download"' in html
+    download = b.get(f"/packs/{pack.pack_id}/download")
     assert download.status_code == 200 and download["Content-Type"] == "application/zip"
     assert download.content == bytes(pack.data)
-    # a pack is only downloadable under its own job
-    agent_job("pack-2")
-    assert b.get(f"/jobs/pack-2/packs/{pack.pack_id}/download/").status_code == 404
-    assert (
-        Browser(cast.outsider).get(f"/jobs/pack-1/packs/{pack.pack_id}/download/").status_code
-        == 403
-    )
+    assert Browser(cast.outsider).get(f"/packs/{pack.pack_id}/download").status_code == 403
 
 
 def test_rebuilding_an_unchanged_job_returns_the_same_pack(cast):

@@ -165,3 +165,17 @@ def test_expired_request_is_refused_inline(cast):
     )
     assert "<code>approval_expired</code>" in response.content.decode()
     assert _job_status("exp-1") == "decision_needed"
+
+
+def test_an_escalated_request_can_only_be_decided_by_an_admin(cast):
+    req = pending_request("esc-1")
+    ApprovalRequest.objects.filter(pk=req.pk).update(escalated=True)
+    reviewer = Browser(cast.reviewer)
+    page = reviewer.get("/approvals/").content.decode()
+    assert "Escalated: only an admin can decide now." in page
+    refused = reviewer.post(f"/approvals/{req.request_id}/decide/", {"decision": "approve"})
+    assert (
+        refused.status_code == 403 and "<code>permission_denied</code>" in refused.content.decode()
+    )
+    Browser(cast.admin).post(f"/approvals/{req.request_id}/decide/", {"decision": "approve"})
+    assert _job_status("esc-1") == "running"

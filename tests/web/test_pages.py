@@ -267,3 +267,13 @@ def test_chain_badge_checks_new_events_and_catches_a_forged_one(cast):
     services.job_checkpoint_add(actor=AGENT, job_id="grow-1", type="progress", summary="almost")
     JobEvent.objects.filter(job__job_id="grow-1", revision=3).update(payload={"summary": "forged"})
     assert "chain broken at #3" in b.get("/jobs/grow-1/chain/", htmx=True).content.decode()
+
+
+def test_a_poll_after_the_session_ended_sends_the_browser_to_the_login_page(cast):
+    response = Client().get(
+        "/jobs/",
+        {"fragment": "rows", "fp": "x"},
+        headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/jobs/?status=paused"},
+    )
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == "/login/?next=/jobs/%3Fstatus%3Dpaused"
