@@ -28,12 +28,21 @@ def roles_ensure() -> None:
         perms = []
         for scope in scopes:
             app_label, codename = SCOPE_PERMISSIONS[scope].split(".")
-            perms.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+            perms.append(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
         if role == "admin":
-            # admins manage policies, identities, revocations and keys in Django admin
+            # admins manage policies, identities, revocations, signing keys, API keys and job
+            # templates in Django admin (jobs and events stay read-only there)
             perms += list(
                 Permission.objects.filter(
-                    content_type__app_label__in=["approvals", "packs"],
+                    content_type__app_label__in=["approvals", "packs", "gaitweb"]
+                )
+            )
+            perms += list(
+                Permission.objects.filter(
+                    content_type__app_label="jobs",
+                    content_type__model__in=["jobtemplate", "templatefire"],
                 )
             )
         group.permissions.set(perms)

@@ -143,6 +143,7 @@ class _Heartbeat:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.pid = os.getpid()
+        self.used_db = False
         self.thread = threading.Thread(target=self._loop, name="gaitweb-heartbeat", daemon=True)
         self.thread.start()
 
@@ -164,9 +165,12 @@ class _Heartbeat:
             with self.lock:
                 runner = self.runner
             if runner is None:
+                if self.used_db:  # idle: give the connection back (it is reopened on demand)
+                    self.used_db = False
+                    connection.close()
                 continue
             try:
-                runner.heartbeat_tick()
+                self.used_db = runner.heartbeat_tick() or self.used_db
             except Exception:  # a broken connection must not kill the thread
                 log.exception("heartbeat failed for %s", runner.job_id)
                 try:
@@ -219,13 +223,15 @@ class _Runner:
 
     # -- heartbeat side (runs on the heartbeat thread) --
 
-    def heartbeat_tick(self) -> None:
+    def heartbeat_tick(self) -> bool:
+        """Renew the lease when due; while a step runs, look for a stop. True if it used the
+        database."""
         now_m = time.monotonic()
         attempt = self.attempt
         lease_s = float(_gait("LEASE_SECONDS"))
         renew = now_m - self.last_renew >= float(_gait("HEARTBEAT_SECONDS"))
         if not renew and attempt is None:
-            return
+            return False
         table = Job._meta.db_table
         with connection.cursor() as cur:
             if renew:
@@ -249,12 +255,13 @@ class _Runner:
         elif row[0] in (S.EMERGENCY_STOPPED, S.CANCELLED):
             self.preempted = row[0]
         if attempt is None:
-            return
+            return True
         # python steps cannot be killed: a timeout only raises ctx.stopped (commands time out
         # themselves and are killed)
         timed_out = attempt.ctx.step["kind"] == "python" and now_m > attempt.deadline
         if self.lease_lost or self.preempted or timed_out:
             attempt.ctx.stop_event.set()
+        return True
 
     # -- claim --
 
@@ -847,16 +854,18 @@ class _Runner:
         assert job is not None
         slice_end = time.monotonic() + float(_gait("SLICE_SECONDS"))
         steps = job.steps
+        first = job.cursor  # every slice makes progress: at least one step before yielding
         while True:
             if self.lease_lost:
                 raise _LeaseLost
+            slice_over = job.cursor > first and time.monotonic() >= slice_end
             status = self.preempted or job.status
             if status == S.COMPLETED:  # the last checkpoint completed the job
                 return "completed"
             if self.prestarted is not None and (
                 status != S.RUNNING
                 or self.prestarted[0] != job.cursor
-                or time.monotonic() >= slice_end
+                or slice_over
                 or (job.deadline is not None and timezone.now() >= job.deadline)
             ):
                 self._drop_prestarted()
@@ -877,7 +886,7 @@ class _Runner:
                     {"type": "deadline_exceeded", "message": "the job's deadline passed"},
                 )
                 return "failed"
-            if time.monotonic() >= slice_end:
+            if slice_over:
                 self.release(reenqueue=True)
                 return "yielded"
             step = steps[job.cursor]

@@ -11,9 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import rfc8785
 from django.utils import timezone
 
 from gaitweb.canonical import ZERO_HASH, digest
+from gaitweb.errors import InvalidInput
 from jobs.models import Job, JobEvent
 
 
@@ -42,7 +44,15 @@ def event_build(
         created_at=timezone.now(),
         prev_hash=job.last_event_hash or ZERO_HASH,
     )
-    event.hash = event_hash(event.record(job.job_id))
+    try:
+        event.hash = event_hash(event.record(job.job_id))
+    except rfc8785.CanonicalizationError as exc:
+        # integers beyond ±2**53, NaN, lone surrogates: JSON that cannot be hashed canonically
+        raise InvalidInput(
+            "invalid_json_value",
+            f"the event payload holds a value canonical JSON cannot represent: {exc}",
+            details={"event_type": type},
+        ) from None
     job.revision = event.revision
     job.last_event_hash = event.hash
     return event

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import Conflict, InvalidInput, LimitExceeded, PolicyRefused
-from jobs.journal import ChainReport, chain_verify, event_append
+from jobs.journal import ChainReport, chain_verify, event_append, event_build
 from jobs.models import (
     ALLOWED_FROM,
     FINISHED_STATUSES,
@@ -175,57 +175,64 @@ def job_submit(
 
         normalized = spec_validate(spec)
     steps = normalized.get("steps", [])
-    if identity and identity in identity_revoked_set():
+    from approvals.services import identity_is_revoked
+
+    if identity_is_revoked(identity):
         raise PolicyRefused(
             "identity_revoked", f"identity {identity!r} is revoked", details={"identity": identity}
         )
+    parent = job_get(job_id=parent_id) if parent_id else None
 
     now = timezone.now()
-    with transaction.atomic():
-        parent = job_get(job_id=parent_id) if parent_id else None
-        job = Job(
-            job_id=job_id,
-            status=S.QUEUED if steps else S.RUNNING,
-            identity=identity,
-            policy=policy.version if policy else None,
-            policy_digest=policy.digest if policy else "",
-            policy_ref=policy.ref if policy else "",
-            environment_fingerprint=environment_fingerprint or environment_fingerprint_current(),
-            spec=normalized,
-            step_count=len(steps),
-            labels=labels,
-            created_by=actor.name,
-            created_by_user=actor.user if actor.kind == "user" else None,
-            parent=parent,
-            started_at=None if steps else now,
-        )
-        if normalized.get("deadline_seconds"):
-            job.deadline = now + timedelta(seconds=float(normalized["deadline_seconds"]))
-        job.status_reason_code = "job_queued" if steps else "submitted"
-        try:
-            with transaction.atomic():
-                job.save(force_insert=True)
-        except IntegrityError:
+    job = Job(
+        job_id=job_id,
+        status=S.QUEUED if steps else S.RUNNING,
+        status_reason_code="job_queued" if steps else "submitted",
+        identity=identity,
+        policy=policy.version if policy else None,
+        policy_digest=policy.digest if policy else "",
+        policy_ref=policy.ref if policy else "",
+        environment_fingerprint=environment_fingerprint or environment_fingerprint_current(),
+        spec=normalized,
+        step_count=len(steps),
+        labels=labels,
+        created_by=actor.name,
+        created_by_user=actor.user if actor.kind == "user" else None,
+        parent=parent,
+        started_at=None if steps else now,
+    )
+    if normalized.get("deadline_seconds"):
+        job.deadline = now + timedelta(seconds=float(normalized["deadline_seconds"]))
+    # The first event is built before the job row exists, so the row is inserted once with its
+    # chain head already set: two INSERTs, no UPDATE (submit is the API's hottest write).
+    event = event_build(
+        job,
+        type="submitted",
+        actor=actor.name,
+        reason_code=job.status_reason_code,
+        payload={
+            "identity": identity,
+            "policy_digest": job.policy_digest,
+            "policy_ref": job.policy_ref,
+            "environment_fingerprint": job.environment_fingerprint,
+            "step_count": job.step_count,
+            "spec_digest": _spec_digest(normalized) if steps else "",
+            "labels": labels,
+        },
+    )
+    try:
+        with transaction.atomic():
+            job.save(force_insert=True)
+            event.job = job
+            event.save(force_insert=True)
+            if steps:
+                job_wake(job.job_id)
+    except IntegrityError:
+        if Job.objects.filter(job_id=job_id).exists():
             raise Conflict(
                 "job_exists", f"a job with id {job_id!r} already exists", details={"job_id": job_id}
             ) from None
-        event_append(
-            job,
-            type="submitted",
-            actor=actor.name,
-            reason_code=job.status_reason_code,
-            payload={
-                "identity": identity,
-                "policy_digest": job.policy_digest,
-                "policy_ref": job.policy_ref,
-                "environment_fingerprint": job.environment_fingerprint,
-                "step_count": job.step_count,
-                "spec_digest": _spec_digest(normalized) if steps else "",
-                "labels": labels,
-            },
-        )
-        if steps:
-            job_wake(job.job_id)
+        raise
     return job
 
 

@@ -101,3 +101,13 @@ def test_event_revisions_are_unique_per_job_in_the_database(job: Job) -> None:
     with pytest.raises(IntegrityError), transaction.atomic():
         ev.save(force_insert=True)
     assert connection.vendor in {"postgresql", "sqlite"}
+
+
+def test_a_payload_canonical_json_cannot_represent_is_refused_and_writes_nothing(job: Job) -> None:
+    from gaitweb.errors import InvalidInput
+    from jobs.journal import event_append
+
+    with pytest.raises(InvalidInput) as info:
+        event_append(job, type="note", payload={"n": 2**60})
+    assert info.value.code == "invalid_json_value"
+    assert JobEvent.objects.filter(job=job).count() == 6
