@@ -21,7 +21,7 @@ from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError
 from gaitweb.views import login_required, page_context, refusal_of, require_read, safe_next
 from jobs.models import Checkpoint
-from jobs.views import _fingerprint, _render_detail, approval_cards
+from jobs.views import _render_detail, approval_cards, fingerprint
 
 
 def _queue(actor: Actor) -> list[ApprovalRequest]:
@@ -34,7 +34,7 @@ def _queue(actor: Actor) -> list[ApprovalRequest]:
 
 def _queue_context(actor: Actor) -> dict[str, Any]:
     reqs = _queue(actor)
-    fp = _fingerprint([(r.request_id, r.approvals_n, r.escalated, r.job.status) for r in reqs])
+    fp = fingerprint([(r.request_id, r.approvals_n, r.escalated, r.job.status) for r in reqs])
     return {
         "requests": reqs,
         "fp": fp,

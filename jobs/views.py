@@ -57,15 +57,15 @@ def job_actions(job: Job, actor: Actor, *, pending_requests: int = 0) -> dict[st
 def counts_context(counts: dict[str, int]) -> dict[str, Any]:
     return {
         "counts_list": [(s, s.replace("_", " "), counts.get(s, 0)) for s in S.values],
-        "counts_fp": _fingerprint(counts),
+        "counts_fp": fingerprint(counts),
     }
 
 
-def _fingerprint(*parts: Any) -> str:
+def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
-def _htmx_poll(request: HttpRequest) -> bool:
+def htmx_poll(request: HttpRequest) -> bool:
     return bool(request.htmx) and request.method == "GET" and "fp" in request.GET
 
 
@@ -187,7 +187,7 @@ def _list_page(request: HttpRequest, actor: Actor) -> dict[str, Any]:
     query = {k: v for k, v in filters.items() if v}
     if after:
         query["after"] = request.GET["after"]
-    fp = _fingerprint([(j.job_id, j.revision, j.status) for j in rows], more)
+    fp = fingerprint([(j.job_id, j.revision, j.status) for j in rows], more)
     older = None
     if more:
         older = {**{k: v for k, v in filters.items() if v}, "after": _cursor_encode(rows[-1])}
@@ -214,7 +214,7 @@ def jobs_list(request: HttpRequest) -> HttpResponse:
         cctx["filters"] = _list_filters(request)[0]
         return render(request, "jobs/list.html#counts", cctx)
     ctx = _list_page(request, actor)
-    if _htmx_poll(request) and request.GET.get("fp") == ctx["fp"]:
+    if htmx_poll(request) and request.GET.get("fp") == ctx["fp"]:
         return HttpResponse(status=204)
     if request.htmx and request.GET.get("fragment") == "rows":
         return render(request, "jobs/list.html#rows", ctx)
@@ -237,10 +237,10 @@ def _get_job_for_user(request: HttpRequest, job_id: str) -> tuple[Job, Actor]:
 
 def _detail_fp(job: Job) -> str:
     last_run = StepRun.objects.filter(job=job).order_by("-id").values_list("id", "status").first()
-    return _fingerprint(job.revision, job.status, last_run)
+    return fingerprint(job.revision, job.status, last_run)
 
 
-def _duration(ms: int | None) -> str:
+def duration(ms: int | None) -> str:
     if ms is None:
         return ""
     if ms < 1000:
@@ -250,7 +250,7 @@ def _duration(ms: int | None) -> str:
     return f"{ms // 60_000} min {ms % 60_000 // 1000} s"
 
 
-def _pretty(value: Any) -> str:
+def pretty(value: Any) -> str:
     if value in (None, "", {}, []):
         return ""
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
@@ -280,8 +280,8 @@ def _steps(job: Job) -> list[dict[str, Any]]:
                 "status": status,
                 "current": i == job.cursor and job.status not in TERMINAL_STATUSES,
                 "attempts": len(attempts),
-                "duration": _duration(last.duration_ms) if last else "",
-                "output": _pretty(last.output) if last else "",
+                "duration": duration(last.duration_ms) if last else "",
+                "output": pretty(last.output) if last else "",
                 "error": last.error if last else None,
                 "stdout": last.stdout if last else "",
                 "stderr": last.stderr if last else "",
@@ -308,7 +308,7 @@ def _timeline(job: Job, before: int | None) -> tuple[list[JobEvent], int | None]
         ev.age = timesince(ev.created_at, now, depth=1)
         ev.is_checkpoint = ev.type == "checkpoint_added"
         ev.summary = p.get("summary") or p.get("reason") or p.get("message") or ""
-        ev.payload_json = _pretty(p)
+        ev.payload_json = pretty(p)
     return events, older
 
 
@@ -398,7 +398,7 @@ def _render_detail(
 @require_GET
 def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
     job, actor = _get_job_for_user(request, job_id)
-    if _htmx_poll(request) and request.GET.get("fp") == _detail_fp(job):
+    if htmx_poll(request) and request.GET.get("fp") == _detail_fp(job):
         return HttpResponse(status=204)
     return _render_detail(request, job, actor, fragment=bool(request.htmx))
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cron_descriptor import Options, get_description
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -28,7 +29,7 @@ from gaitweb.errors import GaitError
 from gaitweb.views import login_required, page_context, refusal_of, require_read, safe_next
 from jobs import recurring
 from jobs.models import FINISHED_STATUSES, FireStatus, JobTemplate, TemplateFire
-from jobs.views import _duration, _fingerprint, _htmx_poll, _pretty
+from jobs.views import duration, fingerprint, htmx_poll, pretty
 
 FIRES_SHOWN = 20  # the same window as the API's template detail
 
@@ -48,7 +49,7 @@ RULES = {
     },
 }
 # the fire statuses drawn with the dashboard's existing badge colours (text always shown)
-FIRE_BADGE = {
+FIRE_BADGE: dict[str, str] = {
     FireStatus.FIRED: "st-ok",
     FireStatus.PENDING: "st-pending",
     FireStatus.SKIPPED: "st-cancelled",
@@ -62,90 +63,34 @@ ACTIONS = {
 
 # --- the schedule in words ---------------------------------------------------------------------
 
-WEEKDAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
-MONTHS = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
-]  # fmt: skip
 MACROS = {
-    "@yearly": "every year on 1 January at 00:00",
-    "@annually": "every year on 1 January at 00:00",
-    "@monthly": "on the 1st of every month at 00:00",
-    "@weekly": "every Sunday at 00:00",
-    "@daily": "every day at 00:00",
-    "@midnight": "every day at 00:00",
-    "@hourly": "every hour, on the hour",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
 }
-
-
-def _weekdays(field: str) -> str | None:
-    """``1-5`` → "Monday to Friday", ``1,3`` → "Monday and Wednesday"; None if unusual."""
-    names = {d[:3].lower(): i for i, d in enumerate(WEEKDAYS)}
-
-    def day(token: str) -> str | None:
-        token = token.lower()
-        if token.isdigit() and int(token) <= 7:
-            return WEEKDAYS[int(token) % 7]
-        return WEEKDAYS[names[token]] if token in names else None
-
-    parts = []
-    for item in field.split(","):
-        first, sep, last = item.partition("-")
-        a, b = day(first), day(last) if sep else None
-        if a is None or (sep and b is None):
-            return None
-        parts.append(f"{a} to {b}" if sep else a)
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
+_CRON_WORDS = Options()
+_CRON_WORDS.use_24hour_time_format = True
+_CRON_WORDS.verbose = False
 
 
 def cron_in_words(expr: str) -> str:
-    """The common cron shapes in plain words (``0 9 * * 1-5`` → "at 09:00, Monday to Friday").
-
-    Anything rarer returns "" and the page shows the expression alone: a wrong sentence would be
-    worse than none, and the raw expression is always shown next to the words."""
+    """The schedule in plain words, by cron-descriptor ("0 9 * * 1-5" → "At 09:00, Monday
+    through Friday"); "" when it cannot say (the expression is always shown next to it)."""
     if not expr:
         return ""
-    if expr.startswith("@"):
-        return MACROS.get(expr, "")
+    expr = MACROS.get(expr.strip(), expr)
     fields = expr.split()
-    if len(fields) == 6:  # croniter's form: seconds last
-        if fields[:5] == ["*"] * 5:
-            if fields[5] == "*":
-                return "every second"
-            if fields[5].startswith("*/") and fields[5][2:].isdigit():
-                return f"every {fields[5][2:]} seconds"
+    if len(fields) == 6:
+        # croniter puts seconds last, cron-descriptor first
+        fields = [fields[5], *fields[:5]]
+    try:
+        return str(get_description(" ".join(fields), _CRON_WORDS))
+    except Exception:  # cron-descriptor raises its own FormatException and friends
         return ""
-    if len(fields) != 5:
-        return ""
-    minute, hour, dom, month, dow = fields
-    if [hour, dom, month, dow] == ["*"] * 4:
-        if minute == "*":
-            return "every minute"
-        if minute.startswith("*/") and minute[2:].isdigit():
-            return f"every {minute[2:]} minutes"
-        if minute.isdigit():
-            return f"every hour at minute {int(minute)}"
-        return ""
-    if not minute.isdigit() or month != "*":
-        return ""
-    if hour.startswith("*/") and hour[2:].isdigit() and dom == "*" and dow == "*":
-        return f"every {hour[2:]} hours at minute {int(minute)}"
-    if not hour.isdigit():
-        return ""
-    at = f"at {int(hour):02d}:{int(minute):02d}"
-    if dom == "*" and dow == "*":
-        return f"every day {at}"
-    if dom == "*":
-        days = _weekdays(dow)
-        return f"{at}, {days}" if days else ""
-    if dow == "*" and dom.isdigit():
-        return f"{at} on the {_ordinal(int(dom))} of every month"
-    return ""
 
 
 def _moment(at: datetime | None, tz: ZoneInfo, now: datetime) -> dict[str, Any] | None:
@@ -153,10 +98,12 @@ def _moment(at: datetime | None, tz: ZoneInfo, now: datetime) -> dict[str, Any] 
     if at is None:
         return None
     local = at.astimezone(tz)
+    utc = at.astimezone(ZoneInfo("UTC"))
     return {
         "iso": at.isoformat(),
         "local": f"{local:%a %Y-%m-%d %H:%M:%S} {local.tzname()}",
-        "utc": f"{at.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M:%S} UTC",
+        # "" when the template's timezone is UTC: the same time twice says nothing
+        "utc": "" if tz.key in ("UTC", "Etc/UTC") else f"{utc:%Y-%m-%d %H:%M:%S} UTC",
         "relative": f"in {timeuntil(at, now, depth=2)}"
         if at > now
         else f"{timesince(at, now, depth=1)} ago",
@@ -221,7 +168,7 @@ def _nav_count() -> int:
 def _list_context(actor: Actor) -> dict[str, Any]:
     now = timezone.now()
     templates = [_decorate(t, actor, now) for t in recurring.template_list(actor=actor)]
-    fp = _fingerprint(
+    fp = fingerprint(
         [
             (t.template_id, t.updated_at, t.last_run["status"] if t.last_run else None)
             for t in templates
@@ -235,7 +182,7 @@ def _list_context(actor: Actor) -> dict[str, Any]:
 def templates_list(request: HttpRequest) -> HttpResponse:
     actor = require_read(request)
     ctx = _list_context(actor)
-    if _htmx_poll(request) and request.GET.get("fp") == ctx["fp"]:
+    if htmx_poll(request) and request.GET.get("fp") == ctx["fp"]:
         return HttpResponse(status=204)
     if request.htmx and request.GET.get("fragment") == "rows":
         return render(request, "jobs/templates_list.html#rows", ctx)
@@ -252,7 +199,7 @@ def _fires(template: JobTemplate, tz: ZoneInfo, now: datetime) -> list[TemplateF
         fire.badge = FIRE_BADGE.get(fire.status, "st-queued")
         fire.slot_at = _moment(fire.slot, tz, now)
         fire.fired = _moment(fire.fired_at, tz, now)
-        fire.lateness = _duration(max(fire.lateness_ms, 0))
+        fire.lateness = duration(max(fire.lateness_ms, 0))
         fire.job_url = reverse("jobs-detail", args=[fire.job.job_id]) if fire.job else ""
         fire.previous_url = (
             reverse("jobs-detail", args=[fire.previous_job.job_id]) if fire.previous_job else ""
@@ -273,7 +220,7 @@ def _detail_context(template: JobTemplate, actor: Actor) -> dict[str, Any]:
         "template": template,
         "actions": template.actions,
         "fires": fires,
-        "spec_json": _pretty(template.spec),
+        "spec_json": pretty(template.spec),
         "steps": steps,
         "policy": policy,
         "policy_version": current,
@@ -285,7 +232,7 @@ def _detail_context(template: JobTemplate, actor: Actor) -> dict[str, Any]:
         "live": template.enabled
         or pending
         or bool(template.last_run and template.last_run["active"]),
-        "fp": _fingerprint(
+        "fp": fingerprint(
             template.updated_at,
             template.last_run["status"] if template.last_run else None,
             [(f.pk, f.status, f.job.status if f.job else None) for f in fires],
@@ -315,7 +262,7 @@ def _render_detail(
 @require_GET
 def template_detail(request: HttpRequest, template_id: str) -> HttpResponse:
     template, actor = _get_template_for_user(request, template_id)
-    if _htmx_poll(request):
+    if htmx_poll(request):
         ctx = _detail_context(template, actor)
         if request.GET.get("fp") == ctx["fp"]:
             return HttpResponse(status=204)
@@ -325,9 +272,7 @@ def template_detail(request: HttpRequest, template_id: str) -> HttpResponse:
 # --- actions -----------------------------------------------------------------------------------
 
 
-def _perform(
-    actor: Actor, template: JobTemplate, action: str
-) -> tuple[str, TemplateFire | None]:
+def _perform(actor: Actor, template: JobTemplate, action: str) -> tuple[str, TemplateFire | None]:
     """Call the action's service; the notice to show and, for run now, the fire."""
     tid, name = template.template_id, template.name
     if action == "run":

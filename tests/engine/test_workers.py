@@ -125,7 +125,7 @@ def test_a_flaky_step_succeeds_on_attempt_3_with_the_backoff_respected(clusters:
         (b.started_at - a.finished_at).total_seconds() for a, b in zip(runs, runs[1:], strict=False)
     ]
     # 0.5 s then 1.0 s, delivered by the delayed broker within its poll precision
-    assert 0.5 <= gaps[0] < 1.3 and 1.0 <= gaps[1] < 1.8, gaps
+    assert 0.5 <= gaps[0] < 1.5 and 1.0 <= gaps[1] < 2.0, gaps  # due time + at most ~1 s
     assert [t for t, _ in events(job)].count("step_retry_scheduled") == 2
 
 
