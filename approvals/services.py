@@ -37,6 +37,7 @@ from approvals.models import (
 from approvals.policy import policy_parse
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import Conflict, GaitError, InvalidInput, NotFound, PolicyRefused
+from gaitweb.validation import text_field
 
 if TYPE_CHECKING:
     from approvals.gate import GateResult
@@ -48,23 +49,6 @@ REASON_MAX = 1024
 SUMMARY_MAX = 512
 MAX_REQUIRED_APPROVALS = 20
 FILE_POLICY_PREFIX = "file:"
-
-
-def _text(value: Any, field: str, *, max_len: int, required: bool = False) -> str:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise InvalidInput("invalid_field", f"{field} must be a string", details={"field": field})
-    value = value.strip()
-    if required and not value:
-        raise InvalidInput(f"missing_{field}", f"{field} is required", details={"field": field})
-    if len(value) > max_len:
-        raise InvalidInput(
-            f"{field}_too_long",
-            f"{field} is longer than {max_len} characters",
-            details={"field": field},
-        )
-    return value
 
 
 # --- policies ----------------------------------------------------------------------------------
@@ -99,7 +83,7 @@ def policy_save(
     Strict parse first: a bad policy raises ``InvalidInput`` (line and key named) and nothing is
     written. Old versions stay resolvable by digest forever (jobs and packs refer to them)."""
     actor.require(Scope.ADMIN)
-    name = _text(name, "name", max_len=POLICY_NAME_MAX, required=True)
+    name = text_field(name, "name", max_len=POLICY_NAME_MAX, required=True)
     if name.startswith(FILE_POLICY_PREFIX):
         raise InvalidInput(
             "invalid_policy_name",
@@ -114,7 +98,7 @@ def policy_save(
             .get(pk=policy.pk)
         )
         if description is not None and description != policy.description:
-            policy.description = _text(description, "description", max_len=512)
+            policy.description = text_field(description, "description", max_len=512)
             policy.save(update_fields=["description", "updated_at"])
         return _policy_version_store(policy=policy, source=source, author=actor.name)
 
@@ -129,7 +113,7 @@ def policy_resolve(*, ref: str, actor: Actor | None = None) -> PolicyVersion:
     digest (64 hex, optionally ``sha256:``-prefixed; the oldest version with that digest)."""
     if actor is not None:
         actor.require(Scope.READ)
-    ref = _text(ref, "ref", max_len=POLICY_NAME_MAX + 16, required=True)
+    ref = text_field(ref, "ref", max_len=POLICY_NAME_MAX + 16, required=True)
     hex_ref = ref.removeprefix("sha256:").lower()
     if len(hex_ref) == 64 and all(c in "0123456789abcdef" for c in hex_ref):
         found = (
@@ -223,8 +207,8 @@ def identity_revoke(*, actor: Actor, identity: str, reason: str = "") -> Revoked
     """Revoke an agent identity: its dispatches are blocked (``identity_revoked``), it cannot
     submit, and jobs bound to it cannot resume. Revoking twice keeps the first record."""
     actor.require(Scope.ADMIN)
-    identity = _text(identity, "identity", max_len=256, required=True)
-    reason = _text(reason, "reason", max_len=512)
+    identity = text_field(identity, "identity", max_len=256, required=True)
+    reason = text_field(reason, "reason", max_len=512)
     revoked, _ = RevokedIdentity.objects.get_or_create(
         identity=identity, defaults={"reason": reason, "revoked_by": actor.name}
     )
@@ -287,7 +271,7 @@ def approval_request_create(
     from jobs.selectors import job_get
 
     actor.require(Scope.SUBMIT)
-    summary = _text(summary, "summary", max_len=SUMMARY_MAX)
+    summary = text_field(summary, "summary", max_len=SUMMARY_MAX)
     gate = _gate_dict(gate_result)
     if required_approvals is None:
         required_approvals = max(1, int(gate.get("min_approvals") or 1))
@@ -326,8 +310,8 @@ def approval_request_create(
             request_id=f"apr_{uuid.uuid4().hex[:24]}",
             job=job,
             step_index=step_index,
-            step_name=_text(step_name, "step_name", max_len=128),
-            checkpoint_id=_text(checkpoint_id, "checkpoint_id", max_len=16),
+            step_name=text_field(step_name, "step_name", max_len=128),
+            checkpoint_id=text_field(checkpoint_id, "checkpoint_id", max_len=16),
             summary=summary,
             tool_name=tool_name,
             intent=dict(intent or {}),
@@ -441,8 +425,10 @@ def approval_decide(
             "decision must be 'approve' or 'reject'",
             details={"field": "decision"},
         )
-    reason = _text(reason, "reason", max_len=REASON_MAX, required=decision == DecisionKind.REJECT)
-    request_id = _text(request_id, "request_id", max_len=64, required=True)
+    reason = text_field(
+        reason, "reason", max_len=REASON_MAX, required=decision == DecisionKind.REJECT
+    )
+    request_id = text_field(request_id, "request_id", max_len=64, required=True)
     job_id = (
         ApprovalRequest.objects.filter(request_id=request_id)
         .values_list("job__job_id", flat=True)

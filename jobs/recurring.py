@@ -55,6 +55,7 @@ from django.utils.text import slugify
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
 from gaitweb.errors import Conflict, GaitError, InvalidInput, NotFound
+from gaitweb.validation import text_field
 from jobs.models import (
     FINISHED_STATUSES,
     FireStatus,
@@ -174,23 +175,6 @@ def _choice(value: Any, field: str, choices: type, code: str) -> str:
             details={"field": field, "allowed": allowed},
         )
     return str(value)
-
-
-def _text(value: Any, field: str, max_len: int, *, required: bool = False) -> str:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise InvalidInput("invalid_field", f"{field} must be a string", details={"field": field})
-    value = value.strip()
-    if required and not value:
-        raise InvalidInput(f"missing_{field}", f"{field} is required", details={"field": field})
-    if len(value) > max_len:
-        raise InvalidInput(
-            f"{field}_too_long",
-            f"{field} is longer than {max_len} characters",
-            details={"field": field, "max_length": max_len},
-        )
-    return value
 
 
 def template_id_check(template_id: Any) -> str:
@@ -319,14 +303,14 @@ def template_create(
     """Create a template; with ``cron`` it fires from the next slot on. Everything is validated
     before anything is written (``invalid_cron``, ``invalid_timezone``, ``spec_*`` …)."""
     actor.require(Scope.CONTROL)
-    name = _text(name, "name", NAME_MAX, required=True)
+    name = text_field(name, "name", max_len=NAME_MAX, required=True)
     template_id = template_id_check(template_id or slugify(name)[:64] or "")
     template = JobTemplate(
         template_id=template_id,
         name=name,
-        description=_text(description, "description", DESCRIPTION_MAX),
+        description=text_field(description, "description", max_len=DESCRIPTION_MAX),
         spec=_spec(spec),
-        identity=_text(identity or "", "identity", 256),
+        identity=text_field(identity or "", "identity", max_len=256),
         policy=_policy(policy),
         labels=_labels(labels),
         cron=cron_parse(cron),
@@ -381,13 +365,13 @@ def template_update(*, actor: Actor, template_id: str, **changes: Any) -> JobTem
     parsed: dict[str, Any] = {}
     for key, value in changes.items():
         if key == "name":
-            parsed[key] = _text(value, "name", NAME_MAX, required=True)
+            parsed[key] = text_field(value, "name", max_len=NAME_MAX, required=True)
         elif key == "description":
-            parsed[key] = _text(value, "description", DESCRIPTION_MAX)
+            parsed[key] = text_field(value, "description", max_len=DESCRIPTION_MAX)
         elif key == "spec":
             parsed[key] = _spec(value)
         elif key == "identity":
-            parsed[key] = _text(value, "identity", 256)
+            parsed[key] = text_field(value, "identity", max_len=256)
         elif key == "policy":
             parsed[key] = _policy(value)
         elif key == "labels":

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import Conflict, InvalidInput, LimitExceeded, PolicyRefused
+from gaitweb.validation import text_field
 from jobs.journal import ChainReport, chain_verify, event_append, event_build
 from jobs.models import (
     ALLOWED_FROM,
@@ -86,26 +87,14 @@ def _require_status(job: Job, action: str, allowed: Iterable[str] | None = None)
     raise Conflict(
         "invalid_transition",
         f"cannot {action} a job that is {job.status}",
-        details={"job_id": job.job_id, "status": job.status, "action": action, "allowed_from": statuses},
+        details={
+            "job_id": job.job_id,
+            "status": job.status,
+            "action": action,
+            "allowed_from": statuses,
+        },
         hint=f"{action} is allowed from: {', '.join(statuses)}",
     )
-
-
-def _text(value: Any, field: str, *, max_bytes: int, required: bool = False, code: str = "") -> str:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise InvalidInput("invalid_field", f"{field} must be a string", details={"field": field})
-    value = value.strip()
-    if required and not value:
-        raise InvalidInput(f"missing_{field}", f"{field} is required", details={"field": field})
-    if len(value.encode("utf-8")) > max_bytes:
-        raise InvalidInput(
-            code or f"{field}_too_long",
-            f"{field} is longer than {max_bytes} bytes",
-            details={"field": field, "max_bytes": max_bytes},
-        )
-    return value
 
 
 def _labels(labels: Any) -> dict[str, str]:
@@ -167,7 +156,7 @@ def job_submit(
     if job_id is None or job_id == "":
         job_id = f"job_{uuid.uuid4().hex[:24]}"
     job_id_check(job_id)
-    identity = _text(identity or actor.identity or "", "identity", max_bytes=IDENTITY_MAX)
+    identity = text_field(identity or actor.identity or "", "identity", max_len=IDENTITY_MAX)
     labels = _labels(labels)
     normalized: dict[str, Any] = {}
     if spec:
@@ -271,15 +260,17 @@ def job_checkpoint_add(
             f"checkpoint type must be one of {', '.join(CHECKPOINT_RULES)}",
             details={"field": "type", "allowed": list(CHECKPOINT_RULES)},
         )
-    summary = _text(summary, "summary", max_bytes=SUMMARY_MAX_BYTES, required=True)
-    required_action = _text(required_action, "required_action", max_bytes=SUMMARY_MAX_BYTES)
+    summary = text_field(summary, "summary", max_len=SUMMARY_MAX_BYTES, bytes_=True, required=True)
+    required_action = text_field(
+        required_action, "required_action", max_len=SUMMARY_MAX_BYTES, bytes_=True
+    )
     if required_action and type != CheckpointType.DECISION_NEEDED:
         raise InvalidInput(
             "required_action_not_allowed",
             "required_action is only for decision-needed checkpoints",
             details={"field": "required_action"},
         )
-    reason_code = _text(reason_code, "reason_code", max_bytes=64)
+    reason_code = text_field(reason_code, "reason_code", max_len=64)
     allowed, new_status = CHECKPOINT_RULES[type]
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
@@ -364,7 +355,7 @@ def job_checkpoint_show(*, job_id: str, checkpoint_id: str) -> Checkpoint:
 
 
 def _reason(reason: Any) -> str:
-    return _text(reason, "reason", max_bytes=1024)
+    return text_field(reason, "reason", max_len=1024)
 
 
 def job_pause(*, actor: Actor, job_id: str, reason: str = "") -> Job:
@@ -506,7 +497,7 @@ def job_reject(
     _decided_request: str = "",
 ) -> Job:
     actor.require(Scope.APPROVE)
-    reason = _text(reason, "reason", max_bytes=1024, required=True, code="reason_too_long")
+    reason = text_field(reason, "reason", max_len=1024, required=True, code="reason_too_long")
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
         _require_status(job, "reject")
@@ -722,8 +713,16 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
             raise Conflict(
                 "invalid_transition",
                 f"cannot retry a job that is {job.status}"
-                + ("" if job.step_count else " (only jobs with steps run by gaitweb can be retried)"),
-                details={"job_id": job_id, "status": job.status, "allowed_from": sorted(ALLOWED_FROM["retry"])},
+                + (
+                    ""
+                    if job.step_count
+                    else " (only jobs with steps run by gaitweb can be retried)"
+                ),
+                details={
+                    "job_id": job_id,
+                    "status": job.status,
+                    "allowed_from": sorted(ALLOWED_FROM["retry"]),
+                },
             )
         previous = job.status
         job.status = S.QUEUED

@@ -526,3 +526,42 @@ def test_the_gate_is_asked_before_each_step_of_a_policy_bound_job(
     job = settled(charged)
     assert job.status == "completed"
     assert sorted(line[1] for line in lines(log)) == ["charge", "read", "receipt"]
+
+
+def test_a_python_step_sees_stopped_and_the_next_dispatch_is_journaled_as_blocked(
+    clusters: Any, tmp_path: Path
+) -> None:
+    from jobs.services import job_stop
+
+    clusters()
+    log = tmp_path / "side-effects.log"
+    job = submit(
+        [
+            record("begin", log),
+            {
+                "name": "agent-loop",
+                "kind": "python",
+                "with": {"function": "wait_until_stopped", "args": {"seconds": 60}},
+            },
+            record("never", log),
+        ]
+    )
+    wait_for(
+        lambda: (j := job_of(job)).cursor == 1 and j.lease_token,
+        timeout=15,
+        what="the python step to run",
+    )
+    time.sleep(0.3)
+    started = time.monotonic()
+    job_stop(actor=OPERATOR, job_id=job.job_id, reason="enough")
+    job = wait_for(
+        lambda: (j := job_of(job)).lease_token is None and j,
+        timeout=5,
+        interval=0.01,
+        what="the lease release",
+    )
+    assert time.monotonic() - started < 1.0
+    assert job.status == "emergency_stopped"
+    assert StepRun.objects.get(job=job, step_name="agent-loop").output == {"stopped": True}
+    assert events(job)[-1] == ("dispatch_blocked", "emergency_stop_preempted")
+    assert [line[1] for line in lines(log)] == ["begin"]
