@@ -679,7 +679,7 @@ class _Runner:
         # not dispatch it (pause, stop, slice end), _drop_prestarted deletes the row; a crash in
         # between leaves it ``started``, which recovery treats as in doubt: the conservative
         # reading, exactly as for a crash right after a separate ``started`` commit.
-        nxt = job.steps[job.cursor + 1] if job.cursor + 1 < job.step_count else None
+        nxt = job.spec["steps"][job.cursor + 1] if job.cursor + 1 < job.step_count else None
         prestart = (
             nxt is not None
             and not nxt["idempotent"]
@@ -1624,6 +1624,11 @@ def sweep_run(token: str) -> dict[str, Any]:
     cache.set(SWEEP_BEAT_KEY, time.time(), None)
     try:
         counts = sweep()
+        # approval requests past their expiry get their fallback (reject or escalate) here too,
+        # so an expiry needs no one to act
+        from approvals.services import approval_expire_due
+
+        counts["approvals_expired"] = len(approval_expire_due())
     finally:
         at = timezone.now() + timedelta(seconds=float(_gait("SWEEP_SECONDS")))
         async_task(

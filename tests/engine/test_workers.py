@@ -446,6 +446,23 @@ def test_an_approval_step_parks_until_approved_and_a_rejection_blocks(
     assert job.status == "blocked" and job.cursor == 0
 
 
+def test_an_expired_approval_is_rejected_by_the_sweep_without_anyone_acting(clusters: Any) -> None:
+    from approvals.models import ApprovalRequest
+
+    clusters()
+    step = {
+        "name": "review",
+        "kind": "approval",
+        "with": {"summary": "Refund 420 EUR?", "expires_in": "1s", "on_expiry": "reject"},
+    }
+    job = settled(submit([step]), ("decision_needed",), timeout=10)
+    job = settled(job, ("blocked",), timeout=15)
+    request = ApprovalRequest.objects.get(job=job)
+    assert request.status == "expired" and request.resolved_at is not None
+    assert ("rejected", "approval_rejected") in events(job)
+    assert chain_verify(job).ok
+
+
 def test_a_step_longer_than_the_lease_keeps_its_worker_thanks_to_the_heartbeat(
     clusters: Any, tmp_path: Path
 ) -> None:
@@ -565,3 +582,84 @@ def test_a_python_step_sees_stopped_and_the_next_dispatch_is_journaled_as_blocke
     assert StepRun.objects.get(job=job, step_name="agent-loop").output == {"stopped": True}
     assert events(job)[-1] == ("dispatch_blocked", "emergency_stop_preempted")
     assert [line[1] for line in lines(log)] == ["begin"]
+
+
+def test_an_http_step_retries_5xx_with_the_same_idempotency_key_until_it_succeeds(
+    clusters: Any,
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str | None] = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.headers.get("Idempotency-Key"))
+            status, body = (503, b"busy") if len(seen) < 3 else (201, b'{"charged": 42}')
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        clusters()
+        url = f"http://127.0.0.1:{server.server_address[1]}/charges"
+        retry = {"max_attempts": 4, "initial_interval": "0.2s"}
+        job = submit(
+            [
+                {
+                    "name": "charge",
+                    "kind": "http",
+                    "with": {"method": "POST", "url": url, "json": {"amount": 42}},
+                    "retry": retry,
+                }
+            ]
+        )
+        job = settled(job, timeout=20)
+    finally:
+        server.shutdown()
+    assert job.status == "completed" and job.outputs["charge"] == {
+        "status_code": 201,
+        "json": {"charged": 42},
+    }
+    assert seen == [f"{job.job_id}/charge"] * 3
+    assert [r.error["type"] if r.error else "ok" for r in StepRun.objects.filter(job=job)] == [
+        "http_503",
+        "http_503",
+        "ok",
+    ]
+
+
+def test_cancel_kills_a_running_command_and_finishes_the_job(clusters: Any, tmp_path: Path) -> None:
+    from jobs.services import job_cancel
+
+    clusters()
+    pidfile = tmp_path / "pid"
+    job = submit(
+        [
+            {
+                "name": "long",
+                "kind": "command",
+                "with": {"shell": True, "command": f"echo $$ > {pidfile}; exec sleep 60"},
+            }
+        ]
+    )
+    wait_for(
+        lambda: pidfile.exists() and pidfile.read_text().strip(),
+        timeout=15,
+        what="the command to start",
+    )
+    pid = int(pidfile.read_text())
+    started = time.monotonic()
+    job_cancel(actor=OPERATOR, job_id=job.job_id, reason="not needed")
+    wait_for(lambda: not _alive(pid), timeout=5, interval=0.01, what="the command to die")
+    assert time.monotonic() - started < 1.0
+    job = settled(job, ("cancelled",), timeout=5)
+    assert job.status_reason_code == "job_cancelled_during_run"
+    assert StepRun.objects.get(job=job).status == "cancelled"
+    assert ("step_cancelled", "job_cancelled_during_run") in events(job)

@@ -40,6 +40,13 @@ class Command(BaseCommand):
             from gaitweb.demo import demo_seed
 
             demo_seed()
+        # the engine's sweep chain and the recurring-jobs loop, kept alive by django-q2
+        # Schedules: queued now, run as soon as the worker below starts
+        from jobs.engine import engine_bootstrap
+        from jobs.recurring import recurring_bootstrap
+
+        engine_bootstrap()
+        recurring_bootstrap()
         env = dict(os.environ)
         bind = f"{opts['host']}:{opts['port']}"
         web = subprocess.Popen(
