@@ -18,7 +18,8 @@ import pytest
 from gaitweb.actors import Actor
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
-from tests.engine.conftest import LEASE_SECONDS, wait_for
+from tests.engine.conftest import LEASE_SECONDS
+from tests.workers import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import tests.recurring.stepfns  # noqa: F401  (the test process validates specs 
 from gaitweb.actors import Actor
 from jobs.models import Job, JobStatus, TemplateFire
 from jobs.recurring import _tick_enqueue, template_create, template_disable
-from tests.recurring.conftest import wait_for
+from tests.workers import wait_for
 
 pytestmark = [pytest.mark.slow]
 
