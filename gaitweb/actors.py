@@ -55,7 +55,13 @@ class Actor:
             scopes = Scope.ALL
         else:
             scopes = frozenset(s for s, perm in SCOPE_PERMISSIONS.items() if user.has_perm(perm))
-        return cls(name=user.get_username(), scopes=scopes, user=user, identity=user.get_username(), kind="user")
+        return cls(
+            name=user.get_username(),
+            scopes=scopes,
+            user=user,
+            identity=user.get_username(),
+            kind="user",
+        )
 
     def can(self, scope: str) -> bool:
         return scope in self.scopes or Scope.ADMIN in self.scopes

@@ -56,8 +56,14 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG", False)
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h.strip()]
-CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+    if h.strip()
+]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -113,7 +119,9 @@ ASGI_APPLICATION = "gaitweb.asgi.application"
 # --- Database -------------------------------------------------------------------------------
 # SQLite is the embedded default (quick start); PostgreSQL via DATABASE_URL is production and CI.
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'gaitweb.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
@@ -163,7 +171,9 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # --- Cache (throttling must hold across processes: use Redis when configured) ---------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
 else:
     CACHES = {
         "default": {
@@ -208,7 +218,11 @@ GAIT = {
     # while a step runs, how often the engine's heartbeat looks for a stop/cancel (jobs.engine)
     "STOP_POLL_SECONDS": env_float("GAIT_STOP_POLL_SECONDS", 0.2),
     # modules that register python step functions with @step_function (jobs.steps)
-    "STEP_MODULES": [m.strip() for m in os.environ.get("GAIT_STEP_MODULES", "jobs.stepfns").split(",") if m.strip()],
+    "STEP_MODULES": [
+        m.strip()
+        for m in os.environ.get("GAIT_STEP_MODULES", "jobs.stepfns").split(",")
+        if m.strip()
+    ],
     "LIST_DEFAULT_PAGE_SIZE": env_int("GAIT_LIST_DEFAULT_PAGE_SIZE", 50),
     "LIST_MAX_PAGE_SIZE": env_int("GAIT_LIST_MAX_PAGE_SIZE", 500),
     "STEP_TIMEOUT_DEFAULT": env_float("GAIT_STEP_TIMEOUT_DEFAULT", 300.0),

@@ -47,7 +47,15 @@ class StepRunInline(ReadOnlyMixin, admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ["job_id", "status", "identity", "cursor", "step_count", "revision", "created_at"]
+    list_display = [
+        "job_id",
+        "status",
+        "identity",
+        "cursor",
+        "step_count",
+        "revision",
+        "created_at",
+    ]
     list_filter = ["status"]
     search_fields = ["job_id", "identity"]
     readonly_fields = [f.name for f in Job._meta.fields]
@@ -56,7 +64,11 @@ class JobAdmin(ReadOnlyMixin, admin.ModelAdmin):
     show_full_result_count = False  # COUNT(*) over 100k jobs on every page view is wasted work
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.is_active and request.user.is_staff and request.user.has_perm("jobs.view_job")
+        return (
+            request.user.is_active
+            and request.user.is_staff
+            and request.user.has_perm("jobs.view_job")
+        )
 
 
 @admin.register(JobEvent)

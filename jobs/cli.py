@@ -22,9 +22,15 @@ def _read_file(path: str, what: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InvalidInput(f"{what}_file_not_found", f"{what} file not found: {path}", details={"path": path}) from None
+        raise InvalidInput(
+            f"{what}_file_not_found", f"{what} file not found: {path}", details={"path": path}
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{what}_file_unreadable", f"cannot read {what} file {path}: {exc}", details={"path": path}) from None
+        raise InvalidInput(
+            f"{what}_file_unreadable",
+            f"cannot read {what} file {path}: {exc}",
+            details={"path": path},
+        ) from None
 
 
 def policy_binding_from_arg(value: str | None) -> services.PolicyBinding | None:
@@ -47,7 +53,9 @@ def revocations_from_file(path: str | None) -> set[str]:
         try:
             data = json.loads(stripped)
         except json.JSONDecodeError as exc:
-            raise InvalidInput("invalid_revocations_file", f"revocations file is not valid JSON: {exc}") from None
+            raise InvalidInput(
+                "invalid_revocations_file", f"revocations file is not valid JSON: {exc}"
+            ) from None
         if isinstance(data, dict):
             data = data.get("revoked_identities")
         if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
@@ -179,7 +187,12 @@ def _verify_chain(args: Any) -> tuple[int, dict[str, Any]]:
     from gaitweb.errors import EXIT_VERIFY_FAILED
 
     report = services.job_verify_chain(job_id=args.id)
-    payload = {"ok": report.ok, "operation": "verify_chain", "job_id": args.id, "chain": report.as_dict()}
+    payload = {
+        "ok": report.ok,
+        "operation": "verify_chain",
+        "job_id": args.id,
+        "chain": report.as_dict(),
+    }
     if report.ok:
         payload["summary"] = f"{args.id}: chain ok ({report.events_checked} events)"
         return EXIT_OK, payload
@@ -222,9 +235,13 @@ def register(groups: Any) -> None:
     cp = sub.add_parser("checkpoint", help="add, list or show checkpoints")
     cpsub = cp.add_subparsers(dest="cpverb", required=True, parser_class=type(job))
     p = _verb(cpsub, "add", _checkpoint_add, "checkpoint_add", "add a checkpoint")
-    p.add_argument("--type", required=True, help="plan | progress | decision-needed | blocked | completed")
+    p.add_argument(
+        "--type", required=True, help="plan | progress | decision-needed | blocked | completed"
+    )
     p.add_argument("--summary", required=True, help="≤ 512 bytes")
-    p.add_argument("--required-action", dest="required_action", help="for decision-needed checkpoints")
+    p.add_argument(
+        "--required-action", dest="required_action", help="for decision-needed checkpoints"
+    )
     p.add_argument("--reason-code", dest="reason_code")
     p.add_argument("--actor")
     _verb(cpsub, "list", _checkpoint_list, "checkpoint_list", "list checkpoints")
@@ -248,7 +265,9 @@ def register(groups: Any) -> None:
     p.add_argument("--reason", default="")
     p.add_argument("--identity", help="identity asserting the resume (defaults to --actor)")
     p.add_argument("--policy", help="policy YAML file or managed policy name to re-evaluate")
-    p.add_argument("--identity-revocations", dest="identity_revocations", help="revoked identities file")
+    p.add_argument(
+        "--identity-revocations", dest="identity_revocations", help="revoked identities file"
+    )
     p.add_argument(
         "--identity-validation-source",
         dest="identity_validation_source",
@@ -257,7 +276,9 @@ def register(groups: Any) -> None:
         help="where identity revocations come from (the file plus gaitweb's own list)",
     )
     p.add_argument("--allow-env-mismatch", dest="allow_env_mismatch", action="store_true")
-    p.add_argument("--env-fingerprint", dest="env_fingerprint", help="the current environment's fingerprint")
+    p.add_argument(
+        "--env-fingerprint", dest="env_fingerprint", help="the current environment's fingerprint"
+    )
 
     _verb(sub, "inspect", _inspect, "inspect", "job, checkpoints, latest events and chain status")
     _verb(sub, "verify-chain", _verify_chain, "verify_chain", "recompute the journal's hash chain")

@@ -115,19 +115,35 @@ def chain_check(
         count += 1
         rev = rec.get("revision")
         if rev != expected_rev:
-            return ChainReport(False, count, prev, expected_rev, f"revision gap: expected {expected_rev}, found {rev}")
+            return ChainReport(
+                False,
+                count,
+                prev,
+                expected_rev,
+                f"revision gap: expected {expected_rev}, found {rev}",
+            )
         if rec.get("job_id", job_id) != job_id:
             return ChainReport(False, count, prev, expected_rev, "event belongs to another job")
         if rec.get("prev_hash") != prev:
-            return ChainReport(False, count, prev, expected_rev, "prev_hash does not match the previous event")
+            return ChainReport(
+                False, count, prev, expected_rev, "prev_hash does not match the previous event"
+            )
         body = {k: v for k, v in rec.items() if k != "hash"}
         if event_hash(body) != rec.get("hash"):
-            return ChainReport(False, count, prev, expected_rev, "hash does not match the event's content")
+            return ChainReport(
+                False, count, prev, expected_rev, "hash does not match the event's content"
+            )
         prev = rec["hash"]
         expected_rev += 1
     if expected_head is not None and expected_head != prev:
         if not (prev == ZERO_HASH and expected_head == ""):
-            return ChainReport(False, count, prev, expected_rev, "journal head does not match the job's last_event_hash (events missing at the end)")
+            return ChainReport(
+                False,
+                count,
+                prev,
+                expected_rev,
+                "journal head does not match the job's last_event_hash (events missing at the end)",
+            )
     return ChainReport(True, count, prev)
 
 

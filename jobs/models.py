@@ -35,14 +35,26 @@ RUNNABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WA
 # enforces these under a row lock; the dashboard uses Job.can() to decide which buttons to show.
 _ALL = frozenset(JobStatus.values)
 ALLOWED_FROM: dict[str, frozenset[str]] = {
-    "pause": frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING, JobStatus.DECISION_NEEDED}),
+    "pause": frozenset(
+        {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING, JobStatus.DECISION_NEEDED}
+    ),
     "stop": _ALL - TERMINAL_STATUSES - {JobStatus.FAILED, JobStatus.EMERGENCY_STOPPED},
     "approve": frozenset(
-        {JobStatus.DECISION_NEEDED, JobStatus.PAUSED, JobStatus.BLOCKED, JobStatus.EMERGENCY_STOPPED}
+        {
+            JobStatus.DECISION_NEEDED,
+            JobStatus.PAUSED,
+            JobStatus.BLOCKED,
+            JobStatus.EMERGENCY_STOPPED,
+        }
     ),
     "reject": frozenset({JobStatus.DECISION_NEEDED}),
     "resume": frozenset(
-        {JobStatus.PAUSED, JobStatus.DECISION_NEEDED, JobStatus.BLOCKED, JobStatus.EMERGENCY_STOPPED}
+        {
+            JobStatus.PAUSED,
+            JobStatus.DECISION_NEEDED,
+            JobStatus.BLOCKED,
+            JobStatus.EMERGENCY_STOPPED,
+        }
     ),
     "cancel": _ALL - TERMINAL_STATUSES,
     "retry": frozenset({JobStatus.FAILED, JobStatus.BLOCKED, JobStatus.CANCELLED}),
@@ -56,7 +68,11 @@ class Job(models.Model):
     status_reason_code = models.CharField(max_length=64, blank=True, default="")
     identity = models.CharField(max_length=256, blank=True, default="")
     policy = models.ForeignKey(
-        "approvals.PolicyVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+        "approvals.PolicyVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="jobs",
     )
     policy_digest = models.CharField(max_length=64, blank=True, default="")
     policy_ref = models.CharField(max_length=512, blank=True, default="")
@@ -80,8 +96,12 @@ class Job(models.Model):
     )
     labels = models.JSONField(default=dict, blank=True)
     outputs = models.JSONField(default=dict, blank=True)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
-    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -99,12 +119,18 @@ class Job(models.Model):
             models.Index(fields=["-created_at", "-id"], name="job_created_id"),
             models.Index(fields=["identity", "-created_at"], name="job_identity_created"),
             # timers: waiting jobs whose wake_at is due (jobs.engine.sweep)
-            models.Index(fields=["wake_at"], name="job_waiting_wake", condition=Q(status="waiting")),
+            models.Index(
+                fields=["wake_at"], name="job_waiting_wake", condition=Q(status="waiting")
+            ),
             # crash recovery: running jobs whose lease expired (jobs.engine.sweep)
-            models.Index(fields=["lease_expires_at"], name="job_running_lease", condition=Q(status="running")),
+            models.Index(
+                fields=["lease_expires_at"], name="job_running_lease", condition=Q(status="running")
+            ),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(cursor__lte=models.F("step_count")), name="job_cursor_in_range"),
+            models.CheckConstraint(
+                condition=Q(cursor__lte=models.F("step_count")), name="job_cursor_in_range"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -136,7 +162,11 @@ class Job(models.Model):
         if self.created_by in names or (self.identity and self.identity in names):
             return True
         user = getattr(actor, "user", None)
-        return user is not None and self.created_by_user_id is not None and self.created_by_user_id == user.pk
+        return (
+            user is not None
+            and self.created_by_user_id is not None
+            and self.created_by_user_id == user.pk
+        )
 
     @property
     def steps(self) -> list[dict[str, Any]]:
@@ -178,10 +208,14 @@ class StepRun(models.Model):
     class Meta:
         ordering = ["job", "step_index", "attempt"]
         constraints = [
-            models.UniqueConstraint(fields=["job", "step_index", "attempt"], name="steprun_unique_attempt"),
+            models.UniqueConstraint(
+                fields=["job", "step_index", "attempt"], name="steprun_unique_attempt"
+            ),
             # the durable memo: at most one succeeded run per step (jobs.engine never re-runs it)
             models.UniqueConstraint(
-                fields=["job", "step_index"], condition=Q(status="succeeded"), name="steprun_one_success"
+                fields=["job", "step_index"],
+                condition=Q(status="succeeded"),
+                name="steprun_one_success",
             ),
         ]
 
@@ -311,7 +345,11 @@ class JobTemplate(models.Model):
     spec = models.JSONField(default=dict, blank=True)
     identity = models.CharField(max_length=256, blank=True, default="")
     policy = models.ForeignKey(
-        "approvals.Policy", null=True, blank=True, on_delete=models.PROTECT, related_name="templates"
+        "approvals.Policy",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="templates",
     )
     labels = models.JSONField(default=dict, blank=True)
     cron = models.CharField(max_length=128, blank=True, default="")
@@ -402,7 +440,9 @@ class TemplateFire(models.Model):
         indexes = [
             models.Index(fields=["template", "-fired_at"], name="templatefire_recent"),
             # overlap=queue: held fires waiting for their previous run (jobs.recurring)
-            models.Index(fields=["template"], name="templatefire_pending", condition=Q(status="pending")),
+            models.Index(
+                fields=["template"], name="templatefire_pending", condition=Q(status="pending")
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

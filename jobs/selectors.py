@@ -28,7 +28,9 @@ def job_get(*, job_id: Any, for_update: bool = False) -> Job:
     try:
         return qs.get(job_id=job_id)
     except Job.DoesNotExist:
-        raise NotFound("job_not_found", f"no job with id {job_id!r}", details={"job_id": job_id}) from None
+        raise NotFound(
+            "job_not_found", f"no job with id {job_id!r}", details={"job_id": job_id}
+        ) from None
 
 
 def job_snapshot(job: Job) -> dict[str, Any]:

@@ -44,12 +44,15 @@ LIST_FIELDS = (
     "checkpoint_count", "revision", "created_at", "created_by", "stop_reason",
 )  # fmt: skip
 
+
 def job_actions(job: Job, actor: Actor, *, pending_requests: int = 0) -> dict[str, bool]:
     """The actions to offer: the transition is allowed from the job's status and the user has
     the scope. The service re-checks both when the form is posted."""
     control = actor.can(Scope.CONTROL)
     approve = actor.can(Scope.APPROVE) and not pending_requests
-    actions = {name: control and job.can(name) for name in ("pause", "stop", "resume", "retry", "cancel")}
+    actions = {
+        name: control and job.can(name) for name in ("pause", "stop", "resume", "retry", "cancel")
+    }
     actions.update({name: approve and job.can(name) for name in ("approve", "reject")})
     return actions
 
@@ -421,7 +424,10 @@ def _chain_extend(job: Job, memo: dict[str, Any]) -> dict[str, Any] | None:
     )
     if not report.ok:
         return None
-    return {**report.as_dict(), "events_checked": memo["report"]["events_checked"] + report.events_checked}
+    return {
+        **report.as_dict(),
+        "events_checked": memo["report"]["events_checked"] + report.events_checked,
+    }
 
 
 def chain_report(job: Job) -> dict[str, Any]:

@@ -18,7 +18,9 @@ class SigningKey(models.Model):
     key_id = models.CharField(max_length=64, unique=True)
     public_key = models.CharField(max_length=64)  # hex of the raw 32-byte Ed25519 public key
     private_location = models.CharField(max_length=512, blank=True, default="")
-    status = models.CharField(max_length=8, choices=SigningKeyStatus.choices, default=SigningKeyStatus.ACTIVE)
+    status = models.CharField(
+        max_length=8, choices=SigningKeyStatus.choices, default=SigningKeyStatus.ACTIVE
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     retired_at = models.DateTimeField(null=True, blank=True)
 

@@ -44,7 +44,9 @@ class Cast:
 def _make_user(username: str, role: str | None) -> Any:
     from django.contrib.auth.models import Group, User
 
-    user = User.objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.test")
+    user = User.objects.create_user(
+        username=username, password=PASSWORD, email=f"{username}@example.test"
+    )
     if role:
         user.groups.add(Group.objects.get(name=role))
     return User.objects.get(pk=user.pk)  # fresh instance: no cached permissions

@@ -38,19 +38,59 @@ def gait(capsys: Any, *argv: str) -> tuple[int, dict[str, Any]]:
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "policy.yaml").write_text(POLICY)
-    (tmp_path / "revoked_identities.txt").write_text("# revoked agents\nworker_9\n\nworker_13  # leaked\n")
-    return {"policy": str(tmp_path / "policy.yaml"), "revocations": str(tmp_path / "revoked_identities.txt")}
+    (tmp_path / "revoked_identities.txt").write_text(
+        "# revoked agents\nworker_9\n\nworker_13  # leaked\n"
+    )
+    return {
+        "policy": str(tmp_path / "policy.yaml"),
+        "revocations": str(tmp_path / "revoked_identities.txt"),
+    }
 
 
 GAIT_SEQUENCE = [
     ["job", "submit", "--id", "job_1", "--identity", "worker_1", "--policy", "{policy}", "--json"],
-    ["job", "checkpoint", "add", "--id", "job_1", "--type", "progress", "--summary", "step 1 complete", "--json"],
+    [
+        "job",
+        "checkpoint",
+        "add",
+        "--id",
+        "job_1",
+        "--type",
+        "progress",
+        "--summary",
+        "step 1 complete",
+        "--json",
+    ],
     ["job", "pause", "--id", "job_1", "--json"],
     ["job", "stop", "--id", "job_1", "--actor", "secops", "--json"],
-    ["job", "approve", "--id", "job_1", "--actor", "reviewer_1", "--reason", "validated input", "--json"],
-    ["job", "resume", "--id", "job_1", "--actor", "worker_1", "--reason", "continue after approval",
-     "--policy", "{policy}", "--identity-revocations", "{revocations}",
-     "--identity-validation-source", "revocation_list", "--json"],
+    [
+        "job",
+        "approve",
+        "--id",
+        "job_1",
+        "--actor",
+        "reviewer_1",
+        "--reason",
+        "validated input",
+        "--json",
+    ],
+    [
+        "job",
+        "resume",
+        "--id",
+        "job_1",
+        "--actor",
+        "worker_1",
+        "--reason",
+        "continue after approval",
+        "--policy",
+        "{policy}",
+        "--identity-revocations",
+        "{revocations}",
+        "--identity-validation-source",
+        "revocation_list",
+        "--json",
+    ],
     ["job", "inspect", "--id", "job_1", "--json"],
     ["job", "status", "--id", "job_1", "--json"],
 ]
@@ -65,38 +105,113 @@ def test_gaits_documented_sequence_runs_end_to_end(capsys: Any, files: dict[str,
     results = [gait(capsys, *_fill(argv, files)) for argv in GAIT_SEQUENCE]
     assert [code for code, _ in results] == [0] * len(GAIT_SEQUENCE)
     ops = [p["operation"] for _, p in results]
-    assert ops == ["submit", "checkpoint_add", "pause", "stop", "approve", "resume", "inspect", "status"]
+    assert ops == [
+        "submit",
+        "checkpoint_add",
+        "pause",
+        "stop",
+        "approve",
+        "resume",
+        "inspect",
+        "status",
+    ]
     assert all(p["ok"] and p["job_id"] == "job_1" for _, p in results)
     statuses = [p["job"]["status"] for _, p in results]
-    assert statuses == ["running", "running", "paused", "emergency_stopped", "emergency_stopped", "running", "running", "running"]
+    assert statuses == [
+        "running",
+        "running",
+        "paused",
+        "emergency_stopped",
+        "emergency_stopped",
+        "running",
+        "running",
+        "running",
+    ]
     submit = results[0][1]["job"]
     assert len(submit["policy_digest"]) == 64 and submit["identity"] == "worker_1"
     assert results[1][1]["checkpoint"]["checkpoint_id"] == "cp_0001"
     inspect = results[6][1]
     assert inspect["chain"]["ok"] and inspect["chain"]["events_checked"] == 6
     assert [e["reason_code"] for e in inspect["events"]] == [
-        "submitted", "checkpoint_progress", "paused", "emergency_stop_preempted", "approval_recorded", "resumed",
+        "submitted",
+        "checkpoint_progress",
+        "paused",
+        "emergency_stop_preempted",
+        "approval_recorded",
+        "resumed",
     ]
 
 
 @pytest.mark.django_db
-def test_resume_refusals_carry_the_error_shape_and_exit_code(capsys: Any, files: dict[str, str]) -> None:
+def test_resume_refusals_carry_the_error_shape_and_exit_code(
+    capsys: Any, files: dict[str, str]
+) -> None:
     gait(capsys, *_fill(GAIT_SEQUENCE[0], files))
     gait(capsys, "job", "stop", "--id", "job_1", "--actor", "secops", "--json")
-    code, out = gait(capsys, "job", "resume", "--id", "job_1", "--actor", "worker_1", "--policy", files["policy"], "--json")
+    code, out = gait(
+        capsys,
+        "job",
+        "resume",
+        "--id",
+        "job_1",
+        "--actor",
+        "worker_1",
+        "--policy",
+        files["policy"],
+        "--json",
+    )
     assert code == 4
-    assert out["ok"] is False and out["error_code"] == "approval_required" and out["retryable"] is False
+    assert (
+        out["ok"] is False
+        and out["error_code"] == "approval_required"
+        and out["retryable"] is False
+    )
     assert out["operation"] == "resume" and out["error"] and "hint" in out
     gait(capsys, "job", "approve", "--id", "job_1", "--actor", "reviewer_1", "--json")
-    code, out = gait(capsys, "job", "resume", "--id", "job_1", "--actor", "worker_2", "--policy", files["policy"], "--json")
+    code, out = gait(
+        capsys,
+        "job",
+        "resume",
+        "--id",
+        "job_1",
+        "--actor",
+        "worker_2",
+        "--policy",
+        files["policy"],
+        "--json",
+    )
     assert (code, out["error_code"]) == (6, "identity_binding_mismatch")
     Path(files["revocations"]).write_text('{"revoked_identities": ["worker_1"]}')
-    code, out = gait(capsys, "job", "resume", "--id", "job_1", "--actor", "worker_1", "--policy", files["policy"],
-                     "--identity-revocations", files["revocations"], "--json")
+    code, out = gait(
+        capsys,
+        "job",
+        "resume",
+        "--id",
+        "job_1",
+        "--actor",
+        "worker_1",
+        "--policy",
+        files["policy"],
+        "--identity-revocations",
+        files["revocations"],
+        "--json",
+    )
     assert (code, out["error_code"]) == (6, "identity_revoked")
     Path(files["revocations"]).write_text('["worker_1"]')
-    code, out = gait(capsys, "job", "resume", "--id", "job_1", "--actor", "worker_1", "--policy", files["policy"],
-                     "--identity-revocations", files["revocations"], "--json")
+    code, out = gait(
+        capsys,
+        "job",
+        "resume",
+        "--id",
+        "job_1",
+        "--actor",
+        "worker_1",
+        "--policy",
+        files["policy"],
+        "--identity-revocations",
+        files["revocations"],
+        "--json",
+    )
     assert out["error_code"] == "identity_revoked"
     assert Job.objects.get(job_id="job_1").status == "emergency_stopped"
 
@@ -107,14 +222,43 @@ def test_resume_refusals_carry_the_error_shape_and_exit_code(capsys: Any, files:
     [
         (["job", "status", "--id", "nope", "--json"], 6, "job_not_found"),
         (["job", "status", "--id", "../etc", "--json"], 6, "invalid_job_id"),
-        (["job", "submit", "--id", "j", "--policy", "/no/such/file.yaml", "--json"], 6, "policy_file_not_found"),
-        (["job", "checkpoint", "add", "--id", "job_1", "--type", "progress", "--summary", "x" * 600, "--json"], 6, "summary_too_long"),
-        (["job", "checkpoint", "show", "--id", "job_1", "--checkpoint", "cp_0009", "--json"], 6, "checkpoint_not_found"),
-        (["job", "resume", "--id", "job_1", "--identity-revocations", "/no/file", "--json"], 6, "revocations_file_not_found"),
+        (
+            ["job", "submit", "--id", "j", "--policy", "/no/such/file.yaml", "--json"],
+            6,
+            "policy_file_not_found",
+        ),
+        (
+            [
+                "job",
+                "checkpoint",
+                "add",
+                "--id",
+                "job_1",
+                "--type",
+                "progress",
+                "--summary",
+                "x" * 600,
+                "--json",
+            ],
+            6,
+            "summary_too_long",
+        ),
+        (
+            ["job", "checkpoint", "show", "--id", "job_1", "--checkpoint", "cp_0009", "--json"],
+            6,
+            "checkpoint_not_found",
+        ),
+        (
+            ["job", "resume", "--id", "job_1", "--identity-revocations", "/no/file", "--json"],
+            6,
+            "revocations_file_not_found",
+        ),
         (["job", "pause", "--json"], 6, "invalid_arguments"),
     ],
 )
-def test_bad_input_exits_6_with_a_reason_code_and_writes_nothing(capsys: Any, argv: list[str], code: int, error_code: str) -> None:
+def test_bad_input_exits_6_with_a_reason_code_and_writes_nothing(
+    capsys: Any, argv: list[str], code: int, error_code: str
+) -> None:
     main(["job", "submit", "--id", "job_1", "--identity", "w", "--json"])
     capsys.readouterr()
     before = JobEvent.objects.count()
@@ -133,23 +277,69 @@ def test_bad_input_exits_6_with_a_reason_code_and_writes_nothing(capsys: Any, ar
 @pytest.mark.django_db
 def test_checkpoint_list_and_show(capsys: Any) -> None:
     gait(capsys, "job", "submit", "--id", "job_1", "--identity", "w", "--json")
-    gait(capsys, "job", "checkpoint", "add", "--id", "job_1", "--type", "plan", "--summary", "plan it", "--json")
-    gait(capsys, "job", "checkpoint", "add", "--id", "job_1", "--type", "decision-needed", "--summary", "refund?",
-         "--required-action", "approve refund", "--json")
+    gait(
+        capsys,
+        "job",
+        "checkpoint",
+        "add",
+        "--id",
+        "job_1",
+        "--type",
+        "plan",
+        "--summary",
+        "plan it",
+        "--json",
+    )
+    gait(
+        capsys,
+        "job",
+        "checkpoint",
+        "add",
+        "--id",
+        "job_1",
+        "--type",
+        "decision-needed",
+        "--summary",
+        "refund?",
+        "--required-action",
+        "approve refund",
+        "--json",
+    )
     code, out = gait(capsys, "job", "checkpoint", "list", "--id", "job_1", "--json")
     assert code == 0 and [c["type"] for c in out["checkpoints"]] == ["plan", "decision-needed"]
-    code, out = gait(capsys, "job", "checkpoint", "show", "--id", "job_1", "--checkpoint", "cp_0002", "--json")
-    assert out["checkpoint"]["required_action"] == "approve refund" and out["job"]["status"] == "decision_needed"
+    code, out = gait(
+        capsys, "job", "checkpoint", "show", "--id", "job_1", "--checkpoint", "cp_0002", "--json"
+    )
+    assert (
+        out["checkpoint"]["required_action"] == "approve refund"
+        and out["job"]["status"] == "decision_needed"
+    )
 
 
 @pytest.mark.django_db
 def test_verify_chain_exits_2_and_names_the_first_bad_revision(capsys: Any) -> None:
     gait(capsys, "job", "submit", "--id", "job_1", "--identity", "w", "--json")
-    gait(capsys, "job", "checkpoint", "add", "--id", "job_1", "--type", "plan", "--summary", "p", "--json")
+    gait(
+        capsys,
+        "job",
+        "checkpoint",
+        "add",
+        "--id",
+        "job_1",
+        "--type",
+        "plan",
+        "--summary",
+        "p",
+        "--json",
+    )
     assert gait(capsys, "job", "verify-chain", "--id", "job_1", "--json")[0] == 0
     JobEvent.objects.filter(job__job_id="job_1", revision=2).update(reason_code="forged")
     code, out = gait(capsys, "job", "verify-chain", "--id", "job_1", "--json")
-    assert code == 2 and out["chain"]["first_bad_revision"] == 2 and out["error_code"] == "chain_broken"
+    assert (
+        code == 2
+        and out["chain"]["first_bad_revision"] == 2
+        and out["error_code"] == "chain_broken"
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -158,7 +348,11 @@ def test_the_sequence_runs_as_real_manage_py_subprocesses(files: dict[str, str])
     for argv in GAIT_SEQUENCE:
         proc = subprocess.run(
             [sys.executable, "manage.py", "gait", *_fill(argv, files)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert json.loads(proc.stdout)["ok"] is True

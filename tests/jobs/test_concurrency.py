@@ -43,7 +43,9 @@ def race(*calls: Callable[[], Any]) -> list[Any]:
 
 def assert_chain_gapless(job_id: str) -> None:
     job = Job.objects.get(job_id=job_id)
-    revs = list(JobEvent.objects.filter(job=job).order_by("revision").values_list("revision", flat=True))
+    revs = list(
+        JobEvent.objects.filter(job=job).order_by("revision").values_list("revision", flat=True)
+    )
     assert revs == list(range(1, job.revision + 1))
     assert chain_verify(job).ok
 
@@ -77,7 +79,9 @@ def test_stop_racing_resume_gives_one_winner(postgres_only: None, round_: int) -
     if len(errors) == 0:
         # resume won first, then stop applied to the running job: both are legal in that order
         assert job.status == JobStatus.EMERGENCY_STOPPED
-        assert [t for t, in JobEvent.objects.filter(job=job).order_by("revision").values_list("type")][-2:] == [
+        assert [
+            t for (t,) in JobEvent.objects.filter(job=job).order_by("revision").values_list("type")
+        ][-2:] == [
             "resumed",
             "emergency_stop_acknowledged",
         ]
@@ -91,7 +95,11 @@ def test_stop_racing_resume_gives_one_winner(postgres_only: None, round_: int) -
 def test_many_writers_on_one_job_keep_the_revisions_gapless(postgres_only: None) -> None:
     services.job_submit(actor=AGENT, job_id="job_many", identity="worker_1")
     calls = [
-        (lambda i=i: services.job_checkpoint_add(actor=AGENT, job_id="job_many", type="progress", summary=f"n{i}"))
+        (
+            lambda i=i: services.job_checkpoint_add(
+                actor=AGENT, job_id="job_many", type="progress", summary=f"n{i}"
+            )
+        )
         for i in range(8)
     ]
     r = race(*calls)

@@ -21,7 +21,9 @@ OPS = Actor.system("secops")
 def job() -> Job:
     services.job_submit(actor=AGENT, job_id="job_1", identity="worker_1")
     for i in range(4):
-        services.job_checkpoint_add(actor=AGENT, job_id="job_1", type="progress", summary=f"step {i}")
+        services.job_checkpoint_add(
+            actor=AGENT, job_id="job_1", type="progress", summary=f"step {i}"
+        )
     services.job_pause(actor=OPS, job_id="job_1")
     return Job.objects.get(job_id="job_1")
 

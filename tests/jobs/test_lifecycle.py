@@ -30,7 +30,11 @@ def submit(job_id: str = "job_1", **kw: Any) -> Job:
 
 
 def events(job_id: str = "job_1") -> list[tuple[str, str]]:
-    return list(JobEvent.objects.filter(job__job_id=job_id).order_by("revision").values_list("type", "reason_code"))
+    return list(
+        JobEvent.objects.filter(job__job_id=job_id)
+        .order_by("revision")
+        .values_list("type", "reason_code")
+    )
 
 
 def status(job_id: str = "job_1") -> str:
@@ -45,9 +49,17 @@ def to_status(target: str, job_id: str = "job_1") -> Job:
     elif target == JobStatus.PAUSED:
         services.job_pause(actor=SECOPS, job_id=job_id)
     elif target == JobStatus.DECISION_NEEDED:
-        services.job_checkpoint_add(actor=AGENT, job_id=job_id, type="decision-needed", summary="ok?", required_action="approve refund")
+        services.job_checkpoint_add(
+            actor=AGENT,
+            job_id=job_id,
+            type="decision-needed",
+            summary="ok?",
+            required_action="approve refund",
+        )
     elif target == JobStatus.BLOCKED:
-        services.job_checkpoint_add(actor=AGENT, job_id=job_id, type="blocked", summary="cannot go on")
+        services.job_checkpoint_add(
+            actor=AGENT, job_id=job_id, type="blocked", summary="cannot go on"
+        )
     elif target == JobStatus.COMPLETED:
         services.job_checkpoint_add(actor=AGENT, job_id=job_id, type="completed", summary="done")
     elif target == JobStatus.CANCELLED:
@@ -59,13 +71,17 @@ def to_status(target: str, job_id: str = "job_1") -> Job:
     return Job.objects.get(job_id=job_id)
 
 
-def assert_refused_without_writes(exc_type: type[GaitError], code: str, fn: Any, job_id: str = "job_1") -> GaitError:
+def assert_refused_without_writes(
+    exc_type: type[GaitError], code: str, fn: Any, job_id: str = "job_1"
+) -> GaitError:
     before = list(JobEvent.objects.filter(job__job_id=job_id).values_list("revision", "hash"))
     job_before = Job.objects.filter(job_id=job_id).values().first()
     with pytest.raises(exc_type) as info:
         fn()
     assert info.value.code == code
-    assert list(JobEvent.objects.filter(job__job_id=job_id).values_list("revision", "hash")) == before
+    assert (
+        list(JobEvent.objects.filter(job__job_id=job_id).values_list("revision", "hash")) == before
+    )
     after = Job.objects.filter(job_id=job_id).values().first()
     if job_before and after:
         job_before.pop("updated_at")
@@ -94,7 +110,12 @@ def test_submit_generates_a_job_id_when_none_is_given() -> None:
 
 @pytest.mark.parametrize(
     ("job_id", "code"),
-    [("-bad", "invalid_job_id"), ("has space", "invalid_job_id"), ("x" * 129, "invalid_job_id"), ("a/b", "invalid_job_id")],
+    [
+        ("-bad", "invalid_job_id"),
+        ("has space", "invalid_job_id"),
+        ("x" * 129, "invalid_job_id"),
+        ("a/b", "invalid_job_id"),
+    ],
 )
 def test_submit_refuses_bad_job_ids_and_writes_nothing(job_id: str, code: str) -> None:
     with pytest.raises(InvalidInput) as info:
@@ -150,9 +171,13 @@ def test_unknown_jobs_are_not_found() -> None:
         ("completed", JobStatus.COMPLETED, "checkpoint_completed"),
     ],
 )
-def test_checkpoint_types_record_and_move_the_job(cp_type: str, new_status: str, reason: str) -> None:
+def test_checkpoint_types_record_and_move_the_job(
+    cp_type: str, new_status: str, reason: str
+) -> None:
     submit()
-    cp = services.job_checkpoint_add(actor=AGENT, job_id="job_1", type=cp_type, summary="step 1 complete")
+    cp = services.job_checkpoint_add(
+        actor=AGENT, job_id="job_1", type=cp_type, summary="step 1 complete"
+    )
     assert cp.checkpoint_id == "cp_0001"
     assert status() == new_status
     assert events()[-1] == ("checkpoint_added", reason)
@@ -162,8 +187,15 @@ def test_checkpoint_types_record_and_move_the_job(cp_type: str, new_status: str,
 def test_checkpoint_ids_count_up_per_job() -> None:
     submit()
     submit("job_2")
-    ids = [services.job_checkpoint_add(actor=AGENT, job_id="job_1", type="progress", summary=f"s{i}").checkpoint_id for i in range(3)]
-    other = services.job_checkpoint_add(actor=AGENT, job_id="job_2", type="plan", summary="p").checkpoint_id
+    ids = [
+        services.job_checkpoint_add(
+            actor=AGENT, job_id="job_1", type="progress", summary=f"s{i}"
+        ).checkpoint_id
+        for i in range(3)
+    ]
+    other = services.job_checkpoint_add(
+        actor=AGENT, job_id="job_2", type="plan", summary="p"
+    ).checkpoint_id
     assert ids == ["cp_0001", "cp_0002", "cp_0003"] and other == "cp_0001"
 
 
@@ -191,26 +223,40 @@ def test_moving_checkpoints_need_a_running_job(cp_type: str) -> None:
         ({"type": "progress", "summary": ""}, "missing_summary"),
         ({"type": "progress", "summary": "   "}, "missing_summary"),
         ({"type": "nonsense", "summary": "x"}, "invalid_checkpoint_type"),
-        ({"type": "progress", "summary": "x", "required_action": "do"}, "required_action_not_allowed"),
+        (
+            {"type": "progress", "summary": "x", "required_action": "do"},
+            "required_action_not_allowed",
+        ),
         ({"type": "progress", "summary": 42}, "invalid_field"),
     ],
 )
-def test_bad_checkpoints_are_refused_with_a_reason_and_write_nothing(kwargs: dict[str, Any], code: str) -> None:
+def test_bad_checkpoints_are_refused_with_a_reason_and_write_nothing(
+    kwargs: dict[str, Any], code: str
+) -> None:
     submit()
-    assert_refused_without_writes(InvalidInput, code, lambda: services.job_checkpoint_add(actor=AGENT, job_id="job_1", **kwargs))
+    assert_refused_without_writes(
+        InvalidInput,
+        code,
+        lambda: services.job_checkpoint_add(actor=AGENT, job_id="job_1", **kwargs),
+    )
     assert Checkpoint.objects.count() == 0
 
 
 def test_a_summary_of_exactly_512_bytes_is_accepted() -> None:
     submit()
-    cp = services.job_checkpoint_add(actor=AGENT, job_id="job_1", type="progress", summary="a" * 510 + "é")
+    cp = services.job_checkpoint_add(
+        actor=AGENT, job_id="job_1", type="progress", summary="a" * 510 + "é"
+    )
     assert len(cp.summary.encode()) == 512
 
 
 # --- pause / stop / approve / reject / cancel ---------------------------------------------------
 
 
-@pytest.mark.parametrize("from_status", [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING, JobStatus.DECISION_NEEDED])
+@pytest.mark.parametrize(
+    "from_status",
+    [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING, JobStatus.DECISION_NEEDED],
+)
 def test_pause_from_each_allowed_status(from_status: str) -> None:
     to_status(from_status)
     services.job_pause(actor=SECOPS, job_id="job_1", reason="lunch")
@@ -218,15 +264,34 @@ def test_pause_from_each_allowed_status(from_status: str) -> None:
     assert events()[-1] == ("paused", "paused")
 
 
-@pytest.mark.parametrize("from_status", [JobStatus.PAUSED, JobStatus.BLOCKED, JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.EMERGENCY_STOPPED])
+@pytest.mark.parametrize(
+    "from_status",
+    [
+        JobStatus.PAUSED,
+        JobStatus.BLOCKED,
+        JobStatus.COMPLETED,
+        JobStatus.CANCELLED,
+        JobStatus.FAILED,
+        JobStatus.EMERGENCY_STOPPED,
+    ],
+)
 def test_pause_is_refused_elsewhere(from_status: str) -> None:
     to_status(from_status)
-    assert_refused_without_writes(Conflict, "invalid_transition", lambda: services.job_pause(actor=SECOPS, job_id="job_1"))
+    assert_refused_without_writes(
+        Conflict, "invalid_transition", lambda: services.job_pause(actor=SECOPS, job_id="job_1")
+    )
 
 
 @pytest.mark.parametrize(
     "from_status",
-    [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING, JobStatus.PAUSED, JobStatus.DECISION_NEEDED, JobStatus.BLOCKED],
+    [
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.WAITING,
+        JobStatus.PAUSED,
+        JobStatus.DECISION_NEEDED,
+        JobStatus.BLOCKED,
+    ],
 )
 def test_stop_from_any_non_terminal_status(from_status: str) -> None:
     to_status(from_status)
@@ -237,13 +302,20 @@ def test_stop_from_any_non_terminal_status(from_status: str) -> None:
     assert JobEvent.objects.filter(job=job).last().payload["previous_status"] == from_status
 
 
-@pytest.mark.parametrize("from_status", [JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.EMERGENCY_STOPPED])
+@pytest.mark.parametrize(
+    "from_status", [JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.EMERGENCY_STOPPED]
+)
 def test_stop_is_refused_for_finished_or_already_stopped_jobs(from_status: str) -> None:
     to_status(from_status)
-    assert_refused_without_writes(Conflict, "invalid_transition", lambda: services.job_stop(actor=SECOPS, job_id="job_1"))
+    assert_refused_without_writes(
+        Conflict, "invalid_transition", lambda: services.job_stop(actor=SECOPS, job_id="job_1")
+    )
 
 
-@pytest.mark.parametrize("from_status", [JobStatus.DECISION_NEEDED, JobStatus.PAUSED, JobStatus.BLOCKED, JobStatus.EMERGENCY_STOPPED])
+@pytest.mark.parametrize(
+    "from_status",
+    [JobStatus.DECISION_NEEDED, JobStatus.PAUSED, JobStatus.BLOCKED, JobStatus.EMERGENCY_STOPPED],
+)
 def test_approve_records_an_approval_and_keeps_the_status(from_status: str) -> None:
     to_status(from_status)
     services.job_approve(actor=REVIEWER, job_id="job_1", reason="validated input")
@@ -254,25 +326,35 @@ def test_approve_records_an_approval_and_keeps_the_status(from_status: str) -> N
 @pytest.mark.parametrize("from_status", [JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.COMPLETED])
 def test_approve_is_refused_when_nothing_waits_for_it(from_status: str) -> None:
     to_status(from_status)
-    assert_refused_without_writes(Conflict, "invalid_transition", lambda: services.job_approve(actor=REVIEWER, job_id="job_1"))
+    assert_refused_without_writes(
+        Conflict, "invalid_transition", lambda: services.job_approve(actor=REVIEWER, job_id="job_1")
+    )
 
 
 def test_the_submitter_cannot_approve_their_own_job() -> None:
     to_status(JobStatus.DECISION_NEEDED)
-    assert_refused_without_writes(PolicyRefused, "self_approval_forbidden", lambda: services.job_approve(actor=AGENT, job_id="job_1"))
+    assert_refused_without_writes(
+        PolicyRefused,
+        "self_approval_forbidden",
+        lambda: services.job_approve(actor=AGENT, job_id="job_1"),
+    )
 
 
 def test_a_second_approval_of_the_same_decision_is_a_conflict() -> None:
     to_status(JobStatus.DECISION_NEEDED)
     services.job_approve(actor=REVIEWER, job_id="job_1")
     assert_refused_without_writes(
-        Conflict, "already_approved", lambda: services.job_approve(actor=Actor.system("reviewer_2"), job_id="job_1")
+        Conflict,
+        "already_approved",
+        lambda: services.job_approve(actor=Actor.system("reviewer_2"), job_id="job_1"),
     )
 
 
 def test_reject_blocks_a_job_waiting_for_a_decision_and_needs_a_reason() -> None:
     to_status(JobStatus.DECISION_NEEDED)
-    assert_refused_without_writes(InvalidInput, "missing_reason", lambda: services.job_reject(actor=REVIEWER, job_id="job_1"))
+    assert_refused_without_writes(
+        InvalidInput, "missing_reason", lambda: services.job_reject(actor=REVIEWER, job_id="job_1")
+    )
     services.job_reject(actor=REVIEWER, job_id="job_1", reason="amount too high")
     assert status() == JobStatus.BLOCKED
     assert events()[-1] == ("rejected", "approval_rejected")
@@ -307,12 +389,16 @@ def test_cancel_of_a_job_that_never_started_says_so() -> None:
 @pytest.mark.parametrize("from_status", [JobStatus.COMPLETED, JobStatus.CANCELLED])
 def test_terminal_jobs_cannot_be_cancelled(from_status: str) -> None:
     to_status(from_status)
-    assert_refused_without_writes(Conflict, "invalid_transition", lambda: services.job_cancel(actor=SECOPS, job_id="job_1"))
+    assert_refused_without_writes(
+        Conflict, "invalid_transition", lambda: services.job_cancel(actor=SECOPS, job_id="job_1")
+    )
 
 
 def test_retry_is_refused_for_jobs_without_steps() -> None:
     to_status(JobStatus.FAILED)
-    assert_refused_without_writes(Conflict, "invalid_transition", lambda: services.job_retry(actor=SECOPS, job_id="job_1"))
+    assert_refused_without_writes(
+        Conflict, "invalid_transition", lambda: services.job_retry(actor=SECOPS, job_id="job_1")
+    )
 
 
 # --- resume: the five ordered checks -----------------------------------------------------------
@@ -324,7 +410,16 @@ def resume(**kw: Any) -> Job:
     return services.job_resume(job_id="job_1", **kw)
 
 
-@pytest.mark.parametrize("from_status", [JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED])
+@pytest.mark.parametrize(
+    "from_status",
+    [
+        JobStatus.RUNNING,
+        JobStatus.QUEUED,
+        JobStatus.COMPLETED,
+        JobStatus.CANCELLED,
+        JobStatus.FAILED,
+    ],
+)
 def test_resume_check_1_refuses_a_status_that_cannot_resume(from_status: str) -> None:
     to_status(from_status)
     assert_refused_without_writes(Conflict, "invalid_transition", resume)
@@ -358,7 +453,9 @@ def test_resume_check_2_a_new_decision_after_an_approval_needs_a_new_approval() 
     to_status(JobStatus.DECISION_NEEDED)
     services.job_approve(actor=REVIEWER, job_id="job_1")
     resume()
-    services.job_checkpoint_add(actor=AGENT, job_id="job_1", type="decision-needed", summary="again?")
+    services.job_checkpoint_add(
+        actor=AGENT, job_id="job_1", type="decision-needed", summary="again?"
+    )
     assert_refused_without_writes(PolicyRefused, "approval_required", resume)
 
 
@@ -395,7 +492,9 @@ def test_resume_check_3_a_changed_policy_rebinds_the_job_and_says_so() -> None:
 
 def test_resume_check_4_refuses_another_identity() -> None:
     to_status(JobStatus.PAUSED)
-    err = assert_refused_without_writes(PolicyRefused, "identity_binding_mismatch", lambda: resume(identity="worker_2"))
+    err = assert_refused_without_writes(
+        PolicyRefused, "identity_binding_mismatch", lambda: resume(identity="worker_2")
+    )
     assert err.details["bound_identity"] == "worker_1"
 
 
@@ -403,7 +502,9 @@ def test_resume_check_4_refuses_a_revoked_identity_from_the_file_or_the_database
     from approvals.models import RevokedIdentity
 
     to_status(JobStatus.PAUSED)
-    assert_refused_without_writes(PolicyRefused, "identity_revoked", lambda: resume(revoked_identities={"worker_1"}))
+    assert_refused_without_writes(
+        PolicyRefused, "identity_revoked", lambda: resume(revoked_identities={"worker_1"})
+    )
     RevokedIdentity.objects.create(identity="worker_1")
     assert_refused_without_writes(PolicyRefused, "identity_revoked", resume)
 
@@ -431,11 +532,21 @@ def test_resume_checks_run_in_order_status_first() -> None:
     submit(policy=POLICY_A, environment_fingerprint="env-old")
     assert_refused_without_writes(Conflict, "invalid_transition", lambda: resume(identity="other"))
     services.job_checkpoint_add(actor=AGENT, job_id="job_1", type="decision-needed", summary="?")
-    assert_refused_without_writes(PolicyRefused, "approval_required", lambda: resume(identity="other"))
+    assert_refused_without_writes(
+        PolicyRefused, "approval_required", lambda: resume(identity="other")
+    )
     services.job_approve(actor=REVIEWER, job_id="job_1")
-    assert_refused_without_writes(PolicyRefused, "policy_evaluation_required", lambda: resume(identity="other"))
-    assert_refused_without_writes(PolicyRefused, "identity_binding_mismatch", lambda: resume(identity="other", policy=POLICY_A))
-    assert_refused_without_writes(PolicyRefused, "environment_fingerprint_mismatch", lambda: resume(policy=POLICY_A))
+    assert_refused_without_writes(
+        PolicyRefused, "policy_evaluation_required", lambda: resume(identity="other")
+    )
+    assert_refused_without_writes(
+        PolicyRefused,
+        "identity_binding_mismatch",
+        lambda: resume(identity="other", policy=POLICY_A),
+    )
+    assert_refused_without_writes(
+        PolicyRefused, "environment_fingerprint_mismatch", lambda: resume(policy=POLICY_A)
+    )
 
 
 def test_a_person_resuming_from_the_dashboard_acts_for_the_bound_identity(cast: Any) -> None:
@@ -449,7 +560,13 @@ def test_a_person_resuming_from_the_dashboard_acts_for_the_bound_identity(cast: 
 
 @pytest.mark.parametrize(
     ("role", "allowed"),
-    [("operator", True), ("admin", True), ("reviewer", False), ("viewer", False), ("outsider", False)],
+    [
+        ("operator", True),
+        ("admin", True),
+        ("reviewer", False),
+        ("viewer", False),
+        ("outsider", False),
+    ],
 )
 def test_control_actions_need_the_control_permission(cast: Any, role: str, allowed: bool) -> None:
     submit()
@@ -458,12 +575,21 @@ def test_control_actions_need_the_control_permission(cast: Any, role: str, allow
         services.job_pause(actor=actor, job_id="job_1")
         assert status() == JobStatus.PAUSED
     else:
-        assert_refused_without_writes(Forbidden, "permission_denied", lambda: services.job_pause(actor=actor, job_id="job_1"))
+        assert_refused_without_writes(
+            Forbidden, "permission_denied", lambda: services.job_pause(actor=actor, job_id="job_1")
+        )
 
 
 @pytest.mark.parametrize(
     ("role", "allowed"),
-    [("reviewer", True), ("admin", True), ("operator", False), ("integrator", False), ("viewer", False), ("outsider", False)],
+    [
+        ("reviewer", True),
+        ("admin", True),
+        ("operator", False),
+        ("integrator", False),
+        ("viewer", False),
+        ("outsider", False),
+    ],
 )
 def test_approvals_need_the_approve_permission(cast: Any, role: str, allowed: bool) -> None:
     to_status(JobStatus.DECISION_NEEDED)
@@ -471,10 +597,17 @@ def test_approvals_need_the_approve_permission(cast: Any, role: str, allowed: bo
     if allowed:
         services.job_approve(actor=actor, job_id="job_1")
     else:
-        assert_refused_without_writes(Forbidden, "permission_denied", lambda: services.job_approve(actor=actor, job_id="job_1"))
+        assert_refused_without_writes(
+            Forbidden,
+            "permission_denied",
+            lambda: services.job_approve(actor=actor, job_id="job_1"),
+        )
 
 
-@pytest.mark.parametrize(("role", "allowed"), [("integrator", True), ("operator", True), ("reviewer", False), ("viewer", False)])
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [("integrator", True), ("operator", True), ("reviewer", False), ("viewer", False)],
+)
 def test_submitting_needs_the_submit_permission(cast: Any, role: str, allowed: bool) -> None:
     actor = cast.actor(role)
     if allowed:

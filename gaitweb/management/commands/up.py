@@ -20,7 +20,12 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-DEMO_USERS = [("admin", "admin"), ("reviewer", "reviewer"), ("operator", "operator"), ("viewer", "viewer")]
+DEMO_USERS = [
+    ("admin", "admin"),
+    ("reviewer", "reviewer"),
+    ("operator", "operator"),
+    ("viewer", "viewer"),
+]
 
 
 class Command(BaseCommand):
@@ -50,11 +55,25 @@ class Command(BaseCommand):
         env = dict(os.environ)
         bind = f"{opts['host']}:{opts['port']}"
         web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "gaitweb.wsgi", "--bind", bind, "--workers", str(opts["workers"]),
-             "--access-logfile", "-", "--graceful-timeout", "5"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "gaitweb.wsgi",
+                "--bind",
+                bind,
+                "--workers",
+                str(opts["workers"]),
+                "--access-logfile",
+                "-",
+                "--graceful-timeout",
+                "5",
+            ],
             env=env,
         )
-        worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"], env=env, cwd=settings.BASE_DIR)
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"], env=env, cwd=settings.BASE_DIR
+        )
         url = f"http://{bind}/"
         self.stdout.write(
             "\n"
@@ -97,7 +116,9 @@ class Command(BaseCommand):
         roles_ensure()
         password = secrets.token_urlsafe(9)
         for username, role in DEMO_USERS:
-            user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@localhost"})
+            user, _ = User.objects.get_or_create(
+                username=username, defaults={"email": f"{username}@localhost"}
+            )
             user.is_staff = role == "admin"
             user.is_superuser = role == "admin"
             user.set_password(password)

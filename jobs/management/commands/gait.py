@@ -34,7 +34,15 @@ class _Parser(argparse.ArgumentParser):
             import json
 
             sys.stdout.write(
-                json.dumps({"ok": False, "error": message, "error_code": "invalid_arguments", "retryable": False, "hint": f"{self.prog} --help"})
+                json.dumps(
+                    {
+                        "ok": False,
+                        "error": message,
+                        "error_code": "invalid_arguments",
+                        "retryable": False,
+                        "hint": f"{self.prog} --help",
+                    }
+                )
                 + "\n"
             )
         sys.exit(6)
@@ -65,7 +73,9 @@ def main(argv: list[str]) -> int:
 class Command(BaseCommand):
     help = "gaitweb CLI: gait job|jobs|pack|keys|gate|policy|apikey …"
 
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> argparse.ArgumentParser:
+    def create_parser(
+        self, prog_name: str, subcommand: str, **kwargs: Any
+    ) -> argparse.ArgumentParser:
         return build_parser()
 
     def run_from_argv(self, argv: list[str]) -> None:
@@ -78,5 +88,7 @@ class Command(BaseCommand):
         sys.stdout.flush()
         sys.exit(code)
 
-    def handle(self, *args: Any, **options: Any) -> None:  # pragma: no cover - run_from_argv handles it
+    def handle(
+        self, *args: Any, **options: Any
+    ) -> None:  # pragma: no cover - run_from_argv handles it
         raise NotImplementedError
