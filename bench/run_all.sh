@@ -19,7 +19,9 @@ for script in bench/*_bench.py; do
   name=$(basename "$script" _bench.py)
   if [[ -n "$only" && ",$only," != *",$name,"* ]]; then continue; fi
   echo "== $name" >&2
-  if out=$("$PY" "$script" 2> "$GAIT_DATA_DIR/$name.log" | tail -n 1); then
+  # a benchmark prints one JSON document on stdout, compact or indented (Django's test-database
+  # set-up may print a line before it)
+  if out=$("$PY" "$script" 2> "$GAIT_DATA_DIR/$name.log" | "$PY" -c 'import json, sys; t = sys.stdin.read(); print(json.dumps(json.loads(t[t.index("{"):])))'); then
     echo "$out" > "$GAIT_DATA_DIR/$name.json"
     results+=("\"$name\": $out")
   else
