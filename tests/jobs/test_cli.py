@@ -181,38 +181,16 @@ def test_resume_refusals_carry_the_error_shape_and_exit_code(
         "--json",
     )
     assert (code, out["error_code"]) == (6, "identity_binding_mismatch")
-    Path(files["revocations"]).write_text('{"revoked_identities": ["worker_1"]}')
-    code, out = gait(
-        capsys,
-        "job",
-        "resume",
-        "--id",
-        "job_1",
-        "--actor",
-        "worker_1",
-        "--policy",
-        files["policy"],
-        "--identity-revocations",
-        files["revocations"],
-        "--json",
-    )
-    assert (code, out["error_code"]) == (6, "identity_revoked")
-    Path(files["revocations"]).write_text('["worker_1"]')
-    code, out = gait(
-        capsys,
-        "job",
-        "resume",
-        "--id",
-        "job_1",
-        "--actor",
-        "worker_1",
-        "--policy",
-        files["policy"],
-        "--identity-revocations",
-        files["revocations"],
-        "--json",
-    )
-    assert out["error_code"] == "identity_revoked"
+    resume = ["job", "resume", "--id", "job_1", "--actor", "worker_1", "--policy", files["policy"]]
+    resume += ["--identity-revocations", files["revocations"], "--json"]
+    for revocations in [
+        '{"revoked_identities": ["worker_1"]}',
+        '["worker_1"]',
+        "# list\nworker_1\n",
+    ]:
+        Path(files["revocations"]).write_text(revocations)
+        code, out = gait(capsys, *resume)
+        assert (code, out["error_code"]) == (6, "identity_revoked"), revocations
     assert Job.objects.get(job_id="job_1").status == "emergency_stopped"
 
 
