@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from gaitweb.actors import Actor, Scope
@@ -114,12 +115,6 @@ def _labels(labels: Any) -> dict[str, str]:
             )
         out[k] = v
     return out
-
-
-def identity_revoked_set(extra: Iterable[str] = ()) -> set[str]:
-    from approvals.models import RevokedIdentity
-
-    return set(RevokedIdentity.objects.values_list("identity", flat=True)) | set(extra)
 
 
 # --- submit --------------------------------------------------------------------------------
@@ -412,9 +407,10 @@ def job_stop(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     return job
 
 
-def _approval_window(job: Job) -> tuple[int, int, list[JobEvent]]:
-    """(revision of the last resume, revision of the newest approval-needing event since, the
-    approved events since the last resume)."""
+def _approval_window(job: Job) -> tuple[int, list[JobEvent]]:
+    """(revision of the newest approval-needing event since the last resume, the approvals
+    recorded since the last resume). Reads only those events: a long run of progress
+    checkpoints costs nothing here."""
     last_resume = (
         JobEvent.objects.filter(job=job, type="resumed")
         .order_by("-revision")
@@ -422,25 +418,16 @@ def _approval_window(job: Job) -> tuple[int, int, list[JobEvent]]:
         .first()
         or 0
     )
+    wanted = Q(type="approved")
+    for type_, reason_code in APPROVAL_NEEDING:
+        wanted |= Q(type=type_, reason_code=reason_code)
     since = list(
-        JobEvent.objects.filter(job=job, revision__gt=last_resume)
-        .filter(
-            type__in=[
-                "checkpoint_added",
-                "rejected",
-                "emergency_stop_acknowledged",
-                "approval_requested",
-                "approved",
-            ]
-        )
+        JobEvent.objects.filter(wanted, job=job, revision__gt=last_resume)
         .order_by("revision")
-        .only("revision", "type", "reason_code", "actor", "payload")
+        .only("revision", "type", "reason_code", "actor")
     )
-    needing = max(
-        (e.revision for e in since if (e.type, e.reason_code) in APPROVAL_NEEDING), default=0
-    )
-    approvals = [e for e in since if e.type == "approved"]
-    return last_resume, needing, approvals
+    needing = max((e.revision for e in since if e.type != "approved"), default=0)
+    return needing, [e for e in since if e.type == "approved"]
 
 
 def _forbid_self_approval(job: Job, actor: Actor) -> None:
@@ -471,7 +458,7 @@ def job_approve(
         _require_status(job, "approve")
         if not allow_self_approval:
             _forbid_self_approval(job, actor)
-        _, needing, approvals = _approval_window(job)
+        needing, approvals = _approval_window(job)
         if any(a.revision > needing for a in approvals) and not _decided_request:
             raise Conflict(
                 "already_approved",
@@ -545,7 +532,7 @@ def job_resume(
         # (1) status
         _require_status(job, "resume")
         # (2) approvals
-        _, needing, approvals = _approval_window(job)
+        needing, approvals = _approval_window(job)
         if needing and not any(a.revision > needing for a in approvals):
             raise PolicyRefused(
                 "approval_required",
@@ -604,9 +591,11 @@ def job_resume(
                 f"job {job_id} is bound to identity {job.identity!r}, not {asserted!r}",
                 details={"job_id": job_id, "bound_identity": job.identity, "identity": asserted},
             )
-        revoked = identity_revoked_set(revoked_identities)
-        for who in {job.identity, asserted} - {None, ""}:
-            if who in revoked:
+        from approvals.services import identity_is_revoked
+
+        listed = set(revoked_identities)
+        for who in sorted({job.identity, asserted} - {None, ""}):
+            if who in listed or identity_is_revoked(who):
                 raise PolicyRefused(
                     "identity_revoked", f"identity {who!r} is revoked", details={"identity": who}
                 )
