@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
 
 from gaitweb.actors import Actor
 from gaitweb.canonical import ZERO_HASH, digest
@@ -102,7 +101,6 @@ def test_event_revisions_are_unique_per_job_in_the_database(job: Job) -> None:
     ev.pk = None
     with pytest.raises(IntegrityError), transaction.atomic():
         ev.save(force_insert=True)
-    assert connection.vendor in {"postgresql", "sqlite"}
 
 
 def test_a_payload_canonical_json_cannot_represent_is_refused_and_writes_nothing(job: Job) -> None:
