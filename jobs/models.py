@@ -29,7 +29,6 @@ class JobStatus(models.TextChoices):
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED})
 # failed is terminal unless an operator retries (DESIGN §5)
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED})
-RUNNABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.WAITING})
 
 # Which statuses each operator/reviewer action is allowed from (DESIGN §5). jobs.services
 # enforces these under a row lock; the dashboard uses Job.can() to decide which buttons to show.
@@ -139,10 +138,6 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
-
-    @property
-    def has_steps(self) -> bool:
-        return self.step_count > 0
 
     def can(self, action: str) -> bool:
         """Whether ``action`` is allowed from the current status (permissions aside)."""
