@@ -55,6 +55,7 @@ from gaitweb.canonical import iso_utc
 from gaitweb.errors import Conflict, InvalidInput, LimitExceeded
 from jobs.journal import event_append, event_build
 from jobs.models import (
+    FINISHED_STATUSES,
     CheckpointType,
     Job,
     JobEvent,
@@ -63,7 +64,7 @@ from jobs.models import (
     StepRunStatus,
 )
 from jobs.spec import PARKING_KINDS, SIGNAL_NAME_RE, step_backoff_seconds
-from jobs.steps import StepContext, StepResult, output_check, step_execute
+from jobs.steps import StepContext, StepResult, step_execute
 
 log = logging.getLogger("gaitweb.engine")
 
@@ -219,6 +220,8 @@ class _Runner:
     # (step_index, StepRun id, started_at) of a ``started`` record committed with the previous
     # step's checkpoint (see _write_success)
     prestarted: tuple[int, int, datetime] | None = None
+    # the job's PolicyVersion (versions are append-only), read once per slice by _gate_allows
+    policy: Any = None
 
     # -- heartbeat side (runs on the heartbeat thread) --
 
@@ -284,6 +287,12 @@ class _Runner:
             return None  # held by a live worker: a duplicate delivery
         return None
 
+    def _claim_payload(self, job: Job, event_type: str, previous_owner: str) -> dict[str, Any]:
+        payload: dict[str, Any] = {"worker": self.owner, "cursor": job.cursor}
+        if event_type == "recovered":
+            payload["previous_worker"] = previous_owner
+        return payload
+
     def claim(self) -> bool:
         if connection.vendor == "postgresql":
             return self._claim_pg()
@@ -328,11 +337,12 @@ class _Runner:
             params: list[Any]
             if event_type:
                 job.status_reason_code = reason
-                payload: dict[str, Any] = {"worker": self.owner, "cursor": job.cursor}
-                if event_type == "recovered":
-                    payload["previous_worker"] = previous_owner
                 event = event_build(
-                    job, type=event_type, actor=ENGINE_ACTOR, reason_code=reason, payload=payload
+                    job,
+                    type=event_type,
+                    actor=ENGINE_ACTOR,
+                    reason_code=reason,
+                    payload=self._claim_payload(job, event_type, previous_owner),
                 )
                 sql = (
                     f'WITH j AS (UPDATE "{jt}" SET "status" = \'running\', "status_reason_code" = %s, '
@@ -378,7 +388,6 @@ class _Runner:
             if any(r.status == R.STARTED for r in self.runs):
                 with transaction.atomic():
                     self._locked()
-                    self.job.spec = job.spec  # type: ignore[union-attr]
                     if self._in_doubt_check():
                         return False
             return True
@@ -390,23 +399,9 @@ class _Runner:
         lease = now + timedelta(seconds=float(_gait("LEASE_SECONDS")))
         with transaction.atomic():
             job = Job.objects.select_for_update().filter(job_id=self.job_id).first()
-            if job is None or job.step_count == 0:
+            if job is None or (kind := self._claim_kind(job, now)) is None:
                 return False
-            if job.status == S.QUEUED:
-                event_type, reason = "started", "job_started"
-            elif job.status == S.WAITING:
-                if job.wake_at is None or job.wake_at > now:
-                    return False  # early or duplicate wake-up; the due one will come
-                event_type, reason = "started", "job_started"
-            elif job.status == S.RUNNING:
-                if job.lease_token is None:
-                    event_type, reason = "", ""  # the previous slice yielded: just continue
-                elif job.lease_expires_at is None or job.lease_expires_at < now:
-                    event_type, reason = "recovered", "job_recovered_after_restart"
-                else:
-                    return False  # held by a live worker: a duplicate delivery
-            else:
-                return False
+            event_type, reason = kind
             previous_owner = job.lease_owner
             job.status = S.RUNNING
             job.lease_token = self.token
@@ -419,15 +414,12 @@ class _Runner:
                 fields.append("started_at")
             if event_type:
                 job.status_reason_code = reason
-                payload: dict[str, Any] = {"worker": self.owner, "cursor": job.cursor}
-                if event_type == "recovered":
-                    payload["previous_worker"] = previous_owner
                 event_append(
                     job,
                     type=event_type,
                     actor=ENGINE_ACTOR,
                     reason_code=reason,
-                    payload=payload,
+                    payload=self._claim_payload(job, event_type, previous_owner),
                     update_fields=[*fields, "status_reason_code"],
                 )
             else:
@@ -448,11 +440,6 @@ class _Runner:
                 "step_name", "output"
             ):
                 self.outputs[name] = output
-        self._load_runs()
-
-    def _load_runs(self) -> None:
-        job = self.job
-        assert job is not None
         self.runs = list(StepRun.objects.filter(job=job, step_index=job.cursor).order_by("attempt"))
 
     def _in_doubt_check(self) -> bool:
@@ -479,15 +466,8 @@ class _Runner:
                 "worker": r.worker,
             }
             r.save(update_fields=["status", "finished_at", "error"])
-        from jobs.services import _checkpoint_write
-
-        self._release_fields(job)
-        Job.objects.filter(pk=job.pk).update(
-            lease_token=None, lease_owner="", lease_expires_at=None
-        )
-        _checkpoint_write(
+        self._park_with_checkpoint(
             job,
-            actor=ENGINE_ACTOR,
             type=CheckpointType.DECISION_NEEDED,
             summary=f"Step {step['name']} may have run (attempt {open_runs[-1].attempt}); its worker stopped before recording the outcome.",
             required_action=f"Check whether {step['name']} took effect; approve and resume to run it again, or cancel the job.",
@@ -502,6 +482,17 @@ class _Runner:
         return True
 
     # -- locked transitions (not the hot path) --
+
+    def _park_with_checkpoint(self, job: Job, **checkpoint: Any) -> None:
+        """Inside the locked transaction: release the lease, refresh the outputs mirror and write
+        the checkpoint that parks the job (its ``new_status`` comes with the checkpoint)."""
+        from jobs.services import checkpoint_write
+
+        job.outputs = self.outputs
+        released = self._release_fields(job)
+        checkpoint_write(
+            job, actor=ENGINE_ACTOR, update_fields=[*released, "outputs"], **checkpoint
+        )
 
     def _locked(self) -> Job:
         """Inside a transaction: the job row, locked, after checking we still hold the lease."""
@@ -667,12 +658,11 @@ class _Runner:
         revision is the one we chained from, record the StepRun and the event(s), return the
         job's status. ``done`` is the ``completed`` event of the last step: the job completes in
         the same statement unless it left ``running`` meanwhile (pause, stop)."""
-        lease = finished_at + timedelta(seconds=float(_gait("LEASE_SECONDS")))
-        output_json = json.dumps(result.output)
         if connection.vendor != "postgresql":
             return self._write_success_orm(
-                job, prev_rev, event, step, attempt, result, started_at, finished_at, run_id, lease
+                job, prev_rev, event, step, attempt, result, started_at, finished_at, run_id
             )
+        output_json = json.dumps(result.output)
         jt, st, et = Job._meta.db_table, StepRun._meta.db_table, JobEvent._meta.db_table
         # The next step's ``started`` record rides on this commit when it will need one: a
         # non-idempotent step costs one commit, like an idempotent one. If the loop then does
@@ -789,11 +779,11 @@ class _Runner:
         started_at: datetime,
         finished_at: datetime,
         run_id: int | None,
-        lease: datetime,
     ) -> str | None:
         """The same write for SQLite (whose IMMEDIATE transactions serialize writers)."""
         from django.db.models import F
 
+        lease = finished_at + timedelta(seconds=float(_gait("LEASE_SECONDS")))
         with transaction.atomic():
             n = Job.objects.filter(pk=job.pk, lease_token=self.token, revision=prev_rev).update(
                 cursor=F("cursor") + 1,
@@ -915,16 +905,11 @@ class _Runner:
     def _blocked_by_control(self, status: str) -> str:
         """The job left ``running`` under us (pause, stop, cancel): dispatch nothing more."""
         if status in (S.EMERGENCY_STOPPED, S.CANCELLED):
-            code = (
-                "emergency_stop_preempted"
-                if status == S.EMERGENCY_STOPPED
-                else "job_cancelled_during_run"
-            )
             step = self.job.current_step_name if self.job else ""
             self._transition(
                 status=None,
                 event_type="dispatch_blocked",
-                reason=code,
+                reason=_preempt_reason(status),
                 payload={"step": step, "status": status},
             )
         else:
@@ -1034,20 +1019,20 @@ class _Runner:
         status: str,
         result: StepResult,
         error: dict[str, Any] | None,
-    ) -> StepRun:
+    ) -> None:
+        """Record how an attempt that did not succeed ended: finish its ``started`` record
+        (one UPDATE) or write the whole row."""
         now = timezone.now()
         if run_id is not None:
-            run = StepRun.objects.get(pk=run_id)
-            run.status, run.error, run.stdout, run.stderr, run.finished_at = (
-                status,
-                error,
-                result.stdout,
-                result.stderr,
-                now,
+            StepRun.objects.filter(pk=run_id).update(
+                status=status,
+                error=error,
+                stdout=result.stdout,
+                stderr=result.stderr,
+                finished_at=now,
             )
-            run.save(update_fields=["status", "error", "stdout", "stderr", "finished_at"])
-            return run
-        return StepRun.objects.create(
+            return
+        StepRun.objects.create(
             job=job, step_index=job.cursor, step_name=step["name"], attempt=attempt, status=status,
             idempotency_key=self.idempotency_key(step), input=step["with"], error=error, stdout=result.stdout,
             stderr=result.stderr, worker=self.owner[:128], started_at=started_at, finished_at=now,
@@ -1061,11 +1046,6 @@ class _Runner:
         run_id: int | None,
         result: StepResult,
     ) -> None:
-        code = (
-            "emergency_stop_preempted"
-            if self.preempted == S.EMERGENCY_STOPPED
-            else "job_cancelled_during_run"
-        )
         error = {
             "type": "preempted",
             "message": f"the job was {self.preempted} while the step ran",
@@ -1078,7 +1058,7 @@ class _Runner:
         self._transition(
             status=None,
             event_type="step_cancelled",
-            reason=code,
+            reason=_preempt_reason(self.preempted),
             payload={
                 "step": step["name"],
                 "step_index": self.job.cursor,  # type: ignore[union-attr]
@@ -1113,11 +1093,7 @@ class _Runner:
             wake_at = timezone.now() + timedelta(seconds=delay)
 
             def record(job: Job) -> None:
-                self.runs.append(
-                    self._steprun_finish(
-                        job, step, attempt, started_at, run_id, status, result, error
-                    )
-                )
+                self._steprun_finish(job, step, attempt, started_at, run_id, status, result, error)
 
             self._transition(
                 status=S.WAITING,
@@ -1190,7 +1166,7 @@ class _Runner:
 
     def _progress_checkpoint(self, type: str, summary: str) -> None:
         """``ctx.checkpoint()`` from a python step: a plan/progress checkpoint on the timeline."""
-        from jobs.services import _checkpoint_write
+        from jobs.services import checkpoint_write
 
         if type not in (CheckpointType.PLAN, CheckpointType.PROGRESS):
             raise InvalidInput(
@@ -1200,7 +1176,7 @@ class _Runner:
             )
         with transaction.atomic():
             job = self._locked()
-            _checkpoint_write(
+            checkpoint_write(
                 job, actor=ENGINE_ACTOR, type=type, summary=summary[:512], reason_code=""
             )
 
@@ -1268,7 +1244,7 @@ class _Runner:
             job = self._locked()
             until = now + timedelta(seconds=float(step["with"]["duration"]))
             run = self._open_run(step, {"until": iso_utc(until)})
-            due = datetime.fromisoformat(run.input["until"].replace("Z", "+00:00"))
+            due = datetime.fromisoformat(run.input["until"])
             if due <= now:
                 self._succeed_locked(job, step, {"slept_until": run.input["until"]})
                 return True
@@ -1313,7 +1289,7 @@ class _Runner:
                 )
                 return True
             timeout_at = run.input.get("timeout_at")
-            due = datetime.fromisoformat(timeout_at.replace("Z", "+00:00")) if timeout_at else None
+            due = datetime.fromisoformat(timeout_at) if timeout_at else None
             if due is not None and due <= now:
                 run.status, run.finished_at = R.TIMED_OUT, now
                 run.error = {
@@ -1414,8 +1390,9 @@ class _Runner:
         from approvals.models import PolicyVersion
 
         try:
-            policy = PolicyVersion.objects.get(pk=job.policy_id)  # type: ignore[misc]
-            result = gate_evaluate(intent=_intent(job, step), policy=policy).as_dict()
+            if self.policy is None or self.policy.pk != job.policy_id:
+                self.policy = PolicyVersion.objects.get(pk=job.policy_id)  # type: ignore[misc]
+            result = gate_evaluate(intent=_intent(job, step), policy=self.policy).as_dict()
         except InvalidInput as exc:
             result = {"verdict": "block", "reason_codes": [exc.code], "violations": [exc.message]}
         except PolicyVersion.DoesNotExist:
@@ -1425,19 +1402,11 @@ class _Runner:
             return True
         if verdict == "require_approval":
             return self._approval(step, gate_result=result)
-        from jobs.services import _checkpoint_write
-
         reasons = list(result.get("reason_codes") or ["policy_blocked"])
         with transaction.atomic():
             job = self._locked()
-            job.outputs = self.outputs
-            self._release_fields(job)
-            Job.objects.filter(pk=job.pk).update(
-                lease_token=None, lease_owner="", lease_expires_at=None, outputs=self.outputs
-            )
-            _checkpoint_write(
+            self._park_with_checkpoint(
                 job,
-                actor=ENGINE_ACTOR,
                 type=CheckpointType.BLOCKED,
                 summary=f"The policy blocked step {step['name']} ({step['tool']}): {', '.join(reasons)}"[
                     :512
@@ -1463,6 +1432,13 @@ def _steprun_from_json(job: Job, r: dict[str, Any]) -> StepRun:
         input=r["input"] or {},
         output=r["output"],
         worker=r["worker"] or "",
+    )
+
+
+def _preempt_reason(status: str) -> str:
+    """The reason code of a step or dispatch preempted by a stop or a cancel."""
+    return (
+        "emergency_stop_preempted" if status == S.EMERGENCY_STOPPED else "job_cancelled_during_run"
     )
 
 
@@ -1539,7 +1515,7 @@ def job_signal(*, actor: Actor, job_id: str, name: str, payload: Any = None) -> 
         )
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
-        if job.status in (S.COMPLETED, S.CANCELLED, S.FAILED) or job.step_count == 0:
+        if job.status in FINISHED_STATUSES or job.step_count == 0:
             raise Conflict(
                 "invalid_transition",
                 f"cannot signal a job that is {job.status}"
@@ -1737,7 +1713,3 @@ def job_stats(*, recent: int = 200) -> dict[str, Any]:
         "recent_reason_codes": dict(reasons.most_common()),
         "at": iso_utc(now),
     }
-
-
-def output_is_storable(output: Any) -> bool:
-    return output_check(output) is None

@@ -270,7 +270,7 @@ def job_checkpoint_add(
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
         _require_status(job, f"add a {type} checkpoint to", allowed)
-        return _checkpoint_write(
+        return checkpoint_write(
             job,
             actor=actor.name,
             type=type,
@@ -281,7 +281,7 @@ def job_checkpoint_add(
         )
 
 
-def _checkpoint_write(
+def checkpoint_write(
     job: Job,
     *,
     actor: str,
@@ -291,13 +291,16 @@ def _checkpoint_write(
     reason_code: str = "",
     new_status: str | None = None,
     payload: dict[str, Any] | None = None,
+    update_fields: Iterable[str] = (),
 ) -> Checkpoint:
     """Write a checkpoint, its event and the status it implies. The job row must be locked (or
-    lease-guarded by the engine). Shared by agents' checkpoints and the engine's own."""
+    lease-guarded by the engine). Shared by agents' checkpoints and the engine's own; the caller's
+    own changes to ``job`` (``update_fields``, e.g. the engine releasing its lease) are saved in
+    the same UPDATE."""
     event_reason = "checkpoint_" + type.replace("-", "_")
     job.checkpoint_count += 1
     checkpoint_id = f"cp_{job.checkpoint_count:04d}"
-    fields = ["checkpoint_count"]
+    fields = ["checkpoint_count", *update_fields]
     if new_status:
         job.status = new_status
         job.status_reason_code = reason_code or event_reason

@@ -345,18 +345,22 @@ def _step(raw: Any, path: str) -> dict[str, Any]:
     }
 
 
-def spec_load(text: str | bytes, *, source: str = "") -> dict[str, Any]:
-    """The raw spec object from the text of a YAML or JSON file (JSON is YAML, but JSON's error
-    messages are better for JSON files, so it is tried first)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
+def _size_check(size: int) -> None:
     limit = int(_gait("SPEC_MAX_BYTES"))
-    if len(text.encode("utf-8")) > limit:
+    if size > limit:
         raise LimitExceeded(
             "spec_too_large",
             f"the spec is larger than {limit} bytes",
             details={"path": "", "max_bytes": limit},
         )
+
+
+def spec_load(text: str | bytes, *, source: str = "") -> dict[str, Any]:
+    """The raw spec object from the text of a YAML or JSON file (JSON is YAML, but JSON's error
+    messages are better for JSON files, so it is tried first)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    _size_check(len(text.encode("utf-8")))
     stripped = text.lstrip()
     try:
         data = json.loads(text) if stripped.startswith("{") else yaml.safe_load(text)
@@ -379,17 +383,11 @@ def spec_validate(raw: Any) -> dict[str, Any]:
         raw = spec_load(raw)
     if not isinstance(raw, Mapping):
         raise _fail("", "the spec must be an object with a steps list")
-    limit = int(_gait("SPEC_MAX_BYTES"))
     try:
         size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     except (TypeError, ValueError):
         raise _fail("", "the spec must be plain JSON data") from None
-    if size > limit:
-        raise LimitExceeded(
-            "spec_too_large",
-            f"the spec is larger than {limit} bytes",
-            details={"path": "", "max_bytes": limit},
-        )
+    _size_check(size)
     top = _obj(raw, "", TOP_KEYS, {"steps"})
     steps_raw = top["steps"]
     if not isinstance(steps_raw, list):

@@ -4,14 +4,17 @@ ORM fallback of the hot path is exercised too. Worker behaviour is in test_worke
 from __future__ import annotations
 
 import time
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from gaitweb.actors import Actor
 from jobs.engine import advance
 from jobs.journal import chain_verify
-from jobs.models import Job, JobEvent, StepRun
+from jobs.models import Checkpoint, Job, JobEvent, StepRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,3 +100,36 @@ def test_a_paused_job_is_not_dispatched() -> None:
     job_pause(actor=Actor.system("op"), job_id=job.job_id)
     assert advance(job.job_id) == "not_claimed"
     assert not StepRun.objects.filter(job=job).exists()
+
+
+def test_an_attempt_left_started_by_a_dead_worker_is_not_run_again_silently() -> None:
+    job = submit([{"name": "transfer", "kind": "python", "with": {"function": "noop"}}])
+    # the state a worker leaves when it dies mid-step: its lease expired, the non-idempotent
+    # attempt's ``started`` record committed, no outcome
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk).update(
+        status="running",
+        lease_token=uuid.uuid4(),
+        lease_owner="dead-host:1",
+        lease_expires_at=now - timedelta(seconds=1),
+        started_at=now,
+    )
+    StepRun.objects.create(
+        job=job, step_index=0, step_name="transfer", attempt=1, status="started",
+        worker="dead-host:1", started_at=now,
+    )  # fmt: skip
+    assert advance(job.job_id) == "not_claimed"  # recovered, then parked for a human
+    job.refresh_from_db()
+    assert (job.status, job.status_reason_code, job.lease_token) == (
+        "decision_needed",
+        "step_in_doubt",
+        None,
+    )
+    run = StepRun.objects.get(job=job)
+    assert (run.status, run.error["worker"]) == ("in_doubt", "dead-host:1")
+    checkpoint = Checkpoint.objects.get(job=job)
+    assert checkpoint.type == "decision-needed" and "transfer may have run" in checkpoint.summary
+    assert [e.type for e in JobEvent.objects.filter(job=job)] == [
+        "submitted", "recovered", "checkpoint_added",
+    ]  # fmt: skip
+    assert chain_verify(job).ok
