@@ -9,31 +9,24 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from approvals.models import ApprovalRequest
-from approvals.services import approval_decide, approval_pending_list
+from approvals.services import approval_decide
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError
 from gaitweb.views import login_required, page_context, refusal_of, require_read, safe_next
-from jobs.models import Checkpoint
-from jobs.views import _render_detail, approval_cards, fingerprint
+from jobs.selectors import job_get
+from jobs.views import _render_detail, fingerprint, pending_approval_cards
 
-
-def _queue(actor: Actor) -> list[ApprovalRequest]:
-    last_cp = Checkpoint.objects.filter(job=OuterRef("job")).order_by("-id").values("summary")[:1]
-    reqs = list(
-        approval_pending_list(actor=actor).annotate(last_checkpoint=Subquery(last_cp))[:200]
-    )
-    return approval_cards(reqs, actor)
+QUEUE_SIZE = 200
 
 
 def _queue_context(actor: Actor) -> dict[str, Any]:
-    reqs = _queue(actor)
+    reqs = pending_approval_cards(actor, limit=QUEUE_SIZE)
     fp = fingerprint([(r.request_id, r.approvals_n, r.escalated, r.job.status) for r in reqs])
     return {
         "requests": reqs,
@@ -79,8 +72,6 @@ def approval_decide_view(request: HttpRequest, request_id: str) -> HttpResponse:
         refusal = refusal_of(exc)
         status = 200 if request.htmx else exc.http_status
         if from_job and job_id:
-            from jobs.selectors import job_get
-
             return _render_detail(
                 request,
                 job_get(job_id=job_id),
@@ -107,8 +98,6 @@ def approval_decide_view(request: HttpRequest, request_id: str) -> HttpResponse:
         notice += f" It did not resume: {outcome.resume_error['code']} — {outcome.resume_error['message']}"
     if request.htmx:
         if from_job:
-            from jobs.selectors import job_get
-
             return _render_detail(
                 request, job_get(job_id=job_id), actor, fragment=True, notice=notice
             )

@@ -75,23 +75,28 @@ def _approval(
 
 
 def _agent_job(
-    job_id: str,
-    *,
-    identity: str,
-    binding: Any,
-    labels: dict[str, str],
-    plan: str,
-    progress: list[str],
-) -> None:
+    job_id: str, *, identity: str, team: str, binding: Any, plan: str, progress: list[str]
+) -> bool:
+    """Submit an agent-driven job with its plan and progress checkpoints, as an agent would.
+    False (and nothing written) when the job exists already: the caller then skips the steps
+    that put it in its demo status."""
     from jobs import services
+    from jobs.models import Job
 
+    if Job.objects.filter(job_id=job_id).exists():
+        return False
     agent = Actor.system(AGENT, identity=identity)
     services.job_submit(
-        actor=agent, job_id=job_id, identity=identity, policy=binding, labels=labels
+        actor=agent,
+        job_id=job_id,
+        identity=identity,
+        policy=binding,
+        labels={"team": team, "demo": "yes"},
     )
     services.job_checkpoint_add(actor=agent, job_id=job_id, type="plan", summary=plan)
     for line in progress:
         services.job_checkpoint_add(actor=agent, job_id=job_id, type="progress", summary=line)
+    return True
 
 
 def _seed_agent_jobs(binding: Any) -> None:
@@ -100,23 +105,17 @@ def _seed_agent_jobs(binding: Any) -> None:
     agent = Actor.system(AGENT)
     ops = Actor.system("ops-oncall")
 
-    def missing(job_id: str) -> bool:
-        from jobs.models import Job
-
-        return not Job.objects.filter(job_id=job_id).exists()
-
-    if missing("demo-refund-4711"):
-        _agent_job(
-            "demo-refund-4711",
-            identity="agent.billing",
-            binding=binding,
-            labels={"team": "billing", "demo": "yes"},
-            plan="Refund invoice 4711 (420.00 EUR) after the customer's complaint",
-            progress=[
-                "Invoice 4711 found: 420.00 EUR, paid 2026-10-02",
-                "Customer eligible under the 30-day policy",
-            ],
-        )
+    if _agent_job(
+        "demo-refund-4711",
+        identity="agent.billing",
+        team="billing",
+        binding=binding,
+        plan="Refund invoice 4711 (420.00 EUR) after the customer's complaint",
+        progress=[
+            "Invoice 4711 found: 420.00 EUR, paid 2026-10-02",
+            "Customer eligible under the 30-day policy",
+        ],
+    ):
         services.job_checkpoint_add(
             actor=agent,
             job_id="demo-refund-4711",
@@ -141,15 +140,14 @@ def _seed_agent_jobs(binding: Any) -> None:
             },
             required_approvals=1,
         )
-    if missing("demo-wire-transfer"):
-        _agent_job(
-            "demo-wire-transfer",
-            identity="agent.treasury",
-            binding=binding,
-            labels={"team": "finance", "demo": "yes"},
-            plan="Wire 12,000 EUR to supplier ACME GmbH for PO-889",
-            progress=["PO-889 matched to delivery note DN-3321"],
-        )
+    if _agent_job(
+        "demo-wire-transfer",
+        identity="agent.treasury",
+        team="finance",
+        binding=binding,
+        plan="Wire 12,000 EUR to supplier ACME GmbH for PO-889",
+        progress=["PO-889 matched to delivery note DN-3321"],
+    ):
         services.job_checkpoint_add(
             actor=agent,
             job_id="demo-wire-transfer",
@@ -170,36 +168,34 @@ def _seed_agent_jobs(binding: Any) -> None:
             },
             on_expiry="escalate",
         )
-    if missing("demo-crawl-docs"):
-        _agent_job(
-            "demo-crawl-docs",
-            identity="agent.research",
-            binding=binding,
-            labels={"team": "docs", "demo": "yes"},
-            plan="Crawl the product docs and summarise breaking changes",
-            progress=["Fetched 120 of 340 pages", "Fetched 260 of 340 pages"],
-        )
-    if missing("demo-sync-crm"):
-        _agent_job(
-            "demo-sync-crm",
-            identity="agent.sales",
-            binding=binding,
-            labels={"team": "sales", "demo": "yes"},
-            plan="Sync 2,000 CRM contacts to the newsletter tool",
-            progress=["Synced 800 of 2,000"],
-        )
+    # running: nothing more to do
+    _agent_job(
+        "demo-crawl-docs",
+        identity="agent.research",
+        team="docs",
+        binding=binding,
+        plan="Crawl the product docs and summarise breaking changes",
+        progress=["Fetched 120 of 340 pages", "Fetched 260 of 340 pages"],
+    )
+    if _agent_job(
+        "demo-sync-crm",
+        identity="agent.sales",
+        team="sales",
+        binding=binding,
+        plan="Sync 2,000 CRM contacts to the newsletter tool",
+        progress=["Synced 800 of 2,000"],
+    ):
         services.job_pause(
             actor=ops, job_id="demo-sync-crm", reason="newsletter tool maintenance window"
         )
-    if missing("demo-cleanup-tmp"):
-        _agent_job(
-            "demo-cleanup-tmp",
-            identity="agent.ops",
-            binding=binding,
-            labels={"team": "ops", "demo": "yes"},
-            plan="Delete build artefacts older than 30 days",
-            progress=[],
-        )
+    if _agent_job(
+        "demo-cleanup-tmp",
+        identity="agent.ops",
+        team="ops",
+        binding=binding,
+        plan="Delete build artefacts older than 30 days",
+        progress=[],
+    ):
         services.job_checkpoint_add(
             actor=agent,
             job_id="demo-cleanup-tmp",
@@ -207,41 +203,38 @@ def _seed_agent_jobs(binding: Any) -> None:
             summary="tool.delete is blocked by policy (destructive_tool_blocked)",
             reason_code="policy_blocked",
         )
-    if missing("demo-email-blast"):
-        _agent_job(
-            "demo-email-blast",
-            identity="agent.marketing",
-            binding=binding,
-            labels={"team": "marketing", "demo": "yes"},
-            plan="Send the November campaign to 48,000 subscribers",
-            progress=["Sent 1,200 of 48,000"],
-        )
+    if _agent_job(
+        "demo-email-blast",
+        identity="agent.marketing",
+        team="marketing",
+        binding=binding,
+        plan="Send the November campaign to 48,000 subscribers",
+        progress=["Sent 1,200 of 48,000"],
+    ):
         services.job_stop(
             actor=ops,
             job_id="demo-email-blast",
             reason="wrong segment: unsubscribed users included",
         )
-    if missing("demo-old-import"):
-        _agent_job(
-            "demo-old-import",
-            identity="agent.ops",
-            binding=binding,
-            labels={"team": "ops", "demo": "yes"},
-            plan="Import the 2019 archive",
-            progress=[],
-        )
+    if _agent_job(
+        "demo-old-import",
+        identity="agent.ops",
+        team="ops",
+        binding=binding,
+        plan="Import the 2019 archive",
+        progress=[],
+    ):
         services.job_cancel(
             actor=ops, job_id="demo-old-import", reason="superseded by the new archive format"
         )
-    if missing("demo-nightly-report"):
-        _agent_job(
-            "demo-nightly-report",
-            identity="agent.reports",
-            binding=binding,
-            labels={"team": "finance", "demo": "yes"},
-            plan="Build the nightly revenue report",
-            progress=["Queried 14 ledgers", "Rendered 6 charts"],
-        )
+    if _agent_job(
+        "demo-nightly-report",
+        identity="agent.reports",
+        team="finance",
+        binding=binding,
+        plan="Build the nightly revenue report",
+        progress=["Queried 14 ledgers", "Rendered 6 charts"],
+    ):
         services.job_checkpoint_add(
             actor=agent,
             job_id="demo-nightly-report",

@@ -60,19 +60,23 @@ def require_read(request: HttpRequest) -> Actor:
     return actor
 
 
-def page_context(request: HttpRequest, nav: str) -> dict[str, Any]:
-    """What the header needs: the user's role, whether they may run jobs, and how many
-    approvals are pending (one indexed COUNT over the pending requests only)."""
+def nav_pending_count() -> int:
+    """The header's pending-approvals count: one indexed COUNT over the pending requests only.
+    Fragments swap it out of band (``_nav_count.html``)."""
     from approvals.models import ApprovalRequest, ApprovalStatus
 
+    return ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING).count()
+
+
+def page_context(request: HttpRequest, nav: str) -> dict[str, Any]:
+    """What the header needs: the user's role, whether they may run jobs, and how many
+    approvals are pending."""
     actor = actor_for(request)
     return {
         "nav": nav,
         "nav_role": user_role(request.user),
         "nav_can_submit": actor.can(Scope.SUBMIT),
-        "nav_pending_approvals": ApprovalRequest.objects.filter(
-            status=ApprovalStatus.PENDING
-        ).count(),
+        "nav_pending_approvals": nav_pending_count(),
     }
 
 

@@ -29,9 +29,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError, InvalidInput
-from gaitweb.views import login_required, page_context, refusal_of, require_read, safe_next
+from gaitweb.views import (
+    login_required,
+    nav_pending_count,
+    page_context,
+    refusal_of,
+    require_read,
+    safe_next,
+)
 from jobs import services
-from jobs.models import TERMINAL_STATUSES, Checkpoint, Job, JobEvent, JobStatus, StepRun
+from jobs.models import Checkpoint, Job, JobEvent, JobStatus, StepRun
 from jobs.selectors import job_get
 
 S = JobStatus
@@ -171,11 +178,20 @@ def _row(job: Job, actor: Actor) -> Job:
     job.progress_pct = int(job.cursor * 100 / job.step_count) if job.step_count else 0
     job.steps_done = min(job.cursor, job.step_count)
     job.step_no = min(job.cursor + 1, job.step_count)
-    job.live = job.status not in TERMINAL_STATUSES
+    job.live = not job.is_terminal
     return job
 
 
-def _list_page(request: HttpRequest, actor: Actor) -> dict[str, Any]:
+def _row_reload(job: Job, actor: Actor) -> Job:
+    """One row read again after an action, the way the list reads it (with the current step's
+    name), so the swapped row shows what a poll of the list would."""
+    qs = Job.objects.only(*LIST_FIELDS).annotate(current_step=_current_step_sql())
+    return _row(qs.get(pk=job.pk), actor)
+
+
+def _list_page(request: HttpRequest) -> dict[str, Any]:
+    """The page's rows (not yet decorated: a poll that gets 204 never needs the links and
+    actions) and its fingerprint."""
     filters, errors = _list_filters(request)
     qs = _list_queryset(filters)
     after = _cursor_decode(request.GET.get("after", "")) if request.GET.get("after") else None
@@ -186,14 +202,11 @@ def _list_page(request: HttpRequest, actor: Actor) -> dict[str, Any]:
     # counting the table
     rows = list(qs[: PAGE_SIZE + 1])
     more = len(rows) > PAGE_SIZE
-    rows = [_row(j, actor) for j in rows[:PAGE_SIZE]]
-    query = {k: v for k, v in filters.items() if v}
-    if after:
-        query["after"] = request.GET["after"]
+    rows = rows[:PAGE_SIZE]
+    set_filters = {k: v for k, v in filters.items() if v}
+    query = {**set_filters, "after": request.GET["after"]} if after else set_filters
     fp = fingerprint([(j.job_id, j.revision, j.status) for j in rows], more)
-    older = None
-    if more:
-        older = {**{k: v for k, v in filters.items() if v}, "after": _cursor_encode(rows[-1])}
+    older = {**set_filters, "after": _cursor_encode(rows[-1])} if more else None
     return {
         "filters": filters,
         "filter_errors": errors,
@@ -216,9 +229,10 @@ def jobs_list(request: HttpRequest) -> HttpResponse:
             return HttpResponse(status=204)
         cctx["filters"] = _list_filters(request)[0]
         return render(request, "jobs/list.html#counts", cctx)
-    ctx = _list_page(request, actor)
+    ctx = _list_page(request)
     if htmx_poll(request) and request.GET.get("fp") == ctx["fp"]:
         return HttpResponse(status=204)
+    ctx["jobs"] = [_row(j, actor) for j in ctx["jobs"]]
     if request.htmx and request.GET.get("fragment") == "rows":
         return render(request, "jobs/list.html#rows", ctx)
     counts = status_counts()
@@ -281,7 +295,7 @@ def _steps(job: Job) -> list[dict[str, Any]]:
                 "kind": step.get("kind", ""),
                 "tool": step.get("tool", ""),
                 "status": status,
-                "current": i == job.cursor and job.status not in TERMINAL_STATUSES,
+                "current": i == job.cursor and not job.is_terminal,
                 "attempts": len(attempts),
                 "duration": duration(last.duration_ms) if last else "",
                 "output": pretty(last.output) if last else "",
@@ -343,16 +357,18 @@ def approval_cards(requests: list[Any], actor: Actor) -> list[Any]:
     return requests
 
 
-def _pending_requests(job: Job, actor: Actor) -> list[Any]:
+def pending_approval_cards(
+    actor: Actor, *, job_id: str | None = None, limit: int | None = None
+) -> list[Any]:
+    """The pending requests as cards (approvals.services.approval_pending_list), each with its
+    job's last checkpoint: the reviewers' queue, or one job's page with ``job_id``."""
     from approvals.services import approval_pending_list
 
     last_cp = Checkpoint.objects.filter(job=OuterRef("job")).order_by("-id").values("summary")[:1]
-    reqs = list(
-        approval_pending_list(actor=actor, job_id=job.job_id).annotate(
-            last_checkpoint=Subquery(last_cp)
-        )
+    qs = approval_pending_list(actor=actor, job_id=job_id).annotate(
+        last_checkpoint=Subquery(last_cp)
     )
-    return approval_cards(reqs, actor)
+    return approval_cards(list(qs[:limit]), actor)
 
 
 def _detail_context(request: HttpRequest, job: Job, actor: Actor) -> dict[str, Any]:
@@ -361,7 +377,7 @@ def _detail_context(request: HttpRequest, job: Job, actor: Actor) -> dict[str, A
     before = request.GET.get("before", "")
     before_rev = int(before) if before.isdigit() else None
     events, older = _timeline(job, before_rev)
-    pending = _pending_requests(job, actor)
+    pending = pending_approval_cards(actor, job_id=job.job_id)
     packs = list(Pack.objects.filter(job=job).defer("data").order_by("-created_at", "-id"))
     return {
         "job": job,
@@ -374,7 +390,7 @@ def _detail_context(request: HttpRequest, job: Job, actor: Actor) -> dict[str, A
         "before": before_rev,
         "pending": pending,
         "packs": packs,
-        "live": job.status not in TERMINAL_STATUSES,
+        "live": not job.is_terminal,
         "fp": _detail_fp(job),
         "chain_key": job.last_event_hash,
     }
@@ -386,12 +402,7 @@ def _render_detail(
     ctx = _detail_context(request, job, actor)
     ctx.update(extra)
     if fragment:
-        from approvals.models import ApprovalRequest, ApprovalStatus
-
-        # the header's approvals count rides along out of band
-        ctx["nav_pending_approvals"] = ApprovalRequest.objects.filter(
-            status=ApprovalStatus.PENDING
-        ).count()
+        ctx["nav_pending_approvals"] = nav_pending_count()  # swapped out of band
         return render(request, "jobs/detail.html#live", ctx, status=status)
     ctx.update(page_context(request, "jobs"))
     return render(request, "jobs/detail.html", ctx, status=status)
@@ -514,14 +525,15 @@ def job_action(request: HttpRequest, job_id: str, action: str) -> HttpResponse:
         job = service(actor=actor, job_id=job.job_id, reason=reason)
     except GaitError as exc:
         refusal = refusal_of(exc)
-        job = job_get(job_id=job.job_id)
         if from_list and request.htmx:
             return render(
-                request, "jobs/list.html#row", {"job": _row(job, actor), "row_refusal": refusal}
+                request,
+                "jobs/list.html#row",
+                {"job": _row_reload(job, actor), "row_refusal": refusal},
             )
         return _render_detail(
             request,
-            job,
+            job_get(job_id=job.job_id),
             actor,
             fragment=bool(request.htmx),
             status=200 if request.htmx else exc.http_status,
@@ -530,9 +542,10 @@ def job_action(request: HttpRequest, job_id: str, action: str) -> HttpResponse:
     notice = f"Job {job.job_id} {ACTION_DONE[action]}."
     if request.htmx:
         if from_list:
-            job = Job.objects.annotate(current_step=_current_step_sql()).get(pk=job.pk)
             return render(
-                request, "jobs/list.html#row", {"job": _row(job, actor), "row_notice": notice}
+                request,
+                "jobs/list.html#row",
+                {"job": _row_reload(job, actor), "row_notice": notice},
             )
         return _render_detail(request, job, actor, fragment=True, notice=notice)
     messages.success(request, notice)
@@ -633,6 +646,16 @@ def _labels_parse(text: str) -> dict[str, str]:
     return labels
 
 
+def _leave_form(request: HttpRequest, url: str) -> HttpResponse:
+    """Go to ``url`` after the form: a whole-page navigation for htmx too, since following a
+    302 inside the request would swap the next page into the form."""
+    if request.htmx:
+        from django_htmx.http import HttpResponseClientRedirect
+
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
 FIELD_OF_CODE = {
     "job_exists": "job_id",
     "invalid_job_id": "job_id",
@@ -679,13 +702,9 @@ def job_new(request: HttpRequest) -> HttpResponse:
             actor.require(Scope.SUBMIT)
             if form["template"]:
                 job = _run_template(request, actor, form, templates)
-                if job is None:
-                    return redirect("jobs-list")
-                if request.htmx:
-                    from django_htmx.http import HttpResponseClientRedirect
-
-                    return HttpResponseClientRedirect(reverse("jobs-detail", args=[job.job_id]))
-                return redirect("jobs-detail", job.job_id)
+                if job is None:  # held behind the template's active run
+                    return _leave_form(request, reverse("jobs-list"))
+                return _leave_form(request, reverse("jobs-detail", args=[job.job_id]))
             if form["spec"].strip():
                 spec = spec_load(form["spec"])
             else:
@@ -733,11 +752,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
             status = exc.http_status
         else:
             messages.success(request, f"Job {job.job_id} submitted.")
-            if request.htmx:
-                from django_htmx.http import HttpResponseClientRedirect
-
-                return HttpResponseClientRedirect(reverse("jobs-detail", args=[job.job_id]))
-            return redirect("jobs-detail", job.job_id)
+            return _leave_form(request, reverse("jobs-detail", args=[job.job_id]))
         if request.htmx:
             return render(request, "jobs/new.html#form", ctx)
     ctx.update(page_context(request, "run"))

@@ -26,7 +26,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError
-from gaitweb.views import login_required, page_context, refusal_of, require_read, safe_next
+from gaitweb.views import (
+    login_required,
+    nav_pending_count,
+    page_context,
+    refusal_of,
+    require_read,
+    safe_next,
+)
 from jobs import recurring
 from jobs.models import FINISHED_STATUSES, FireStatus, JobTemplate, TemplateFire
 from jobs.views import duration, fingerprint, htmx_poll, pretty
@@ -156,12 +163,6 @@ def _decorate(template: JobTemplate, actor: Actor, now: datetime) -> JobTemplate
     return template
 
 
-def _nav_count() -> int:
-    from approvals.models import ApprovalRequest, ApprovalStatus
-
-    return ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING).count()
-
-
 # --- the list ----------------------------------------------------------------------------------
 
 
@@ -247,12 +248,13 @@ def _render_detail(
     *,
     fragment: bool,
     status: int = 200,
+    ctx: dict[str, Any] | None = None,
     **extra: Any,
 ) -> HttpResponse:
-    ctx = _detail_context(template, actor)
+    ctx = ctx if ctx is not None else _detail_context(template, actor)
     ctx.update(extra)
     if fragment:
-        ctx["nav_pending_approvals"] = _nav_count()  # swapped out of band with the fragment
+        ctx["nav_pending_approvals"] = nav_pending_count()  # swapped out of band with the fragment
         return render(request, "jobs/template_detail.html#live", ctx, status=status)
     ctx.update(page_context(request, "templates"))
     return render(request, "jobs/template_detail.html", ctx, status=status)
@@ -262,11 +264,12 @@ def _render_detail(
 @require_GET
 def template_detail(request: HttpRequest, template_id: str) -> HttpResponse:
     template, actor = _get_template_for_user(request, template_id)
-    if htmx_poll(request):
-        ctx = _detail_context(template, actor)
-        if request.GET.get("fp") == ctx["fp"]:
-            return HttpResponse(status=204)
-    return _render_detail(request, template, actor, fragment=bool(request.htmx))
+    # a poll needs the whole context for its fingerprint (the fires and their jobs); a changed
+    # one renders from that same context instead of reading everything again
+    ctx = _detail_context(template, actor)
+    if htmx_poll(request) and request.GET.get("fp") == ctx["fp"]:
+        return HttpResponse(status=204)
+    return _render_detail(request, template, actor, fragment=bool(request.htmx), ctx=ctx)
 
 
 # --- actions -----------------------------------------------------------------------------------

@@ -71,6 +71,15 @@ def test_list_row_action_with_htmx_returns_just_the_row(cast):
     assert 'action="/jobs/row-1/resume/"' in html  # the row now offers what a paused job allows
 
 
+def test_a_refused_list_row_action_keeps_the_rows_current_step(cast):
+    agent_job("row-3", "paused", steps=True)
+    response = Browser(cast.operator).post("/jobs/row-3/pause/", {"from": "list"}, htmx=True)
+    html = response.content.decode()
+    assert html.lstrip().startswith("<tr") and "<code>invalid_transition</code>" in html
+    # the swapped row reads the step name like the list does, not "all steps done"
+    assert '<div class="small muted">one</div>' in html and "all steps done" not in html
+
+
 def test_list_row_action_without_javascript_goes_back_to_the_list(cast):
     agent_job("row-2")
     response = Browser(cast.operator).post(

@@ -135,6 +135,7 @@ def test_jobs_list_poll_answers_204_until_a_visible_row_changes(cast):
     services.job_pause(actor=AGENT.__class__.system("ops"), job_id="poll-1")
     changed = b.get("/jobs/", htmx=True, fragment="rows", fp=fp)
     assert changed.status_code == 200 and "st-paused" in changed.content.decode()
+    assert '<a href="/jobs/poll-1/">poll-1</a>' in changed.content.decode()  # rows still link
 
 
 def test_job_detail_shows_policy_digest_timeline_hashes_and_loads_the_chain_badge(cast):

@@ -203,3 +203,22 @@ def test_operator_runs_a_saved_template_and_a_second_run_is_refused_while_one_is
         unknown.status_code == 400
         and "choose one of the saved templates" in unknown.content.decode()
     )
+
+
+def test_with_htmx_a_template_run_held_behind_the_active_one_redirects_the_browser(cast):
+    from jobs.recurring import template_create
+
+    template_create(
+        actor=Actor.system("admin"),
+        name="Queued export",
+        template_id="queued-export",
+        spec={"steps": [{"name": "export", "kind": "python", "with": {"function": "noop"}}]},
+        overlap="queue",
+    )
+    b = Browser(cast.operator)
+    first = b.post("/jobs/new/", {"template": "queued-export", "job_id": "held-1"}, htmx=True)
+    assert first["HX-Redirect"] == "/jobs/held-1/"
+    held = b.post("/jobs/new/", {"template": "queued-export", "job_id": "held-2"}, htmx=True)
+    # a 302 would be followed inside the request and the jobs list swapped into the form
+    assert held.status_code == 200 and held["HX-Redirect"] == "/jobs/"
+    assert not Job.objects.filter(job_id="held-2").exists()
