@@ -21,6 +21,7 @@ import it.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import time
@@ -283,13 +284,23 @@ RETURNING count
 """
 
 
+@functools.cache
+def _redis_client(url: str) -> Any:
+    """One Redis client (and connection pool) per process and server: Django's RedisCache
+    builds a new client on every call, and its ``incr`` costs an EXISTS round trip first."""
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
 def throttle_count(ident: str, window: int, period: int) -> int:
     """Requests counted for ``ident`` in ``window`` (this one included), in the store every
-    process shares: the Redis (or other) cache, with its atomic ``incr``; or — when the cache is
-    the database cache, which cannot increment atomically — one upsert on
+    process shares: Redis (one INCR + EXPIRE round trip), another cache with its ``incr``; or —
+    when the cache is the database cache, which cannot increment atomically — one upsert on
     ``gaitweb_throttlecounter`` (gaitweb.models.ThrottleCounter)."""
     from django.core.cache import caches
     from django.core.cache.backends.db import DatabaseCache
+    from django.core.cache.backends.redis import RedisCache
 
     cache = caches["default"]
     if isinstance(cache, DatabaseCache):
@@ -299,6 +310,16 @@ def throttle_count(ident: str, window: int, period: int) -> int:
             cursor.execute(THROTTLE_UPSERT, [ident[:200], window])
             return int(cursor.fetchone()[0])
     key = f"gaitweb:throttle:{ident}:{window}"
+    if isinstance(cache, RedisCache):
+        # the key the cache itself would use (prefix, version), on the first server of its
+        # LOCATION (RedisCache's parsed list), where RedisCache sends its own writes
+        full_key = cache.make_and_validate_key(key)
+        server: str = cache._servers[0]  # type: ignore[attr-defined]
+        pipe = _redis_client(server).pipeline()
+        pipe.incr(full_key)
+        pipe.expire(full_key, period + 5)
+        count, _ = pipe.execute()
+        return int(count)
     try:
         return int(cache.incr(key))
     except ValueError:
@@ -353,6 +374,12 @@ def _encode(values: list[Any]) -> str:
     )
 
 
+def _bad_cursor() -> InvalidInput:
+    return InvalidInput(
+        "invalid_cursor", "the cursor is not one this API returned", details={"field": "cursor"}
+    )
+
+
 def _decode(cursor: str, n: int) -> list[Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -360,9 +387,7 @@ def _decode(cursor: str, n: int) -> list[Any]:
     except (ValueError, TypeError):
         values = None
     if not isinstance(values, list) or len(values) != n:
-        raise InvalidInput(
-            "invalid_cursor", "the cursor is not one this API returned", details={"field": "cursor"}
-        )
+        raise _bad_cursor()
     return values
 
 
@@ -413,18 +438,10 @@ class KeysetPagination:
             if name in self.datetime_fields:
                 parsed = parse_datetime(value) if isinstance(value, str) else None
                 if parsed is None:
-                    raise InvalidInput(
-                        "invalid_cursor",
-                        "the cursor is not one this API returned",
-                        details={"field": "cursor"},
-                    )
+                    raise _bad_cursor()
                 out.append(parsed)
             elif isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
-                raise InvalidInput(
-                    "invalid_cursor",
-                    "the cursor is not one this API returned",
-                    details={"field": "cursor"},
-                )
+                raise _bad_cursor()
             else:
                 out.append(value)
         return out

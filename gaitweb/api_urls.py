@@ -53,13 +53,10 @@ urlpatterns = [
         jobs_api.JobSignalView.as_view(),
         name="api-job-signal",
     ),
-    path("jobs/<str:job_id>/pause", jobs_api.JobPauseView.as_view(), name="api-job-pause"),
-    path("jobs/<str:job_id>/stop", jobs_api.JobStopView.as_view(), name="api-job-stop"),
-    path("jobs/<str:job_id>/approve", jobs_api.JobApproveView.as_view(), name="api-job-approve"),
-    path("jobs/<str:job_id>/reject", jobs_api.JobRejectView.as_view(), name="api-job-reject"),
-    path("jobs/<str:job_id>/resume", jobs_api.JobResumeView.as_view(), name="api-job-resume"),
-    path("jobs/<str:job_id>/cancel", jobs_api.JobCancelView.as_view(), name="api-job-cancel"),
-    path("jobs/<str:job_id>/retry", jobs_api.JobRetryView.as_view(), name="api-job-retry"),
+    *(
+        path(f"jobs/<str:job_id>/{action}", view.as_view(), name=f"api-job-{action}")
+        for action, view in jobs_api.JOB_ACTION_VIEWS.items()
+    ),
     path("jobs/<str:job_id>/inspect", jobs_api.JobInspectView.as_view(), name="api-job-inspect"),
     path(
         "jobs/<str:job_id>/verify-chain",

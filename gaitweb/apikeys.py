@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -142,36 +143,51 @@ _BY_PREFIX_FIELDS = (
 )
 
 
+# per connection (a thread's own DatabaseWrapper): the lookup's SQL, the model's attnames and
+# each column's converters, built on first use instead of on every request
+_BY_PREFIX_PLANS: weakref.WeakKeyDictionary[Any, tuple[str, list[str], list[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _by_prefix_plan(connection: Any) -> tuple[str, list[str], list[Any]]:
+    plan = _BY_PREFIX_PLANS.get(connection)
+    if plan is None:
+        quote = connection.ops.quote_name
+        fields: list[Any] = [
+            ApiKey._meta.get_field("user" if name == "user_id" else name)
+            for name in _BY_PREFIX_FIELDS
+        ]
+        sql = (
+            f"SELECT {', '.join(quote(c) for c in _BY_PREFIX_FIELDS)}"
+            f" FROM {quote(ApiKey._meta.db_table)} WHERE prefix = %s"
+        )
+        converters = [
+            (f, f.get_db_converters(connection) + connection.ops.get_db_converters(f))
+            for f in fields
+        ]
+        plan = _BY_PREFIX_PLANS[connection] = (sql, [f.attname for f in fields], converters)
+    return plan
+
+
 def _apikey_by_prefix(prefix: str) -> ApiKey | None:
     """One indexed SELECT, without the ORM's query compilation: this runs on every API
     request, and its CPU is a measurable share of a submit (bench/api_bench.py)."""
-    from django.db import connection
+    from django.db import DEFAULT_DB_ALIAS, connections
 
-    table = ApiKey._meta.db_table
-    cols = ", ".join(connection.ops.quote_name(c) for c in _BY_PREFIX_FIELDS)
+    connection = connections[DEFAULT_DB_ALIAS]
+    sql, attnames, converters = _by_prefix_plan(connection)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {cols} FROM {connection.ops.quote_name(table)} WHERE prefix = %s", [prefix]
-        )
+        cursor.execute(sql, [prefix])
         found = cursor.fetchone()
     if found is None:
         return None
-    # from_db runs the fields' converters (JSON, datetimes) the way a queryset would
-    fields = [
-        ApiKey._meta.get_field("user").attname if f == "user_id" else f for f in _BY_PREFIX_FIELDS
-    ]
-    return ApiKey.from_db(connection.alias, fields, _convert(connection, found))
-
-
-def _convert(connection: Any, values: tuple[Any, ...]) -> list[Any]:
-    out = list(values)
-    for i, name in enumerate(_BY_PREFIX_FIELDS):
-        field: Any = ApiKey._meta.get_field("user" if name == "user_id" else name)
-        for converter in field.get_db_converters(connection) + connection.ops.get_db_converters(
-            field
-        ):
-            out[i] = converter(out[i], field, connection)
-    return out
+    # the fields' converters (JSON, datetimes), run the way a queryset would, then from_db
+    values = list(found)
+    for i, (field, fns) in enumerate(converters):
+        for fn in fns:
+            values[i] = fn(values[i], field, connection)
+    return ApiKey.from_db(connection.alias, attnames, values)
 
 
 def apikey_authenticate(raw: str) -> ApiKey | None:

@@ -6,6 +6,7 @@ turned into the error envelope by gaitweb.api.exception_handler.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -281,6 +282,22 @@ def _job_response(job: Job, status: int = 200, headers: dict[str, str] | None = 
     return Response(job_snapshot(job), status=status, headers=headers)
 
 
+def _job_rows_response(
+    request: Request,
+    job_id: str,
+    *,
+    model: type[JobEvent] | type[Checkpoint] | type[StepRun],
+    pagination: KeysetPagination,
+    out: type[serializers.Serializer],
+    as_dict: Callable[[Any], dict[str, Any]],
+) -> Response:
+    """One page of a job's child rows (events, checkpoints, step runs); 404 for an unknown job."""
+    job = job_get(job_id=job_id)
+    rows, next_cursor = pagination.paginate(request, model.objects.filter(job=job))
+    data = out([as_dict(r) for r in rows], many=True).data
+    return Response(pagination.response(request, data, next_cursor))
+
+
 # --- views ------------------------------------------------------------------------------------
 
 
@@ -365,7 +382,7 @@ class JobsView(ApiView):
                 parent_id=data.get("parent_id"),
             )
 
-        actor.require(SUBMIT)
+        # ScopePermission checked SUBMIT, so a replay (which never reaches job_submit) is covered
         job, replayed = job_submit_idempotent(
             owner=idempotency_owner(actor),
             header_key=request.headers.get("Idempotency-Key"),
@@ -373,9 +390,8 @@ class JobsView(ApiView):
             submit=submit,
         )
         headers = {"Location": f"/api/v1/jobs/{job.job_id}"}
-        if replayed:
+        if replayed:  # the job was just read from its idempotency record: no refresh needed
             headers["Idempotent-Replayed"] = "true"
-            job.refresh_from_db()
         return _job_response(job, 200 if replayed else 201, headers)
 
 
@@ -400,10 +416,14 @@ class JobEventsView(ApiView):
     )
     def get(self, request: Request, job_id: str) -> Response:
         self.query(PageQuery)
-        job = job_get(job_id=job_id)
-        rows, next_cursor = _events_page.paginate(request, JobEvent.objects.filter(job=job))
-        data = EventOut([_event_dict(e) for e in rows], many=True).data
-        return Response(_events_page.response(request, data, next_cursor))
+        return _job_rows_response(
+            request,
+            job_id,
+            model=JobEvent,
+            pagination=_events_page,
+            out=EventOut,
+            as_dict=_event_dict,
+        )
 
 
 class JobCheckpointsView(ApiView):
@@ -416,10 +436,14 @@ class JobCheckpointsView(ApiView):
     )
     def get(self, request: Request, job_id: str) -> Response:
         self.query(PageQuery)
-        job = job_get(job_id=job_id)
-        rows, next_cursor = _rows_page.paginate(request, Checkpoint.objects.filter(job=job))
-        data = CheckpointOut([c.as_dict() for c in rows], many=True).data
-        return Response(_rows_page.response(request, data, next_cursor))
+        return _job_rows_response(
+            request,
+            job_id,
+            model=Checkpoint,
+            pagination=_rows_page,
+            out=CheckpointOut,
+            as_dict=Checkpoint.as_dict,
+        )
 
     @extend_schema(
         operation_id="jobs_checkpoints_add",
@@ -461,10 +485,14 @@ class JobStepsView(ApiView):
     )
     def get(self, request: Request, job_id: str) -> Response:
         self.query(PageQuery)
-        job = job_get(job_id=job_id)
-        rows, next_cursor = _rows_page.paginate(request, StepRun.objects.filter(job=job))
-        data = StepRunOut([_steprun_dict(r) for r in rows], many=True).data
-        return Response(_rows_page.response(request, data, next_cursor))
+        return _job_rows_response(
+            request,
+            job_id,
+            model=StepRun,
+            pagination=_rows_page,
+            out=StepRunOut,
+            as_dict=_steprun_dict,
+        )
 
 
 class JobSignalView(ApiView):
@@ -484,15 +512,9 @@ class JobSignalView(ApiView):
         return _job_response(job, 202)
 
 
-def _action_view(action: str, scope: str, summary: str) -> type[ApiView]:
-    fn = {
-        "pause": services.job_pause,
-        "stop": services.job_stop,
-        "approve": services.job_approve,
-        "reject": services.job_reject,
-        "cancel": services.job_cancel,
-        "retry": services.job_retry,
-    }[action]
+def _action_view(fn: Callable[..., Job], scope: str, summary: str) -> type[ApiView]:
+    """POST jobs/<job_id>/<action> for the service ``job_<action>(actor=, job_id=, reason=)``."""
+    action = fn.__name__.removeprefix("job_")
 
     @extend_schema(
         operation_id=f"jobs_{action}", request=ReasonIn, responses={200: JobOut}, summary=summary
@@ -507,19 +529,25 @@ def _action_view(action: str, scope: str, summary: str) -> type[ApiView]:
     )
 
 
-JobPauseView = _action_view("pause", CONTROL, "Pause at the next step boundary")
+JobPauseView = _action_view(services.job_pause, CONTROL, "Pause at the next step boundary")
 JobStopView = _action_view(
-    "stop", CONTROL, "Emergency stop: preempt the running step, block later dispatches"
+    services.job_stop,
+    CONTROL,
+    "Emergency stop: preempt the running step, block later dispatches",
 )
 JobApproveView = _action_view(
-    "approve", APPROVE, "Record an approval (a resume then checks for it)"
+    services.job_approve, APPROVE, "Record an approval (a resume then checks for it)"
 )
 JobRejectView = _action_view(
-    "reject", APPROVE, "Reject a pending decision (the job becomes blocked); reason required"
+    services.job_reject,
+    APPROVE,
+    "Reject a pending decision (the job becomes blocked); reason required",
 )
-JobCancelView = _action_view("cancel", CONTROL, "Cancel the job")
+JobCancelView = _action_view(services.job_cancel, CONTROL, "Cancel the job")
 JobRetryView = _action_view(
-    "retry", CONTROL, "Retry a failed, blocked or cancelled job from the failed step"
+    services.job_retry,
+    CONTROL,
+    "Retry a failed, blocked or cancelled job from the failed step",
 )
 
 
@@ -545,6 +573,18 @@ class JobResumeView(ApiView):
             environment_fingerprint=data.get("environment_fingerprint"),
         )
         return _job_response(job)
+
+
+# the lifecycle actions, POST /api/v1/jobs/<job_id>/<action> (mounted in gaitweb/api_urls.py)
+JOB_ACTION_VIEWS: dict[str, type[ApiView]] = {
+    "pause": JobPauseView,
+    "stop": JobStopView,
+    "approve": JobApproveView,
+    "reject": JobRejectView,
+    "resume": JobResumeView,
+    "cancel": JobCancelView,
+    "retry": JobRetryView,
+}
 
 
 class JobInspectView(ApiView):

@@ -229,6 +229,48 @@ def test_with_a_cache_backend_the_throttle_counts_in_the_cache(
     assert not ThrottleCounter.objects.exists()
 
 
+def test_with_redis_the_throttle_counts_in_redis_with_an_expiry(
+    settings: Any, key_client: Any
+) -> None:
+    import os
+    import uuid
+
+    redis = pytest.importorskip("redis")
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {url}")
+    from django.core.cache import caches
+
+    from gaitweb.models import ThrottleCounter
+
+    prefix = f"gaitweb-test-{uuid.uuid4().hex}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": prefix,
+        }
+    }
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"apikey": "2/min"},
+    }
+    client = key_client("read")
+    assert [client.get("/api/v1/jobs").status_code for _ in range(3)] == [200, 200, 429]
+    assert not ThrottleCounter.objects.exists()
+    server = redis.Redis.from_url(url)
+    keys = server.keys(f"{prefix}:*gaitweb:throttle:apikey:*")
+    try:
+        # the counter is the cache's own key, so a cache reader sees the same count
+        assert len(keys) == 1 and int(server.get(keys[0])) == 3
+        assert 0 < server.ttl(keys[0]) <= 65
+        assert caches["default"].get(keys[0].decode().split(":", 2)[2]) == 3
+    finally:
+        server.delete(*keys)
+
+
 def test_the_schema_and_swagger_ui_are_served_by_the_app_without_a_cdn() -> None:
     import re
 

@@ -71,6 +71,18 @@ def test_a_retried_submit_with_the_same_idempotency_key_returns_the_same_job(
     assert Job.objects.count() == 1
 
 
+def test_a_replayed_submit_shows_the_job_as_it_is_now(agent: APIClient) -> None:
+    body = {"labels": {"a": "1"}}
+    first = agent.post("/api/v1/jobs", body, format="json", HTTP_IDEMPOTENCY_KEY="k-now")
+    job_id = first.json()["job_id"]
+    assert agent.post(f"/api/v1/jobs/{job_id}/cancel", {}, format="json").status_code == 200
+    again = agent.post("/api/v1/jobs", body, format="json", HTTP_IDEMPOTENCY_KEY="k-now")
+    assert again.status_code == 200 and again["Idempotent-Replayed"] == "true"
+    now = agent.get(f"/api/v1/jobs/{job_id}").json()
+    assert again.json() == now and now["status"] == "cancelled"
+    assert now["revision"] > first.json()["revision"]
+
+
 def test_the_same_idempotency_key_with_a_different_body_is_a_409(agent: APIClient) -> None:
     agent.post("/api/v1/jobs", {"labels": {"a": "1"}}, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
     r = agent.post(
