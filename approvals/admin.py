@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -53,6 +54,7 @@ class PolicyAdmin(admin.ModelAdmin):
     inlines = [PolicyVersionInline]
     list_display = ["name", "current_version", "current_digest", "updated_at"]
     search_fields = ["name", "description"]
+    list_select_related = ["current"]  # current_version / current_digest read it per row
     readonly_fields = ["current_version", "current_digest", "try_link"]
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
@@ -154,9 +156,14 @@ class IdentityAdmin(admin.ModelAdmin):
     list_display = ["name", "description", "revoked", "created_at"]
     search_fields = ["name"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Identity]:
+        # one EXISTS in the list query rather than one query per row
+        revoked = RevokedIdentity.objects.filter(identity=OuterRef("name"))
+        return super().get_queryset(request).annotate(is_revoked=Exists(revoked))
+
     @admin.display(boolean=True)
     def revoked(self, obj: Identity) -> bool:
-        return RevokedIdentity.objects.filter(identity=obj.name).exists()
+        return bool(obj.is_revoked)  # type: ignore[attr-defined]
 
 
 @admin.register(RevokedIdentity)

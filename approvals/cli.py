@@ -132,7 +132,7 @@ def _approval_list(args: Any) -> tuple[int, dict[str, Any]]:
             "job_id": r.job.job_id,
             "summary": r.summary,
             "tool": r.tool_name,
-            "approvals": sum(1 for d in r.decisions.all() if d.decision == "approve"),
+            "approvals": r.approvals_count,
             "required_approvals": r.required_approvals,
             "escalated": r.escalated,
             "expires_at": iso_utc(r.expires_at),

@@ -46,12 +46,11 @@ class PolicyAdminForm(forms.ModelForm):
         current = self.instance.current if self.instance.pk else None
         if current is not None and not self.is_bound:
             self.fields["source"].initial = current.source
-        self.parsed_digest = ""
 
     def clean_source(self) -> str:
         source = self.cleaned_data["source"].replace("\r\n", "\n")
         try:
-            self.parsed_digest = policy_parse(source).digest
+            policy_parse(source)
         except InvalidInput as exc:
             raise _policy_errors(exc) from None
         return source

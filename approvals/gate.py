@@ -25,6 +25,7 @@ from approvals.policy import (
 )
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import EXIT_APPROVAL_REQUIRED, EXIT_OK, EXIT_POLICY_BLOCKED, InvalidInput
+from jobs.models import FINISHED_STATUSES, Job, JobStatus
 
 EXIT_CODES = {
     "allow": EXIT_OK,
@@ -32,10 +33,6 @@ EXIT_CODES = {
     "block": EXIT_POLICY_BLOCKED,
     "require_approval": EXIT_APPROVAL_REQUIRED,
 }
-
-# job states in which no tool call may run, with the reason code the agent is given
-_STOPPED = "emergency_stopped"
-_FINISHED = frozenset({"completed", "cancelled", "failed"})
 
 
 @dataclass(frozen=True)
@@ -177,7 +174,6 @@ def gate_dispatch(
             "invalid_dispatch_path", "path must be a short name such as 'api' or 'cli'"
         )
     from jobs.journal import event_append
-    from jobs.models import Job
 
     try:
         with transaction.atomic():
@@ -191,19 +187,15 @@ def gate_dispatch(
             )
             state_code: str | None = None
             result: GateResult
-            if job.status == _STOPPED:
+            if job.status == JobStatus.EMERGENCY_STOPPED:
                 state_code = "emergency_stop_preempted"
-            elif job.status in _FINISHED:
+            elif job.status in FINISHED_STATUSES:
                 state_code = "job_not_active"
             else:
                 names = {n for n in (parsed.identity, job.identity, actor.identity) if n}
                 if names and RevokedIdentity.objects.filter(identity__in=names).exists():
                     state_code = "identity_revoked"
-            policy = (
-                _stored_policy(job.policy_id, job.policy_digest)
-                if job.policy_id is not None
-                else None
-            )
+            policy = job_policy(job)
             if state_code:
                 result = _refusal(
                     state_code, parsed, policy.digest if policy else job.policy_digest

@@ -653,10 +653,6 @@ class Policy:
         return CompiledPolicy(self)
 
 
-def policy_digest(source: str) -> str:
-    return policy_parse(source).digest
-
-
 # --- intents -----------------------------------------------------------------------------------
 
 

@@ -34,8 +34,10 @@ from approvals.models import (
     PolicyVersion,
     RevokedIdentity,
 )
+from approvals.policy import Policy as PolicyDoc
 from approvals.policy import policy_parse
 from gaitweb.actors import Actor, Scope
+from gaitweb.canonical import iso_utc
 from gaitweb.errors import Conflict, GaitError, InvalidInput, NotFound, PolicyRefused
 from gaitweb.validation import text_field
 
@@ -54,10 +56,12 @@ FILE_POLICY_PREFIX = "file:"
 # --- policies ----------------------------------------------------------------------------------
 
 
-def _policy_version_store(*, policy: Policy, source: str, author: str) -> PolicyVersion:
-    """A new version of ``policy`` (row locked by the caller), unless the source normalizes to
-    the current version's digest: saving an unchanged policy is a no-op."""
-    parsed = policy_parse(source)
+def _policy_version_store(
+    *, policy: Policy, source: str, parsed: PolicyDoc, author: str
+) -> PolicyVersion:
+    """A new version of ``policy`` (row locked by the caller), unless ``parsed`` (the caller's
+    parse of ``source``, done before the lock) has the current version's digest: saving an
+    unchanged policy is a no-op."""
     current = policy.current
     if current is not None and current.digest == parsed.digest:
         return current
@@ -89,7 +93,7 @@ def policy_save(
             "invalid_policy_name",
             f"policy names starting with '{FILE_POLICY_PREFIX}' are reserved for policy files",
         )
-    policy_parse(source)  # refuse before taking any lock
+    parsed = policy_parse(source)  # refuse before taking any lock
     with transaction.atomic():
         policy, _ = Policy.objects.get_or_create(name=name)
         policy = (
@@ -100,7 +104,7 @@ def policy_save(
         if description is not None and description != policy.description:
             policy.description = text_field(description, "description", max_len=512)
             policy.save(update_fields=["description", "updated_at"])
-        return _policy_version_store(policy=policy, source=source, author=actor.name)
+        return _policy_version_store(policy=policy, source=source, parsed=parsed, author=actor.name)
 
 
 def policy_list(*, actor: Actor) -> list[Policy]:
@@ -187,7 +191,10 @@ def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBin
                 .get(pk=policy.pk)
             )
             version = _policy_version_store(
-                policy=policy, source=source, author=actor.name if actor else "file"
+                policy=policy,
+                source=source,
+                parsed=parsed,
+                author=actor.name if actor else "file",
             )
         return PolicyBinding(digest=version.digest, ref=ref, version=version)
     if looks_like_file and "@" not in ref:
@@ -334,19 +341,13 @@ def approval_request_create(
                 "tool": tool_name,
                 "required_approvals": required_approvals,
                 "distinct_approvers": distinct_approvers,
-                "expires_at": _iso(expires_at),
+                "expires_at": iso_utc(expires_at),
                 "on_expiry": on_expiry,
                 "policy_digest": gate.get("policy_digest", ""),
                 "reason_codes": list(gate.get("reason_codes", [])),
             },
         )
     return request
-
-
-def _iso(moment: datetime | None) -> str | None:
-    from gaitweb.canonical import iso_utc
-
-    return iso_utc(moment)
 
 
 @dataclass(frozen=True)
@@ -454,7 +455,7 @@ def approval_decide(
         if request.expires_at is not None and request.expires_at <= now:
             raise Conflict(
                 "approval_expired",
-                f"approval request {request_id} expired at {_iso(request.expires_at)}",
+                f"approval request {request_id} expired at {iso_utc(request.expires_at)}",
                 details={"request_id": request_id},
             )
         if request.escalated:
@@ -608,7 +609,7 @@ def approval_expire_due(
                     reason_code="approval_escalated",
                     payload={
                         "approval_request": request_id,
-                        "expires_at": _iso(request.expires_at),
+                        "expires_at": iso_utc(request.expires_at),
                     },
                 )
                 outcomes.append(

@@ -157,8 +157,10 @@ def _page_size(limit: int | None) -> int:
 def _pending_approvals(job: Any) -> list[dict[str, Any]]:
     from approvals.models import ApprovalRequest, ApprovalStatus
 
-    rows = ApprovalRequest.objects.filter(job=job, status=ApprovalStatus.PENDING).prefetch_related(
-        "decisions"
+    rows = (
+        ApprovalRequest.objects.filter(job=job, status=ApprovalStatus.PENDING)
+        .select_related("job")  # _approval_dict reads r.job.job_id: one query, not one per row
+        .prefetch_related("decisions")
     )
     return [_approval_dict(r) for r in rows]
 
@@ -202,7 +204,7 @@ def build_server(actor: Actor) -> Any:
 
     from approvals.gate import gate_dispatch
     from jobs import services
-    from jobs.models import Job, StepRun, StepRunStatus
+    from jobs.models import FINISHED_STATUSES, Job, StepRun, StepRunStatus
     from jobs.recurring import template_list, template_run_now, template_snapshot
     from jobs.selectors import checkpoint_list, job_get, job_snapshot
 
@@ -377,7 +379,7 @@ def build_server(actor: Actor) -> Any:
         return {
             "job_id": job.job_id,
             "status": job.status,
-            "finished": job.status in ("completed", "failed", "cancelled"),
+            "finished": job.status in FINISHED_STATUSES,
             "status_reason_code": job.status_reason_code,
             "outputs": job.outputs or steps,
             "final_checkpoint": final.as_dict() if final else None,

@@ -30,21 +30,7 @@ def _check(fn: Any, value: Any) -> Any:
 class JobTemplateForm(forms.ModelForm):
     class Meta:
         model = JobTemplate
-        fields = [
-            "template_id",
-            "name",
-            "description",
-            "spec",
-            "identity",
-            "policy",
-            "labels",
-            "cron",
-            "timezone",
-            "continuity",
-            "overlap",
-            "catch_up",
-            "enabled",
-        ]
+        fields = ["template_id", *recurring.UPDATABLE]
 
     def clean_template_id(self) -> str:
         return _check(recurring.template_id_check, self.cleaned_data["template_id"])
@@ -132,11 +118,9 @@ class JobTemplateAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: JobTemplate, form: Any, change: bool) -> None:
         if not change:
-            import uuid
-
             obj.created_by = request.user.get_username()[:256]
-            obj.continuity_handle = f"cont_{uuid.uuid4().hex}"
-        if not change or {"cron", "timezone", "enabled"} & set(form.changed_data):
+            obj.continuity_handle = recurring.continuity_handle_new()
+        if not change or recurring.RESCHEDULE_FIELDS.intersection(form.changed_data):
             recurring._schedule_next(obj)
             super().save_model(request, obj, form, change)
             recurring._after_schedule_change(obj)

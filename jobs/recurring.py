@@ -48,7 +48,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Min, Q
+from django.db.models import Min
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -247,6 +247,11 @@ def _jobs_enabled_check() -> None:
 # --- templates ---------------------------------------------------------------------------------
 
 
+def continuity_handle_new() -> str:
+    """The handle a new template's ``resume`` runs share (template_create and the admin)."""
+    return f"cont_{uuid.uuid4().hex}"
+
+
 def template_get(*, template_id: Any, for_update: bool = False) -> JobTemplate:
     template_id_check(template_id)
     qs = (
@@ -319,7 +324,7 @@ def template_create(
         overlap=_choice(overlap, "overlap", TemplateOverlap, "invalid_overlap"),
         catch_up=_choice(catch_up, "catch_up", TemplateCatchUp, "invalid_catch_up"),
         enabled=bool(enabled),
-        continuity_handle=f"cont_{uuid.uuid4().hex}",
+        continuity_handle=continuity_handle_new(),
         created_by=actor.name[:256],
     )
     _schedule_next(template)
@@ -336,7 +341,8 @@ def template_create(
     return template
 
 
-UPDATABLE = {
+# The fields template_update accepts, in form order (the admin form lists them after the id)
+UPDATABLE = (
     "name",
     "description",
     "spec",
@@ -349,13 +355,15 @@ UPDATABLE = {
     "overlap",
     "catch_up",
     "enabled",
-}
+)
+# Changing any of these moves next_fire_at (template_update and the admin form both reschedule)
+RESCHEDULE_FIELDS = frozenset({"cron", "timezone", "enabled"})
 
 
 def template_update(*, actor: Actor, template_id: str, **changes: Any) -> JobTemplate:
     """Change some fields. A new cron, timezone or enabled flag reschedules from now."""
     actor.require(Scope.CONTROL)
-    unknown = sorted(set(changes) - UPDATABLE)
+    unknown = sorted(set(changes).difference(UPDATABLE))
     if unknown:
         raise InvalidInput(
             "unknown_field",
@@ -393,8 +401,7 @@ def template_update(*, actor: Actor, template_id: str, **changes: Any) -> JobTem
     with transaction.atomic():
         template = template_get(template_id=template_id, for_update=True)
         reschedule = any(
-            k in parsed and parsed[k] != getattr(template, k)
-            for k in ("cron", "timezone", "enabled")
+            k in parsed and parsed[k] != getattr(template, k) for k in RESCHEDULE_FIELDS
         )
         for key, value in parsed.items():
             setattr(template, key, value)
@@ -445,8 +452,8 @@ def _previous_run(template: JobTemplate) -> Job | None:
     return Job.objects.filter(pk=template.last_job_id).first()
 
 
-def _run_active(template: JobTemplate) -> bool:
-    previous = _previous_run(template)
+def _run_active(previous: Job | None) -> bool:
+    """Whether ``previous`` (the template's last run, from ``_previous_run``) is still running."""
     return previous is not None and previous.status not in FINISHED_STATUSES
 
 
@@ -467,18 +474,19 @@ def _create_run(
     template: JobTemplate,
     fire: TemplateFire,
     *,
+    previous: Job | None,
     actor: Actor,
     job_id: str,
     labels: dict[str, str] | None = None,
     raise_refusal: bool = False,
 ) -> None:
-    """Create the job of ``fire`` (template row locked by the caller) and record it. A refusal
+    """Create the job of ``fire`` (template row locked by the caller, ``previous`` its last run
+    as the caller read it for the overlap check) and record it. A refusal
     (revoked identity, bad spec after a settings change, jobs switched off …) of a scheduled
     fire marks it ``failed`` with the refusal's reason code; with ``raise_refusal`` (someone
     asked for this run) the refusal is raised and nothing is saved."""
     from jobs.services import PolicyBinding, job_submit
 
-    previous = _previous_run(template)
     fire.previous_job = previous
     fire.continuity = _continuity(template, previous)
     try:
@@ -557,12 +565,13 @@ def _fire_due(template: JobTemplate, now: datetime) -> str:
         fire.status, fire.reason_code = FireStatus.SKIPPED, "catch_up_skipped"
         fire.missed_slots = missed + 1
         fire.save()
-    elif _run_active(template) or _pending(template).exists():
+    elif _run_active(previous := _previous_run(template)) or _pending(template).exists():
         _overlap(template, fire)
     else:
         _create_run(
             template,
             fire,
+            previous=previous,
             actor=Actor.system(SCHEDULER_ACTOR, identity=template.identity or None),
             job_id=_slot_job_id(template, latest),
         )
@@ -590,7 +599,10 @@ def _overlap(template: JobTemplate, fire: TemplateFire) -> None:
 def _start_pending(template: JobTemplate, now: datetime) -> str:
     """overlap=queue: start the held fire once the previous run has finished."""
     fire = _pending(template).order_by("fired_at", "id").first()
-    if fire is None or _run_active(template):
+    if fire is None:
+        return ""
+    previous = _previous_run(template)
+    if _run_active(previous):
         return ""
     fire.fired_at = now
     fire.lateness_ms = int((now - fire.slot).total_seconds() * 1000)
@@ -602,6 +614,7 @@ def _start_pending(template: JobTemplate, now: datetime) -> str:
     _create_run(
         template,
         fire,
+        previous=previous,
         actor=Actor.system(fire.actor or SCHEDULER_ACTOR, identity=template.identity or None),
         job_id=job_id,
     )
@@ -695,9 +708,10 @@ def template_run_now(
             trigger=FireTrigger.MANUAL,
             actor=actor.name[:256],
         )
-        if _run_active(template) or _pending(template).exists():
-            if template.overlap == TemplateOverlap.SKIP or _pending(template).exists():
-                previous = _previous_run(template)
+        previous = _previous_run(template)
+        queued = _pending(template).exists()
+        if _run_active(previous) or queued:
+            if template.overlap == TemplateOverlap.SKIP or queued:
                 raise Conflict(
                     "template_run_active",
                     f"template {template.template_id} already has an active or queued run",
@@ -714,6 +728,7 @@ def template_run_now(
         _create_run(
             template,
             fire,
+            previous=previous,
             actor=actor,
             job_id=job_id or f"{template.template_id}-m{uuid.uuid4().hex[:12]}",
             labels=extra,
@@ -903,8 +918,3 @@ def recurring_bootstrap() -> dict[str, Any]:
     created = recurring_schedule_ensure()
     started = recurring_kick(force=True)
     return {"schedule": SCHEDULE_NAME, "created": created, "chain_started": started}
-
-
-def template_due_count(*, now: datetime | None = None) -> int:
-    now = now or timezone.now()
-    return JobTemplate.objects.filter(Q(enabled=True) & Q(next_fire_at__lte=now)).count()

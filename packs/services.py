@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -72,8 +72,9 @@ class RenderedPack:
     def pack_id(self) -> str:
         return str(self.manifest["pack_id"])
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        # cached: a pack can be megabytes, and pack_build reads this twice under the row lock
         return sha256_hex(self.data)
 
     @property
@@ -269,7 +270,8 @@ def _job_documents(
     return payload, state
 
 
-def _render(job: Job, signer: Signer | None) -> RenderedPack:
+def _render_entries(job: Job) -> tuple[list[Entry], int]:
+    """The pack's documents and the revision they cover: everything read from the database."""
     upto = _covered_revision(job)
     events, journal = _render_events(job, upto)
     payload, state = _job_documents(job, upto, journal)
@@ -283,14 +285,7 @@ def _render(job: Job, signer: Signer | None) -> RenderedPack:
         Entry(STATE_PATH, spec.jcs(state)),
         Entry(STEPS_PATH, steps),
     ]
-    manifest, data = spec.pack_assemble(
-        pack_type=PACK_TYPE_JOB,
-        source_ref=job.job_id,
-        producer_version=producer_version(),
-        entries=entries,
-        signer=signer,
-    )
-    return RenderedPack(manifest=manifest, data=data, job_revision=upto)
+    return entries, upto
 
 
 def pack_render(
@@ -300,7 +295,7 @@ def pack_render(
 
     Reads the job, its journal, checkpoints and step runs from one snapshot: on PostgreSQL a
     REPEATABLE READ transaction (no locks held while rendering), on SQLite the transaction
-    itself."""
+    itself. Zipping and signing run after that transaction has ended."""
     if signer is None and use_active_key:
         signer = signer_active()
     outermost = not connection.in_atomic_block
@@ -313,7 +308,15 @@ def pack_render(
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         job = job_get(job_id=job_id)
-        return _render(job, signer)
+        entries, upto = _render_entries(job)
+    manifest, data = spec.pack_assemble(
+        pack_type=PACK_TYPE_JOB,
+        source_ref=job.job_id,
+        producer_version=producer_version(),
+        entries=entries,
+        signer=signer,
+    )
+    return RenderedPack(manifest=manifest, data=data, job_revision=upto)
 
 
 def pack_build(*, actor: Actor, job_id: str) -> PackBuildResult:
@@ -324,16 +327,17 @@ def pack_build(*, actor: Actor, job_id: str) -> PackBuildResult:
     (``created`` False) and writes nothing."""
     actor.require(Scope.READ)
     rendered = pack_render(job_id=job_id)
+    sha256 = rendered.sha256  # hash before taking the row lock
     with transaction.atomic():
         job = job_get(job_id=job_id, for_update=True)
-        existing = Pack.objects.filter(job=job, sha256=rendered.sha256).first()
+        existing = Pack.objects.filter(job=job, sha256=sha256).first()
         if existing is not None:
             return PackBuildResult(pack=existing, created=False, manifest=rendered.manifest)
         pack = Pack.objects.create(
             pack_id=rendered.pack_id,
             job=job,
             job_revision=rendered.job_revision,
-            sha256=rendered.sha256,
+            sha256=sha256,
             size=len(rendered.data),
             key_id=rendered.key_id,
             data=rendered.data,
@@ -376,7 +380,9 @@ def pack_get(*, actor: Actor, pack_id: str) -> Pack:
 def pack_list(*, actor: Actor, job_id: str) -> list[Pack]:
     actor.require(Scope.READ)
     job = job_get(job_id=job_id)
-    return list(Pack.objects.filter(job=job).defer("data").order_by("-created_at", "-id"))
+    # pack_as_dict reads pack.job: load it with the packs rather than once per pack
+    packs = Pack.objects.filter(job=job).select_related("job").defer("data")
+    return list(packs.order_by("-created_at", "-id"))
 
 
 def pack_as_dict(pack: Pack) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from approvals.models import ApprovalRequest, Policy, PolicyVersion, RevokedIdentity
+from approvals.models import ApprovalRequest, Identity, Policy, PolicyVersion, RevokedIdentity
 from approvals.policy import policy_parse
 from approvals.services import approval_request_create, policy_save
 from gaitweb.actors import Actor
@@ -177,3 +177,18 @@ def test_approval_requests_are_read_only_in_admin(cast: Any) -> None:
     response = post(client, url, {"status": "approved"})
     assert response.status_code == 403
     assert ApprovalRequest.objects.get(pk=req.pk).status == "pending"
+
+
+def test_the_identity_list_marks_the_revoked_identities(cast: Any) -> None:
+    Identity.objects.create(name="agent.billing")
+    Identity.objects.create(name="agent.search")
+    RevokedIdentity.objects.create(identity="agent.billing", reason="key leaked")
+    page = staff_client(cast.admin).get(reverse("admin:approvals_identity_changelist"))
+    assert page.status_code == 200
+    rows = {
+        row.split('<th class="field-name">', 1)[1].split("</a>", 1)[0].rsplit(">", 1)[1]: row
+        for row in page.content.decode().split("<tr")
+        if 'class="field-name"' in row
+    }
+    assert sorted(rows) == ["agent.billing", "agent.search"]
+    assert 'alt="True"' in rows["agent.billing"] and 'alt="False"' in rows["agent.search"]

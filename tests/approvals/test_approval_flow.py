@@ -14,6 +14,7 @@ from approvals.gate import gate_evaluate
 from approvals.models import ApprovalRequest, Decision
 from approvals.policy import policy_parse
 from approvals.services import (
+    DecideOutcome,
     approval_decide,
     approval_expire_due,
     approval_pending_list,
@@ -48,6 +49,10 @@ def parked_job(job_id: str = "job_a1", submitter: Actor = AGENT) -> Job:
 def request_for(job_id: str = "job_a1", **kw: Any) -> ApprovalRequest:
     kw.setdefault("summary", "Refund 420 EUR?")
     return approval_request_create(actor=SYSTEM, job=job_id, **kw)
+
+
+def decide(actor: Actor, req: ApprovalRequest, decision: str) -> DecideOutcome:
+    return approval_decide(actor=actor, request_id=req.request_id, decision=decision)
 
 
 def events(job_id: str = "job_a1") -> list[tuple[str, str]]:
@@ -101,9 +106,7 @@ def test_two_of_m_needs_two_distinct_reviewers_before_the_job_resumes(cast: Any)
     refused(
         Conflict,
         "approval_already_decided",
-        lambda: approval_decide(
-            actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"
-        ),
+        lambda: decide(cast.actor("reviewer"), req, "approve"),
     )
     second = approval_decide(
         actor=cast.actor("reviewer2"),
@@ -129,21 +132,21 @@ def test_two_of_m_needs_two_distinct_reviewers_before_the_job_resumes(cast: Any)
 def test_one_person_behind_two_names_counts_once_when_approvers_must_be_distinct(cast: Any) -> None:
     parked_job()
     req = request_for(required_approvals=2)
-    approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve")
+    decide(cast.actor("reviewer"), req, "approve")
     rita_bot = Actor(
         name="rita-api-key", scopes=frozenset({"approve"}), identity="rita_reviewer", kind="apikey"
     )
     refused(
         Conflict,
         "approval_already_decided",
-        lambda: approval_decide(actor=rita_bot, request_id=req.request_id, decision="approve"),
+        lambda: decide(rita_bot, req, "approve"),
     )
 
 
 def test_a_decision_on_a_decided_request_is_refused(cast: Any) -> None:
     parked_job()
     req = request_for()
-    approval_decide(actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve")
+    decide(cast.actor("reviewer"), req, "approve")
     refused(
         Conflict,
         "approval_not_pending",
@@ -169,16 +172,12 @@ def test_unknown_requests_and_bad_decisions_are_refused(cast: Any) -> None:
     refused(
         InvalidInput,
         "invalid_decision",
-        lambda: approval_decide(
-            actor=cast.actor("reviewer"), request_id=req.request_id, decision="maybe"
-        ),
+        lambda: decide(cast.actor("reviewer"), req, "maybe"),
     )
     refused(
         InvalidInput,
         "missing_reason",
-        lambda: approval_decide(
-            actor=cast.actor("reviewer"), request_id=req.request_id, decision="reject"
-        ),
+        lambda: decide(cast.actor("reviewer"), req, "reject"),
     )
 
 
@@ -191,9 +190,7 @@ def test_the_submitter_cannot_approve_their_own_job(cast: Any) -> None:
     refused(
         PolicyRefused,
         "self_approval_forbidden",
-        lambda: approval_decide(
-            actor=cast.actor("admin"), request_id=req.request_id, decision="approve"
-        ),
+        lambda: decide(cast.actor("admin"), req, "approve"),
     )
     assert status() == "decision_needed"
 
@@ -201,9 +198,7 @@ def test_the_submitter_cannot_approve_their_own_job(cast: Any) -> None:
 def test_a_policy_that_turns_separation_of_duties_off_lets_the_submitter_approve(cast: Any) -> None:
     parked_job(submitter=cast.actor("admin"))
     req = request_for(forbid_submitter=False)
-    outcome = approval_decide(
-        actor=cast.actor("admin"), request_id=req.request_id, decision="approve"
-    )
+    outcome = decide(cast.actor("admin"), req, "approve")
     assert outcome.completed and status() == "running"
 
 
@@ -216,9 +211,7 @@ def test_the_submitting_agent_identity_cannot_approve_either(cast: Any) -> None:
     refused(
         PolicyRefused,
         "self_approval_forbidden",
-        lambda: approval_decide(
-            actor=agent_as_reviewer, request_id=req.request_id, decision="approve"
-        ),
+        lambda: decide(agent_as_reviewer, req, "approve"),
     )
 
 
@@ -229,9 +222,7 @@ def test_the_actor_who_stopped_a_job_cannot_be_the_only_approver_of_its_resume(c
     refused(
         PolicyRefused,
         "stopper_sole_approver",
-        lambda: approval_decide(
-            actor=cast.actor("admin"), request_id=req.request_id, decision="approve"
-        ),
+        lambda: decide(cast.actor("admin"), req, "approve"),
     )
     outcome = approval_decide(
         actor=cast.actor("reviewer"),
@@ -246,10 +237,8 @@ def test_the_stopper_may_be_one_of_several_approvers(cast: Any) -> None:
     jobs.job_submit(actor=AGENT, job_id="job_a1")
     jobs.job_stop(actor=cast.actor("admin"), job_id="job_a1")
     req = request_for(required_approvals=2)
-    approval_decide(actor=cast.actor("admin"), request_id=req.request_id, decision="approve")
-    outcome = approval_decide(
-        actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"
-    )
+    decide(cast.actor("admin"), req, "approve")
+    outcome = decide(cast.actor("reviewer"), req, "approve")
     assert (outcome.completed, outcome.job_status) == (True, "running")
 
 
@@ -275,9 +264,7 @@ def test_a_failed_resume_check_keeps_the_approval_and_says_why(cast: Any) -> Non
     parked_job()
     req = request_for()
     identity_revoke(actor=cast.actor("admin"), identity="agent.billing", reason="key leaked")
-    outcome = approval_decide(
-        actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"
-    )
+    outcome = decide(cast.actor("reviewer"), req, "approve")
     assert (outcome.completed, outcome.request.status, outcome.job_status) == (
         True,
         "approved",
@@ -317,9 +304,7 @@ def test_a_request_past_its_expiry_cannot_be_decided_even_before_the_sweep(cast:
     refused(
         Conflict,
         "approval_expired",
-        lambda: approval_decide(
-            actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"
-        ),
+        lambda: decide(cast.actor("reviewer"), req, "approve"),
     )
 
 
@@ -334,9 +319,7 @@ def test_an_escalated_request_goes_to_admins_and_is_rejected_if_it_expires_again
     refused(
         Forbidden,
         "permission_denied",
-        lambda: approval_decide(
-            actor=cast.actor("reviewer"), request_id=req.request_id, decision="approve"
-        ),
+        lambda: decide(cast.actor("reviewer"), req, "approve"),
     )
     much_later = later + timedelta(minutes=11)
     assert approval_expire_due(now=much_later)[0]["fallback"] == "reject"
@@ -351,9 +334,7 @@ def test_an_admin_can_decide_an_escalated_request(cast: Any) -> None:
     ApprovalRequest.objects.filter(pk=req.pk).update(
         expires_at=timezone.now() + timedelta(minutes=10)
     )
-    outcome = approval_decide(
-        actor=cast.actor("admin"), request_id=req.request_id, decision="approve"
-    )
+    outcome = decide(cast.actor("admin"), req, "approve")
     assert (outcome.completed, outcome.job_status) == (True, "running")
 
 
