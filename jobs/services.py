@@ -597,7 +597,7 @@ def job_resume(
         from approvals.services import identity_is_revoked
 
         listed = set(revoked_identities)
-        for who in sorted({job.identity, asserted} - {None, ""}):
+        for who in sorted({w for w in (job.identity, asserted) if w}):
             if who in listed or identity_is_revoked(who):
                 raise PolicyRefused(
                     "identity_revoked", f"identity {who!r} is revoked", details={"identity": who}
