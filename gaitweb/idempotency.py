@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 
 from gaitweb.canonical import digest
 from gaitweb.errors import Conflict, GaitError, InvalidInput
@@ -53,29 +53,32 @@ def job_submit_idempotent(
     owner: str,
     header_key: str | None,
     body: dict[str, Any],
-    submit: Callable[[], Job],
+    submit: Callable[[Callable[[Job], object] | None], Job],
 ) -> tuple[Job, bool]:
     """Run ``submit`` at most once per key; returns ``(job, replayed)``.
 
-    The key is the ``Idempotency-Key`` header (scoped to ``owner``, the caller), else the
-    body's ``job_id`` (global, like job ids). Without either, this is a plain submit."""
+    ``submit(in_transaction)`` must pass ``in_transaction`` on to ``jobs.services.job_submit``,
+    which writes the record in the job's own transaction. The key is the ``Idempotency-Key``
+    header (scoped to ``owner``, the caller), else the body's ``job_id`` (global, like job
+    ids). Without either, this is a plain submit."""
     if header_key is not None:
         rec_owner, key, code = owner, idempotency_key_check(header_key), "idempotency_key_reused"
     elif body.get("job_id"):
         rec_owner, key, code = "", f"job_id:{body['job_id']}", "job_exists"
     else:
-        return submit(), False
+        return submit(None), False
     body_digest = digest(body)
+
+    def record(job: Job) -> None:
+        IdempotencyRecord.objects.create(
+            owner=rec_owner, key=key, request_digest=body_digest, job=job
+        )
+
     # Optimistic: a first submit (the common case) costs no lookup. A retry finds its key taken
     # (the job id exists, or the record's unique constraint fires and the new job rolls back)
     # and is answered from the record.
     try:
-        with transaction.atomic():
-            job = submit()
-            IdempotencyRecord.objects.create(
-                owner=rec_owner, key=key, request_digest=body_digest, job=job
-            )
-        return job, False
+        return submit(record), False
     except (IntegrityError, GaitError) as exc:
         # lost a race with an identical request, or the job id was taken: the record decides
         if isinstance(exc, GaitError) and exc.code != "job_exists":

@@ -371,7 +371,7 @@ class JobsView(ApiView):
             "parent_id": data.get("parent_id") or "",
         }
 
-        def submit() -> Job:
+        def submit(in_transaction: Callable[[Job], object] | None) -> Job:
             return services.job_submit(
                 actor=actor,
                 job_id=data.get("job_id"),
@@ -380,6 +380,7 @@ class JobsView(ApiView):
                 spec=data.get("spec"),
                 labels=data.get("labels"),
                 parent_id=data.get("parent_id"),
+                in_transaction=in_transaction,
             )
 
         # ScopePermission checked SUBMIT, so a replay (which never reaches job_submit) is covered

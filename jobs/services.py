@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -142,10 +142,15 @@ def job_submit(
     labels: dict[str, str] | None = None,
     environment_fingerprint: str | None = None,
     parent_id: str | None = None,
+    in_transaction: Callable[[Job], object] | None = None,
 ) -> Job:
     """Create a job. Without steps it is driven by an external agent (status running); with
     steps it is queued for the engine. ``spec`` is validated (jobs.spec) before anything is
-    written; a revoked identity cannot submit."""
+    written; a revoked identity cannot submit.
+
+    ``in_transaction(job)`` runs inside the transaction that writes the job (the API writes its
+    idempotency record there): one transaction, no savepoint round trips, and an
+    ``IntegrityError`` it raises rolls the job back and reaches the caller."""
     actor.require(Scope.SUBMIT)
     jobs_enabled_check()
     if job_id is None or job_id == "":
@@ -209,6 +214,8 @@ def job_submit(
             job.save(force_insert=True)
             event.job = job
             event.save(force_insert=True)
+            if in_transaction is not None:
+                in_transaction(job)
             if steps:
                 job_wake(job.job_id)
     except IntegrityError:
