@@ -132,8 +132,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
     }
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_gaitweb.sqlite3")}
-else:
-    DATABASES["default"].setdefault("OPTIONS", {})
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Server-side binding, with statements prepared on a connection's 5th use of them: the
+    # server parses and plans the API's hot statements once per connection instead of on every
+    # request (a submit costs PostgreSQL ~30% less CPU; bench/api_bench.py). Behind a pooler
+    # that cannot hold prepared statements (PgBouncer in transaction mode before 1.21) set
+    # DB_PREPARE_THRESHOLD=off; DB_SERVER_SIDE_BINDING=false restores client-side binding.
+    _threshold = os.environ.get("DB_PREPARE_THRESHOLD", "5").strip().lower()
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        server_side_binding=env_bool("DB_SERVER_SIDE_BINDING", True),
+        prepare_threshold=None if _threshold in ("", "off", "none") else int(_threshold),
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

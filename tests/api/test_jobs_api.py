@@ -530,3 +530,20 @@ def test_identical_submits_racing_each_other_create_one_job(
     assert sorted(code for code, _ in answers) == [200, 200, 200, 201], answers
     assert len({job_id for _, job_id in answers}) == 1
     assert Job.objects.filter(identity="racer").count() == 1
+
+
+def test_repeated_api_reads_run_as_prepared_statements_on_postgresql(
+    postgres_only: None, agent: APIClient
+) -> None:
+    """settings.py turns on server-side binding with a prepare threshold: the hot statements
+    are planned once per connection (bench/api_bench.py measures what that saves)."""
+    from django.db import connection
+
+    assert submit(agent, job_id="j-prep").status_code == 201
+    for _ in range(6):
+        assert agent.get("/api/v1/jobs/j-prep").status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any('FROM "gaitweb_apikey"' in s for s in prepared), prepared
+    assert any('FROM "jobs_job"' in s and "$1" in s for s in prepared), prepared
