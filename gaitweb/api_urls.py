@@ -93,6 +93,7 @@ urlpatterns = [
     # packs
     path("packs/verify", packs_api.PackVerifyView.as_view(), name="api-pack-verify"),
     path("packs/inspect", packs_api.PackInspectView.as_view(), name="api-pack-inspect"),
+    path("packs/diff", packs_api.PackDiffView.as_view(), name="api-pack-diff"),
     path("packs/<str:pack_id>", packs_api.PackDetailView.as_view(), name="api-pack"),
     path(
         "packs/<str:pack_id>/download",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -321,8 +321,13 @@ class GaitClient:
             "GET", f"/packs/{pack_id}/download", retry=True, headers={"Accept": "application/zip"}
         ).content
 
-    def pack_verify(self, data: bytes, *, require_signature: bool = False) -> dict[str, Any]:
-        params = {"require_signature": "true"} if require_signature else {}
+    def pack_verify(
+        self, data: bytes, *, require_signature: bool = False, public_keys: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """``public_keys``: more keys to trust (hex or base64 of the raw 32 bytes)."""
+        params: list[tuple[str, str]] = [("public_key", k) for k in public_keys]
+        if require_signature:
+            params.append(("require_signature", "true"))
         return self._request(
             "POST",
             "/packs/verify",
@@ -330,6 +335,13 @@ class GaitClient:
             params=params,
             headers={"Content-Type": "application/zip"},
         ).json()
+
+    def pack_diff(self, left: bytes, right: bytes) -> dict[str, Any]:
+        files = {
+            "left": ("left.zip", left, "application/zip"),
+            "right": ("right.zip", right, "application/zip"),
+        }
+        return self._request("POST", "/packs/diff", files=files).json()
 
     def stats(self) -> dict[str, Any]:
         return self._get("/stats")

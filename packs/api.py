@@ -14,7 +14,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -97,6 +97,46 @@ class PackUploadIn(serializers.Serializer):
 
 class VerifyQuery(serializers.Serializer):
     require_signature = serializers.BooleanField(required=False, default=False)
+    public_key = serializers.ListField(
+        required=False,
+        child=serializers.CharField(max_length=200),
+        help_text="also trust this Ed25519 public key: hex or base64 of its raw 32 bytes, as "
+        "`gait keys export-public` prints it (repeatable)",
+    )
+
+
+class PackDiffIn(serializers.Serializer):
+    left = serializers.FileField(help_text="the first pack zip")
+    right = serializers.FileField(help_text="the second pack zip")
+
+
+class EventsDiffOut(serializers.Serializer):
+    left_count = serializers.IntegerField()
+    right_count = serializers.IntegerField()
+    added = serializers.ListField(child=serializers.DictField(child=serializers.JSONField()))
+    removed = serializers.ListField(child=serializers.DictField(child=serializers.JSONField()))
+    changed = serializers.ListField(child=serializers.DictField(child=serializers.JSONField()))
+    added_count = serializers.IntegerField()
+    removed_count = serializers.IntegerField()
+    changed_count = serializers.IntegerField()
+    truncated = serializers.BooleanField(help_text="the lists hold only the first entries")
+
+
+class PackDiffOut(serializers.Serializer):
+    identical = serializers.BooleanField(help_text="true only for the same manifest")
+    changed = serializers.BooleanField()
+    left_pack_id = serializers.CharField()
+    right_pack_id = serializers.CharField()
+    left_pack_type = serializers.CharField(allow_null=True)
+    right_pack_type = serializers.CharField(allow_null=True)
+    left_source_ref = serializers.CharField()
+    right_source_ref = serializers.CharField()
+    added_files = serializers.ListField(child=serializers.CharField())
+    removed_files = serializers.ListField(child=serializers.CharField())
+    changed_files = serializers.ListField(child=serializers.CharField())
+    manifest_delta = serializers.BooleanField()
+    signatures_delta = serializers.BooleanField()
+    events = EventsDiffOut(required=False, help_text="job packs: events matched by revision")
 
 
 class VerifyOut(serializers.Serializer):
@@ -137,13 +177,14 @@ def _pack_dict(pack: Any, job_id: str | None = None) -> dict[str, Any]:
     }
 
 
-def _upload(request: Request) -> IO[bytes]:
-    upload = request.data.get("file") if hasattr(request.data, "get") else None
-    if upload is None:
+def _upload(request: Request, field: str = "file") -> IO[bytes]:
+    upload = request.data.get(field) if hasattr(request.data, "get") else None
+    if upload is None or isinstance(upload, str):
         raise InvalidInput(
             "missing_file",
-            "upload the pack as multipart field 'file' or as an application/zip body",
-            details={"field": "file"},
+            f"upload the pack as multipart file field {field!r}"
+            + (" or as an application/zip body" if field == "file" else ""),
+            details={"field": field},
         )
     size = getattr(upload, "size", None)
     if size is not None and size > upload_max_bytes():
@@ -231,18 +272,23 @@ class PackVerifyView(ApiView):
     @extend_schema(
         operation_id="packs_verify",
         request=_UPLOAD_SCHEMA,
-        parameters=[
-            OpenApiParameter("require_signature", OpenApiTypes.BOOL, OpenApiParameter.QUERY)
-        ],
+        parameters=[VerifyQuery],
         responses={200: VerifyOut},
         summary="Verify an uploaded pack offline (ok false lists the findings)",
     )
     def post(self, request: Request) -> Response:
+        from packs.keys import public_key_parse
         from packs.services import pack_verify
 
         q = self.query(VerifyQuery)
+        public_keys = [
+            public_key_parse(text.encode("ascii", "replace"), source=f"public_key[{i}]")
+            for i, text in enumerate(q.get("public_key", []))
+        ]
         result = pack_verify(
-            source=_upload(request), require_signature=q.get("require_signature", False)
+            source=_upload(request),
+            require_signature=q.get("require_signature", False),
+            public_keys=public_keys,
         )
         return Response(VerifyOut(result.as_dict()).data)
 
@@ -261,3 +307,20 @@ class PackInspectView(ApiView):
         from packs.services import pack_inspect
 
         return Response(pack_inspect(source=_upload(request)))
+
+
+class PackDiffView(ApiView):
+    required_scopes = {"POST": READ}
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        operation_id="packs_diff",
+        request={"multipart/form-data": PackDiffIn},
+        responses={200: PackDiffOut},
+        summary="Compare two uploaded packs: files and, for job packs, events",
+    )
+    def post(self, request: Request) -> Response:
+        from packs.services import pack_diff
+
+        diff = pack_diff(left=_upload(request, "left"), right=_upload(request, "right"))
+        return Response(PackDiffOut(diff).data)

@@ -90,3 +90,29 @@ def test_the_client_raises_the_envelope_and_replays_an_idempotent_submit(
     ):
         bad.status("cl-1")
     assert err.value.status == 401
+
+
+def test_the_client_builds_verifies_and_diffs_packs(live_server: Any, keys: dict[str, str]) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from gaitweb.client import GaitClient
+    from packs.services import pack_render
+    from packs.spec import Signer
+
+    with GaitClient(live_server.url, keys["agent"]) as gw:
+        gw.submit(job_id="cl-pk")
+        first = gw.pack_download(gw.pack_build("cl-pk")["pack"]["pack_id"])
+        gw.checkpoint_add("cl-pk", "progress", "more")
+        second = gw.pack_download(gw.pack_build("cl-pk")["pack"]["pack_id"])
+        assert gw.pack_verify(first)["ok"] is True
+        assert gw.pack_diff(first, first)["identical"] is True
+        diff = gw.pack_diff(first, second)
+        assert diff["changed"] is True and diff["events"]["added_count"] == 2
+
+        outside = Ed25519PrivateKey.generate()
+        signed = pack_render(job_id="cl-pk", signer=Signer.of(outside)).data
+        public = outside.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+        assert gw.pack_verify(signed, require_signature=True)["ok"] is False
+        trusted = gw.pack_verify(signed, require_signature=True, public_keys=[public])
+        assert trusted["ok"] is True and trusted["signature_status"] == "verified"

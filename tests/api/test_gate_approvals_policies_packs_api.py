@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import zipfile
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rest_framework.test import APIClient
 
 from gaitweb.actors import Actor
@@ -285,3 +287,63 @@ def test_pack_ids_are_validated_and_unknown_packs_are_404(agent: APIClient) -> N
     assert r.status_code == 400 and error_code(r) == "invalid_pack_id"
     r = agent.get("/api/v1/packs/" + "0" * 64 + "/download")
     assert r.status_code == 404 and error_code(r) == "pack_not_found"
+
+
+def test_verify_trusts_a_public_key_named_in_the_request(agent: APIClient) -> None:
+    """A pack signed elsewhere (a key this instance never registered), as `gait pack verify
+    --public-key` checks it."""
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from packs.services import pack_render
+    from packs.spec import Signer
+
+    submit(agent, job_id="pk-outside")
+    outside = Ed25519PrivateKey.generate()
+    data = pack_render(job_id="pk-outside", signer=Signer.of(outside)).data
+    raw_public = outside.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    url = "/api/v1/packs/verify?require_signature=true"
+
+    untrusted = agent.post(url, data, content_type="application/zip").json()
+    # this instance has no key of its own here, so no key is trusted at all (docs/packs.md)
+    assert untrusted["ok"] is False and untrusted["signature_status"] == "skipped"
+    for text in (raw_public.hex(), base64.b64encode(raw_public).decode()):
+        r = agent.post(
+            url + "&" + urlencode({"public_key": text}), data, content_type="application/zip"
+        )
+        assert r.status_code == 200, r.content
+        assert r.json()["ok"] is True and r.json()["signature_status"] == "verified"
+    bad = agent.post(url + "&public_key=not-a-key", data, content_type="application/zip")
+    assert bad.status_code == 400 and error_code(bad) == "public_key_invalid"
+
+
+def test_pack_diff_compares_two_uploaded_packs(agent: APIClient) -> None:
+    submit(agent, job_id="pk-diff")
+    before = agent.get(agent.post("/api/v1/jobs/pk-diff/packs").json()["pack"]["download"]).content
+    agent.post(
+        "/api/v1/jobs/pk-diff/checkpoints", {"type": "completed", "summary": "ok"}, format="json"
+    )
+    after = agent.get(agent.post("/api/v1/jobs/pk-diff/packs").json()["pack"]["download"]).content
+
+    def diff(left: bytes, right: bytes) -> Any:
+        return agent.post(
+            "/api/v1/packs/diff",
+            {"left": io.BytesIO(left), "right": io.BytesIO(right)},
+            format="multipart",
+        )
+
+    same = diff(before, before)
+    assert same.status_code == 200 and same.json()["identical"] is True
+    changed = diff(before, after).json()
+    assert changed["identical"] is False and changed["left_source_ref"] == "pk-diff"
+    assert "job_events.jsonl" in changed["changed_files"]
+    # the first build journaled pack_built after rendering, so the second pack holds it too
+    assert changed["events"]["added_count"] == 2 and changed["events"]["removed_count"] == 0
+    assert [e["type"] for e in changed["events"]["added"]] == ["pack_built", "checkpoint_added"]
+
+    missing = agent.post("/api/v1/packs/diff", {"left": io.BytesIO(before)}, format="multipart")
+    assert missing.status_code == 400 and error_code(missing) == "missing_file"
+    assert missing.json()["error"]["details"] == {"field": "right"}
+    garbage = diff(before, b"not a zip")
+    assert garbage.status_code == 400 and error_code(garbage) == "pack_not_a_zip"

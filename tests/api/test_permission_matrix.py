@@ -53,6 +53,7 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("get", f"/api/v1/packs/{ZEROS}/download", None, "read"),
     ("post", "/api/v1/packs/verify", None, "read"),
     ("post", "/api/v1/packs/inspect", None, "read"),
+    ("post", "/api/v1/packs/diff", None, "read"),
     ("get", "/api/v1/stats", None, "read"),
     # job templates (issue #8, jobs/api_templates.py)
     ("get", "/api/v1/templates", None, "read"),
