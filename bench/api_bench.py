@@ -446,6 +446,8 @@ def main() -> None:
             "threads": args.threads,
         },
         "cpu_count": os.cpu_count(),
+        # where the throttle counts: REDIS_URL's Redis, else one upsert per request in PostgreSQL
+        "throttle_store": "redis" if os.environ.get("REDIS_URL") else "database",
         "load_avg_before": os.getloadavg()[0],
         "targets": {"submits_per_s": 300, "status_p99_ms": 100, "list_detail_p95_ms": 150},
     }
