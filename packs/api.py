@@ -282,7 +282,9 @@ class PackVerifyView(ApiView):
 
         q = self.query(VerifyQuery)
         public_keys = [
-            public_key_parse(text.encode("ascii", "replace"), source=f"public_key[{i}]")
+            public_key_parse(
+                text.encode("ascii", "replace"), source=f"public_key[{i}]", raw_ok=False
+            )
             for i, text in enumerate(q.get("public_key", []))
         ]
         result = pack_verify(

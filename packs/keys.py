@@ -75,9 +75,9 @@ def private_key_parse(text: str, *, source: str) -> Ed25519PrivateKey:
     return key
 
 
-def public_key_parse(data: bytes, *, source: str) -> Ed25519PublicKey:
-    """A public key as PEM (SubjectPublicKeyInfo), base64 or hex of the raw 32 bytes, or the raw
-    32 bytes themselves."""
+def public_key_parse(data: bytes, *, source: str, raw_ok: bool = True) -> Ed25519PublicKey:
+    """A public key as PEM (SubjectPublicKeyInfo), base64 or hex of the raw 32 bytes, or (a key
+    file, ``raw_ok``) the raw 32 bytes themselves."""
     stripped = data.strip()
     if stripped.startswith(b"-----BEGIN"):
         try:
@@ -90,7 +90,7 @@ def public_key_parse(data: bytes, *, source: str) -> Ed25519PublicKey:
             raise InvalidInput("public_key_invalid", f"{source}: not an Ed25519 public key")
         return key
     raw: bytes | None = None
-    if len(data) == 32:
+    if raw_ok and len(data) == 32:
         raw = data
     else:
         text = stripped.decode("ascii", errors="replace")

@@ -314,8 +314,11 @@ def test_verify_trusts_a_public_key_named_in_the_request(agent: APIClient) -> No
         )
         assert r.status_code == 200, r.content
         assert r.json()["ok"] is True and r.json()["signature_status"] == "verified"
-    bad = agent.post(url + "&public_key=not-a-key", data, content_type="application/zip")
-    assert bad.status_code == 400 and error_code(bad) == "public_key_invalid"
+    for text in ("not-a-key", "x" * 32):  # 32 characters are text here, never raw key bytes
+        bad = agent.post(
+            url + "&" + urlencode({"public_key": text}), data, content_type="application/zip"
+        )
+        assert bad.status_code == 400 and error_code(bad) == "public_key_invalid"
 
 
 def test_pack_diff_compares_two_uploaded_packs(agent: APIClient) -> None:
