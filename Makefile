@@ -26,7 +26,7 @@ dev-deps: $(VENV)/.dev-installed
 run: venv
 	$(PY) manage.py up --port $(PORT)
 
-# the service layer is type-checked (STYLE.md): views and templates are covered by tests
+# the service layer is type-checked: views and templates are covered by tests
 TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine.py jobs/spec.py \
 	jobs/recurring.py approvals/services.py approvals/gate.py approvals/policy.py \
 	packs/services.py packs/spec.py packs/zipsafe.py packs/keys.py gaitweb/canonical.py \

@@ -1,4 +1,4 @@
-"""The gate, approvals, policies and identity revocations over HTTP (issue #5): thin DRF views
+"""The gate, approvals, policies and identity revocations over HTTP (docs/api.md): thin DRF views
 over approvals/gate.py and approvals/services.py.
 
 A gate verdict is an answer, not an error: ``block`` and ``require_approval`` come back as 200

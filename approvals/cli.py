@@ -36,7 +36,7 @@ def _read_intent(path: str) -> Any:
 
 
 def _actor(args: Any) -> Actor:
-    # the local CLI runs as the operator of this installation (DESIGN §9), named for the journal
+    # the local CLI runs as the operator of this installation (docs/cli.md), named for the journal
     return Actor.system(getattr(args, "actor", None) or "cli")
 
 

@@ -30,7 +30,7 @@ SCHEMA_ID = "gait.gate.policy"
 SCHEMA_VERSION = "1.0.0"
 INTENT_SCHEMA_ID = "gait.gate.intent_request"
 
-# Strictness order (DESIGN §7): within a tier the strictest matching effect wins.
+# Strictness order (docs/policy-format.md): within a tier the strictest matching effect wins.
 VERDICTS = ("allow", "dry_run", "require_approval", "block")
 STRICTNESS = {verdict: rank for rank, verdict in enumerate(VERDICTS)}
 DEFAULT_VERDICT = "require_approval"

@@ -1,4 +1,4 @@
-"""Policies, identities and the approvals flow as services (DESIGN §7, issue #4).
+"""Policies, identities and the approvals flow as services (docs/policy-format.md).
 
 Permissions are checked here, not only in views: admins manage policies and identities
 (``Scope.ADMIN``), reviewers decide (``Scope.APPROVE``), anyone who can read sees the queue.

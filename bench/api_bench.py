@@ -1,4 +1,4 @@
-"""REST API benchmark (issue #5): the production server (gunicorn, 2 worker processes) on
+"""REST API benchmark (docs/api.md): the production server (gunicorn, 2 worker processes) on
 PostgreSQL, driven over real HTTP. Prints one JSON object.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/gaitweb GAIT_DATA_DIR=/tmp/gaitweb_bench \\

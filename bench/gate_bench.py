@@ -11,7 +11,7 @@ identity, target kind / value, endpoint class and workspace prefix, so every int
 several candidate rules. ``--dispatch N`` (default 1000; 0 skips it) also times
 ``gate_dispatch`` against a new job in the configured database (DATABASE_URL): job row lock +
 revocation check + policy decision + journal event, committed.
-Target (issue #4): >= 20,000 evaluations/s and dispatch p99 < 20 ms.
+Target (docs/policy-format.md): >= 20,000 evaluations/s and dispatch p99 < 20 ms.
 """
 
 from __future__ import annotations

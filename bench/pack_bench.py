@@ -15,7 +15,7 @@ directory, so packs are signed as in production.
   allocations (tracemalloc) during verify. Streaming keeps both near the 1 MiB read buffers,
   far below the pack's size.
 
-Targets (issue #6): build <= 1 s and verify <= 0.5 s for 10,000 events; verify streams.
+Targets (docs/packs.md): build <= 1 s and verify <= 0.5 s for 10,000 events; verify streams.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""REST API plumbing shared by every app's ``api.py`` (issue #5).
+"""REST API plumbing shared by every app's ``api.py`` (docs/api.md).
 
 - ``ApiKeyAuthentication``: ``Authorization: Bearer gw_<prefix>_<secret>`` (gaitweb.apikeys).
   Browser sessions work too (DRF's ``SessionAuthentication``, which enforces CSRF).

@@ -1,4 +1,4 @@
-"""The REST API, mounted at /api/v1/ (issue #5; docs/api.md).
+"""The REST API, mounted at /api/v1/ (docs/api.md).
 
 Every view is a thin DRF view in its app's ``api.py``; the schema and the Swagger UI are served
 from the app itself (drf-spectacular + sidecar: no CDN).
@@ -100,7 +100,7 @@ urlpatterns = [
         packs_api.PackDownloadView.as_view(),
         name="api-pack-download",
     ),
-    # job templates and recurring jobs (issue #8)
+    # job templates and recurring jobs (docs/recurring.md)
     *api_templates.urlpatterns,
     # anything else under /api/v1/: the error envelope, not an HTML 404
     re_path(r"^.*$", NotFoundView.as_view()),

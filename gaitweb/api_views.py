@@ -1,4 +1,4 @@
-"""The base API view and the OpenAPI schema class (issue #5; plumbing in gaitweb/api.py)."""
+"""The base API view and the OpenAPI schema class (plumbing in gaitweb/api.py)."""
 
 from __future__ import annotations
 

@@ -162,9 +162,12 @@ def _by_prefix_plan(connection: Any) -> tuple[str, list[str], list[Any]]:
             f"SELECT {', '.join(quote(c) for c in _BY_PREFIX_FIELDS)}"
             f" FROM {quote(ApiKey._meta.db_table)} WHERE prefix = %s"
         )
+        # the backends' converters take an expression (SQLite's read its output_field): give
+        # them the column expression a queryset would compile
+        cols = [f.get_col(ApiKey._meta.db_table) for f in fields]
         converters = [
-            (f, f.get_db_converters(connection) + connection.ops.get_db_converters(f))
-            for f in fields
+            (col, col.get_db_converters(connection) + connection.ops.get_db_converters(col))
+            for col in cols
         ]
         plan = _BY_PREFIX_PLANS[connection] = (sql, [f.attname for f in fields], converters)
     return plan
@@ -184,9 +187,9 @@ def _apikey_by_prefix(prefix: str) -> ApiKey | None:
         return None
     # the fields' converters (JSON, datetimes), run the way a queryset would, then from_db
     values = list(found)
-    for i, (field, fns) in enumerate(converters):
+    for i, (col, fns) in enumerate(converters):
         for fn in fns:
-            values[i] = fn(values[i], field, connection)
+            values[i] = fn(values[i], col, connection)
     return ApiKey.from_db(connection.alias, attnames, values)
 
 

@@ -1,4 +1,4 @@
-"""`gait apikey create|list|revoke`: API keys for integrators' agents (issue #5).
+"""`gait apikey create|list|revoke`: API keys for integrators' agents (docs/api.md).
 
 ``create`` prints the key once — it is stored only as a hash and cannot be shown again.
 """
@@ -14,7 +14,7 @@ from gaitweb.errors import EXIT_OK, NotFound
 
 
 def _actor(args: Any) -> Actor:
-    # the local CLI runs as the operator of this installation (DESIGN §9)
+    # the local CLI runs as the operator of this installation (docs/cli.md)
     return Actor.system(getattr(args, "actor", None) or "cli")
 
 

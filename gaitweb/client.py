@@ -1,4 +1,4 @@
-"""A small Python client for the gaitweb REST API (issue #5), with the CLI's verbs.
+"""A small Python client for the gaitweb REST API (docs/api.md), with the CLI's verbs.
 
     from gaitweb.client import GaitClient, GaitApiError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# CLI exit codes (DESIGN §9)
+# CLI exit codes (docs/cli.md)
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_VERIFY_FAILED = 2

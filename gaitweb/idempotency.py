@@ -1,4 +1,4 @@
-"""Idempotent job submission for the API (issue #5).
+"""Idempotent job submission for the API (docs/api.md).
 
 A submit carrying an ``Idempotency-Key`` header, or a client-chosen ``job_id``, records the
 digest of its body next to the job it created. A retry with the same body gets the same job

@@ -1,4 +1,4 @@
-"""gaitweb's tools for agents over the Model Context Protocol (issue #8).
+"""gaitweb's tools for agents over the Model Context Protocol (docs/recurring.md).
 
 Built on the official ``mcp`` SDK (``MCPServer``, formerly FastMCP) and started by
 ``python manage.py gait mcp`` on stdio. The server acts as ONE actor for its whole life: an API

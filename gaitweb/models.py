@@ -1,4 +1,4 @@
-"""API keys and submit idempotency records (the REST API's own state, issue #5).
+"""API keys and submit idempotency records (the REST API's own state, docs/api.md).
 
 An API key is ``gw_<prefix>_<secret>``. Only the prefix (to find the row) and the sha256 of the
 whole key (to check it, in constant time) are stored; the key itself is shown once at creation.

@@ -192,7 +192,7 @@ else:
     }
 
 # --- django-q2 ------------------------------------------------------------------------------
-# gaitweb owns attempts and backoff (DESIGN §6): django-q2 must never retry a task on its own.
+# gaitweb owns attempts and backoff (docs/engine.md): django-q2 must never retry a task on its own.
 # max_attempts=1 and ack_failures=True drop a failed task; retry > timeout keeps the broker from
 # re-delivering a task that is still running.
 Q_CLUSTER = {
@@ -246,7 +246,7 @@ GAIT = {
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # --- REST API (gaitweb/api.py, issue #5) ---
+    # --- REST API (gaitweb/api.py, docs/api.md) ---
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "gaitweb.api.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",  # enforces CSRF

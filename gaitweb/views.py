@@ -2,7 +2,7 @@
 (role and pending-approvals count for the header), refusals shown inline, and the
 verify-a-pack page (packs/views.py belongs to the packs API; this page is the dashboard's).
 
-Views are thin (STYLE.md "Web"): parse the request, call one service, render. Every action is a
+Views are thin: parse the request, call one service, render. Every action is a
 POST form with CSRF that works without JavaScript (redirect) and with htmx (fragment).
 """
 

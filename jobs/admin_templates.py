@@ -1,4 +1,4 @@
-"""Django admin for job templates (issue #8): admins manage templates here; fires are read-only.
+"""Django admin for job templates (docs/recurring.md): admins manage templates here; fires are read-only.
 
 The form validates with the same parsers as the services (cron, timezone, spec, labels), so a
 bad template is refused with the same reason codes; saving reschedules ``next_fire_at`` the way

@@ -1,4 +1,4 @@
-"""Jobs over HTTP (issue #5): thin DRF views over jobs/services.py, jobs/selectors.py and the
+"""Jobs over HTTP (docs/api.md): thin DRF views over jobs/services.py, jobs/selectors.py and the
 engine's ``job_signal`` / ``job_stats``. Each view parses input with an input serializer, calls
 one service, and renders an output serializer; refusals are the services' ``GaitError``s,
 turned into the error envelope by gaitweb.api.exception_handler.

@@ -1,4 +1,4 @@
-"""REST API for job templates and recurring jobs (issue #8), mounted under /api/v1/templates.
+"""REST API for job templates and recurring jobs (docs/recurring.md), mounted under /api/v1/templates.
 
 Thin DRF views over jobs.recurring, following gaitweb/api.py's conventions: input serializers,
 one service call, output serializers, refusals as the services' ``GaitError`` (one envelope),

@@ -4,7 +4,7 @@ The ORM broker hides a queued row until its ``lock`` time has passed (``dequeue`
 with ``lock < now``), and ``async_task(..., broker=…)`` accepts a broker instance. Writing the
 row with ``lock = due time`` therefore gives delayed delivery with the broker's poll precision
 (``Q_CLUSTER["poll"]``, 0.2 s) — what timers and retry backoffs need, and what django-q2's
-30-second scheduler tick cannot give (DESIGN §6).
+30-second scheduler tick cannot give (docs/engine.md).
 
 Only ``enqueue`` differs from the stock broker; the cluster keeps dequeuing with its own ORM
 broker, so nothing needs configuring on the worker side.

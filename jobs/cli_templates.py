@@ -1,4 +1,4 @@
-"""`gait templates …` and `gait jobs create …`: job templates and recurring jobs (issue #8).
+"""`gait templates …` and `gait jobs create …`: job templates and recurring jobs (docs/recurring.md).
 
     gait jobs create "Daily brief" --spec brief.yaml --cron "@daily" --tz Europe/Berlin
     gait jobs create "Nightly brief" --template daily-brief --cron "0 2 * * *"

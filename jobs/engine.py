@@ -1,4 +1,4 @@
-"""The durable execution engine (DESIGN §6).
+"""The durable execution engine (docs/engine.md).
 
 ``advance(job_id)`` — run as a django-q2 task (jobs/tasks.py) — is the only entry point that
 executes steps. It is safe to deliver any number of times:
@@ -76,7 +76,7 @@ SWEEP_TASK = "jobs.tasks.sweep"
 SWEEP_SCHEDULE_NAME = "gaitweb-engine-sweep"
 SWEEP_TOKEN_KEY = "gaitweb:engine:sweep:token"
 SWEEP_BEAT_KEY = "gaitweb:engine:sweep:beat"
-# Reason codes of a step that gives up (DESIGN §5 table).
+# Reason codes of a step that gives up (docs/lifecycle.md).
 FAIL_SPAWN = "job_spawn_failed"
 FAIL_EXIT = "job_non_zero_exit"
 FAIL_TIMEOUT = "job_timeout"

@@ -27,10 +27,10 @@ class JobStatus(models.TextChoices):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED})
-# failed is terminal unless an operator retries (DESIGN §5)
+# failed is terminal unless an operator retries (docs/lifecycle.md)
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED})
 
-# Which statuses each operator/reviewer action is allowed from (DESIGN §5). jobs.services
+# Which statuses each operator/reviewer action is allowed from (docs/lifecycle.md). jobs.services
 # enforces these under a row lock; the dashboard uses Job.can() to decide which buttons to show.
 _ALL = frozenset(JobStatus.values)
 ALLOWED_FROM: dict[str, frozenset[str]] = {

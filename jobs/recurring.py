@@ -1,4 +1,4 @@
-"""Job templates and recurring jobs (issue #8).
+"""Job templates and recurring jobs (docs/recurring.md).
 
 A ``JobTemplate`` is a reusable job (spec, identity, policy, labels). With a ``cron`` expression
 it also fires on a schedule: every fire creates an ordinary job through ``job_submit``, linked to

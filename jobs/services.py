@@ -1,4 +1,4 @@
-"""The job lifecycle (DESIGN §5) as services.
+"""The job lifecycle (docs/lifecycle.md) as services.
 
 Every transition runs in one transaction that locks the job row, checks the current status,
 writes the new state and exactly one JobEvent (jobs.journal.event_append). A refusal raises a
@@ -527,7 +527,7 @@ def job_resume(
     allow_env_mismatch: bool = False,
     environment_fingerprint: str | None = None,
 ) -> Job:
-    """Resume after the five ordered checks of DESIGN §5; the first failing check refuses with
+    """Resume after the five ordered checks in docs/lifecycle.md; the first failing check refuses with
     its reason code and nothing is written.
 
     ``identity`` is the identity asserting the resume (an agent, or the CLI's ``--actor``); a

@@ -1,4 +1,4 @@
-"""Job specs: parsing and strict validation into one normalized form (DESIGN §6 "Spec").
+"""Job specs: parsing and strict validation into one normalized form (docs/engine.md).
 
 ``spec_validate(raw)`` takes the JSON object of the API (or the text of a YAML/JSON file) and
 returns the normalized spec the engine runs: every step has all its options filled in, and every

@@ -1,4 +1,4 @@
-"""Step executors: what running one attempt of one step means for each kind (DESIGN §6).
+"""Step executors: what running one attempt of one step means for each kind (docs/engine.md).
 
 The engine (jobs/engine.py) owns the job: leases, checkpoints, retries and parking. This module
 only runs an attempt and describes how it ended, as a ``StepResult``: ``succeeded`` with an

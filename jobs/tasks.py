@@ -1,4 +1,4 @@
-"""django-q2 task entry points: thin wrappers over jobs.engine (DESIGN §6).
+"""django-q2 task entry points: thin wrappers over jobs.engine (docs/engine.md).
 
 Enqueue them through ``jobs.engine.advance_enqueue`` / ``sweep_kick`` rather than directly:
 those pick the delayed broker and switch off result saving for the hot path.

@@ -20,6 +20,8 @@ from django.contrib import messages
 from django.db import connection
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.lookups import Exact
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -156,8 +158,9 @@ def _list_queryset(filters: dict[str, str]) -> QuerySet[Job]:
     if filters["label"]:
         key, sep, value = filters["label"].partition("=")
         key = key.strip()
+        # the key's text equals the value: JSON containment is PostgreSQL-only
         qs = (
-            qs.filter(labels__contains={key: value.strip()})
+            qs.filter(Exact(KeyTextTransform(key, "labels"), value.strip()))
             if sep
             else qs.filter(labels__has_key=key)
         )

@@ -1,4 +1,4 @@
-"""Dashboard pages for job templates (issue #8): the list, a template's page with its latest
+"""Dashboard pages for job templates (docs/recurring.md): the list, a template's page with its latest
 fires, and the Run now / Enable / Disable actions.
 
 The services in jobs.recurring decide everything: ``template_run_now`` needs the submit scope

@@ -1,4 +1,4 @@
-"""Evidence packs over HTTP (issue #5): build, list, download, verify and inspect an upload —
+"""Evidence packs over HTTP (docs/api.md): build, list, download, verify and inspect an upload —
 thin DRF views over packs/services.py.
 
 Verification is a report, not an error: a tampered pack is ``200`` with ``ok: false`` and the

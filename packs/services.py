@@ -1,4 +1,4 @@
-"""Evidence packs (DESIGN §8): build, verify, inspect and diff PackSpec v1 job packs.
+"""Evidence packs (docs/packs.md): build, verify, inspect and diff PackSpec v1 job packs.
 
 The byte format lives in packs/spec.py, hostile-zip handling in packs/zipsafe.py, keys in
 packs/keys.py; this module ties them to jobs and the database. The CLI, the API and the

@@ -1,11 +1,12 @@
 """Shared fixtures: the cast of users with explicit roles, and database helpers.
 
-The cast (STYLE.md "Tests"): reviewer, operator, admin, integrator, viewer and an outsider with
+The cast (docs/architecture.md, "Tests"): reviewer, operator, admin, integrator, viewer and an outsider with
 no role at all; a second reviewer for N-of-M and separation-of-duties cases.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ from django.db import connection
 
 from gaitweb.actors import Actor
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-GAIT_VECTORS = SHARED / "gait-vectors"
+# Gait's published compatibility vectors, when a checkout of them is at hand (.ci/run points
+# here when it finds one): tests that read them skip with a reason otherwise. The project's own
+# cases live in tests/approvals/gait_compat/ and always run.
+GAIT_VECTORS = Path(os.environ.get("GAIT_VECTORS_DIR") or "/nonexistent/gait-vectors")
+GAIT_COMPAT = Path(__file__).resolve().parent / "approvals" / "gait_compat"
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -79,9 +83,10 @@ def is_postgres() -> bool:
 
 @pytest.fixture
 def postgres_only(db: Any) -> None:
-    """Row locks and concurrent writers are PostgreSQL behaviour: CI runs these there."""
+    """For the few tests of PostgreSQL's own features (prepared statements, LISTEN/NOTIFY): the
+    rest of the suite runs on both databases (.ci/run runs it twice)."""
     if not is_postgres():
-        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+        pytest.skip("tests a PostgreSQL feature (set DATABASE_URL=postgres://… to run it)")
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Real workers for tests: `manage.py qcluster` subprocesses against the test database.
 
-Tests that use them need PostgreSQL and ``transactional_db`` (workers only see committed rows).
+Tests that use them need ``transactional_db`` (workers only see committed rows), on PostgreSQL or SQLite.
 Shared by tests/engine and tests/recurring.
 """
 
@@ -14,9 +14,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
-from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,11 +59,9 @@ class Cluster:
         self.log.close()
 
 
-def postgres_with_cache() -> None:
-    """Skip unless PostgreSQL; make sure the cache table exists and start from an empty cache
+def worker_db_ready() -> None:
+    """Make sure the cache table exists and start from an empty cache
     (the sweep and the recurring loop keep their tokens there)."""
-    if connection.vendor != "postgresql":
-        pytest.skip("real-worker tests need PostgreSQL (set DATABASE_URL)")
     from django.core.cache import cache
     from django.core.management import call_command
 

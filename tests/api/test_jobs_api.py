@@ -501,9 +501,7 @@ def test_health_sees_a_worker_from_the_engines_sweep_beat() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_identical_submits_racing_each_other_create_one_job(
-    postgres_only: None, make_key: Any
-) -> None:
+def test_identical_submits_racing_each_other_create_one_job(db: None, make_key: Any) -> None:
     import threading
 
     from django.db import connection

@@ -55,7 +55,7 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("post", "/api/v1/packs/inspect", None, "read"),
     ("post", "/api/v1/packs/diff", None, "read"),
     ("get", "/api/v1/stats", None, "read"),
-    # job templates (issue #8, jobs/api_templates.py)
+    # job templates (jobs/api_templates.py)
     ("get", "/api/v1/templates", None, "read"),
     ("post", "/api/v1/templates", {}, "control"),
     ("get", "/api/v1/templates/ghost-template", None, "read"),

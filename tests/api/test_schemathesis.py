@@ -1,4 +1,4 @@
-"""Property-based run against the live OpenAPI schema (schemathesis, issue #5).
+"""Property-based run against the live OpenAPI schema (schemathesis, docs/api.md).
 
 A real HTTP server (pytest-django's live_server on 127.0.0.1) serves the app; schemathesis reads
 the schema it publishes and sends generated requests to every operation with an admin key.

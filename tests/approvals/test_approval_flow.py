@@ -413,7 +413,7 @@ def test_the_pending_queue_lists_only_open_requests_soonest_expiry_first(cast: A
 
 @pytest.mark.django_db(transaction=True)
 def test_two_reviewers_approving_at_once_give_one_winner_and_one_clear_error(
-    cast: Any, postgres_only: None
+    cast: Any, db: None
 ) -> None:
     import threading
 

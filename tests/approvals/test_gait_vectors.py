@@ -1,5 +1,10 @@
-"""Gait's own policies and intents (../shared/gait-vectors) give Gait's verdicts and exit codes,
-through the gate service and through `gait gate eval`."""
+"""Gait-compatibility: Gait-format policies and intents give Gait's verdicts and exit codes,
+through the gate service and through `gait gate eval`.
+
+The cases are the project's own data (tests/approvals/gait_compat/, see its README). When a
+checkout of Gait's published vectors is at hand (``GAIT_VECTORS_DIR``, same layout), every case
+runs against those files too; otherwise those runs are skipped with a reason.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +17,27 @@ import pytest
 from approvals.gate import gate_evaluate
 from approvals.policy import policy_parse
 from jobs.management.commands.gait import main
+from tests.conftest import GAIT_COMPAT as BUNDLED
 from tests.conftest import GAIT_VECTORS
 
 EXIT = {"allow": 0, "dry_run": 0, "block": 3, "require_approval": 4}
+EXTERNAL_MISSING = (
+    "Gait's published vectors are not here (set GAIT_VECTORS_DIR to a checkout of them)"
+)
 
 
-def _cases() -> list[Any]:
-    """Every row of the vectors README, read from the files themselves."""
+def _cases(root: Path, source: str) -> list[Any]:
+    """Every row of the cases table in ``root``'s README, read from the files themselves."""
     cases = []
     for policy in ("allow", "block", "require_approval"):
         cases.append(
             pytest.param(
+                root,
                 f"policy-test/{policy}.yaml",
                 "policy-test/intent.json",
                 None,
                 policy,
-                id=f"policy-test-{policy}",
+                id=f"{source}-policy-test-{policy}",
             )
         )
     for starter in ("base_low_risk", "base_medium_risk"):
@@ -38,14 +48,15 @@ def _cases() -> list[Any]:
         ):
             cases.append(
                 pytest.param(
+                    root,
                     f"starter/{starter}.yaml",
                     f"starter/intent_{intent}.json",
                     None,
                     verdict,
-                    id=f"{starter}-{intent}",
+                    id=f"{source}-{starter}-{intent}",
                 )
             )
-    for scenario in sorted((GAIT_VECTORS / "scenarios").iterdir()):
+    for scenario in sorted((root / "scenarios").iterdir()):
         intents = (scenario / "intents.jsonl").read_text().splitlines()
         expected = (scenario / "expected-verdicts.jsonl").read_text().splitlines()
         assert len(intents) == len(expected) > 0
@@ -54,32 +65,57 @@ def _cases() -> list[Any]:
             assert EXIT[want_row["verdict"]] == want_row["exit_code"]
             cases.append(
                 pytest.param(
+                    root,
                     f"scenarios/{scenario.name}/policy.yaml",
                     intent,
                     line,
                     want_row["verdict"],
-                    id=f"{scenario.name}-{line + 1}",
+                    id=f"{source}-{scenario.name}-{line + 1}",
                 )
             )
     return cases
 
 
-CASES = _cases()
+def _roots() -> list[Any]:
+    external = pytest.param(
+        GAIT_VECTORS,
+        id="gait",
+        marks=pytest.mark.skipif(not GAIT_VECTORS.is_dir(), reason=EXTERNAL_MISSING),
+    )
+    return [pytest.param(BUNDLED, id="bundled"), external]
+
+
+CASES = _cases(BUNDLED, "bundled")
+if GAIT_VECTORS.is_dir():
+    CASES += _cases(GAIT_VECTORS, "gait")
+else:
+    CASES.append(
+        pytest.param(
+            GAIT_VECTORS,
+            "",
+            "",
+            None,
+            "",
+            id="gait",
+            marks=pytest.mark.skip(reason=EXTERNAL_MISSING),
+        )
+    )
 
 
 def _intent(vectors: Path, intent: str, line: int | None) -> dict[str, Any]:
     return json.loads(intent if line is not None else (vectors / intent).read_text())
 
 
-def test_the_vectors_cover_every_scenario_line() -> None:
+@pytest.mark.parametrize("root", _roots())
+def test_the_cases_cover_every_scenario_line(root: Path) -> None:
     lines = sum(
-        len((s / "intents.jsonl").read_text().splitlines())
-        for s in (GAIT_VECTORS / "scenarios").iterdir()
+        len((s / "intents.jsonl").read_text().splitlines()) for s in (root / "scenarios").iterdir()
     )
-    assert len(CASES) == 3 + 6 + lines
+    assert len([c for c in CASES if c.values[0] == root]) == 3 + 6 + lines
+    assert lines >= 8
 
 
-@pytest.mark.parametrize(("policy", "intent", "line", "verdict"), CASES)
+@pytest.mark.parametrize(("gait_vectors", "policy", "intent", "line", "verdict"), CASES)
 def test_the_gate_gives_gaits_verdict(
     gait_vectors: Path, policy: str, intent: str, line: int | None, verdict: str
 ) -> None:
@@ -92,7 +128,7 @@ def test_the_gate_gives_gaits_verdict(
     assert len(result.policy_digest) == len(result.intent_digest) == 64
 
 
-@pytest.mark.parametrize(("policy", "intent", "line", "verdict"), CASES)
+@pytest.mark.parametrize(("gait_vectors", "policy", "intent", "line", "verdict"), CASES)
 def test_gate_eval_cli_prints_the_verdict_and_exits_with_gaits_code(
     gait_vectors: Path,
     tmp_path: Path,
@@ -122,6 +158,7 @@ def test_gate_eval_cli_prints_the_verdict_and_exits_with_gaits_code(
     assert out["reason_codes"]
 
 
+@pytest.mark.parametrize("gait_vectors", _roots())
 @pytest.mark.parametrize("intent", ["intent_read.json", "intent_write.json", "intent_delete.json"])
 def test_the_high_risk_starter_is_refused_by_the_name_of_its_unsupported_key(
     gait_vectors: Path, capsys: Any, intent: str
@@ -144,6 +181,7 @@ def test_the_high_risk_starter_is_refused_by_the_name_of_its_unsupported_key(
     assert "'fail_closed'" in out["error"] and "line 4" in out["error"]
 
 
+@pytest.mark.parametrize("gait_vectors", _roots())
 def test_policy_digest_cli_matches_the_service_and_ignores_formatting(
     gait_vectors: Path, tmp_path: Path, capsys: Any
 ) -> None:

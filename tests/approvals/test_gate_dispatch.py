@@ -156,7 +156,7 @@ def test_dispatch_needs_the_submit_scope() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_dispatches_keep_the_journal_gapless(postgres_only: None) -> None:
+def test_concurrent_dispatches_keep_the_journal_gapless(db: None) -> None:
     import threading
 
     from django.db import connection

@@ -15,6 +15,7 @@ from approvals.policy import (
     policy_parse,
 )
 from gaitweb.errors import InvalidInput
+from tests.conftest import GAIT_COMPAT
 
 
 def parse(text: str) -> Policy:
@@ -307,8 +308,8 @@ def test_an_oversized_policy_is_refused_before_parsing() -> None:
     assert info.value.code == "policy_too_large"
 
 
-def test_unsupported_gait_keys_are_refused_by_name_not_ignored(gait_vectors: Any) -> None:
-    error = refusal((gait_vectors / "starter" / "base_high_risk.yaml").read_text())
+def test_unsupported_gait_keys_are_refused_by_name_not_ignored() -> None:
+    error = refusal((GAIT_COMPAT / "starter" / "base_high_risk.yaml").read_text())
     assert error.code == "policy_unsupported_key"
     assert "'fail_closed'" in error.message and "not supported by gaitweb" in error.message
     refused = {p["key"] for p in error.details["problems"]}

@@ -1,6 +1,6 @@
 """Real workers for engine tests: `manage.py qcluster` subprocesses against the test database.
 
-Tests that use them need PostgreSQL and ``transactional_db`` (the workers only see committed
+Tests that use them need ``transactional_db`` on either database (the workers only see committed
 data). Leases are short here (GAIT_LEASE_SECONDS) so crash recovery fits in a test run.
 """
 
@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import subprocess_env
-from tests.workers import Cluster, postgres_with_cache
+from tests.workers import Cluster, worker_db_ready
 
 LEASE_SECONDS = 2.0
 
 
 @pytest.fixture
 def pg(transactional_db: Any) -> None:
-    postgres_with_cache()
+    worker_db_ready()
 
 
 @pytest.fixture

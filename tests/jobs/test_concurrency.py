@@ -51,7 +51,7 @@ def assert_chain_gapless(job_id: str) -> None:
 
 
 @pytest.mark.parametrize("round_", range(5))
-def test_two_reviewers_approving_at_once_give_one_winner(postgres_only: None, round_: int) -> None:
+def test_two_reviewers_approving_at_once_give_one_winner(db: None, round_: int) -> None:
     job_id = f"job_race_{round_}"
     services.job_submit(actor=AGENT, job_id=job_id, identity="worker_1")
     services.job_checkpoint_add(actor=AGENT, job_id=job_id, type="decision-needed", summary="ok?")
@@ -66,7 +66,7 @@ def test_two_reviewers_approving_at_once_give_one_winner(postgres_only: None, ro
 
 
 @pytest.mark.parametrize("round_", range(5))
-def test_stop_racing_resume_gives_one_winner(postgres_only: None, round_: int) -> None:
+def test_stop_racing_resume_gives_one_winner(db: None, round_: int) -> None:
     job_id = f"job_sr_{round_}"
     services.job_submit(actor=AGENT, job_id=job_id, identity="worker_1")
     services.job_pause(actor=Actor.system("ops"), job_id=job_id)
@@ -92,7 +92,7 @@ def test_stop_racing_resume_gives_one_winner(postgres_only: None, round_: int) -
     assert_chain_gapless(job_id)
 
 
-def test_many_writers_on_one_job_keep_the_revisions_gapless(postgres_only: None) -> None:
+def test_many_writers_on_one_job_keep_the_revisions_gapless(db: None) -> None:
     services.job_submit(actor=AGENT, job_id="job_many", identity="worker_1")
     calls = [
         (
@@ -111,7 +111,7 @@ def test_many_writers_on_one_job_keep_the_revisions_gapless(postgres_only: None)
     assert_chain_gapless("job_many")
 
 
-def test_two_cancels_give_one_winner(postgres_only: None) -> None:
+def test_two_cancels_give_one_winner(db: None) -> None:
     services.job_submit(actor=AGENT, job_id="job_cc", identity="worker_1")
     r = race(
         lambda: services.job_cancel(actor=Actor.system("a"), job_id="job_cc"),

@@ -1,4 +1,4 @@
-"""Every row of the lifecycle table (DESIGN §5) and every refusal of resume, through services."""
+"""Every row of the lifecycle table (docs/lifecycle.md) and every refusal of resume, through services."""
 
 from __future__ import annotations
 

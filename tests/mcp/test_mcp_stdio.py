@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -51,16 +50,8 @@ async def _call(session: Any, tool: str, **arguments: Any) -> tuple[bool, dict[s
     return bool(result.is_error), dict(result.structured_content or {})
 
 
-@pytest.fixture
-def pg(transactional_db: Any) -> None:
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("the MCP subprocess tests need PostgreSQL (set DATABASE_URL)")
-
-
 def test_an_agent_lists_tools_creates_a_job_checkpoints_it_and_is_blocked_after_a_stop(
-    pg: None,
+    transactional_db: None,
 ) -> None:
     from jobs.services import job_stop
 
@@ -120,7 +111,7 @@ def test_an_agent_lists_tools_creates_a_job_checkpoints_it_and_is_blocked_after_
 
 
 def test_an_api_key_limits_the_agent_to_its_scopes_and_templates_create_linked_jobs(
-    pg: None,
+    transactional_db: None,
 ) -> None:
     from gaitweb.apikeys import apikey_create
     from jobs.recurring import template_create
@@ -195,7 +186,7 @@ def _approve(request_id: str) -> None:
     approval_decide(actor=Actor.system("rita"), request_id=request_id, decision="approve")
 
 
-def test_the_server_refuses_to_start_with_a_bad_api_key(pg: None) -> None:
+def test_the_server_refuses_to_start_with_a_bad_api_key(transactional_db: None) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "gait", "mcp", "--api-key", "gw_nope_nope"],
         cwd=ROOT,

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.mark.parametrize("round_", range(3))
 def test_concurrent_builds_of_one_job_store_one_pack_and_journal_it_once(
-    postgres_only: None, round_: int
+    db: None, round_: int
 ) -> None:
     job = job_with_history(f"race-{round_}", extra_events=200)
     barrier = threading.Barrier(4)

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import subprocess_env
-from tests.workers import Cluster, postgres_with_cache
+from tests.workers import Cluster, worker_db_ready
 
 
 @pytest.fixture
 def pg(transactional_db: Any) -> None:
-    postgres_with_cache()
+    worker_db_ready()
 
 
 @pytest.fixture
