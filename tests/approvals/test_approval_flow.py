@@ -13,11 +13,11 @@ from django.utils import timezone
 from approvals.gate import gate_evaluate
 from approvals.models import ApprovalRequest, Decision
 from approvals.policy import policy_parse
+from approvals.selectors import approval_pending_list
 from approvals.services import (
     DecideOutcome,
     approval_decide,
     approval_expire_due,
-    approval_pending_list,
     approval_request_create,
     identity_revoke,
 )

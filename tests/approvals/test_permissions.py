@@ -9,10 +9,10 @@ import pytest
 
 from approvals.gate import gate_dispatch
 from approvals.models import Policy, RevokedIdentity
+from approvals.selectors import approval_pending_list
 from approvals.services import (
     approval_decide,
     approval_expire_due,
-    approval_pending_list,
     approval_request_create,
     identity_revoke,
     policy_list,
