@@ -84,7 +84,9 @@ def approval_decide_view(request: HttpRequest, request_id: str) -> HttpResponse:
                 refusal_request=request_id,
             )
         ctx = _queue_context(actor)
-        ctx.update(refusal=refusal, refusal_request=request_id)
+        # next to its card, or on top when the queue does not show it (not this user's to see)
+        shown = any(r.request_id == request_id for r in ctx["requests"])
+        ctx.update(refusal=refusal, refusal_request=request_id if shown else "")
         if request.htmx:
             return render(request, "approvals/queue.html#queue", ctx, status=status)
         ctx.update(page_context(request, "approvals"))

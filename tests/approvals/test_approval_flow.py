@@ -134,7 +134,10 @@ def test_one_person_behind_two_names_counts_once_when_approvers_must_be_distinct
     req = request_for(required_approvals=2)
     decide(cast.actor("reviewer"), req, "approve")
     rita_bot = Actor(
-        name="rita-api-key", scopes=frozenset({"approve"}), identity="rita_reviewer", kind="apikey"
+        name="rita-api-key",
+        scopes=frozenset({"approve", "cross_identity"}),
+        identity="rita_reviewer",
+        kind="apikey",
     )
     refused(
         Conflict,
