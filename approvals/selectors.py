@@ -15,15 +15,11 @@ from gaitweb.actors import Actor, Scope
 from gaitweb.errors import NotFound
 from gaitweb.validation import text_field
 from jobs.models import FINISHED_STATUSES
-from jobs.selectors import job_get
+from jobs.selectors import identity_scoped, job_get
 
 
 def approvals_visible(actor: Actor | None) -> QuerySet[ApprovalRequest]:
-    qs = ApprovalRequest.objects.all()
-    bound = actor.bound_identity if actor is not None else None
-    if bound is None:
-        return qs
-    return qs.filter(job__identity=bound) if bound else qs.none()
+    return identity_scoped(ApprovalRequest.objects.all(), actor, "job__identity")
 
 
 def approval_get(*, actor: Actor | None, request_id: str) -> ApprovalRequest:

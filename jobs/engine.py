@@ -1687,16 +1687,14 @@ def job_stats(*, actor: Actor | None, recent: int = 200) -> dict[str, Any]:
     from django_q.conf import Conf
     from django_q.models import OrmQ
 
-    from jobs.selectors import job_counts, jobs_visible
+    from jobs.selectors import identity_scoped, job_counts, jobs_visible
 
     by_status = job_counts(actor=actor)
     visible = jobs_visible(actor)
     now = timezone.now()
     created = sum(by_status.values())
     started = visible.filter(started_at__isnull=False).count()
-    events = JobEvent.objects.order_by("-id")
-    if actor is not None and actor.bound_identity is not None:
-        events = events.filter(job__identity=actor.bound_identity)
+    events = identity_scoped(JobEvent.objects.order_by("-id"), actor, "job__identity")
     reasons = Counter(events.values_list("reason_code", flat=True)[:recent])
     return {
         "created": created,

@@ -69,8 +69,10 @@ def template_id_check(template_id: Any) -> str:
     return template_id
 
 
-def _bound(qs: QuerySet[Any], actor: Actor | None, field: str) -> QuerySet[Any]:
-    """``qs`` narrowed to the rows ``actor`` may see; ``field`` is the identity's lookup."""
+def identity_scoped(qs: QuerySet[Any], actor: Actor | None, field: str) -> QuerySet[Any]:
+    """``qs`` narrowed to the rows ``actor`` may see; ``field`` is the lookup of the row's
+    identity (``identity`` for jobs and templates, ``job__identity`` for what hangs off a job).
+    The one place the identity bound is applied: every ``*_visible`` selector calls it."""
     if actor is None:
         return qs
     bound = actor.bound_identity
@@ -86,7 +88,7 @@ def _bound(qs: QuerySet[Any], actor: Actor | None, field: str) -> QuerySet[Any]:
 
 def jobs_visible(actor: Actor | None) -> QuerySet[Job]:
     """Every job ``actor`` may see (all of them for ``None`` and cross-identity actors)."""
-    return _bound(Job.objects.all(), actor, "identity")
+    return identity_scoped(Job.objects.all(), actor, "identity")
 
 
 def _job_not_found(job_id: str) -> NotFound:
@@ -358,7 +360,7 @@ def job_snapshot(job: Job) -> dict[str, Any]:
 
 
 def templates_visible(actor: Actor | None) -> QuerySet[JobTemplate]:
-    return _bound(JobTemplate.objects.all(), actor, "identity")
+    return identity_scoped(JobTemplate.objects.all(), actor, "identity")
 
 
 def template_get(*, actor: Actor | None, template_id: Any, for_update: bool = False) -> JobTemplate:

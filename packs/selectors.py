@@ -13,18 +13,14 @@ from django.db.models import QuerySet
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import InvalidInput, NotFound
-from jobs.selectors import job_get
+from jobs.selectors import identity_scoped, job_get
 from packs.models import Pack
 
 PACK_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def packs_visible(actor: Actor | None) -> QuerySet[Pack]:
-    qs = Pack.objects.all()
-    bound = actor.bound_identity if actor is not None else None
-    if bound is None:
-        return qs
-    return qs.filter(job__identity=bound) if bound else qs.none()
+    return identity_scoped(Pack.objects.all(), actor, "job__identity")
 
 
 def pack_get(*, actor: Actor, pack_id: str) -> Pack:

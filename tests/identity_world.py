@@ -14,22 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gaitweb.actors import Actor
+from tests.api.conftest import POLICY_YAML
 
 A = "agent-a"
 B = "agent-b"
 POLICY = "strict"
-POLICY_YAML = """\
-schema_id: gait.gate.policy
-schema_version: 1.0.0
-default_verdict: allow
-rules:
-  - name: no-deletes
-    priority: 20
-    effect: block
-    match:
-      tool_names: [db.drop]
-    reason_codes: [destructive_tool_blocked]
-"""
 STEPS = {"steps": [{"name": "say", "kind": "python", "with": {"function": "echo"}}]}
 SECRET_OUTPUT = {"answer": "only agent-a may read this"}
 

@@ -18,6 +18,7 @@ import pytest
 
 from gaitweb.actors import Actor
 from tests.identity_world import A, B, World, world_build, world_fingerprint
+from tests.mcp.test_mcp_stdio import TOOLS
 
 
 @dataclass(frozen=True)
@@ -46,20 +47,6 @@ def _cases(world: World) -> list[Case]:
             "job_update", {"job_id": run, "summary": "done", "type": "completed"}, "job_not_found"
         ),
     ]
-
-
-TOOLS = {
-    "job_create",
-    "job_list",
-    "job_status",
-    "job_show",
-    "job_update",
-    "job_result",
-    "job_cancel",
-    "gate_evaluate",
-    "approval_wait",
-    "template_list",
-}
 
 
 def call(actor: Actor, tool: str, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
