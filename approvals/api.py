@@ -17,7 +17,7 @@ from rest_framework.response import Response
 
 from approvals.models import ApprovalRequest
 from gaitweb.actors import Scope
-from gaitweb.api import int_param
+from gaitweb.api import StrictInput, StrictQuery, int_param
 from gaitweb.api_views import ApiView
 from gaitweb.canonical import iso_utc
 from gaitweb.errors import InvalidInput
@@ -44,7 +44,7 @@ def _gate_out(result: Any) -> dict[str, Any]:
     return GateResultOut(data).data
 
 
-class GateEvaluateIn(serializers.Serializer):
+class GateEvaluateIn(StrictInput):
     intent = serializers.DictField(
         child=serializers.JSONField(), help_text="{tool_name, args, targets[], context{}}"
     )
@@ -58,7 +58,7 @@ class GateEvaluateIn(serializers.Serializer):
     )
 
 
-class GateDispatchIn(serializers.Serializer):
+class GateDispatchIn(StrictInput):
     intent = serializers.DictField(child=serializers.JSONField())
     path = serializers.CharField(
         required=False, default="api", max_length=64, help_text="dispatch path named in the journal"
@@ -174,7 +174,7 @@ def _request_dict(r: ApprovalRequest) -> dict[str, Any]:
     }
 
 
-class ApprovalListQuery(serializers.Serializer):
+class ApprovalListQuery(StrictQuery):
     job_id = serializers.CharField(required=False, max_length=128)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=500)
 
@@ -183,7 +183,7 @@ class ApprovalListOut(serializers.Serializer):
     results = ApprovalRequestOut(many=True)
 
 
-class ApprovalDecideIn(serializers.Serializer):
+class ApprovalDecideIn(StrictInput):
     decision = serializers.ChoiceField(choices=["approve", "reject"])
     reason = serializers.CharField(
         required=False, allow_blank=True, max_length=4096, help_text="required to reject"
@@ -212,7 +212,7 @@ class ApprovalsView(ApiView):
         summary="The reviewers' queue: pending approval requests, soonest expiry first",
     )
     def get(self, request: Request) -> Response:
-        from approvals.services import approval_pending_list
+        from approvals.selectors import approval_pending_list
 
         q = self.query(ApprovalListQuery)
         limit = int_param(request, "limit", default=100, lo=1, hi=500)
@@ -262,7 +262,7 @@ class PolicyListOut(serializers.Serializer):
     results = PolicyVersionOut(many=True)
 
 
-class PolicySaveIn(serializers.Serializer):
+class PolicySaveIn(StrictInput):
     name = serializers.CharField(max_length=128)
     source = serializers.CharField(
         max_length=256 * 1024, trim_whitespace=False, help_text="policy YAML (parsed strictly)"
@@ -270,7 +270,7 @@ class PolicySaveIn(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, max_length=512)
 
 
-class PolicyDigestIn(serializers.Serializer):
+class PolicyDigestIn(StrictInput):
     source = serializers.CharField(max_length=256 * 1024, trim_whitespace=False)
 
 
@@ -369,7 +369,7 @@ class PolicyDigestView(ApiView):
 # --- identities ----------------------------------------------------------------------------------
 
 
-class RevokeIn(serializers.Serializer):
+class RevokeIn(StrictInput):
     identity = serializers.CharField(max_length=256)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=512)
 
@@ -422,4 +422,5 @@ class ApprovalExpireView(ApiView):
     def post(self, request: Request) -> Response:
         from approvals.services import approval_expire_due
 
+        self.input(None)
         return Response(ApprovalExpireOut({"expired": approval_expire_due(actor=self.actor)}).data)

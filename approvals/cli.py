@@ -123,7 +123,7 @@ def _approval_expire(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _approval_list(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import approval_pending_list
+    from approvals.selectors import approval_pending_list
     from gaitweb.canonical import iso_utc
 
     rows = [

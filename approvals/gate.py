@@ -25,7 +25,8 @@ from approvals.policy import (
 )
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import EXIT_APPROVAL_REQUIRED, EXIT_OK, EXIT_POLICY_BLOCKED, InvalidInput
-from jobs.models import FINISHED_STATUSES, Job, JobStatus
+from jobs.models import FINISHED_STATUSES, JobStatus
+from jobs.selectors import jobs_visible
 
 EXIT_CODES = {
     "allow": EXIT_OK,
@@ -154,8 +155,9 @@ def gate_dispatch(
 ) -> GateResult:
     """Decide an external agent's tool call against job ``job_id`` and journal it.
 
-    Order (fails closed): unknown or unreadable job -> ``block``
-    (``emergency_stop_state_unavailable``, nothing journaled: there is no job to write to);
+    Order (fails closed): unknown, unreadable or not the caller's to see (another identity's,
+    jobs.selectors) job -> ``block`` (``emergency_stop_state_unavailable``, nothing journaled:
+    there is no job to write to);
     emergency-stopped job -> ``block`` (``emergency_stop_preempted``); finished job ->
     ``block`` (``job_not_active``); a revoked identity (the intent's, the job's or the caller's)
     -> ``block`` (``identity_revoked``); otherwise the job's bound policy decides. Every block and
@@ -177,7 +179,9 @@ def gate_dispatch(
 
     try:
         with transaction.atomic():
-            job = Job.objects.select_for_update().filter(job_id=job_id).first()
+            # a job the caller may not see (another identity's) answers exactly as an unknown
+            # one: no verdict from its policy, nothing journaled, no existence oracle
+            job = jobs_visible(actor).select_for_update().filter(job_id=job_id).first()
             if job is None:
                 return _refusal("emergency_stop_state_unavailable", replace(parsed, job_id=job_id))
             parsed = replace(

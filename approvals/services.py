@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, QuerySet
+from django.db.models import Max
 from django.utils import timezone
 
 from approvals.models import (
@@ -36,6 +36,7 @@ from approvals.models import (
 )
 from approvals.policy import Policy as PolicyDoc
 from approvals.policy import policy_parse
+from approvals.selectors import approval_get
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
 from gaitweb.errors import Conflict, GaitError, InvalidInput, NotFound, PolicyRefused
@@ -312,7 +313,7 @@ def approval_request_create(
 
     with transaction.atomic():
         if isinstance(job, str):
-            job = job_get(job_id=job, for_update=True)
+            job = job_get(actor=actor, job_id=job, for_update=True)
         request = ApprovalRequest.objects.create(
             request_id=f"apr_{uuid.uuid4().hex[:24]}",
             job=job,
@@ -392,8 +393,11 @@ def _same_person(earlier: Decision, actor: Actor) -> bool:
 def _flow_actor(actor: Actor) -> Actor:
     """The approval flow resumes the job on the decider's behalf: the decision is the
     authority (a reviewer needs no ``control`` scope for this), and the resume checks still run.
-    No asserted identity: the job's bound identity is checked for revocation only."""
-    return Actor(name=actor.name, scopes=frozenset({Scope.CONTROL}), kind="system")
+    No asserted identity: the job's bound identity is checked for revocation only. It sees
+    every identity's jobs: the decider could see this one, or it would not have got here."""
+    return Actor(
+        name=actor.name, scopes=frozenset({Scope.CONTROL, Scope.CROSS_IDENTITY}), kind="system"
+    )
 
 
 def approval_decide(
@@ -429,21 +433,11 @@ def approval_decide(
     reason = text_field(
         reason, "reason", max_len=REASON_MAX, required=decision == DecisionKind.REJECT
     )
-    request_id = text_field(request_id, "request_id", max_len=64, required=True)
-    job_id = (
-        ApprovalRequest.objects.filter(request_id=request_id)
-        .values_list("job__job_id", flat=True)
-        .first()
-    )
-    if job_id is None:
-        raise NotFound(
-            "approval_not_found",
-            f"no approval request {request_id!r}",
-            details={"request_id": request_id},
-        )
+    found = approval_get(actor=actor, request_id=request_id)
+    request_id, job_id = found.request_id, found.job.job_id
 
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         request = ApprovalRequest.objects.select_for_update().get(request_id=request_id)
         if request.status != ApprovalStatus.PENDING:
             raise Conflict(
@@ -589,7 +583,7 @@ def approval_expire_due(
     outcomes = []
     for request_id, job_id in due:
         with transaction.atomic():
-            job = job_get(job_id=job_id, for_update=True)
+            job = job_get(actor=actor, job_id=job_id, for_update=True)
             request = ApprovalRequest.objects.select_for_update().get(request_id=request_id)
             if (
                 request.status != ApprovalStatus.PENDING
@@ -638,22 +632,3 @@ def approval_expire_due(
                 )
             outcomes.append({"request_id": request_id, "job_id": job_id, "fallback": "reject"})
     return outcomes
-
-
-def approval_pending_list(*, actor: Actor, job_id: str | None = None) -> QuerySet[ApprovalRequest]:
-    """The reviewers' queue: pending requests, oldest expiry first, then newest. Requests of
-    jobs that are finished (completed, cancelled, failed) are left out: nothing can be approved
-    there any more (job_approve refuses those states)."""
-    from jobs.models import FINISHED_STATUSES
-
-    actor.require(Scope.READ)
-    qs = (
-        ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
-        .exclude(job__status__in=FINISHED_STATUSES)
-        .select_related("job")
-        .prefetch_related("decisions")
-        .order_by(F("expires_at").asc(nulls_last=True), "-created_at")
-    )
-    if job_id:
-        qs = qs.filter(job__job_id=job_id)
-    return qs

@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from approvals.models import ApprovalRequest
+from approvals.selectors import approvals_visible
 from approvals.services import approval_decide
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError
@@ -59,8 +59,10 @@ def approval_decide_view(request: HttpRequest, request_id: str) -> HttpResponse:
     decision = request.POST.get("decision", "")
     reason = request.POST.get("reason", "")
     from_job = request.POST.get("from") == "job"
+    # the job page to re-render: only a request this user may see names one (no oracle)
     job_id = (
-        ApprovalRequest.objects.filter(request_id=request_id)
+        approvals_visible(actor)
+        .filter(request_id=request_id)
         .values_list("job__job_id", flat=True)
         .first()
     )
@@ -74,7 +76,7 @@ def approval_decide_view(request: HttpRequest, request_id: str) -> HttpResponse:
         if from_job and job_id:
             return _render_detail(
                 request,
-                job_get(job_id=job_id),
+                job_get(actor=actor, job_id=job_id),
                 actor,
                 fragment=bool(request.htmx),
                 status=status,
@@ -82,7 +84,9 @@ def approval_decide_view(request: HttpRequest, request_id: str) -> HttpResponse:
                 refusal_request=request_id,
             )
         ctx = _queue_context(actor)
-        ctx.update(refusal=refusal, refusal_request=request_id)
+        # next to its card, or on top when the queue does not show it (not this user's to see)
+        shown = any(r.request_id == request_id for r in ctx["requests"])
+        ctx.update(refusal=refusal, refusal_request=request_id if shown else "")
         if request.htmx:
             return render(request, "approvals/queue.html#queue", ctx, status=status)
         ctx.update(page_context(request, "approvals"))
@@ -99,7 +103,7 @@ def approval_decide_view(request: HttpRequest, request_id: str) -> HttpResponse:
     if request.htmx:
         if from_job:
             return _render_detail(
-                request, job_get(job_id=job_id), actor, fragment=True, notice=notice
+                request, job_get(actor=actor, job_id=job_id), actor, fragment=True, notice=notice
             )
         ctx = _queue_context(actor)
         ctx["notice"] = notice

@@ -4,7 +4,7 @@ approval wait and completion.
 
     # once: keys for the agent (and, to approve from this script, a reviewer)
     python manage.py gait apikey create --identity refund-agent --scopes submit,read,control
-    python manage.py gait apikey create --identity rita --scopes approve,read
+    python manage.py gait apikey create --identity rita --scopes approve,read,cross_identity
     python manage.py gait apikey create --identity root --scopes admin   # optional: stores the policy
 
     GAIT_URL=http://127.0.0.1:8000 GAIT_API_KEY=gw_… [GAIT_REVIEWER_KEY=gw_…] [GAIT_ADMIN_KEY=gw_…] \\

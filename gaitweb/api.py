@@ -25,7 +25,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -149,6 +149,42 @@ class ScopePermission(BasePermission):
 
 
 # --- input hygiene -------------------------------------------------------------------------------
+
+
+def unknown_fields_check(names: Iterable[Any], allowed: Iterable[str], where: str = "body") -> None:
+    """Refuse a field nobody declared: a misspelt field would otherwise be dropped silently
+    (``{"polcy": "strict"}`` would submit a job bound to no policy). ``unknown_field`` names
+    the first one in ``details.field`` and all of them in ``details.fields``."""
+    known = set(allowed)
+    unknown = sorted({str(n) for n in names} - known)
+    if unknown:
+        raise InvalidInput(
+            "unknown_field",
+            f"unknown {'field' if where == 'body' else 'parameter'}"
+            f"{'s' if len(unknown) > 1 else ''} in the {where}: {', '.join(unknown)}",
+            details={"field": unknown[0], "fields": unknown, "allowed": sorted(known)},
+            hint="check the spelling against the API schema (/api/v1/schema/)",
+        )
+
+
+class StrictInput(serializers.Serializer):
+    """The base of every API input serializer, for bodies and query strings alike: a field it
+    does not declare is refused with ``unknown_field`` (gaitweb.api_views.ApiView.input and
+    .query accept nothing else)."""
+
+    where = "body"
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown_fields_check(data.keys(), self.fields.keys(), self.where)
+        return super().to_internal_value(data)
+
+
+class StrictQuery(StrictInput):
+    """The base of every query-string serializer (its refusals say "parameter")."""
+
+    where = "query"
+
 
 SAFE_INT = 2**53 - 1
 

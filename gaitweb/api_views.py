@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -18,8 +19,11 @@ from gaitweb.api import (
     ApiRateThrottle,
     ErrorEnvelopeSerializer,
     ScopePermission,
+    StrictInput,
+    StrictQuery,
     actor_of,
     json_safe_check,
+    unknown_fields_check,
 )
 
 
@@ -100,17 +104,32 @@ class ApiView(APIView):
         for name, value in kwargs.items():
             json_safe_check(value, name)
 
-    def input(
-        self, serializer_class: type[serializers.Serializer], data: Any = None
-    ) -> dict[str, Any]:
-        """Validate the request body (or ``data``) with an input serializer."""
-        data = self.request.data if data is None else data
+    def input(self, serializer_class: type[StrictInput] | None) -> dict[str, Any]:
+        """Validate the request body with an input serializer (a ``StrictInput``: unknown
+        fields are refused). ``None``: the operation takes no body, so any field is unknown."""
+        data = self.request.data
+        if serializer_class is None:
+            self.body_fields()
+            return {}
+        if not issubclass(serializer_class, StrictInput) or issubclass(
+            serializer_class, StrictQuery
+        ):
+            raise TypeError(f"{serializer_class.__name__} must be a StrictInput (gaitweb.api)")
         json_safe_check(data if isinstance(data, dict | list) else None)
         s = serializer_class(data=data)
         s.is_valid(raise_exception=True)
         return dict(s.validated_data)
 
-    def query(self, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+    def body_fields(self, *allowed: str) -> None:
+        """For a body no input serializer reads (an upload, an operation without a body): only
+        the ``allowed`` fields (form fields or multipart files) may be there."""
+        data = self.request.data
+        if isinstance(data, Mapping):
+            unknown_fields_check(data.keys(), allowed)
+
+    def query(self, serializer_class: type[StrictQuery]) -> dict[str, Any]:
+        if not issubclass(serializer_class, StrictQuery):
+            raise TypeError(f"{serializer_class.__name__} must be a StrictQuery (gaitweb.api)")
         for key, values in self.request.query_params.lists():
             json_safe_check([key, *values], "query")
         s = serializer_class(data=self.request.query_params)

@@ -69,7 +69,10 @@ def register(groups: Any) -> None:
     p = sub.add_parser("create", help="create a key (printed once)")
     p.add_argument("--identity", required=True, help="agent identity the key acts as")
     p.add_argument(
-        "--scopes", required=True, help="comma-separated: submit,control,approve,read,admin"
+        "--scopes",
+        required=True,
+        help="comma-separated: submit,control,approve,read,cross_identity,admin "
+        "(cross_identity: see every identity's objects, docs/security.md)",
     )
     p.add_argument("--name", default="", help="a label for admins")
     p.add_argument("--user", help="link to a user: the key never has more scopes than they do")

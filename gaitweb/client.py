@@ -168,11 +168,24 @@ class GaitClient:
         status: str | None = None,
         identity: str | None = None,
         label: list[str] | None = None,
+        q: str | None = None,
+        template_id: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
         page_size: int | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """All matching jobs, newest first, fetched page by page."""
+        """All matching jobs the key may see, newest first, fetched page by page (the filters
+        of jobs.selectors.job_filter)."""
         return self._pages(
-            "/jobs", status=status, identity=identity, label=label, page_size=page_size
+            "/jobs",
+            status=status,
+            identity=identity,
+            label=label,
+            q=q,
+            template_id=template_id,
+            created_after=created_after,
+            created_before=created_before,
+            page_size=page_size,
         )
 
     def events(self, job_id: str) -> Iterator[dict[str, Any]]:

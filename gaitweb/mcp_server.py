@@ -12,10 +12,17 @@ result with ``error_code: internal_error``. A tool never takes the server down.
 
 The tools are plain synchronous functions: the SDK runs them in worker threads, which is what
 the Django ORM needs (it refuses to run inside an event loop).
+
+An MCP session is its identity, like an API key: the tools read through the selectors
+(jobs/selectors.py, approvals/selectors.py), so another identity's jobs, templates and
+approvals answer exactly as unknown ones do, unless the session has ``cross_identity``. An
+argument a tool does not declare is refused with ``unknown_field`` (the SDK would drop it).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import time
@@ -26,6 +33,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from gaitweb.actors import Actor, Scope
+from gaitweb.api import unknown_fields_check
 from gaitweb.canonical import iso_utc
 from gaitweb.errors import GaitError, InvalidInput, LimitExceeded
 
@@ -69,7 +77,6 @@ def _tool(fn: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
     """Wrap a tool body: fresh database connections like a request, refusals and crashes as
     error results. The wrapper keeps ``fn``'s signature, from which the SDK derives the input
     schema."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -154,14 +161,11 @@ def _page_size(limit: int | None) -> int:
     return limit
 
 
-def _pending_approvals(job: Any) -> list[dict[str, Any]]:
-    from approvals.models import ApprovalRequest, ApprovalStatus
+def _pending_approvals(actor: Actor, job_id: str) -> list[dict[str, Any]]:
+    from approvals.models import ApprovalStatus
+    from approvals.selectors import approval_list
 
-    rows = (
-        ApprovalRequest.objects.filter(job=job, status=ApprovalStatus.PENDING)
-        .select_related("job")  # _approval_dict reads r.job.job_id: one query, not one per row
-        .prefetch_related("decisions")
-    )
+    rows = approval_list(actor=actor, job_id=job_id).filter(status=ApprovalStatus.PENDING)
     return [_approval_dict(r) for r in rows]
 
 
@@ -198,22 +202,50 @@ def _template_of(job: Any) -> dict[str, Any] | None:
 # --- the server --------------------------------------------------------------------------------
 
 
-def build_server(actor: Actor) -> Any:
-    """An ``MCPServer`` with gaitweb's tools, every call made as ``actor``."""
+@functools.cache
+def _server_class() -> type:
+    """``MCPServer`` that refuses undeclared arguments. The SDK validates arguments with a
+    pydantic model that ignores extra keys, so ``{"polcy": "strict"}`` would reach the tool
+    as if it had not been sent; the check runs before that, on the call as the client sent it.
+    """
     from mcp.server.mcpserver import MCPServer
 
-    from approvals.gate import gate_dispatch
-    from jobs import services
-    from jobs.models import FINISHED_STATUSES, Job, StepRun, StepRunStatus
-    from jobs.recurring import template_list, template_run_now, template_snapshot
-    from jobs.selectors import checkpoint_list, job_get, job_snapshot
+    class StrictMCPServer(MCPServer):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.tool_arguments: dict[str, frozenset[str]] = {}
 
-    server = MCPServer(name=SERVER_NAME, instructions=INSTRUCTIONS, version="1.0.0")
+        async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+            allowed = self.tool_arguments.get(name)
+            if allowed is not None:
+                try:
+                    unknown_fields_check((arguments or {}).keys(), allowed, "arguments")
+                except GaitError as exc:
+                    return _refusal(exc)
+            return await super().call_tool(name, arguments, context)
+
+    return StrictMCPServer
+
+
+def build_server(actor: Actor) -> Any:
+    """An ``MCPServer`` with gaitweb's tools, every call made as ``actor``."""
+    from approvals.gate import gate_dispatch
+    from approvals.selectors import approval_get, approval_list
+    from jobs import selectors, services  # selectors.job_list: the tool has the same name
+    from jobs.models import FINISHED_STATUSES, StepRun, StepRunStatus
+    from jobs.recurring import template_run_now, template_snapshot
+    from jobs.selectors import checkpoint_list, job_filter, job_get, job_snapshot
+
+    server = _server_class()(name=SERVER_NAME, instructions=INSTRUCTIONS, version="1.0.0")
 
     def add(fn: Callable[..., dict[str, Any]], description: str) -> None:
         server.add_tool(
             _tool(fn), name=fn.__name__, description=description, structured_output=False
         )
+        tool = server._tool_manager.get_tool(fn.__name__)
+        # publish it too: a client that validates against the schema refuses extra arguments
+        tool.parameters["additionalProperties"] = False
+        server.tool_arguments[fn.__name__] = frozenset(inspect.signature(fn).parameters)
 
     def job_create(
         spec: dict[str, Any] | None = None,
@@ -276,30 +308,33 @@ def build_server(actor: Actor) -> Any:
 
     def job_list(
         status: str | None = None,
+        identity: str | None = None,
+        label: list[str] | None = None,
+        q: str | None = None,
         template_id: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
         limit: int | None = None,
         before_job_id: str | None = None,
     ) -> dict[str, Any]:
         actor.require(Scope.READ)
         size = _page_size(limit)
-        qs = Job.objects.order_by("-created_at", "-id")
-        if status:
-            from jobs.models import JobStatus
-
-            if status not in JobStatus.values:
-                raise InvalidInput(
-                    "invalid_status",
-                    f"status must be one of {', '.join(JobStatus.values)}",
-                    details={"field": "status"},
-                )
-            qs = qs.filter(status=status)
-        if template_id:
-            qs = qs.filter(template_fire__template__template_id=template_id)
+        filters = job_filter(
+            status=status,
+            identity=identity,
+            label=label,
+            q=q,
+            template_id=template_id,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        after = None
         if before_job_id:
-            anchor = job_get(job_id=before_job_id)
-            qs = qs.filter(created_at__lte=anchor.created_at).exclude(
-                created_at=anchor.created_at, id__gte=anchor.id
-            )
+            anchor = job_get(actor=actor, job_id=before_job_id)
+            after = (anchor.created_at, anchor.pk)
+        qs = selectors.job_list(actor=actor, filters=filters, after=after).select_related(
+            "retry_of"
+        )
         rows = list(qs[: size + 1])
         items = [job_snapshot(j) for j in rows[:size]]
         return {
@@ -309,12 +344,14 @@ def build_server(actor: Actor) -> Any:
 
     add(
         job_list,
-        "List jobs, newest first (filter by status or template_id; page with before_job_id).",
+        "List jobs, newest first. Filters as the API's: status (one or comma-separated), "
+        "identity, label (key=value or key, all must match), q (job id prefix), template_id, "
+        "created_after / created_before (ISO 8601); page with before_job_id.",
     )
 
     def job_status(job_id: str) -> dict[str, Any]:
         actor.require(Scope.READ)
-        job = job_get(job_id=job_id)
+        job = job_get(actor=actor, job_id=job_id)
         snap = job_snapshot(job)
         return {
             "job_id": job.job_id,
@@ -328,9 +365,9 @@ def build_server(actor: Actor) -> Any:
 
     def job_show(job_id: str) -> dict[str, Any]:
         actor.require(Scope.READ)
-        report = services.job_inspect(job_id=job_id, events_limit=20)
-        job = job_get(job_id=job_id)
-        report["pending_approvals"] = _pending_approvals(job)
+        report = services.job_inspect(actor=actor, job_id=job_id, events_limit=20)
+        job = job_get(actor=actor, job_id=job_id)
+        report["pending_approvals"] = _pending_approvals(actor, job_id)
         report["template"] = _template_of(job)
         report["job_id"] = job_id
         return report
@@ -356,7 +393,7 @@ def build_server(actor: Actor) -> Any:
             required_action=required_action or "",
             reason_code=reason_code or "",
         )
-        job = job_get(job_id=job_id)
+        job = job_get(actor=actor, job_id=job_id)
         return {"job_id": job_id, "checkpoint": cp.as_dict(), "job": job_snapshot(job)}
 
     add(
@@ -367,7 +404,7 @@ def build_server(actor: Actor) -> Any:
 
     def job_result(job_id: str) -> dict[str, Any]:
         actor.require(Scope.READ)
-        job = job_get(job_id=job_id)
+        job = job_get(actor=actor, job_id=job_id)
         steps = {
             name: output
             for name, output in StepRun.objects.filter(
@@ -435,8 +472,6 @@ def build_server(actor: Actor) -> Any:
         request_id: str | None = None,
         timeout_seconds: float = 0.0,
     ) -> dict[str, Any]:
-        from approvals.models import ApprovalRequest
-
         actor.require(Scope.READ)
         if not job_id and not request_id:
             raise InvalidInput("missing_job_id", "give a job_id or a request_id")
@@ -449,22 +484,12 @@ def build_server(actor: Actor) -> Any:
                 f"timeout_seconds must be from 0 to {APPROVAL_WAIT_MAX_SECONDS:g}",
                 details={"field": "timeout_seconds", "max": APPROVAL_WAIT_MAX_SECONDS},
             )
-        qs = ApprovalRequest.objects.select_related("job").prefetch_related("decisions")
+        qs = approval_list(actor=actor, job_id=job_id)
         if request_id:
-            qs = qs.filter(request_id=request_id)
-        if job_id:
-            qs = qs.filter(job=job_get(job_id=job_id))
-        if request_id and not qs.exists():
-            from gaitweb.errors import NotFound
-
-            raise NotFound(
-                "approval_not_found",
-                f"no approval request {request_id!r}",
-                details={"request_id": request_id},
-            )
+            qs = qs.filter(pk=approval_get(actor=actor, request_id=request_id).pk)
         deadline = time.monotonic() + float(timeout_seconds)
         while True:
-            requests = [_approval_dict(r) for r in qs.order_by("-created_at")[:20]]
+            requests = [_approval_dict(r) for r in qs[:20]]
             pending = [r for r in requests if r["status"] == "pending"]
             if not pending or time.monotonic() >= deadline:
                 break
@@ -484,7 +509,9 @@ def build_server(actor: Actor) -> Any:
 
     def template_list_tool(enabled: bool | None = None) -> dict[str, Any]:
         return {
-            "templates": [template_snapshot(t) for t in template_list(actor=actor, enabled=enabled)]
+            "templates": [
+                template_snapshot(t) for t in selectors.template_list(actor=actor, enabled=enabled)
+            ]
         }
 
     template_list_tool.__name__ = "template_list"

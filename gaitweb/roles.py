@@ -1,7 +1,8 @@
 """The five roles as Django groups, each a set of scope permissions (gaitweb/actors.py).
 
 Groups are (re)created after every migrate, so a fresh database always has them; an admin may
-add users to groups in Django admin. ``integrator`` is for service accounts behind API keys.
+add users to groups in Django admin. ``integrator`` is for service accounts behind API keys:
+the only role confined to its own identity.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from typing import Any
 
 from gaitweb.actors import SCOPE_PERMISSIONS, Scope
 
+# The staff roles see every identity's objects (cross_identity); an integrator is an agent's
+# account and sees only the jobs, templates, approvals and packs of its own identity (its
+# username), like an API key (docs/security.md).
 ROLE_SCOPES: dict[str, frozenset[str]] = {
-    "viewer": frozenset({Scope.READ}),
-    "reviewer": frozenset({Scope.READ, Scope.APPROVE}),
-    "operator": frozenset({Scope.READ, Scope.SUBMIT, Scope.CONTROL}),
+    "viewer": frozenset({Scope.READ, Scope.CROSS_IDENTITY}),
+    "reviewer": frozenset({Scope.READ, Scope.APPROVE, Scope.CROSS_IDENTITY}),
+    "operator": frozenset({Scope.READ, Scope.SUBMIT, Scope.CONTROL, Scope.CROSS_IDENTITY}),
     "integrator": frozenset({Scope.READ, Scope.SUBMIT, Scope.CONTROL}),
     "admin": Scope.ALL,
 }

@@ -60,12 +60,12 @@ def require_read(request: HttpRequest) -> Actor:
     return actor
 
 
-def nav_pending_count() -> int:
-    """The header's pending-approvals count: one indexed COUNT over the pending requests only.
-    Fragments swap it out of band (``_nav_count.html``)."""
-    from approvals.models import ApprovalRequest, ApprovalStatus
+def nav_pending_count(actor: Actor) -> int:
+    """The header's pending-approvals count of the requests ``actor`` may see
+    (approvals.selectors). Fragments swap it out of band (``_nav_count.html``)."""
+    from approvals.selectors import approval_pending_count
 
-    return ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING).count()
+    return approval_pending_count(actor=actor)
 
 
 def page_context(request: HttpRequest, nav: str) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def page_context(request: HttpRequest, nav: str) -> dict[str, Any]:
         "nav": nav,
         "nav_role": user_role(request.user),
         "nav_can_submit": actor.can(Scope.SUBMIT),
-        "nav_pending_approvals": nav_pending_count(),
+        "nav_pending_approvals": nav_pending_count(actor),
     }
 
 

@@ -11,8 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.lookups import Exact
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -21,13 +19,22 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gaitweb.actors import Actor, Scope
-from gaitweb.api import KeysetPagination, page_serializer
+from gaitweb.api import KeysetPagination, StrictInput, StrictQuery, page_serializer
 from gaitweb.api_views import ApiView
 from gaitweb.canonical import iso_utc
-from gaitweb.errors import InvalidInput, PolicyRefused
+from gaitweb.errors import PolicyRefused
 from jobs import services
 from jobs.models import Checkpoint, Job, JobEvent, JobStatus, StepRun
-from jobs.selectors import job_get, job_snapshot
+from jobs.selectors import (
+    checkpoint_get,
+    job_checkpoints,
+    job_events,
+    job_filter,
+    job_get,
+    job_list,
+    job_snapshot,
+    job_step_runs,
+)
 
 READ, SUBMIT, CONTROL, APPROVE = Scope.READ, Scope.SUBMIT, Scope.CONTROL, Scope.APPROVE
 
@@ -160,7 +167,7 @@ def _steprun_dict(r: StepRun) -> dict[str, Any]:
 # --- input serializers -------------------------------------------------------------------------
 
 
-class JobSubmitIn(serializers.Serializer):
+class JobSubmitIn(StrictInput):
     job_id = serializers.CharField(
         required=False,
         max_length=128,
@@ -186,26 +193,38 @@ class JobSubmitIn(serializers.Serializer):
     parent_id = serializers.CharField(required=False, max_length=128)
 
 
-class JobListQuery(serializers.Serializer):
-    status = serializers.CharField(required=False, help_text="one status or a comma-separated list")
-    identity = serializers.CharField(required=False, max_length=256)
+class PageQuery(StrictQuery):
+    cursor = serializers.CharField(required=False)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=500)
+
+
+class JobListQuery(PageQuery):
+    """The filters of every job list (jobs.selectors.job_filter; the dashboard and MCP take
+    the same ones)."""
+
+    status = serializers.CharField(
+        required=False, max_length=400, help_text="one status or a comma-separated list"
+    )
+    identity = serializers.CharField(
+        required=False,
+        max_length=256,
+        help_text="only this identity's jobs (an identity-bound key sees its own only anyway)",
+    )
     label = serializers.ListField(
         required=False,
+        max_length=16,
         child=serializers.CharField(max_length=400),
-        help_text="key=value (repeatable: all must match)",
+        help_text="key=value (the label's text) or key (the label is set); repeatable: all must match",
+    )
+    q = serializers.CharField(required=False, max_length=128, help_text="job id prefix")
+    template_id = serializers.CharField(
+        required=False, max_length=64, help_text="runs of this job template"
     )
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
-    cursor = serializers.CharField(required=False)
-    page_size = serializers.IntegerField(required=False, min_value=1, max_value=500)
 
 
-class PageQuery(serializers.Serializer):
-    cursor = serializers.CharField(required=False)
-    page_size = serializers.IntegerField(required=False, min_value=1, max_value=500)
-
-
-class CheckpointAddIn(serializers.Serializer):
+class CheckpointAddIn(StrictInput):
     type = serializers.CharField(
         max_length=32, help_text="plan | progress | decision-needed | blocked | completed"
     )
@@ -214,7 +233,7 @@ class CheckpointAddIn(serializers.Serializer):
     reason_code = serializers.CharField(required=False, allow_blank=True, max_length=256)
 
 
-class ReasonIn(serializers.Serializer):
+class ReasonIn(StrictInput):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=4096)
 
 
@@ -233,7 +252,7 @@ class ResumeIn(ReasonIn):
     environment_fingerprint = serializers.CharField(required=False, max_length=128)
 
 
-class SignalIn(serializers.Serializer):
+class SignalIn(StrictInput):
     payload = serializers.JSONField(required=False, allow_null=True, default=None)
 
 
@@ -283,18 +302,21 @@ def _job_response(job: Job, status: int = 200, headers: dict[str, str] | None = 
 
 
 def _job_rows_response(
-    request: Request,
+    view: ApiView,
     job_id: str,
     *,
-    model: type[JobEvent] | type[Checkpoint] | type[StepRun],
+    rows: Callable[..., Any],
     pagination: KeysetPagination,
     out: type[serializers.Serializer],
     as_dict: Callable[[Any], dict[str, Any]],
 ) -> Response:
-    """One page of a job's child rows (events, checkpoints, step runs); 404 for an unknown job."""
-    job = job_get(job_id=job_id)
-    rows, next_cursor = pagination.paginate(request, model.objects.filter(job=job))
-    data = out([as_dict(r) for r in rows], many=True).data
+    """One page of a job's child rows (events, checkpoints, step runs) from their selector;
+    404 for a job the caller cannot see, as for an unknown one."""
+    request = view.request
+    view.query(PageQuery)
+    qs = rows(actor=view.actor, job_id=job_id)
+    rows_, next_cursor = pagination.paginate(request, qs)
+    data = out([as_dict(r) for r in rows_], many=True).data
     return Response(pagination.response(request, data, next_cursor))
 
 
@@ -312,32 +334,16 @@ class JobsView(ApiView):
     )
     def get(self, request: Request) -> Response:
         q = self.query(JobListQuery)
-        qs = Job.objects.all()
-        if q.get("status"):
-            statuses = [s.strip() for s in q["status"].split(",") if s.strip()]
-            bad = sorted(set(statuses) - set(JobStatus.values))
-            if bad:
-                raise InvalidInput(
-                    "invalid_status",
-                    f"unknown status: {', '.join(bad)}",
-                    details={"field": "status", "allowed": JobStatus.values},
-                )
-            qs = qs.filter(status__in=statuses)
-        if q.get("identity"):
-            qs = qs.filter(identity=q["identity"])
-        for item in request.query_params.getlist("label"):
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise InvalidInput(
-                    "invalid_labels",
-                    f"label filters are key=value, got {item!r}",
-                    details={"field": "label"},
-                )
-            qs = qs.filter(Exact(KeyTextTransform(key, "labels"), value))
-        if q.get("created_after"):
-            qs = qs.filter(created_at__gte=q["created_after"])
-        if q.get("created_before"):
-            qs = qs.filter(created_at__lt=q["created_before"])
+        filters = job_filter(
+            status=q.get("status"),
+            identity=q.get("identity"),
+            label=q.get("label"),
+            q=q.get("q"),
+            template_id=q.get("template_id"),
+            created_after=q.get("created_after"),
+            created_before=q.get("created_before"),
+        )
+        qs = job_list(actor=self.actor, filters=filters)
         rows, next_cursor = _jobs_page.paginate(request, qs.select_related("retry_of"))
         data = [job_snapshot(j) for j in rows]  # JobOut's shape, as in _job_response
         return Response(_jobs_page.response(request, data, next_cursor))
@@ -403,7 +409,7 @@ class JobDetailView(ApiView):
         operation_id="jobs_get", responses={200: JobOut}, summary="A job's status and state"
     )
     def get(self, request: Request, job_id: str) -> Response:
-        return _job_response(job_get(job_id=job_id))
+        return _job_response(job_get(actor=self.actor, job_id=job_id))
 
 
 class JobEventsView(ApiView):
@@ -416,11 +422,10 @@ class JobEventsView(ApiView):
         summary="The job's hash-chained journal, oldest first",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        self.query(PageQuery)
         return _job_rows_response(
-            request,
+            self,
             job_id,
-            model=JobEvent,
+            rows=job_events,
             pagination=_events_page,
             out=EventOut,
             as_dict=_event_dict,
@@ -436,11 +441,10 @@ class JobCheckpointsView(ApiView):
         responses={200: CheckpointPage},
     )
     def get(self, request: Request, job_id: str) -> Response:
-        self.query(PageQuery)
         return _job_rows_response(
-            request,
+            self,
             job_id,
-            model=Checkpoint,
+            rows=job_checkpoints,
             pagination=_rows_page,
             out=CheckpointOut,
             as_dict=Checkpoint.as_dict,
@@ -462,7 +466,8 @@ class JobCheckpointsView(ApiView):
             required_action=data.get("required_action", ""),
             reason_code=data.get("reason_code", ""),
         )
-        out = {"checkpoint": cp.as_dict(), "job": job_snapshot(job_get(job_id=job_id))}
+        job = job_get(actor=self.actor, job_id=job_id)
+        out = {"checkpoint": cp.as_dict(), "job": job_snapshot(job)}
         return Response(CheckpointAddOut(out).data, status=201)
 
 
@@ -471,7 +476,7 @@ class JobCheckpointDetailView(ApiView):
 
     @extend_schema(operation_id="jobs_checkpoints_show", responses={200: CheckpointOut})
     def get(self, request: Request, job_id: str, checkpoint_id: str) -> Response:
-        cp = services.job_checkpoint_show(job_id=job_id, checkpoint_id=checkpoint_id)
+        cp = checkpoint_get(actor=self.actor, job_id=job_id, checkpoint_id=checkpoint_id)
         return Response(CheckpointOut(cp.as_dict()).data)
 
 
@@ -485,11 +490,10 @@ class JobStepsView(ApiView):
         summary="Step runs (one per attempt) with outputs, errors and log tails",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        self.query(PageQuery)
         return _job_rows_response(
-            request,
+            self,
             job_id,
-            model=StepRun,
+            rows=job_step_runs,
             pagination=_rows_page,
             out=StepRunOut,
             as_dict=_steprun_dict,
@@ -564,11 +568,16 @@ class JobResumeView(ApiView):
     def post(self, request: Request, job_id: str) -> Response:
         data = self.input(ResumeIn)
         actor = self.actor
+        identity = asserted_identity(actor, data.get("identity"))
+        if actor.bound_identity is None and not data.get("identity"):
+            # a cross-identity key resumes like an operator: it asserts no identity, and the
+            # job's own is checked for revocation (resume check 4)
+            identity = None
         job = services.job_resume(
             actor=actor,
             job_id=job_id,
             reason=data.get("reason", ""),
-            identity=asserted_identity(actor, data.get("identity")),
+            identity=identity,
             policy=policy_binding(data.get("policy")),
             allow_env_mismatch=data.get("allow_env_mismatch", False),
             environment_fingerprint=data.get("environment_fingerprint"),
@@ -597,7 +606,7 @@ class JobInspectView(ApiView):
         summary="Job, checkpoints, latest events, chain status",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        return Response(InspectOut(services.job_inspect(job_id=job_id)).data)
+        return Response(InspectOut(services.job_inspect(actor=self.actor, job_id=job_id)).data)
 
 
 class JobVerifyChainView(ApiView):
@@ -609,7 +618,7 @@ class JobVerifyChainView(ApiView):
         summary="Recompute the journal's hash chain (ok false names the first bad revision)",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        report = services.job_verify_chain(job_id=job_id)
+        report = services.job_verify_chain(actor=self.actor, job_id=job_id)
         return Response(
             ChainOut({"ok": report.ok, "job_id": job_id, "chain": report.as_dict()}).data
         )
@@ -629,7 +638,7 @@ class StatsView(ApiView):
     def get(self, request: Request) -> Response:
         from jobs.engine import job_stats
 
-        return Response(job_stats())
+        return Response(job_stats(actor=self.actor))
 
 
 class HealthOut(serializers.Serializer):

@@ -16,10 +16,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gaitweb.actors import Scope
-from gaitweb.api import KeysetPagination, page_serializer
+from gaitweb.api import KeysetPagination, StrictInput, page_serializer
 from gaitweb.api_views import ApiView
 from jobs import recurring
-from jobs.api import JobOut, asserted_identity
+from jobs.api import JobOut, PageQuery, asserted_identity
 from jobs.models import (
     FireStatus,
     FireTrigger,
@@ -28,7 +28,7 @@ from jobs.models import (
     TemplateFire,
     TemplateOverlap,
 )
-from jobs.selectors import job_snapshot
+from jobs.selectors import job_snapshot, template_fires, template_get, template_list
 
 READ, SUBMIT, CONTROL = Scope.READ, Scope.SUBMIT, Scope.CONTROL
 
@@ -97,7 +97,7 @@ _CREATE_FIELDS = (
 )
 
 
-class TemplatePatchIn(serializers.Serializer):
+class TemplatePatchIn(StrictInput):
     # choices are checked by the service (stable reason codes), not here
     name = serializers.CharField(required=False, max_length=400)
     description = serializers.CharField(required=False, allow_blank=True, max_length=4096)
@@ -130,7 +130,7 @@ class TemplateCreateIn(TemplatePatchIn):
     )
 
 
-class RunIn(serializers.Serializer):
+class RunIn(StrictInput):
     job_id = serializers.CharField(required=False, max_length=128)
     labels = serializers.DictField(
         required=False, child=serializers.CharField(allow_blank=True, max_length=256)
@@ -169,13 +169,13 @@ class TemplatesView(ApiView):
 
     @extend_schema(
         operation_id="templates_list",
+        parameters=[PageQuery],
         responses={200: TemplatePage},
         summary="List job templates (cursor pagination)",
     )
     def get(self, request: Request) -> Response:
-        from jobs.models import JobTemplate
-
-        qs = JobTemplate.objects.select_related("policy", "last_job")
+        self.query(PageQuery)
+        qs = template_list(actor=self.actor)
         rows, next_cursor = _templates_page.paginate(request, qs)
         data = TemplateOut([recurring.template_snapshot(t) for t in rows], many=True).data
         return Response(_templates_page.response(request, data, next_cursor))
@@ -207,7 +207,7 @@ class TemplateDetailView(ApiView):
         summary="A template with its next fire time and recent fires",
     )
     def get(self, request: Request, template_id: str) -> Response:
-        template = recurring.template_get(template_id=template_id)
+        template = template_get(actor=self.actor, template_id=template_id)
         return Response(TemplateOut(recurring.template_snapshot(template, fires=20)).data)
 
     @extend_schema(
@@ -252,6 +252,7 @@ class _ToggleView(ApiView):
     enabled = True
 
     def post(self, request: Request, template_id: str) -> Response:
+        self.input(None)
         fn = recurring.template_enable if self.enabled else recurring.template_disable
         template = fn(actor=self.actor, template_id=template_id)
         return Response(TemplateOut(recurring.template_snapshot(template)).data)
@@ -286,14 +287,14 @@ class TemplateFiresView(ApiView):
 
     @extend_schema(
         operation_id="templates_fires",
+        parameters=[PageQuery],
         responses={200: FirePage},
         summary="A template's fires (past runs, skips and refusals), newest first",
     )
     def get(self, request: Request, template_id: str) -> Response:
-        template = recurring.template_get(template_id=template_id)
-        qs = TemplateFire.objects.filter(template=template).select_related(
-            "template", "job", "previous_job"
-        )
+        self.query(PageQuery)
+        template = template_get(actor=self.actor, template_id=template_id)
+        qs = template_fires(template=template, limit=None)
         rows, next_cursor = _fires_page.paginate(request, qs)
         data = FireOut([recurring.fire_snapshot(f) for f in rows], many=True).data
         return Response(_fires_page.response(request, data, next_cursor))

@@ -10,7 +10,7 @@ from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
 from gaitweb.errors import EXIT_OK, InvalidInput
 from jobs import services
-from jobs.selectors import checkpoint_list, job_get, job_snapshot
+from jobs.selectors import checkpoint_get, checkpoint_list, job_get, job_snapshot
 
 
 def _actor(args: Any, default: str = "cli") -> Actor:
@@ -114,7 +114,7 @@ def _submit(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _status(args: Any) -> tuple[int, dict[str, Any]]:
-    return _ok("status", job_get(job_id=args.id))
+    return _ok("status", job_get(actor=_actor(args), job_id=args.id))
 
 
 def _checkpoint_add(args: Any) -> tuple[int, dict[str, Any]]:
@@ -126,16 +126,18 @@ def _checkpoint_add(args: Any) -> tuple[int, dict[str, Any]]:
         required_action=args.required_action or "",
         reason_code=args.reason_code or "",
     )
-    return _ok("checkpoint_add", job_get(job_id=args.id), checkpoint=cp.as_dict())
+    return _ok(
+        "checkpoint_add", job_get(actor=_actor(args), job_id=args.id), checkpoint=cp.as_dict()
+    )
 
 
 def _checkpoint_list(args: Any) -> tuple[int, dict[str, Any]]:
-    job = job_get(job_id=args.id)
+    job = job_get(actor=_actor(args), job_id=args.id)
     return _ok("checkpoint_list", job, checkpoints=[c.as_dict() for c in checkpoint_list(job=job)])
 
 
 def _checkpoint_show(args: Any) -> tuple[int, dict[str, Any]]:
-    cp = services.job_checkpoint_show(job_id=args.id, checkpoint_id=args.checkpoint)
+    cp = checkpoint_get(actor=_actor(args), job_id=args.id, checkpoint_id=args.checkpoint)
     return _ok("checkpoint_show", cp.job, checkpoint=cp.as_dict())
 
 
@@ -171,7 +173,7 @@ def _resume(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _inspect(args: Any) -> tuple[int, dict[str, Any]]:
-    report = services.job_inspect(job_id=args.id)
+    report = services.job_inspect(actor=_actor(args), job_id=args.id)
     job = report["job"]
     return EXIT_OK, {
         "ok": True,
@@ -186,7 +188,7 @@ def _inspect(args: Any) -> tuple[int, dict[str, Any]]:
 def _verify_chain(args: Any) -> tuple[int, dict[str, Any]]:
     from gaitweb.errors import EXIT_VERIFY_FAILED
 
-    report = services.job_verify_chain(job_id=args.id)
+    report = services.job_verify_chain(actor=_actor(args), job_id=args.id)
     payload = {
         "ok": report.ok,
         "operation": "verify_chain",

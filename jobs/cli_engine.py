@@ -17,7 +17,7 @@ from gaitweb.errors import EXIT_OK, InvalidInput
 def _stats(args: Any) -> tuple[int, dict[str, Any]]:
     from jobs.engine import job_stats
 
-    stats = job_stats()
+    stats = job_stats(actor=None)
     summary = (
         f"created {stats['created']}, started {stats['started']}, succeeded {stats['succeeded']}, "
         f"failed {stats['failed']}, cancelled {stats['cancelled']}, running {stats['running']}, "

@@ -18,7 +18,7 @@ from typing import Any
 from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
 from gaitweb.errors import EXIT_OK, InvalidInput
-from jobs import recurring
+from jobs import recurring, selectors
 
 
 def _actor(args: Any) -> Actor:
@@ -65,7 +65,7 @@ def _create(args: Any) -> tuple[int, dict[str, Any]]:
     actor = _actor(args)
     fields: dict[str, Any] = {}
     if args.template:
-        base = recurring.template_get(template_id=args.template)
+        base = selectors.template_get(actor=_actor(args), template_id=args.template)
         fields = {
             "spec": base.spec,
             "identity": base.identity,
@@ -114,7 +114,7 @@ def _create(args: Any) -> tuple[int, dict[str, Any]]:
 
 def _list(args: Any) -> tuple[int, dict[str, Any]]:
     enabled = {"all": None, "enabled": True, "disabled": False}[args.state]
-    rows = recurring.template_list(actor=_actor(args), enabled=enabled)
+    rows = selectors.template_list(actor=_actor(args), enabled=enabled)
     lines = [
         f"{t.template_id}\t{'on ' if t.enabled else 'off'}\t{t.cron or '-'}\t"
         f"next {recurring.template_snapshot(t)['next_fire_at'] or '-'}\truns {t.run_count}"
@@ -129,14 +129,18 @@ def _list(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _show(args: Any) -> tuple[int, dict[str, Any]]:
-    return _ok("templates_show", recurring.template_get(template_id=args.id), fires=args.fires)
+    return _ok(
+        "templates_show",
+        selectors.template_get(actor=_actor(args), template_id=args.id),
+        fires=args.fires,
+    )
 
 
 def _run(args: Any) -> tuple[int, dict[str, Any]]:
     fire = recurring.template_run_now(
         actor=_actor(args), template_id=args.id, job_id=args.job_id, labels=_labels(args.label)
     )
-    template = recurring.template_get(template_id=args.id)
+    template = selectors.template_get(actor=_actor(args), template_id=args.id)
     code, payload = _ok("templates_run", template, run=recurring.fire_snapshot(fire))
     if fire.job is not None:
         payload["job_id"] = fire.job.job_id
@@ -156,10 +160,10 @@ def _toggle(enabled: bool) -> Any:
 
 
 def _fires(args: Any) -> tuple[int, dict[str, Any]]:
-    template = recurring.template_get(template_id=args.id)
+    template = selectors.template_get(actor=_actor(args), template_id=args.id)
     fires = [
         recurring.fire_snapshot(f)
-        for f in recurring.template_fires(template=template, limit=args.limit)
+        for f in selectors.template_fires(template=template, limit=args.limit)
     ]
     lines = [
         f"{f['slot']}\t{f['trigger']}\t{f['status']}\t{f['reason_code'] or '-'}\t"

@@ -47,7 +47,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from gaitweb.actors import Actor, Scope
@@ -1514,7 +1514,7 @@ def job_signal(*, actor: Actor, job_id: str, name: str, payload: Any = None) -> 
             details={"field": "payload", "max_bytes": limit},
         )
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         if job.status in FINISHED_STATUSES or job.step_count == 0:
             raise Conflict(
                 "invalid_transition",
@@ -1677,22 +1677,25 @@ def engine_bootstrap() -> dict[str, Any]:
 # --- stats -------------------------------------------------------------------------------------
 
 
-def job_stats(*, recent: int = 200) -> dict[str, Any]:
+def job_stats(*, actor: Actor | None, recent: int = 200) -> dict[str, Any]:
     """Counters in the spirit of Tau's state: totals by outcome, queue depth (runnable jobs and
     ready broker rows), running jobs, and the reason codes of the most recent events. Cheap
-    enough to poll: one GROUP BY on jobs, two small counts, the latest ``recent`` events."""
+    enough to poll: one GROUP BY on jobs, two small counts, the latest ``recent`` events.
+
+    The job counts and reason codes are of the jobs ``actor`` may see (jobs.selectors); the
+    broker's queue depth is the deployment's, since it names no job or identity."""
     from django_q.conf import Conf
     from django_q.models import OrmQ
 
-    by_status = dict(
-        Job.objects.order_by().values("status").annotate(n=Count("id")).values_list("status", "n")
-    )
+    from jobs.selectors import identity_scoped, job_counts, jobs_visible
+
+    by_status = job_counts(actor=actor)
+    visible = jobs_visible(actor)
     now = timezone.now()
     created = sum(by_status.values())
-    started = Job.objects.filter(started_at__isnull=False).count()
-    reasons = Counter(
-        JobEvent.objects.order_by("-id").values_list("reason_code", flat=True)[:recent]
-    )
+    started = visible.filter(started_at__isnull=False).count()
+    events = identity_scoped(JobEvent.objects.order_by("-id"), actor, "job__identity")
+    reasons = Counter(events.values_list("reason_code", flat=True)[:recent])
     return {
         "created": created,
         "started": started,
@@ -1706,7 +1709,7 @@ def job_stats(*, recent: int = 200) -> dict[str, Any]:
         "by_status": {k: by_status.get(k, 0) for k in S.values},
         "queue_depth": {
             "jobs_runnable": by_status.get(S.QUEUED, 0)
-            + Job.objects.filter(status=S.WAITING, wake_at__lte=now).count(),
+            + visible.filter(status=S.WAITING, wake_at__lte=now).count(),
             "broker_ready": OrmQ.objects.using(Conf.ORM).filter(lock__lte=now).count(),
             "broker_delayed_or_taken": OrmQ.objects.using(Conf.ORM).filter(lock__gt=now).count(),
         },

@@ -111,6 +111,8 @@ class Job(models.Model):
         permissions = [
             ("submit_job", "Can submit jobs"),
             ("control_job", "Can pause, stop, resume, retry and cancel jobs"),
+            # gaitweb.actors.Scope.CROSS_IDENTITY (docs/security.md)
+            ("cross_identity", "Can see and act on every identity's jobs, templates and packs"),
         ]
         indexes = [
             # jobs list: newest first, filtered by status (jobs.selectors.job_list)

@@ -37,7 +37,6 @@ late), ``skip`` runs only an on-time slot and records the rest as skipped. Never
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections import Counter
@@ -54,7 +53,7 @@ from django.utils.text import slugify
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
-from gaitweb.errors import Conflict, GaitError, InvalidInput, NotFound
+from gaitweb.errors import Conflict, Forbidden, GaitError, InvalidInput, NotFound
 from gaitweb.validation import text_field
 from jobs.models import (
     FINISHED_STATUSES,
@@ -67,6 +66,7 @@ from jobs.models import (
     TemplateFire,
     TemplateOverlap,
 )
+from jobs.selectors import job_id_check, template_fires, template_get, template_id_check
 
 log = logging.getLogger("gaitweb.recurring")
 
@@ -81,7 +81,6 @@ CLAIM_KEY = "gaitweb:recurring:link"
 CHAIN_CLAIM_SECONDS = 2
 CHAIN_BACKUP_SECONDS = 3.0
 
-TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 NAME_MAX = 200
 DESCRIPTION_MAX = 1024
@@ -177,16 +176,6 @@ def _choice(value: Any, field: str, choices: type, code: str) -> str:
     return str(value)
 
 
-def template_id_check(template_id: Any) -> str:
-    if not isinstance(template_id, str) or not TEMPLATE_ID_RE.match(template_id):
-        raise InvalidInput(
-            "invalid_template_id",
-            "template ids are 1-64 letters, digits and . _ - starting with a letter or digit",
-            details={"field": "template_id", "pattern": TEMPLATE_ID_RE.pattern},
-        )
-    return template_id
-
-
 def _labels(labels: Any) -> dict[str, str]:
     from jobs.services import _labels as job_labels
 
@@ -252,29 +241,34 @@ def continuity_handle_new() -> str:
     return f"cont_{uuid.uuid4().hex}"
 
 
-def template_get(*, template_id: Any, for_update: bool = False) -> JobTemplate:
-    template_id_check(template_id)
-    qs = (
-        JobTemplate.objects.select_for_update(of=("self",))
-        if for_update
-        else JobTemplate.objects.select_related("policy", "last_job")
-    )
-    try:
-        return qs.get(template_id=template_id)
-    except JobTemplate.DoesNotExist:
-        raise NotFound(
-            "template_not_found",
-            f"no job template with id {template_id!r}",
-            details={"template_id": template_id},
-        ) from None
+def template_may_change(actor: Actor, template: JobTemplate) -> bool:
+    """Whether ``actor`` may change, enable, disable or run ``template``: a template belongs
+    to its identity, and only that identity or an admin may use it (running it acts as that
+    identity). Seeing it (``cross_identity``) is not enough. A template bound to no identity
+    belongs to no one: admins change it, and anyone who sees it may run it as themselves."""
+    if actor.can(Scope.ADMIN):
+        return True
+    return bool(template.identity) and template.identity == actor.identity
 
 
-def template_list(*, actor: Actor, enabled: bool | None = None) -> list[JobTemplate]:
-    actor.require(Scope.READ)
-    qs = JobTemplate.objects.select_related("policy", "last_job")
-    if enabled is not None:
-        qs = qs.filter(enabled=enabled)
-    return list(qs)
+def _template_owner_check(actor: Actor, template: JobTemplate, action: str) -> None:
+    if not template_may_change(actor, template):
+        raise Forbidden(
+            "template_not_owner",
+            f"template {template.template_id} belongs to identity {template.identity!r}: only "
+            f"that identity or an admin may {action} it",
+            details={"template_id": template.template_id, "identity": template.identity},
+        )
+
+
+def _template_identity(actor: Actor, identity: Any) -> str:
+    """The identity a template is created for or moved to: an identity-bound actor's own
+    (also when none is named), any for a cross-identity actor."""
+    identity = text_field(identity or "", "identity", max_len=256)
+    if actor.bound_identity is not None:
+        identity = identity or actor.bound_identity
+        actor.require_identity(identity)
+    return identity
 
 
 def _schedule_next(template: JobTemplate, *, now: datetime | None = None) -> None:
@@ -315,7 +309,7 @@ def template_create(
         name=name,
         description=text_field(description, "description", max_len=DESCRIPTION_MAX),
         spec=_spec(spec),
-        identity=text_field(identity or "", "identity", max_len=256),
+        identity=_template_identity(actor, identity),
         policy=_policy(policy),
         labels=_labels(labels),
         cron=cron_parse(cron),
@@ -368,7 +362,7 @@ def template_update(*, actor: Actor, template_id: str, **changes: Any) -> JobTem
         raise InvalidInput(
             "unknown_field",
             f"cannot update {', '.join(unknown)}",
-            details={"fields": unknown, "allowed": sorted(UPDATABLE)},
+            details={"field": unknown[0], "fields": unknown, "allowed": sorted(UPDATABLE)},
         )
     parsed: dict[str, Any] = {}
     for key, value in changes.items():
@@ -379,7 +373,7 @@ def template_update(*, actor: Actor, template_id: str, **changes: Any) -> JobTem
         elif key == "spec":
             parsed[key] = _spec(value)
         elif key == "identity":
-            parsed[key] = text_field(value, "identity", max_len=256)
+            parsed[key] = _template_identity(actor, value)
         elif key == "policy":
             parsed[key] = _policy(value)
         elif key == "labels":
@@ -399,7 +393,8 @@ def template_update(*, actor: Actor, template_id: str, **changes: Any) -> JobTem
                 raise InvalidInput("invalid_field", "enabled must be true or false")
             parsed[key] = value
     with transaction.atomic():
-        template = template_get(template_id=template_id, for_update=True)
+        template = template_get(actor=actor, template_id=template_id, for_update=True)
+        _template_owner_check(actor, template, "change")
         reschedule = any(
             k in parsed and parsed[k] != getattr(template, k) for k in RESCHEDULE_FIELDS
         )
@@ -683,24 +678,13 @@ def template_run_now(
     actor.require(Scope.SUBMIT)
     extra = _labels(labels) if labels else {}
     if job_id:
-        from jobs.selectors import job_id_check
-
         job_id_check(job_id)
     _jobs_enabled_check()
     now = timezone.now()
     with transaction.atomic():
-        template = (
-            JobTemplate.objects.select_for_update(of=("self",))
-            .select_related("policy", "policy__current")
-            .filter(template_id=template_id_check(template_id))
-            .first()
-        )
-        if template is None:
-            raise NotFound(
-                "template_not_found",
-                f"no job template with id {template_id!r}",
-                details={"template_id": template_id},
-            )
+        template = template_get(actor=actor, template_id=template_id, for_update=True)
+        if template.identity:  # a run acts as the template's identity: its owner's right
+            _template_owner_check(actor, template, "run")
         fire = TemplateFire(
             template=template,
             slot=now,
@@ -773,14 +757,6 @@ def fire_snapshot(fire: TemplateFire) -> dict[str, Any]:
         "lateness_ms": fire.lateness_ms,
         "actor": fire.actor,
     }
-
-
-def template_fires(*, template: JobTemplate, limit: int = 20) -> list[TemplateFire]:
-    return list(
-        TemplateFire.objects.filter(template=template)
-        .select_related("template", "job", "previous_job")
-        .order_by("-fired_at", "-id")[:limit]
-    )
 
 
 def template_snapshot(template: JobTemplate, *, fires: int = 0) -> dict[str, Any]:

@@ -1,12 +1,50 @@
-"""Read-side helpers: fetch a job by public id, and its JSON snapshot for the CLI and API."""
+"""The read side of jobs and job templates: every read of a job, its events, step runs and
+checkpoints, and of a template and its fires, goes through these functions, which take the
+``Actor`` and scope the queryset (docs/security.md).
+
+An actor bound to an identity (``Actor.bound_identity``: an API key or MCP session without
+``cross_identity``, a dashboard integrator) sees that identity's objects only; anything else
+is ``NotFound`` with the same code and message as an object that does not exist, so a caller
+cannot learn whether another identity's job exists. ``actor=None`` is the engine's and the
+services' own read of a row they already authorized (or never expose): say so at the call.
+
+The API, the dashboard, MCP and the CLI list jobs with the one ``job_list`` and the one
+``JobFilter``: the same filters, the same reason codes, the same counts (``job_counts``).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from django.db.models import Count, Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.lookups import Exact
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
 from gaitweb.errors import InvalidInput, NotFound
-from jobs.models import JOB_ID_RE, Checkpoint, Job
+from jobs.models import (
+    JOB_ID_RE,
+    Checkpoint,
+    Job,
+    JobEvent,
+    JobStatus,
+    JobTemplate,
+    StepRun,
+    TemplateFire,
+)
+
+TEMPLATE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+IDENTITY_MAX = 256
+Q_MAX = 128
+LABEL_FILTERS_MAX = 16
+LABEL_FILTER_MAX = 400
 
 
 def job_id_check(job_id: Any) -> str:
@@ -21,16 +59,270 @@ def job_id_check(job_id: Any) -> str:
     return job_id
 
 
-def job_get(*, job_id: Any, for_update: bool = False) -> Job:
-    """The job with this public id; ``for_update`` locks the row (call inside a transaction)."""
+def template_id_check(template_id: Any) -> str:
+    if not isinstance(template_id, str) or not TEMPLATE_ID_RE.match(template_id):
+        raise InvalidInput(
+            "invalid_template_id",
+            "template ids are 1-64 letters, digits and . _ - starting with a letter or digit",
+            details={"field": "template_id", "pattern": TEMPLATE_ID_RE.pattern},
+        )
+    return template_id
+
+
+def identity_scoped(qs: QuerySet[Any], actor: Actor | None, field: str) -> QuerySet[Any]:
+    """``qs`` narrowed to the rows ``actor`` may see; ``field`` is the lookup of the row's
+    identity (``identity`` for jobs and templates, ``job__identity`` for what hangs off a job).
+    The one place the identity bound is applied: every ``*_visible`` selector calls it."""
+    if actor is None:
+        return qs
+    bound = actor.bound_identity
+    if bound is None:
+        return qs
+    if not bound:
+        return qs.none()
+    return qs.filter(**{field: bound})
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+def jobs_visible(actor: Actor | None) -> QuerySet[Job]:
+    """Every job ``actor`` may see (all of them for ``None`` and cross-identity actors)."""
+    return identity_scoped(Job.objects.all(), actor, "identity")
+
+
+def _job_not_found(job_id: str) -> NotFound:
+    return NotFound("job_not_found", f"no job with id {job_id!r}", details={"job_id": job_id})
+
+
+def job_get(*, actor: Actor | None, job_id: Any, for_update: bool = False) -> Job:
+    """The job with this public id if ``actor`` may see it, else ``job_not_found`` (whether it
+    exists or not). ``for_update`` locks the row (call inside a transaction)."""
     job_id_check(job_id)
-    qs = Job.objects.select_for_update() if for_update else Job.objects.select_related("policy")
+    qs = jobs_visible(actor)
+    qs = qs.select_for_update() if for_update else qs.select_related("policy")
     try:
         return qs.get(job_id=job_id)
     except Job.DoesNotExist:
+        raise _job_not_found(job_id) from None
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """The filters of every job list (API, dashboard, MCP). Build it with ``job_filter``."""
+
+    statuses: tuple[str, ...] = ()
+    identity: str = ""
+    # (key, value) matches the label's text; (key, None) only needs the key
+    labels: tuple[tuple[str, str | None], ...] = ()
+    q: str = ""  # job id prefix
+    template_id: str = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def as_query(self) -> dict[str, Any]:
+        """The filters as query parameters (the dashboard's links keep them)."""
+        out: dict[str, Any] = {}
+        if self.statuses:
+            out["status"] = ",".join(self.statuses)
+        for name in ("identity", "q", "template_id"):
+            if getattr(self, name):
+                out[name] = getattr(self, name)
+        if self.labels:
+            out["label"] = [k if v is None else f"{k}={v}" for k, v in self.labels]
+        for name in ("created_after", "created_before"):
+            if getattr(self, name) is not None:
+                out[name] = iso_utc(getattr(self, name))
+        return out
+
+
+def _text(value: Any, field: str, max_len: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput("invalid_field", f"{field} must be a string", details={"field": field})
+    value = value.strip()
+    if len(value) > max_len:
+        raise InvalidInput(
+            f"{field}_too_long",
+            f"{field} is longer than {max_len} characters",
+            details={"field": field, "max_characters": max_len},
+        )
+    return value
+
+
+def _moment(value: Any, field: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    parsed = value if isinstance(value, datetime) else None
+    if isinstance(value, str):
+        try:
+            parsed = parse_datetime(value.strip())
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        raise InvalidInput(
+            f"invalid_{field}",
+            f"{field} must be an ISO 8601 date and time",
+            details={"field": field},
+        )
+    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+
+
+def _many(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Iterable) and not isinstance(value, Mapping | bytes):
+        return list(value)
+    return [value]
+
+
+def job_filter(
+    *,
+    status: Any = None,
+    identity: Any = None,
+    label: Any = None,
+    q: Any = None,
+    template_id: Any = None,
+    created_after: Any = None,
+    created_before: Any = None,
+) -> JobFilter:
+    """Parse the list filters, as strings (a query string, MCP arguments) or already typed.
+
+    ``status``: one status or a comma-separated list (or a list); ``label``: ``key=value``
+    (the label's text equals value) or ``key`` (the label is set), repeatable, all must match;
+    ``q``: a job id prefix. Refusals: ``invalid_status``, ``invalid_labels``,
+    ``identity_too_long``, ``q_too_long``, ``invalid_template_id``, ``invalid_created_after``,
+    ``invalid_created_before``, ``invalid_field`` (not text)."""
+    statuses: list[str] = []
+    for item in _many(status):
+        if not isinstance(item, str):
+            raise InvalidInput("invalid_status", "status must be text", details={"field": "status"})
+        statuses += [s.strip() for s in item.split(",") if s.strip()]
+    bad = sorted(set(statuses) - set(JobStatus.values))
+    if bad:
+        raise InvalidInput(
+            "invalid_status",
+            f"unknown status: {', '.join(bad)}",
+            details={"field": "status", "allowed": JobStatus.values},
+        )
+    labels: list[tuple[str, str | None]] = []
+    items = _many(label)
+    if len(items) > LABEL_FILTERS_MAX:
+        raise InvalidInput(
+            "invalid_labels",
+            f"at most {LABEL_FILTERS_MAX} label filters",
+            details={"field": "label"},
+        )
+    for item in items:
+        if not isinstance(item, str) or not item.strip() or len(item) > LABEL_FILTER_MAX:
+            raise InvalidInput(
+                "invalid_labels",
+                f"label filters are key=value or key, at most {LABEL_FILTER_MAX} characters",
+                details={"field": "label"},
+            )
+        key, sep, value = item.partition("=")
+        if not key.strip():
+            raise InvalidInput(
+                "invalid_labels",
+                f"label filters are key=value or key, got {item!r}",
+                details={"field": "label"},
+            )
+        labels.append((key.strip(), value.strip() if sep else None))
+    template = _text(template_id, "template_id", 64)
+    if template:
+        template_id_check(template)
+    return JobFilter(
+        statuses=tuple(dict.fromkeys(statuses)),
+        identity=_text(identity, "identity", IDENTITY_MAX),
+        labels=tuple(labels),
+        q=_text(q, "q", Q_MAX),
+        template_id=template,
+        created_after=_moment(created_after, "created_after"),
+        created_before=_moment(created_before, "created_before"),
+    )
+
+
+def job_list(
+    *,
+    actor: Actor | None,
+    filters: JobFilter | None = None,
+    after: tuple[datetime, int] | None = None,
+) -> QuerySet[Job]:
+    """The jobs ``actor`` may see that match ``filters``, newest first (``created_at``, ``id``:
+    index ``job_created_id``). ``after`` is a keyset position ``(created_at, id)``: only older
+    jobs. Callers slice it (and may ``.only()`` / annotate it); nothing is counted."""
+    if actor is not None:
+        actor.require(Scope.READ)
+    f = filters or JobFilter()
+    qs = jobs_visible(actor)
+    if f.statuses:
+        qs = qs.filter(status__in=f.statuses)
+    if f.identity:
+        qs = qs.filter(identity=f.identity)
+    for key, value in f.labels:
+        # the key's text equals the value: JSON containment is PostgreSQL-only
+        qs = (
+            qs.filter(labels__has_key=key)
+            if value is None
+            else qs.filter(Exact(KeyTextTransform(key, "labels"), value))
+        )
+    if f.q:
+        # a prefix match uses the job_id pattern index; "contains" would scan every row
+        qs = qs.filter(job_id__startswith=f.q)
+    if f.template_id:
+        qs = qs.filter(template_fire__template__template_id=f.template_id)
+    if f.created_after is not None:
+        qs = qs.filter(created_at__gte=f.created_after)
+    if f.created_before is not None:
+        qs = qs.filter(created_at__lt=f.created_before)
+    if after is not None:
+        at, pk = after
+        qs = qs.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=pk))
+    return qs.order_by("-created_at", "-id")
+
+
+def job_counts(*, actor: Actor | None) -> dict[str, int]:
+    """Jobs per status that ``actor`` may see: one GROUP BY (index ``job_status_created``, or
+    ``job_identity_created`` for an identity-bound actor)."""
+    by_status = dict(jobs_visible(actor).order_by().values_list("status").annotate(n=Count("id")))
+    return {s: int(by_status.get(s, 0)) for s in JobStatus.values}
+
+
+def job_events(*, actor: Actor | None, job_id: str) -> QuerySet[JobEvent]:
+    """A job's journal, oldest first."""
+    job = job_get(actor=actor, job_id=job_id)
+    return JobEvent.objects.filter(job=job).order_by("revision")
+
+
+def job_step_runs(*, actor: Actor | None, job_id: str) -> QuerySet[StepRun]:
+    """A job's step runs (one per attempt, with outputs and log tails), in the order run."""
+    job = job_get(actor=actor, job_id=job_id)
+    return StepRun.objects.filter(job=job).order_by("id")
+
+
+def job_checkpoints(*, actor: Actor | None, job_id: str) -> QuerySet[Checkpoint]:
+    job = job_get(actor=actor, job_id=job_id)
+    return Checkpoint.objects.filter(job=job).order_by("id")
+
+
+def checkpoint_get(*, actor: Actor | None, job_id: str, checkpoint_id: str) -> Checkpoint:
+    job = job_get(actor=actor, job_id=job_id)
+    try:
+        return Checkpoint.objects.get(job=job, checkpoint_id=checkpoint_id)
+    except Checkpoint.DoesNotExist:
         raise NotFound(
-            "job_not_found", f"no job with id {job_id!r}", details={"job_id": job_id}
+            "checkpoint_not_found",
+            f"job {job_id} has no checkpoint {checkpoint_id!r}",
+            details={"job_id": job_id, "checkpoint_id": checkpoint_id},
         ) from None
+
+
+def checkpoint_list(*, job: Job) -> list[Checkpoint]:
+    """The checkpoints of a job already read through ``job_get``."""
+    return list(Checkpoint.objects.filter(job=job).order_by("checkpoint_id"))
 
 
 def job_snapshot(job: Job) -> dict[str, Any]:
@@ -64,5 +356,48 @@ def job_snapshot(job: Job) -> dict[str, Any]:
     }
 
 
-def checkpoint_list(*, job: Job) -> list[Checkpoint]:
-    return list(Checkpoint.objects.filter(job=job).order_by("checkpoint_id"))
+# --- job templates -------------------------------------------------------------------------------
+
+
+def templates_visible(actor: Actor | None) -> QuerySet[JobTemplate]:
+    return identity_scoped(JobTemplate.objects.all(), actor, "identity")
+
+
+def template_get(*, actor: Actor | None, template_id: Any, for_update: bool = False) -> JobTemplate:
+    """The template if ``actor`` may see it, else ``template_not_found`` (whether it exists or
+    not). ``for_update`` locks the row (call inside a transaction)."""
+    template_id_check(template_id)
+    qs = templates_visible(actor)
+    qs = (
+        qs.select_for_update(of=("self",)).select_related("policy", "policy__current")
+        if for_update
+        else qs.select_related("policy", "last_job")
+    )
+    try:
+        return qs.get(template_id=template_id)
+    except JobTemplate.DoesNotExist:
+        raise NotFound(
+            "template_not_found",
+            f"no job template with id {template_id!r}",
+            details={"template_id": template_id},
+        ) from None
+
+
+def template_list(*, actor: Actor | None, enabled: bool | None = None) -> QuerySet[JobTemplate]:
+    """The templates ``actor`` may see, by name."""
+    if actor is not None:
+        actor.require(Scope.READ)
+    qs = templates_visible(actor).select_related("policy", "last_job")
+    if enabled is not None:
+        qs = qs.filter(enabled=enabled)
+    return qs.order_by("name", "template_id")
+
+
+def template_fires(*, template: JobTemplate, limit: int | None = 20) -> QuerySet[TemplateFire]:
+    """The fires of a template already read through ``template_get``, newest first."""
+    qs = (
+        TemplateFire.objects.filter(template=template)
+        .select_related("template", "job", "previous_job")
+        .order_by("-fired_at", "-id")
+    )
+    return qs[:limit] if limit is not None else qs

@@ -157,6 +157,7 @@ def job_submit(
         job_id = f"job_{uuid.uuid4().hex[:24]}"
     job_id_check(job_id)
     identity = text_field(identity or actor.identity or "", "identity", max_len=IDENTITY_MAX)
+    actor.require_identity(identity)
     labels = _labels(labels)
     normalized: dict[str, Any] = {}
     if spec:
@@ -170,7 +171,7 @@ def job_submit(
         raise PolicyRefused(
             "identity_revoked", f"identity {identity!r} is revoked", details={"identity": identity}
         )
-    parent = job_get(job_id=parent_id) if parent_id else None
+    parent = job_get(actor=actor, job_id=parent_id) if parent_id else None
 
     now = timezone.now()
     job = Job(
@@ -275,7 +276,7 @@ def job_checkpoint_add(
     reason_code = text_field(reason_code, "reason_code", max_len=64)
     allowed, new_status = CHECKPOINT_RULES[type]
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         _require_status(job, f"add a {type} checkpoint to", allowed)
         return checkpoint_write(
             job,
@@ -342,20 +343,6 @@ def checkpoint_write(
     )
 
 
-def job_checkpoint_show(*, job_id: str, checkpoint_id: str) -> Checkpoint:
-    from gaitweb.errors import NotFound
-
-    job = job_get(job_id=job_id)
-    try:
-        return Checkpoint.objects.get(job=job, checkpoint_id=checkpoint_id)
-    except Checkpoint.DoesNotExist:
-        raise NotFound(
-            "checkpoint_not_found",
-            f"job {job_id} has no checkpoint {checkpoint_id!r}",
-            details={"job_id": job_id, "checkpoint_id": checkpoint_id},
-        ) from None
-
-
 # --- control actions ---------------------------------------------------------------------------
 
 
@@ -368,7 +355,7 @@ def job_pause(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     actor.require(Scope.CONTROL)
     reason = _reason(reason)
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         _require_status(job, "pause")
         job.status = S.PAUSED
         job.status_reason_code = "paused"
@@ -390,7 +377,7 @@ def job_stop(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     actor.require(Scope.CONTROL)
     reason = _reason(reason)
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         _require_status(job, "stop")
         previous = job.status
         job.status = S.EMERGENCY_STOPPED
@@ -464,7 +451,7 @@ def job_approve(
     actor.require(Scope.APPROVE)
     reason = _reason(reason)
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         _require_status(job, "approve")
         if not allow_self_approval:
             _forbid_self_approval(job, actor)
@@ -496,7 +483,7 @@ def job_reject(
     actor.require(Scope.APPROVE)
     reason = text_field(reason, "reason", max_len=1024, required=True, code="reason_too_long")
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         _require_status(job, "reject")
         if not allow_self_approval:
             _forbid_self_approval(job, actor)
@@ -531,14 +518,14 @@ def job_resume(
     its reason code and nothing is written.
 
     ``identity`` is the identity asserting the resume (an agent, or the CLI's ``--actor``); a
-    person resuming from the dashboard acts for the job's bound identity, which must still not
-    be revoked."""
+    person resuming from the dashboard, or a cross-identity service key, acts for the job's
+    bound identity, which must still not be revoked."""
     actor.require(Scope.CONTROL)
     reason = _reason(reason)
     from approvals.models import ApprovalRequest, ApprovalStatus
 
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         # (1) status
         _require_status(job, "resume")
         # (2) approvals
@@ -592,9 +579,11 @@ def job_resume(
         elif policy is not None:
             rebind = policy
         # (4) identity
-        asserted = (
-            identity if identity is not None else (actor.identity if actor.kind != "user" else None)
-        )
+        # an agent (identity-bound) asserts its own identity; a person, a cross-identity key or
+        # the approvals flow asserts none unless told: the job's own is checked below
+        asserted = identity
+        if asserted is None and actor.kind != "user" and actor.bound_identity is not None:
+            asserted = actor.identity
         if job.identity and asserted is not None and asserted != job.identity:
             raise PolicyRefused(
                 "identity_binding_mismatch",
@@ -677,7 +666,7 @@ def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     actor.require(Scope.CONTROL)
     reason = _reason(reason)
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         _require_status(job, "cancel")
         if job.status == S.QUEUED and job.started_at is None:
             code = "job_cancelled_before_start"
@@ -707,7 +696,7 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     actor.require(Scope.CONTROL)
     reason = _reason(reason)
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         if not job.can("retry"):
             raise Conflict(
                 "invalid_transition",
@@ -744,17 +733,17 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
 # --- read side ---------------------------------------------------------------------------------
 
 
-def job_verify_chain(*, job_id: str) -> ChainReport:
-    return chain_verify(job_get(job_id=job_id))
+def job_verify_chain(*, actor: Actor | None, job_id: str) -> ChainReport:
+    return chain_verify(job_get(actor=actor, job_id=job_id))
 
 
-def job_inspect(*, job_id: str, events_limit: int = 50) -> dict[str, Any]:
+def job_inspect(*, actor: Actor | None, job_id: str, events_limit: int = 50) -> dict[str, Any]:
     """Everything an operator looks at first: the job, its checkpoints, its latest events and
     whether its journal verifies."""
     from gaitweb.canonical import iso_utc
     from jobs.selectors import checkpoint_list, job_snapshot
 
-    job = job_get(job_id=job_id)
+    job = job_get(actor=actor, job_id=job_id)
     events = list(JobEvent.objects.filter(job=job).order_by("-revision")[:events_limit])
     events.reverse()
     return {

@@ -18,10 +18,8 @@ from typing import Any
 
 from django.contrib import messages
 from django.db import connection
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import OuterRef, Subquery
 from django.db.models.expressions import RawSQL
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.lookups import Exact
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -41,7 +39,7 @@ from gaitweb.views import (
 )
 from jobs import services
 from jobs.models import Checkpoint, Job, JobEvent, JobStatus, StepRun
-from jobs.selectors import job_get
+from jobs.selectors import JobFilter, job_counts, job_filter, job_get, job_list, jobs_visible
 
 S = JobStatus
 PAGE_SIZE = 50
@@ -84,23 +82,28 @@ def htmx_poll(request: HttpRequest) -> bool:
 # --- status counts -----------------------------------------------------------------------------
 
 _counts_lock = threading.Lock()
-_counts_memo: dict[str, Any] = {}
+# per identity bound (None: every identity's jobs): each user's header counts what they see
+_counts_memo: dict[str | None, dict[str, Any]] = {}
 
 
-def status_counts() -> dict[str, int]:
-    """Jobs per status (the ``by_status`` of jobs.engine.job_stats), remembered for a few seconds
-    per process: every open dashboard polls, and counting 100k rows on each poll would be the
-    dashboard's biggest cost. A count may lag by COUNTS_TTL_SECONDS; the rows never do."""
+def status_counts(actor: Actor) -> dict[str, int]:
+    """Jobs per status that ``actor`` may see (jobs.selectors.job_counts, the ``by_status`` of
+    jobs.engine.job_stats), remembered for a few seconds per process and identity bound: every
+    open dashboard polls, and counting 100k rows on each poll would be the dashboard's biggest
+    cost. A count may lag by COUNTS_TTL_SECONDS; the rows never do."""
     now = time.monotonic()
+    scope = actor.bound_identity
     with _counts_lock:
-        if _counts_memo and now - _counts_memo["at"] < COUNTS_TTL_SECONDS:
-            return dict(_counts_memo["counts"])
+        memo = _counts_memo.get(scope)
+        if memo and now - memo["at"] < COUNTS_TTL_SECONDS:
+            return dict(memo["counts"])
     # jobs.engine.job_stats() computes this same GROUP BY plus seven more full counts (step runs,
     # checkpoints, the broker queue…): ~360 ms at 100k jobs. The header needs only this one.
-    by_status = dict(Job.objects.order_by().values_list("status").annotate(n=Count("id")))
-    counts = {s: int(by_status.get(s, 0)) for s in S.values}
+    counts = job_counts(actor=actor)
     with _counts_lock:
-        _counts_memo.update(at=now, counts=counts)
+        if len(_counts_memo) > 1000:
+            _counts_memo.clear()
+        _counts_memo[scope] = {"at": now, "counts": counts}
     return counts
 
 
@@ -138,36 +141,35 @@ def _current_step_sql() -> RawSQL:
     )
 
 
-def _list_filters(request: HttpRequest) -> tuple[dict[str, str], dict[str, str]]:
-    raw = {k: request.GET.get(k, "").strip() for k in ("status", "identity", "label", "q")}
-    errors = {}
-    if raw["status"] and raw["status"] not in S.values:
-        errors["status"] = f"unknown status {raw['status']!r}"
-        raw["status"] = ""
-    if len(raw["q"]) > 128:
-        raw["q"] = raw["q"][:128]
-    return raw, errors
+# the filters of jobs.selectors.job_filter, as the API and MCP take them (the form shows the
+# first four; the others work in the URL)
+FILTER_NAMES = (
+    "status",
+    "identity",
+    "label",
+    "q",
+    "template_id",
+    "created_after",
+    "created_before",
+)
 
 
-def _list_queryset(filters: dict[str, str]) -> QuerySet[Job]:
-    qs = Job.objects.only(*LIST_FIELDS).annotate(current_step=_current_step_sql())
-    if filters["status"]:
-        qs = qs.filter(status=filters["status"])
-    if filters["identity"]:
-        qs = qs.filter(identity=filters["identity"])
-    if filters["label"]:
-        key, sep, value = filters["label"].partition("=")
-        key = key.strip()
-        # the key's text equals the value: JSON containment is PostgreSQL-only
-        qs = (
-            qs.filter(Exact(KeyTextTransform(key, "labels"), value.strip()))
-            if sep
-            else qs.filter(labels__has_key=key)
-        )
-    if filters["q"]:
-        # a prefix match uses the job_id pattern index; "contains" would scan every row
-        qs = qs.filter(job_id__startswith=filters["q"])
-    return qs.order_by("-created_at", "-id")
+def _list_filters(request: HttpRequest) -> tuple[dict[str, str], dict[str, str], JobFilter]:
+    """The filters as typed (for the form and links), the refusals by field, and the parsed
+    filter. A refused filter is shown next to its field and left out; the others apply."""
+    raw = {k: request.GET.get(k, "").strip() for k in FILTER_NAMES}
+    errors: dict[str, str] = {}
+    while True:
+        try:
+            parsed = job_filter(**{k: v or None for k, v in raw.items()})
+        except GaitError as exc:
+            field = str(exc.details.get("field") or "status")
+            if field not in raw or not raw[field]:
+                raise
+            errors[field] = f"{exc.message} ({exc.code})"
+            raw[field] = ""
+            continue
+        return raw, errors, parsed
 
 
 ROW_ACTIONS = (("pause", "Pause"), ("resume", "Resume"), ("retry", "Retry"), ("cancel", "Cancel"))
@@ -188,19 +190,17 @@ def _row(job: Job, actor: Actor) -> Job:
 def _row_reload(job: Job, actor: Actor) -> Job:
     """One row read again after an action, the way the list reads it (with the current step's
     name), so the swapped row shows what a poll of the list would."""
-    qs = Job.objects.only(*LIST_FIELDS).annotate(current_step=_current_step_sql())
+    qs = jobs_visible(actor).only(*LIST_FIELDS).annotate(current_step=_current_step_sql())
     return _row(qs.get(pk=job.pk), actor)
 
 
-def _list_page(request: HttpRequest) -> dict[str, Any]:
+def _list_page(request: HttpRequest, actor: Actor) -> dict[str, Any]:
     """The page's rows (not yet decorated: a poll that gets 204 never needs the links and
     actions) and its fingerprint."""
-    filters, errors = _list_filters(request)
-    qs = _list_queryset(filters)
+    filters, errors, parsed = _list_filters(request)
     after = _cursor_decode(request.GET.get("after", "")) if request.GET.get("after") else None
-    if after:
-        at, pk = after
-        qs = qs.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=pk))
+    qs = job_list(actor=actor, filters=parsed, after=after)
+    qs = qs.only(*LIST_FIELDS).annotate(current_step=_current_step_sql())
     # keyset pagination: one row more than a page tells whether an older page exists, without
     # counting the table
     rows = list(qs[: PAGE_SIZE + 1])
@@ -227,18 +227,18 @@ def _list_page(request: HttpRequest) -> dict[str, Any]:
 def jobs_list(request: HttpRequest) -> HttpResponse:
     actor = require_read(request)
     if request.htmx and request.GET.get("fragment") == "counts":
-        cctx = counts_context(status_counts())
+        cctx = counts_context(status_counts(actor))
         if request.GET.get("fp") == cctx["counts_fp"]:
             return HttpResponse(status=204)
         cctx["filters"] = _list_filters(request)[0]
         return render(request, "jobs/list.html#counts", cctx)
-    ctx = _list_page(request)
+    ctx = _list_page(request, actor)
     if htmx_poll(request) and request.GET.get("fp") == ctx["fp"]:
         return HttpResponse(status=204)
     ctx["jobs"] = [_row(j, actor) for j in ctx["jobs"]]
     if request.htmx and request.GET.get("fragment") == "rows":
         return render(request, "jobs/list.html#rows", ctx)
-    counts = status_counts()
+    counts = status_counts(actor)
     ctx.update(page_context(request, "jobs"), **counts_context(counts))
     ctx["total"] = sum(counts.values())
     return render(request, "jobs/list.html", ctx)
@@ -250,8 +250,8 @@ def jobs_list(request: HttpRequest) -> HttpResponse:
 def _get_job_for_user(request: HttpRequest, job_id: str) -> tuple[Job, Actor]:
     actor = require_read(request)
     try:
-        return job_get(job_id=job_id), actor
-    except GaitError:
+        return job_get(actor=actor, job_id=job_id), actor
+    except GaitError:  # unknown, another identity's (the same 404), or an impossible id
         raise Http404(f"no job {job_id}") from None
 
 
@@ -363,9 +363,9 @@ def approval_cards(requests: list[Any], actor: Actor) -> list[Any]:
 def pending_approval_cards(
     actor: Actor, *, job_id: str | None = None, limit: int | None = None
 ) -> list[Any]:
-    """The pending requests as cards (approvals.services.approval_pending_list), each with its
+    """The pending requests as cards (approvals.selectors.approval_pending_list), each with its
     job's last checkpoint: the reviewers' queue, or one job's page with ``job_id``."""
-    from approvals.services import approval_pending_list
+    from approvals.selectors import approval_pending_list
 
     last_cp = Checkpoint.objects.filter(job=OuterRef("job")).order_by("-id").values("summary")[:1]
     qs = approval_pending_list(actor=actor, job_id=job_id).annotate(
@@ -405,7 +405,7 @@ def _render_detail(
     ctx = _detail_context(request, job, actor)
     ctx.update(extra)
     if fragment:
-        ctx["nav_pending_approvals"] = nav_pending_count()  # swapped out of band
+        ctx["nav_pending_approvals"] = nav_pending_count(actor)  # swapped out of band
         return render(request, "jobs/detail.html#live", ctx, status=status)
     ctx.update(page_context(request, "jobs"))
     return render(request, "jobs/detail.html", ctx, status=status)
@@ -459,7 +459,8 @@ def chain_report(job: Job) -> dict[str, Any]:
             report = _chain_extend(job, memo)
     full_at = memo["full_at"] if report is not None and memo else now
     if report is None:
-        report = services.job_verify_chain(job_id=job.job_id).as_dict()
+        # the job was read for this user through jobs.selectors (job_chain, _get_job_for_user)
+        report = services.job_verify_chain(actor=None, job_id=job.job_id).as_dict()
     with _chain_lock:
         if len(_chain_memo) > 1000:
             _chain_memo.clear()
@@ -536,7 +537,7 @@ def job_action(request: HttpRequest, job_id: str, action: str) -> HttpResponse:
             )
         return _render_detail(
             request,
-            job_get(job_id=job.job_id),
+            job_get(actor=actor, job_id=job.job_id),
             actor,
             fragment=bool(request.htmx),
             status=200 if request.htmx else exc.http_status,
@@ -566,7 +567,7 @@ def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
     except GaitError as exc:
         return _render_detail(
             request,
-            job_get(job_id=job.job_id),
+            job_get(actor=actor, job_id=job.job_id),
             actor,
             fragment=bool(request.htmx),
             status=200 if request.htmx else exc.http_status,
@@ -580,7 +581,7 @@ def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
     )
     if request.htmx:
         return _render_detail(
-            request, job_get(job_id=job.job_id), actor, fragment=True, notice=notice
+            request, job_get(actor=actor, job_id=job.job_id), actor, fragment=True, notice=notice
         )
     messages.success(request, notice)
     return redirect("jobs-detail", job.job_id)
@@ -590,10 +591,16 @@ def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
 
 
 def _job_templates(actor: Actor) -> list[Any]:
-    """Saved job templates (admin-managed; jobs.recurring), enabled ones only."""
-    from jobs.recurring import template_list
+    """The saved job templates this user may run (jobs.recurring.template_may_change, or bound
+    to no identity: then the run is theirs), enabled ones only."""
+    from jobs.recurring import template_may_change
+    from jobs.selectors import template_list
 
-    return template_list(actor=actor, enabled=True)
+    return [
+        t
+        for t in template_list(actor=actor, enabled=True)
+        if not t.identity or template_may_change(actor, t)
+    ]
 
 
 def _policies() -> list[Any]:

@@ -3,8 +3,9 @@ fires, and the Run now / Enable / Disable actions.
 
 The services in jobs.recurring decide everything: ``template_run_now`` needs the submit scope
 and obeys the overlap rule (``template_run_active``), ``template_enable``/``template_disable``
-need the control scope. The pages only hide the buttons a user may not press; a refusal comes
-back inline with its reason code, nothing written. Like the jobs pages, one view serves a page
+need the control scope, and all three need the template to be the user's (its identity is
+theirs) or the user to be an admin (``template_not_owner``). The pages only hide the buttons a
+user may not press; a refusal comes back inline with its reason code, nothing written. Like the jobs pages, one view serves a page
 and its fragments (``jobs/templates_list.html#rows``, ``#row``; ``jobs/template_detail.html#live``)
 and polls get 204 while nothing changed.
 """
@@ -36,6 +37,7 @@ from gaitweb.views import (
 )
 from jobs import recurring
 from jobs.models import FINISHED_STATUSES, FireStatus, JobTemplate, TemplateFire
+from jobs.selectors import template_fires, template_get, template_list
 from jobs.views import duration, fingerprint, htmx_poll, pretty
 
 FIRES_SHOWN = 20  # the same window as the API's template detail
@@ -123,17 +125,18 @@ def _moment(at: datetime | None, tz: ZoneInfo, now: datetime) -> dict[str, Any] 
 def _get_template_for_user(request: HttpRequest, template_id: str) -> tuple[JobTemplate, Actor]:
     actor = require_read(request)
     try:
-        return recurring.template_get(template_id=template_id), actor
-    except GaitError:  # template_not_found, or an id that cannot exist (invalid_template_id)
+        return template_get(actor=actor, template_id=template_id), actor
+    except GaitError:  # not found, another identity's (the same 404), or an impossible id
         raise Http404(f"no job template {template_id}") from None
 
 
 def template_actions(template: JobTemplate, actor: Actor) -> dict[str, bool]:
     """The buttons to offer: what the services would let this user do. The services re-check
     the scope (and run now the overlap rule) when the form is posted."""
-    control = actor.can(Scope.CONTROL)
+    mine = recurring.template_may_change(actor, template)
+    control = actor.can(Scope.CONTROL) and mine
     return {
-        "run": actor.can(Scope.SUBMIT),
+        "run": actor.can(Scope.SUBMIT) and (mine or not template.identity),
         "enable": control and not template.enabled,
         "disable": control and template.enabled,
     }
@@ -168,7 +171,7 @@ def _decorate(template: JobTemplate, actor: Actor, now: datetime) -> JobTemplate
 
 def _list_context(actor: Actor) -> dict[str, Any]:
     now = timezone.now()
-    templates = [_decorate(t, actor, now) for t in recurring.template_list(actor=actor)]
+    templates = [_decorate(t, actor, now) for t in template_list(actor=actor)]
     fp = fingerprint(
         [
             (t.template_id, t.updated_at, t.last_run["status"] if t.last_run else None)
@@ -195,7 +198,7 @@ def templates_list(request: HttpRequest) -> HttpResponse:
 
 
 def _fires(template: JobTemplate, tz: ZoneInfo, now: datetime) -> list[TemplateFire]:
-    fires = recurring.template_fires(template=template, limit=FIRES_SHOWN)
+    fires = list(template_fires(template=template, limit=FIRES_SHOWN))
     for fire in fires:
         fire.badge = FIRE_BADGE.get(fire.status, "st-queued")
         fire.slot_at = _moment(fire.slot, tz, now)
@@ -254,7 +257,9 @@ def _render_detail(
     ctx = ctx if ctx is not None else _detail_context(template, actor)
     ctx.update(extra)
     if fragment:
-        ctx["nav_pending_approvals"] = nav_pending_count()  # swapped out of band with the fragment
+        ctx["nav_pending_approvals"] = nav_pending_count(
+            actor
+        )  # swapped out of band with the fragment
         return render(request, "jobs/template_detail.html#live", ctx, status=status)
     ctx.update(page_context(request, "templates"))
     return render(request, "jobs/template_detail.html", ctx, status=status)
@@ -312,7 +317,7 @@ def template_action(request: HttpRequest, template_id: str, action: str) -> Http
         notice, fire = _perform(actor, template, action)
     except GaitError as exc:
         refusal = refusal_of(exc)
-        template = recurring.template_get(template_id=template.template_id)
+        template = template_get(actor=actor, template_id=template.template_id)
         if from_list and request.htmx:
             row = _decorate(template, actor, timezone.now())
             return render(
@@ -326,7 +331,7 @@ def template_action(request: HttpRequest, template_id: str, action: str) -> Http
             status=200 if request.htmx else exc.http_status,
             refusal=refusal,
         )
-    template = recurring.template_get(template_id=template.template_id)
+    template = template_get(actor=actor, template_id=template.template_id)
     job_url = reverse("jobs-detail", args=[fire.job.job_id]) if fire and fire.job else ""
     if request.htmx:
         if from_list:

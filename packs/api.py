@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gaitweb.actors import Scope
+from gaitweb.api import StrictQuery
 from gaitweb.api_views import ApiView
 from gaitweb.errors import InvalidInput, LimitExceeded
 
@@ -95,7 +96,7 @@ class PackUploadIn(serializers.Serializer):
     file = serializers.FileField(help_text="the pack zip")
 
 
-class VerifyQuery(serializers.Serializer):
+class VerifyQuery(StrictQuery):
     require_signature = serializers.BooleanField(required=False, default=False)
     public_key = serializers.ListField(
         required=False,
@@ -103,6 +104,11 @@ class VerifyQuery(serializers.Serializer):
         help_text="also trust this Ed25519 public key: hex or base64 of its raw 32 bytes, as "
         "`gait keys export-public` prints it (repeatable)",
     )
+
+
+class DownloadQuery(StrictQuery):
+    # DRF's format override (the schema documents it): ?format=zip picks the zip renderer
+    format = serializers.ChoiceField(choices=["json", "zip"], required=False)
 
 
 class PackDiffIn(serializers.Serializer):
@@ -209,7 +215,7 @@ class JobPacksView(ApiView):
         summary="Packs built for this job, newest first",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        from packs.services import pack_list
+        from packs.selectors import pack_list
 
         packs = pack_list(actor=self.actor, job_id=job_id)
         return Response(PackListOut({"results": [_pack_dict(p, job_id) for p in packs]}).data)
@@ -223,6 +229,7 @@ class JobPacksView(ApiView):
     def post(self, request: Request, job_id: str) -> Response:
         from packs.services import pack_build
 
+        self.input(None)
         result = pack_build(actor=self.actor, job_id=job_id)
         out = {"created": result.created, "pack": _pack_dict(result.pack)}
         return Response(PackBuildOut(out).data, status=201 if result.created else 200)
@@ -233,7 +240,7 @@ class PackDetailView(ApiView):
 
     @extend_schema(operation_id="packs_show", responses={200: PackOut})
     def get(self, request: Request, pack_id: str) -> Response:
-        from packs.services import pack_get
+        from packs.selectors import pack_get
 
         return Response(PackOut(_pack_dict(pack_get(actor=self.actor, pack_id=pack_id))).data)
 
@@ -255,8 +262,9 @@ class PackDownloadView(ApiView):
         summary="The pack zip",
     )
     def get(self, request: Request, pack_id: str) -> HttpResponse:
-        from packs.services import pack_get
+        from packs.selectors import pack_get
 
+        self.query(DownloadQuery)
         pack = pack_get(actor=self.actor, pack_id=pack_id)
         response = HttpResponse(bytes(pack.data), content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="pack_{pack.pack_id}.zip"'
@@ -281,6 +289,7 @@ class PackVerifyView(ApiView):
         from packs.services import pack_verify
 
         q = self.query(VerifyQuery)
+        self.body_fields("file")
         public_keys = [
             public_key_parse(
                 text.encode("ascii", "replace"), source=f"public_key[{i}]", raw_ok=False
@@ -308,6 +317,7 @@ class PackInspectView(ApiView):
     def post(self, request: Request) -> Response:
         from packs.services import pack_inspect
 
+        self.body_fields("file")
         return Response(pack_inspect(source=_upload(request)))
 
 
@@ -324,5 +334,6 @@ class PackDiffView(ApiView):
     def post(self, request: Request) -> Response:
         from packs.services import pack_diff
 
+        self.body_fields("left", "right")
         diff = pack_diff(left=_upload(request, "left"), right=_upload(request, "right"))
         return Response(PackDiffOut(diff).data)

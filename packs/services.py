@@ -26,7 +26,7 @@ from django.db import connection, transaction
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import ZERO_HASH, canonical_json, iso_utc, sha256_hex
-from gaitweb.errors import Conflict, InvalidInput, NotFound
+from gaitweb.errors import Conflict, InvalidInput
 from jobs.journal import ChainReport, chain_check, event_append
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
 from jobs.selectors import job_get
@@ -291,7 +291,8 @@ def _render_entries(job: Job) -> tuple[list[Entry], int]:
 def pack_render(
     *, job_id: str, signer: Signer | None = None, use_active_key: bool = True
 ) -> RenderedPack:
-    """The pack of a job as bytes, without storing or journaling anything.
+    """The pack of a job as bytes, without storing or journaling anything. It reads any job:
+    callers acting for someone check first that they may see it (``pack_build`` does).
 
     Reads the job, its journal, checkpoints and step runs from one snapshot: on PostgreSQL a
     REPEATABLE READ transaction (no locks held while rendering), on SQLite the transaction
@@ -307,7 +308,7 @@ def pack_render(
         if outermost and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        job = job_get(job_id=job_id)
+        job = job_get(actor=None, job_id=job_id)  # pack_build checked who may
         entries, upto = _render_entries(job)
     manifest, data = spec.pack_assemble(
         pack_type=PACK_TYPE_JOB,
@@ -326,10 +327,11 @@ def pack_build(*, actor: Actor, job_id: str) -> PackBuildResult:
     Pack and appends ``pack_built``. Rebuilding an unchanged job returns the stored pack
     (``created`` False) and writes nothing."""
     actor.require(Scope.READ)
+    job_get(actor=actor, job_id=job_id)  # another identity's job: 404 before any work
     rendered = pack_render(job_id=job_id)
     sha256 = rendered.sha256  # hash before taking the row lock
     with transaction.atomic():
-        job = job_get(job_id=job_id, for_update=True)
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
         existing = Pack.objects.filter(job=job, sha256=sha256).first()
         if existing is not None:
             return PackBuildResult(pack=existing, created=False, manifest=rendered.manifest)
@@ -357,32 +359,6 @@ def pack_build(*, actor: Actor, job_id: str) -> PackBuildResult:
             },
         )
     return PackBuildResult(pack=pack, created=True, manifest=rendered.manifest)
-
-
-def pack_get(*, actor: Actor, pack_id: str) -> Pack:
-    """The newest stored pack with this id (a re-signed rebuild shares the pack_id)."""
-    actor.require(Scope.READ)
-    if not spec_is_sha256(pack_id):
-        raise InvalidInput(
-            "invalid_pack_id", "a pack id is 64 lowercase hex digits", details={"pack_id": pack_id}
-        )
-    pack = (
-        Pack.objects.filter(pack_id=pack_id)
-        .select_related("job")
-        .order_by("-created_at", "-id")
-        .first()
-    )
-    if pack is None:
-        raise NotFound("pack_not_found", f"no pack with id {pack_id}", details={"pack_id": pack_id})
-    return pack
-
-
-def pack_list(*, actor: Actor, job_id: str) -> list[Pack]:
-    actor.require(Scope.READ)
-    job = job_get(job_id=job_id)
-    # pack_as_dict reads pack.job: load it with the packs rather than once per pack
-    packs = Pack.objects.filter(job=job).select_related("job").defer("data")
-    return list(packs.order_by("-created_at", "-id"))
 
 
 def pack_as_dict(pack: Pack) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from gaitweb.actors import Actor
 from gaitweb.errors import Forbidden, InvalidInput, NotFound
 from packs.keys import keys_published
 from packs.models import Pack
-from packs.services import pack_get
+from packs.selectors import pack_get
 
 
 @require_GET

@@ -85,7 +85,8 @@ def agent(key_client: Callable[..., APIClient]) -> APIClient:
 
 @pytest.fixture
 def reviewer_key(key_client: Callable[..., APIClient]) -> APIClient:
-    return key_client("approve,read", identity="rita")
+    # a reviewer decides other identities' jobs: without cross_identity it would see none
+    return key_client("approve,read,cross_identity", identity="rita")
 
 
 @pytest.fixture

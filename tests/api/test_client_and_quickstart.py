@@ -24,7 +24,7 @@ def keys(transactional_db: Any) -> dict[str, str]:
 
     return {
         "agent": key("refund-agent", "submit,read,control"),
-        "reviewer": key("rita", "approve,read"),
+        "reviewer": key("rita", "approve,read,cross_identity"),
         "admin": key("root", "admin"),
     }
 

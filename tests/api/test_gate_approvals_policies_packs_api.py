@@ -142,7 +142,7 @@ def test_pending_approvals_are_listed_and_the_deciding_approval_resumes_the_job(
         f"/api/v1/approvals/{request_id}/decide", {"decision": "approve"}, format="json"
     )
     assert again.status_code == 409 and error_code(again) == "approval_already_decided"
-    second = key_client("approve,read", identity="rob").post(
+    second = key_client("approve,read,cross_identity", identity="rob").post(
         f"/api/v1/approvals/{request_id}/decide",
         {"decision": "approve", "reason": "ok"},
         format="json",
@@ -278,8 +278,10 @@ def test_a_tampered_pack_verifies_as_not_ok_and_garbage_is_a_400(agent: APIClien
     assert r.status_code == 400 and error_code(r) == "pack_not_a_zip"
     r = agent.post("/api/v1/packs/verify", {}, format="json")
     assert r.status_code == 415
-    r = agent.post("/api/v1/packs/verify", {"other": "x"}, format="multipart")
+    r = agent.post("/api/v1/packs/verify", {}, format="multipart")
     assert r.status_code == 400 and error_code(r) == "missing_file"
+    r = agent.post("/api/v1/packs/verify", {"other": "x"}, format="multipart")
+    assert r.status_code == 400 and error_code(r) == "unknown_field"
 
 
 def test_pack_ids_are_validated_and_unknown_packs_are_404(agent: APIClient) -> None:

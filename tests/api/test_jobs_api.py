@@ -127,9 +127,10 @@ def test_list_filters_by_status_identity_label_and_created_range(
     submit(agent, job_id="a1", labels={"team": "billing"})
     submit(agent, job_id="a2", spec=SLEEP_SPEC, labels={"team": "ops"})
     submit(key_client(identity="other"), job_id="b1", labels={"team": "billing"})
+    ops = key_client("read,cross_identity", identity="ops-bot")
 
-    def ids(query: str) -> list[str]:
-        r = agent.get("/api/v1/jobs" + query)
+    def ids(query: str, client: APIClient = ops) -> list[str]:
+        r = client.get("/api/v1/jobs" + query)
         assert r.status_code == 200, r.content
         return [j["job_id"] for j in r.json()["results"]]
 
@@ -139,9 +140,15 @@ def test_list_filters_by_status_identity_label_and_created_range(
     assert ids("?identity=other") == ["b1"]
     assert ids("?label=team=billing") == ["b1", "a1"]
     assert ids("?label=team=billing&identity=agent-7") == ["a1"]
+    assert ids("?label=team") == ["b1", "a2", "a1"]
+    assert ids("?q=a") == ["a2", "a1"]
     a2 = Job.objects.get(job_id="a2").created_at.isoformat().replace("+00:00", "Z")
     assert ids(f"?created_after={a2}") == ["b1", "a2"]
     assert ids(f"?created_before={a2}") == ["a1"]
+    # an identity-bound key lists its own identity's jobs only, whatever it filters on
+    assert ids("", agent) == ["a2", "a1"]
+    assert ids("?identity=other", agent) == []
+    assert ids("?label=team=billing", agent) == ["a1"]
 
 
 def test_list_pages_with_a_cursor_newest_first_without_overlap(agent: APIClient) -> None:
@@ -386,10 +393,16 @@ def test_resume_asserts_the_keys_identity_and_refuses_another_agents_job(
     agent.post("/api/v1/jobs/id1/pause", {}, format="json")
     intruder = key_client("control,read", identity="agent-9")
     r = intruder.post("/api/v1/jobs/id1/resume", {}, format="json")
+    assert r.status_code == 404 and error_code(r) == "job_not_found"  # not even its to see
+    ops = key_client("control,read,cross_identity", identity="ops-bot")
+    r = ops.post("/api/v1/jobs/id1/resume", {"identity": "agent-7"}, format="json")
     assert r.status_code == 422 and error_code(r) == "identity_binding_mismatch"
-    r = intruder.post("/api/v1/jobs/id1/resume", {"identity": "agent-7"}, format="json")
+    r = ops.post("/api/v1/jobs/id1/resume", {"identity": "ops-bot"}, format="json")
     assert r.status_code == 422 and error_code(r) == "identity_binding_mismatch"
     assert Job.objects.get(job_id="id1").status == "paused"
+    # asserting none, a cross-identity key resumes like an operator
+    r = ops.post("/api/v1/jobs/id1/resume", {}, format="json")
+    assert r.status_code == 200 and r.json()["status"] == "running"
 
 
 def test_resume_refuses_a_revoked_identity(agent: APIClient, admin_key: APIClient) -> None:

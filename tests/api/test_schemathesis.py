@@ -1,36 +1,63 @@
 """Property-based run against the live OpenAPI schema (schemathesis, docs/api.md).
 
 A real HTTP server (pytest-django's live_server on 127.0.0.1) serves the app; schemathesis reads
-the schema it publishes and sends generated requests to every operation with an admin key.
-Checks: no 5xx, every status code, content type, header and body as documented. Bounded: a
-few examples per operation so the whole run stays well under a minute.
+the schema it publishes and sends generated requests to every operation, once with an admin key
+and once with a key of a second identity. Checks: no 5xx, every status code, content type,
+header and body as documented. Then every read of the first identity's objects (its job and
+everything under it, its pack, its template) is sent with the second identity's key and must
+be a documented 404 (docs/security.md). Bounded: a few examples per operation so the whole run
+stays well under a minute or two.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 MAX_EXAMPLES = 6
+SEED_IDENTITY = "seed-agent"
+
+
+@dataclass(frozen=True)
+class Seeded:
+    admin_key: str
+    other_key: str  # identity "other-agent": read, submit, control
+    path_parameters: dict[str, str]  # the seed identity's objects
 
 
 @pytest.fixture
-def seeded(transactional_db: Any) -> str:
-    """A committed admin key and one job, so generated requests meet real rows too."""
+def seeded(transactional_db: Any) -> Seeded:
+    """Committed keys and one identity's job (with a checkpoint and a pack) and template, so
+    generated requests meet real rows too."""
     from gaitweb.actors import Actor
     from gaitweb.apikeys import apikey_create
-    from jobs.services import job_submit
+    from jobs.recurring import template_create
+    from jobs.services import job_checkpoint_add, job_submit
+    from packs.services import pack_build
 
-    job_submit(actor=Actor.system("seed"), job_id="seed-job", identity="seed-agent")
-    return apikey_create(actor=Actor.system("test"), identity="fuzzer", scopes="admin").key
+    seed = Actor.system("seed", identity=SEED_IDENTITY)
+    job_submit(actor=seed, job_id="seed-job", identity=SEED_IDENTITY)
+    job_checkpoint_add(actor=seed, job_id="seed-job", type="plan", summary="plan")
+    pack = pack_build(actor=seed, job_id="seed-job").pack
+    template_create(actor=seed, name="Seed", template_id="seed-tpl", identity=SEED_IDENTITY)
+    test = Actor.system("test")
+    return Seeded(
+        admin_key=apikey_create(actor=test, identity="fuzzer", scopes="admin").key,
+        other_key=apikey_create(
+            actor=test, identity="other-agent", scopes="read,submit,control"
+        ).key,
+        path_parameters={
+            "job_id": "seed-job",
+            "checkpoint_id": "cp_0001",
+            "pack_id": pack.pack_id,
+            "template_id": "seed-tpl",
+        },
+    )
 
 
-def test_generated_requests_to_every_operation_get_documented_responses_and_no_5xx(
-    live_server: Any, seeded: str
-) -> None:
-    import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
+def _checks() -> list[Any]:
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
         content_type_conformance,
@@ -38,14 +65,25 @@ def test_generated_requests_to_every_operation_get_documented_responses_and_no_5
         status_code_conformance,
     )
 
-    schema = schemathesis.openapi.from_url(f"{live_server.url}/api/v1/schema/")
-    checks = [
+    return [
         not_a_server_error,
         status_code_conformance,
         content_type_conformance,
         response_schema_conformance,
     ]
-    headers = {"Authorization": f"Bearer {seeded}"}
+
+
+@pytest.mark.parametrize("who", ["admin", "other_identity"])
+def test_generated_requests_to_every_operation_get_documented_responses_and_no_5xx(
+    live_server: Any, seeded: Seeded, who: str
+) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    schema = schemathesis.openapi.from_url(f"{live_server.url}/api/v1/schema/")
+    checks = _checks()
+    key = seeded.admin_key if who == "admin" else seeded.other_key
+    headers = {"Authorization": f"Bearer {key}"}
     failures: list[str] = []
     operations = 0
     for result in schema.get_all_operations():
@@ -70,3 +108,30 @@ def test_generated_requests_to_every_operation_get_documented_responses_and_no_5
             failures.append(f"{operation.method.upper()} {operation.path}: {str(exc)[:1500]}")
     assert operations >= 35
     assert failures == [], "\n\n".join(failures)
+
+
+def test_a_second_identity_reads_none_of_the_first_identitys_objects(
+    live_server: Any, seeded: Seeded
+) -> None:
+    import schemathesis
+
+    schema = schemathesis.openapi.from_url(f"{live_server.url}/api/v1/schema/")
+    headers = {"Authorization": f"Bearer {seeded.other_key}"}
+    owner_names = {"job_id", "pack_id", "template_id"}
+    probed, wrong = [], []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        params = {p.name for p in operation.path_parameters}
+        if operation.method.upper() != "GET" or not params & owner_names:
+            continue
+        case = operation.Case(
+            path_parameters={k: v for k, v in seeded.path_parameters.items() if k in params}
+        )
+        response = case.call(base_url=live_server.url, headers=headers)
+        probed.append(operation.path)
+        if response.status_code != 404:
+            wrong.append(f"GET {operation.path}: {response.status_code} {response.text[:200]}")
+            continue
+        case.validate_response(response, checks=_checks())
+    assert len(probed) >= 12, probed
+    assert wrong == [], "\n".join(wrong)

@@ -13,11 +13,11 @@ from django.utils import timezone
 from approvals.gate import gate_evaluate
 from approvals.models import ApprovalRequest, Decision
 from approvals.policy import policy_parse
+from approvals.selectors import approval_pending_list
 from approvals.services import (
     DecideOutcome,
     approval_decide,
     approval_expire_due,
-    approval_pending_list,
     approval_request_create,
     identity_revoke,
 )
@@ -134,7 +134,10 @@ def test_one_person_behind_two_names_counts_once_when_approvers_must_be_distinct
     req = request_for(required_approvals=2)
     decide(cast.actor("reviewer"), req, "approve")
     rita_bot = Actor(
-        name="rita-api-key", scopes=frozenset({"approve"}), identity="rita_reviewer", kind="apikey"
+        name="rita-api-key",
+        scopes=frozenset({"approve", "cross_identity"}),
+        identity="rita_reviewer",
+        kind="apikey",
     )
     refused(
         Conflict,

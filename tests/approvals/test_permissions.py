@@ -9,10 +9,10 @@ import pytest
 
 from approvals.gate import gate_dispatch
 from approvals.models import Policy, RevokedIdentity
+from approvals.selectors import approval_pending_list
 from approvals.services import (
     approval_decide,
     approval_expire_due,
-    approval_pending_list,
     approval_request_create,
     identity_revoke,
     policy_list,
@@ -57,8 +57,11 @@ ACTIONS: dict[str, Any] = {
     "list policies": (lambda actor: policy_list(actor=actor), set(ROLES) - {"outsider"}),
     "expire due approvals": (lambda actor: approval_expire_due(actor=actor), {"admin"}),
     "request an approval": (
+        # on a job of the actor's own identity: an integrator sees no other (tests/api matrix)
         lambda actor: approval_request_create(
-            actor=actor, job=jobs.job_submit(actor=AGENT, job_id="job_p2").job_id, summary="?"
+            actor=actor,
+            job=jobs.job_submit(actor=AGENT, job_id="job_p2", identity=actor.identity).job_id,
+            summary="?",
         ),
         {"admin", "operator", "integrator"},
     ),

@@ -42,25 +42,25 @@ def test_each_event_hashes_its_canonical_record_and_links_to_the_previous(job: J
 
 def test_an_edited_event_is_detected_at_its_revision(job: Job) -> None:
     JobEvent.objects.filter(job=job, revision=3).update(payload={"summary": "forged"})
-    report = services.job_verify_chain(job_id="job_1")
+    report = services.job_verify_chain(actor=None, job_id="job_1")
     assert not report.ok and report.first_bad_revision == 3
     assert "hash" in report.reason
 
 
 def test_an_edited_actor_or_reason_code_is_detected(job: Job) -> None:
     JobEvent.objects.filter(job=job, revision=2).update(actor="someone_else")
-    assert services.job_verify_chain(job_id="job_1").first_bad_revision == 2
+    assert services.job_verify_chain(actor=None, job_id="job_1").first_bad_revision == 2
 
 
 def test_a_deleted_event_is_detected_at_the_gap(job: Job) -> None:
     JobEvent.objects.filter(job=job, revision=4).delete()
-    report = services.job_verify_chain(job_id="job_1")
+    report = services.job_verify_chain(actor=None, job_id="job_1")
     assert not report.ok and report.first_bad_revision == 4
 
 
 def test_a_deleted_last_event_is_detected_by_the_head_hash(job: Job) -> None:
     JobEvent.objects.filter(job=job, revision=6).delete()
-    report = services.job_verify_chain(job_id="job_1")
+    report = services.job_verify_chain(actor=None, job_id="job_1")
     assert not report.ok and report.first_bad_revision == 6
 
 
@@ -74,7 +74,7 @@ def test_reordered_events_are_detected(job: Job) -> None:
         setattr(e3, f, a)
     JobEvent.objects.filter(pk=e2.pk).update(**{f: getattr(e2, f) for f in fields})
     JobEvent.objects.filter(pk=e3.pk).update(**{f: getattr(e3, f) for f in fields})
-    report = services.job_verify_chain(job_id="job_1")
+    report = services.job_verify_chain(actor=None, job_id="job_1")
     assert not report.ok and report.first_bad_revision == 2
 
 
@@ -83,7 +83,7 @@ def test_a_rehashed_forgery_still_breaks_the_link_to_the_next_event(job: Job) ->
     ev.payload = {"summary": "forged"}
     ev.hash = digest(ev.record("job_1"))
     JobEvent.objects.filter(pk=ev.pk).update(payload=ev.payload, hash=ev.hash)
-    report = services.job_verify_chain(job_id="job_1")
+    report = services.job_verify_chain(actor=None, job_id="job_1")
     assert not report.ok and report.first_bad_revision == 4
 
 

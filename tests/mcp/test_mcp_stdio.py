@@ -117,7 +117,8 @@ def test_an_api_key_limits_the_agent_to_its_scopes_and_templates_create_linked_j
     from jobs.recurring import template_create
 
     admin = Actor.system("ada")
-    reader = apikey_create(actor=admin, identity="reader-bot", scopes="read").key
+    # a read-only key of the template's identity (another identity's would see no template)
+    reader = apikey_create(actor=admin, identity="brief-bot", scopes="read").key
     writer = apikey_create(actor=admin, identity="brief-bot", scopes="read,submit,control").key
     template_create(actor=admin, name="Daily brief", identity="brief-bot")
 

@@ -18,7 +18,8 @@ from jobs.models import Job, JobEvent
 from packs import spec
 from packs.keys import key_init
 from packs.models import Pack
-from packs.services import pack_build, pack_get, pack_render, pack_verify
+from packs.selectors import pack_get
+from packs.services import pack_build, pack_render, pack_verify
 from tests.packs.helpers import entries_of, job_with_history
 
 pytestmark = pytest.mark.django_db

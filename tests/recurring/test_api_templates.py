@@ -79,8 +79,10 @@ def test_a_key_cannot_bind_a_template_to_another_identity() -> None:
 @pytest.mark.django_db
 def test_a_read_only_key_can_list_but_not_create_or_run() -> None:
     _client("read,submit,control").post("/api/v1/templates", BODY, format="json")
-    reader = _client("read", identity="reader")
+    reader = _client("read")  # the template's identity, read scope only
     assert reader.get("/api/v1/templates/daily-brief").status_code == 200
+    stranger = _client("read", identity="reader")
+    assert stranger.get("/api/v1/templates/daily-brief").status_code == 404
     r = reader.post("/api/v1/templates", {**BODY, "name": "Other"}, format="json")
     assert r.status_code == 403
     r = reader.post("/api/v1/templates/daily-brief/run", {}, format="json")

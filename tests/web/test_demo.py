@@ -38,7 +38,7 @@ def test_demo_seed_shows_every_status_the_services_reach_a_pending_approval_and_
     assert pack.key_id  # signed
     assert JobTemplate.objects.filter(template_id="demo-etl").exists()
     for job in Job.objects.all():
-        assert job_verify_chain(job_id=job.job_id).ok, job.job_id
+        assert job_verify_chain(actor=None, job_id=job.job_id).ok, job.job_id
 
     again = demo_seed()
     assert first["created"] == again["total"] and again["created"] == 0

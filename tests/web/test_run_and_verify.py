@@ -174,7 +174,7 @@ def test_an_outsider_cannot_use_the_verify_page(cast, signed_pack):
     assert _upload(Browser(cast.outsider), signed_pack).status_code == 403
 
 
-def test_operator_runs_a_saved_template_and_a_second_run_is_refused_while_one_is_active(cast):
+def test_an_admin_runs_a_saved_template_and_a_second_run_is_refused_while_one_is_active(cast):
     from jobs.recurring import template_create
 
     template_create(
@@ -185,7 +185,10 @@ def test_operator_runs_a_saved_template_and_a_second_run_is_refused_while_one_is
         identity="agent.export",
         labels={"team": "data"},
     )
-    b = Browser(cast.operator)
+    # the template runs as agent.export: only that identity or an admin may run it
+    page = Browser(cast.operator).get("/jobs/new/").content.decode()
+    assert '<option value="nightly-export"' not in page
+    b = Browser(cast.admin)
     page = b.get("/jobs/new/").content.decode()
     assert '<option value="nightly-export"' in page and "Nightly export" in page
     response = b.post("/jobs/new/", {"template": "nightly-export", "job_id": "tpl-1"})

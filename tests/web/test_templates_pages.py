@@ -189,18 +189,18 @@ def test_a_disabled_template_without_an_active_run_stops_polling(cast):
 
 def test_run_now_without_javascript_redirects_to_the_template_with_a_message(cast):
     _template()
-    b = Browser(cast.operator)
+    b = Browser(cast.admin)
     response = b.post("/templates/brief/run/")
     assert response.status_code == 302 and response["Location"] == "/templates/brief/"
     fire = TemplateFire.objects.get(template__template_id="brief")
-    assert fire.trigger == "manual" and fire.actor == "otto_operator"
+    assert fire.trigger == "manual" and fire.actor == "ada_admin"
     page = b.get("/templates/brief/").content.decode()
     assert f"Job {fire.job.job_id} started from template Daily brief." in page
 
 
 def test_run_now_with_htmx_swaps_the_live_fragment_and_links_the_new_job(cast):
     _template()
-    response = Browser(cast.operator).post("/templates/brief/run/", htmx=True)
+    response = Browser(cast.admin).post("/templates/brief/run/", htmx=True)
     html = response.content.decode()
     job = Job.objects.get()
     assert response.status_code == 200
@@ -212,7 +212,7 @@ def test_run_now_with_htmx_swaps_the_live_fragment_and_links_the_new_job(cast):
 def test_run_now_while_a_run_is_active_is_refused_inline_and_writes_nothing(cast):
     _template()
     active = template_run_now(actor=SYSTEM, template_id="brief").job
-    b = Browser(cast.operator)
+    b = Browser(cast.admin)
     response = b.post("/templates/brief/run/")
     html = response.content.decode()
     assert response.status_code == 409
@@ -227,14 +227,14 @@ def test_run_now_after_the_active_run_finished_starts_the_next_one(cast):
     _template()
     first = template_run_now(actor=SYSTEM, template_id="brief").job
     _finish(first.job_id)
-    assert Browser(cast.operator).post("/templates/brief/run/").status_code == 302
+    assert Browser(cast.admin).post("/templates/brief/run/").status_code == 302
     assert Job.objects.count() == 2
 
 
 def test_run_now_under_overlap_queue_holds_the_run_and_says_so(cast):
     _template(overlap="queue")
     template_run_now(actor=SYSTEM, template_id="brief")
-    html = Browser(cast.operator).post("/templates/brief/run/", htmx=True).content.decode()
+    html = Browser(cast.admin).post("/templates/brief/run/", htmx=True).content.decode()
     assert "this run is queued behind it (overlap_queued)" in html
     assert 'data-fire-status="pending"' in html and "waiting for the active run" in html
     assert Job.objects.count() == 1 and _fires("brief") == 2
@@ -243,7 +243,7 @@ def test_run_now_under_overlap_queue_holds_the_run_and_says_so(cast):
 def test_run_now_while_jobs_are_switched_off_is_refused_with_jobs_disabled(cast, settings):
     _template()
     settings.GAIT = {**settings.GAIT, "JOBS_ENABLED": False}
-    response = Browser(cast.operator).post("/templates/brief/run/")
+    response = Browser(cast.admin).post("/templates/brief/run/")
     assert response.status_code == 503
     assert "<code>jobs_disabled</code>" in response.content.decode()
     assert _fires("brief") == 0 and not Job.objects.exists()
@@ -251,7 +251,7 @@ def test_run_now_while_jobs_are_switched_off_is_refused_with_jobs_disabled(cast,
 
 def test_disable_clears_the_next_run_and_enable_schedules_it_again(cast):
     _template()
-    b = Browser(cast.operator)
+    b = Browser(cast.admin)
     response = b.post("/templates/brief/disable/")
     assert response.status_code == 302 and response["Location"] == "/templates/brief/"
     t = _fresh("brief")
@@ -271,7 +271,7 @@ def test_disable_clears_the_next_run_and_enable_schedules_it_again(cast):
 
 def test_list_row_action_with_htmx_returns_just_the_row(cast):
     _template()
-    response = Browser(cast.operator).post("/templates/brief/disable/", {"from": "list"}, htmx=True)
+    response = Browser(cast.admin).post("/templates/brief/disable/", {"from": "list"}, htmx=True)
     html = response.content.decode()
     assert html.lstrip().startswith("<tr") and 'data-enabled="false"' in html
     assert 'action="/templates/brief/enable/"' in html and 'class="notice"' in html
@@ -282,7 +282,7 @@ def test_a_refusal_from_a_list_row_is_shown_in_that_row(cast):
     _template()
     template_run_now(actor=SYSTEM, template_id="brief")
     html = (
-        Browser(cast.operator)
+        Browser(cast.admin)
         .post("/templates/brief/run/", {"from": "list"}, htmx=True)
         .content.decode()
     )
@@ -292,7 +292,7 @@ def test_a_refusal_from_a_list_row_is_shown_in_that_row(cast):
 
 def test_list_row_action_without_javascript_goes_back_to_the_list(cast):
     _template()
-    b = Browser(cast.operator)
+    b = Browser(cast.admin)
     response = b.post("/templates/brief/disable/", {"from": "list", "next": "/templates/"})
     assert response.status_code == 302 and response["Location"] == "/templates/"
     evil = b.post("/templates/brief/enable/", {"next": "https://evil.example/"})
@@ -301,7 +301,7 @@ def test_list_row_action_without_javascript_goes_back_to_the_list(cast):
 
 def test_posting_without_a_csrf_token_is_refused(cast):
     _template()
-    b = Browser(cast.operator)
+    b = Browser(cast.admin)
     for action in ("run", "disable"):
         assert b.post(f"/templates/brief/{action}/", csrf=False).status_code == 403
     t = _fresh("brief")
@@ -310,7 +310,7 @@ def test_posting_without_a_csrf_token_is_refused(cast):
 
 def test_actions_only_accept_post_and_unknown_actions_are_404(cast):
     _template()
-    b = Browser(cast.operator)
+    b = Browser(cast.admin)
     assert b.get("/templates/brief/run/").status_code == 405
     assert b.post("/templates/brief/delete/").status_code == 404
     assert b.post("/templates/nope/run/").status_code == 404
@@ -319,37 +319,48 @@ def test_actions_only_accept_post_and_unknown_actions_are_404(cast):
 
 # --- who may do what ---------------------------------------------------------------------------
 
-# run now needs the submit scope, enable/disable the control scope (jobs.recurring)
+# run now needs the submit scope, enable/disable the control scope, and both need the template
+# to be the user's own identity's or the user to be an admin (jobs.recurring.template_may_change):
+# "ok", "not_owner" (403 template_not_owner), "no_scope" (403 permission_denied) or "hidden" (an
+# integrator sees only its own identity's templates: 404)
 MAY_ACT = {
-    "operator": True,
-    "admin": True,
-    "integrator": True,
-    "reviewer": False,
-    "viewer": False,
+    "admin": "ok",
+    "operator": "not_owner",
+    "integrator": "hidden",
+    "reviewer": "no_scope",
+    "viewer": "no_scope",
 }
+REFUSAL = {"not_owner": "template_not_owner", "no_scope": "permission_denied"}
 
 
 @pytest.mark.parametrize("role", sorted(MAY_ACT))
-def test_every_role_sees_the_pages_but_only_operators_and_admins_get_the_buttons(cast, role):
+def test_every_role_sees_the_pages_but_only_the_owner_and_admins_get_the_buttons(cast, role):
     _template()
     b = Browser(getattr(cast, role))
     listing, detail = b.get("/templates/"), b.get("/templates/brief/")
+    if MAY_ACT[role] == "hidden":
+        assert listing.status_code == 200 and detail.status_code == 404
+        assert "/templates/brief/" not in listing.content.decode()
+        return
     assert listing.status_code == 200 and detail.status_code == 200
     for html in (listing.content.decode(), detail.content.decode()):
-        assert ('action="/templates/brief/run/"' in html) is MAY_ACT[role]
-        assert ('action="/templates/brief/disable/"' in html) is MAY_ACT[role]
+        assert ('action="/templates/brief/run/"' in html) is (MAY_ACT[role] == "ok")
+        assert ('action="/templates/brief/disable/"' in html) is (MAY_ACT[role] == "ok")
 
 
 @pytest.mark.parametrize("role", sorted(MAY_ACT))
 def test_permission_matrix_for_run_now(cast, role):
     _template()
     response = Browser(getattr(cast, role)).post("/templates/brief/run/")
-    if MAY_ACT[role]:
+    if MAY_ACT[role] == "ok":
         assert response.status_code == 302 and _fires("brief") == 1
+        return
+    if MAY_ACT[role] == "hidden":
+        assert response.status_code == 404
     else:
         assert response.status_code == 403
-        assert "<code>permission_denied</code>" in response.content.decode()
-        assert _fires("brief") == 0 and not Job.objects.exists()
+        assert f"<code>{REFUSAL[MAY_ACT[role]]}</code>" in response.content.decode()
+    assert _fires("brief") == 0 and not Job.objects.exists()
 
 
 @pytest.mark.parametrize("role", sorted(MAY_ACT))
@@ -357,17 +368,29 @@ def test_permission_matrix_for_disable_and_enable(cast, role):
     _template()
     b = Browser(getattr(cast, role))
     disabled = b.post("/templates/brief/disable/", htmx=True)
-    if MAY_ACT[role]:
+    if MAY_ACT[role] == "ok":
         assert disabled.status_code == 200 and not _fresh("brief").enabled
         assert b.post("/templates/brief/enable/").status_code == 302
         assert _fresh("brief").enabled
+    elif MAY_ACT[role] == "hidden":
+        assert disabled.status_code == 404 and _fresh("brief").enabled
     else:
         # with htmx the refusal is a fragment (200) so that htmx swaps it in
-        assert "<code>permission_denied</code>" in disabled.content.decode()
+        assert f"<code>{REFUSAL[MAY_ACT[role]]}</code>" in disabled.content.decode()
         assert _fresh("brief").enabled
         JobTemplate.objects.filter(template_id="brief").update(enabled=False)
         refused = b.post("/templates/brief/enable/")
         assert refused.status_code == 403 and not _fresh("brief").enabled
+
+
+def test_an_integrator_runs_and_disables_its_own_identitys_template(cast):
+    _template(identity=cast.integrator.username)
+    b = Browser(cast.integrator)
+    assert 'action="/templates/brief/run/"' in b.get("/templates/brief/").content.decode()
+    assert b.post("/templates/brief/run/").status_code == 302
+    assert Job.objects.get().identity == cast.integrator.username
+    assert b.post("/templates/brief/disable/").status_code == 302
+    assert not _fresh("brief").enabled
 
 
 def test_a_user_without_a_role_gets_403_on_every_template_page_and_action(cast):
