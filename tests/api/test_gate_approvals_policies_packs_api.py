@@ -223,6 +223,9 @@ def test_only_admins_revoke_identities(agent: APIClient, admin_key: APIClient) -
 
 
 def test_packs_build_list_download_and_verify_the_upload(agent: APIClient) -> None:
+    from packs.keys import key_init
+
+    key_init(actor=Actor.system("test"))
     submit(agent, job_id="pk1")
     agent.post(
         "/api/v1/jobs/pk1/checkpoints", {"type": "completed", "summary": "done"}, format="json"
@@ -249,13 +252,17 @@ def test_packs_build_list_download_and_verify_the_upload(agent: APIClient) -> No
         raw.json()["ok"] is True
         and raw.json()["source_ref"] == "pk1"
         and raw.json()["chain_ok"] is True
+        and raw.json()["signature_status"] == "verified"
+        and raw.json()["accepted_unsigned"] is False
     )
     multipart = agent.post("/api/v1/packs/verify", {"file": io.BytesIO(data)}, format="multipart")
     assert multipart.json()["ok"] is True
-    unsigned_required = agent.post(
-        "/api/v1/packs/verify?require_signature=true", data, content_type="application/zip"
+    conflict = agent.post(
+        "/api/v1/packs/verify?require_signature=true&allow_unsigned=true",
+        data,
+        content_type="application/zip",
     )
-    assert unsigned_required.json()["ok"] is False
+    assert conflict.status_code == 400 and error_code(conflict) == "verify_options_conflict"
     inspected = agent.post("/api/v1/packs/inspect", data, content_type="application/zip")
     assert inspected.status_code == 200 and inspected.json()["pack_id"] == pack["pack_id"]
 

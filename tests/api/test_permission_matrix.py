@@ -39,7 +39,7 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("get", f"/api/v1/jobs/{GHOST}/verify-chain", None, "read"),
     ("post", f"/api/v1/jobs/{GHOST}/gate/dispatch", {}, "submit"),
     ("get", f"/api/v1/jobs/{GHOST}/packs", None, "read"),
-    ("post", f"/api/v1/jobs/{GHOST}/packs", None, "read"),
+    ("post", f"/api/v1/jobs/{GHOST}/packs", None, "control"),  # building is a write
     ("post", "/api/v1/gate/evaluate", {}, "read"),
     ("get", "/api/v1/approvals", None, "read"),
     ("post", "/api/v1/approvals/apr_x/decide", {}, "approve"),

@@ -142,7 +142,11 @@ def test_uploading_a_signed_pack_reports_it_verified(cast, signed_pack):
     b = Browser(cast.viewer)
     html = _upload(b, signed_pack).content.decode()
     assert 'id="verdict">verified<' in html
-    assert "pack-v" in html and ">verified</span> 1 of 1 valid" in html and "chain verified" in html
+    assert (
+        "pack-v" in html
+        and ">signature verified</span> 1 of 1 valid" in html
+        and "chain verified" in html
+    )
     fragment = _upload(b, signed_pack, htmx=True).content.decode()
     assert fragment.lstrip().startswith('<div id="result"') and 'id="verdict">verified<' in fragment
 
