@@ -24,7 +24,7 @@ $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
 dev-deps: $(VENV)/.dev-installed
 
 run: venv
-	$(PY) manage.py up --port $(PORT)
+	$(PY) manage.py up --port $(PORT) $(UP_ARGS)
 
 # the service layer is type-checked: views and templates are covered by tests
 TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine.py jobs/spec.py \

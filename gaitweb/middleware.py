@@ -104,16 +104,15 @@ class RequestSizeLimitMiddleware:
             )
         limit, code = _limit_of(view_func)
         if length > limit:
-            # close: the unread body must not be taken for the next request on the connection
-            response = refusal_response(
+            # The unread body is never spooled; the server discards it (WSGI cannot ask for the
+            # connection to close). A proxy's own body limit stops it at the edge.
+            return refusal_response(
                 request,
                 413,
                 code,
                 f"the request body is {length} bytes; this endpoint takes at most {limit}",
                 {"max_bytes": limit, "content_length": length},
             )
-            response["Connection"] = "close"
-            return response
         return None
 
 

@@ -208,4 +208,5 @@ def forge(files: dict[str, bytes], *, actor: str = "mallory") -> bytes:
     forged = dict(files)
     forged["job_events.jsonl"] = b"".join(lines)
     forged["job_state.json"] = canonical_json(state)
-    return reassemble(forged)
+    source_ref = json.loads(files[spec.MANIFEST_PATH])["source_ref"]
+    return reassemble(forged, source_ref=source_ref)

@@ -253,3 +253,15 @@ def test_keys_cli_init_rotate_list_and_export(db: Any, tmp_path: Path, capsys: A
     assert code == 0 and exported["key_id"] == rotated["key"]["key_id"]
     assert (tmp_path / "k.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
     assert "private" not in (tmp_path / "k.pem").read_text().lower()
+
+
+def test_pack_verify_exits_2_for_a_forged_pack(pack_file: Path, capsys: Any) -> None:
+    from tests.packs.helpers import forge
+
+    pack_file.write_bytes(forge(entries_of(pack_file.read_bytes())))
+
+    code, payload = gait(capsys, "pack", "verify", str(pack_file))
+
+    assert code == 2 and payload["ok"] is False and payload["chain_ok"] is True
+    assert [e["code"] for e in payload["errors"]] == ["pack_unsigned"]
+    assert payload["summary"].startswith("FAILED")
