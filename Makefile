@@ -30,7 +30,8 @@ run: venv
 TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine.py jobs/spec.py \
 	jobs/recurring.py approvals/services.py approvals/gate.py approvals/policy.py \
 	packs/services.py packs/spec.py packs/zipsafe.py packs/keys.py gaitweb/canonical.py \
-	gaitweb/errors.py gaitweb/actors.py gaitweb/validation.py gaitweb/apikeys.py
+	gaitweb/errors.py gaitweb/actors.py gaitweb/validation.py gaitweb/apikeys.py \
+	gaitweb/parsing.py gaitweb/middleware.py
 
 test: dev-deps
 	$(VENV)/bin/ruff check .

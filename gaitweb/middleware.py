@@ -33,12 +33,14 @@ NUL_CHARACTER = "nul_character"
 
 def request_max_bytes() -> int:
     """The body limit of every view that declares none (``GAIT_REQUEST_MAX_BYTES``)."""
-    return int(settings.GAIT["REQUEST_MAX_BYTES"])
+    gait: dict[str, Any] = settings.GAIT
+    return int(gait["REQUEST_MAX_BYTES"])
 
 
 def upload_max_bytes() -> int:
     """The limit of one uploaded pack (``GAIT_UPLOAD_MAX_BYTES``)."""
-    return int(settings.GAIT["UPLOAD_MAX_BYTES"])
+    gait: dict[str, Any] = settings.GAIT
+    return int(gait["UPLOAD_MAX_BYTES"])
 
 
 def body_limit(
