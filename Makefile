@@ -24,14 +24,15 @@ $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
 dev-deps: $(VENV)/.dev-installed
 
 run: venv
-	$(PY) manage.py up --port $(PORT)
+	$(PY) manage.py up --port $(PORT) $(UP_ARGS)
 
 # the service layer is type-checked: views and templates are covered by tests
 TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine.py jobs/spec.py \
 	jobs/recurring.py approvals/services.py approvals/gate.py approvals/policy.py \
 	packs/services.py packs/spec.py packs/zipsafe.py packs/keys.py gaitweb/canonical.py \
 	gaitweb/errors.py gaitweb/actors.py gaitweb/validation.py gaitweb/apikeys.py \
-	approvals/selectors.py packs/selectors.py
+	approvals/selectors.py packs/selectors.py \
+	gaitweb/parsing.py gaitweb/middleware.py
 
 test: dev-deps
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ from typing import Any
 from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
 from gaitweb.errors import EXIT_OK, InvalidInput
+from gaitweb.parsing import json_loads
 
 
 def _read_text(path: str, what: str) -> str:
@@ -28,7 +29,7 @@ def _read_text(path: str, what: str) -> str:
 def _read_intent(path: str) -> Any:
     text = _read_text(path, "intent")
     try:
-        return json.loads(text)
+        return json_loads(text, what=f"intent file {path}")
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             "intent_invalid", f"intent file {path} is not JSON: {exc.msg} at line {exc.lineno}"

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from approvals.models import Policy
 from approvals.policy import Intent, intent_parse, policy_parse
 from gaitweb.errors import InvalidInput
+from gaitweb.parsing import json_loads
 
 SOURCE_MAX_CHARS = 256 * 1024
 
@@ -86,12 +87,14 @@ class TryIntentForm(forms.Form):
     def clean_intent(self) -> Intent:
         text = self.cleaned_data["intent"]
         try:
-            data = json.loads(text)
+            data = json_loads(text, what="the intent")
         except json.JSONDecodeError as exc:
             raise ValidationError(
                 f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
                 code="intent_invalid",
             ) from None
+        except InvalidInput as exc:  # json_too_deep
+            raise ValidationError(exc.message, code=exc.code) from None
         try:
             return intent_parse(data)
         except InvalidInput as exc:

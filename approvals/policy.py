@@ -25,6 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gaitweb.canonical import canonical_json, sha256_hex
 from gaitweb.errors import InvalidInput
+from gaitweb.parsing import yaml_compose
 
 SCHEMA_ID = "gait.gate.policy"
 SCHEMA_VERSION = "1.0.0"
@@ -301,25 +302,12 @@ class _Walker:
 
 def _compose(source: str) -> Node | None:
     try:
-        # Anchors and aliases are refused: a policy has no use for them, and an alias bomb
-        # would make the walk below exponential.
-        for event in yaml.parse(source, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent | yaml.NodeEvent) and getattr(
-                event, "anchor", None
-            ):
-                line = event.start_mark.line + 1 if event.start_mark is not None else 1
-                raise _invalid(
-                    [
-                        PolicyProblem(
-                            line,
-                            "",
-                            "",
-                            "policy_syntax_error",
-                            f"line {line}: YAML anchors and aliases (&{event.anchor} / *{event.anchor}) are not allowed in policies",
-                        )
-                    ]
-                )
-        return yaml.compose(source, Loader=yaml.SafeLoader)
+        # Anchors and aliases are refused before anything is composed (gaitweb.parsing): a
+        # policy has no use for them, and an alias bomb would make the walk below exponential.
+        return yaml_compose(source, what="a policy")
+    except InvalidInput as exc:  # yaml_alias_refused, yaml_too_deep
+        line = int(exc.details.get("line", 1))
+        raise _invalid([PolicyProblem(line, "", "", exc.code, exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1

@@ -41,13 +41,16 @@ from rest_framework.authentication import (
     BaseAuthentication,
     get_authorization_header,
 )
+from rest_framework.parsers import JSONParser, get_encoding
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
+from rest_framework.utils import json as drf_json
 
 from gaitweb.actors import Actor
 from gaitweb.errors import GaitError, InvalidInput
+from gaitweb.parsing import JSON_MAX_DEPTH, json_loads
 
 log = logging.getLogger("gaitweb.api")
 
@@ -186,6 +189,29 @@ class StrictQuery(StrictInput):
     where = "query"
 
 
+class BoundedJSONParser(JSONParser):
+    """DRF's JSON parser behind a nesting guard (the default parser, settings.REST_FRAMEWORK).
+
+    ``json.load`` recurses once per level: a body nested 20,000 deep raised ``RecursionError``
+    (a 500) before ``json_safe_check`` could see the value. Here the body — already bounded by
+    the request size guard (gaitweb.middleware) — is read, its nesting counted without
+    recursion (gaitweb.parsing), and parsed only when it is at most ``JSON_MAX_DEPTH`` deep;
+    deeper is ``400 json_too_deep``."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        encoding = get_encoding(parser_context or {})
+        raw = stream.read() if stream is not None else b""
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+        parse_constant = drf_json.strict_constant if self.strict else None
+        try:
+            return json_loads(text, what="body", parse_constant=parse_constant)
+        except ValueError as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+
+
 SAFE_INT = 2**53 - 1
 
 
@@ -197,7 +223,7 @@ def json_safe_check(value: Any, where: str = "body", _depth: int = 0) -> None:
     def bad(message: str) -> InvalidInput:
         return InvalidInput("invalid_json_value", f"{where}: {message}", details={"field": where})
 
-    if _depth > 64:
+    if _depth > JSON_MAX_DEPTH:
         raise bad("nested too deeply")
     if isinstance(value, str):
         if "\x00" in value:
@@ -419,8 +445,8 @@ def _bad_cursor() -> InvalidInput:
 def _decode(cursor: str, n: int) -> list[Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        values = json.loads(raw)
-    except (ValueError, TypeError):
+        values = json_loads(raw, what="cursor")
+    except (ValueError, TypeError, InvalidInput):
         values = None
     if not isinstance(values, list) or len(values) != n:
         raise _bad_cursor()

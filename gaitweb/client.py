@@ -335,12 +335,14 @@ class GaitClient:
         ).content
 
     def pack_verify(
-        self, data: bytes, *, require_signature: bool = False, public_keys: Sequence[str] = ()
+        self, data: bytes, *, allow_unsigned: bool = False, public_keys: Sequence[str] = ()
     ) -> dict[str, Any]:
-        """``public_keys``: more keys to trust (hex or base64 of the raw 32 bytes)."""
+        """The server's report: ``ok`` only when a trusted key's signature verifies, unless
+        ``allow_unsigned`` (then ``accepted_unsigned`` and ``notes`` say so). ``public_keys``:
+        more keys to trust (hex or base64 of the raw 32 bytes)."""
         params: list[tuple[str, str]] = [("public_key", k) for k in public_keys]
-        if require_signature:
-            params.append(("require_signature", "true"))
+        if allow_unsigned:
+            params.append(("allow_unsigned", "true"))
         return self._request(
             "POST",
             "/packs/verify",

@@ -13,7 +13,11 @@ It uses the real services only, so every demo job has a valid, hash-chained jour
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,93 @@ log = logging.getLogger("gaitweb.demo")
 
 AGENT = "demo-agent"
 POLICY_NAME = "demo-billing"
+
+# `make run`'s logins: (username, role). Created only by demo_logins_ensure, never with --no-demo.
+DEMO_USERS = [
+    ("admin", "admin"),
+    ("reviewer", "reviewer"),
+    ("operator", "operator"),
+    ("viewer", "viewer"),
+]
+DEMO_PASSWORD_FILE = "demo_password"
+
+
+@dataclass
+class DemoLogins:
+    """What `manage.py up` prints about the demo logins."""
+
+    password: str | None  # None: not known here (the file is gone); nothing was changed
+    created: list[str] = field(default_factory=list)  # users made now
+    reset: bool = False  # a new password was set for every demo user
+    changed: list[str] = field(default_factory=list)  # users whose password someone changed
+    path: Path | None = None
+
+
+def _password_write(path: Path, record: dict[str, Any]) -> None:
+    """Replace the password file atomically, readable by its owner only (0600 from creation,
+    never a moment with wider permissions)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(record, fh)
+    os.replace(tmp, path)
+
+
+def demo_logins_ensure(*, reset: bool = False) -> DemoLogins:
+    """The demo logins of `make run`, kept across restarts (docs/security.md).
+
+    The first start creates the users with one random password, kept in
+    ``GAIT_DATA_DIR/demo_password`` (mode 0600, like ``secret_key`` and the signing keys beside
+    it) so every start can print the login again. Later starts change nothing: a user whose
+    password was changed keeps it (and it is not printed); a deleted demo user is created again
+    with the kept password. ``reset`` draws a new password for every demo user. When the file
+    is gone but demo users exist, nothing is changed and the password is reported unknown."""
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import Group, User
+
+    from gaitweb.roles import roles_ensure
+
+    roles_ensure()
+    path = Path(settings.DATA_DIR) / DEMO_PASSWORD_FILE
+    names = [name for name, _ in DEMO_USERS]
+    existing = {u.username: u for u in User.objects.filter(username__in=names)}
+    record: dict[str, Any] | None = None
+    if path.exists() and not reset:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("password"), str):
+            record = None
+    if record is None and existing and not reset:
+        return DemoLogins(password=None, path=path)
+    result = DemoLogins(password="", reset=reset, path=path)
+    if record is None:
+        record = {"password": secrets.token_urlsafe(12), "hashes": {}}
+    password: str = record["password"]
+    hashes: dict[str, str] = dict(record.get("hashes") or {})
+    for username, role in DEMO_USERS:
+        user = existing.get(username)
+        if user is None:
+            user = User(username=username, email=f"{username}@localhost")
+            user.is_staff = user.is_superuser = role == "admin"
+            result.created.append(username)
+        elif not reset:
+            # the stored hash says "unchanged" cheaply; a rehash on login needs the slow check
+            if user.password != hashes.get(username) and not user.check_password(password):
+                result.changed.append(username)
+                continue
+            hashes[username] = user.password
+            continue
+        user.password = make_password(password)
+        user.save()
+        if username in result.created:
+            user.groups.set([Group.objects.get(name=role)])
+        hashes[username] = user.password
+    record["hashes"] = hashes
+    _password_write(path, record)
+    result.password = password
+    return result
 
 
 def _policy_binding(admin: Actor) -> Any:

@@ -36,11 +36,12 @@ def roles_ensure() -> None:
                 Permission.objects.get(content_type__app_label=app_label, codename=codename)
             )
         if role == "admin":
-            # admins manage policies, identities, revocations, signing keys, API keys and job
-            # templates in Django admin (jobs and events stay read-only there)
+            # admins manage policies, identities, revocations, signing keys, API keys, job
+            # templates and login lockouts in Django admin (jobs and events stay read-only there)
             perms += list(
                 Permission.objects.filter(
-                    content_type__app_label__in=["approvals", "packs", "gaitweb"]
+                    # axes: unlocking a login locked out by django-axes (docs/security.md)
+                    content_type__app_label__in=["approvals", "packs", "gaitweb", "axes"]
                 )
             )
             perms += list(

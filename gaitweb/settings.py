@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -78,6 +79,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",
     "gaitweb",
     "jobs",
     "approvals",
@@ -89,11 +91,16 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # before CSRF: their process_view runs before anything reads the body (gaitweb.middleware)
+    "gaitweb.middleware.RequestSizeLimitMiddleware",
+    "gaitweb.middleware.NulCharacterMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # last, as django-axes asks: turns a lockout into its 429 page
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "gaitweb.urls"
@@ -146,6 +153,12 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes first: it refuses a locked-out login before any password is checked
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -172,10 +185,50 @@ LOGOUT_REDIRECT_URL = "/login/"
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
-CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Messages live in the session, never in a cookie: the admin shows a new API key once as a
+# message, and a cookie would carry it to the browser (and any log of its headers) signed but
+# readable.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
+# --- HTTPS deployments (docs/operations.md) -------------------------------------------------------
+# GAIT_HTTPS=true is the one switch for a site served only over HTTPS: it turns on the redirect,
+# secure cookies and a year of HSTS; each setting below can still be set on its own. With every
+# one of them on, `manage.py check --deploy` is clean (tests/test_deploy.py).
+HTTPS = env_bool("GAIT_HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
+# Behind a TLS-terminating proxy: "HTTP_X_FORWARDED_PROTO,https" (header, value). Only set it
+# when the proxy always sets or strips that header, or clients can claim to be on HTTPS.
+_proxy_header = [
+    part.strip()
+    for part in os.environ.get("SECURE_PROXY_SSL_HEADER", "").split(",")
+    if part.strip()
+]
+if _proxy_header:
+    if len(_proxy_header) != 2:
+        raise ValueError(
+            "SECURE_PROXY_SSL_HEADER must be 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https"
+        )
+    SECURE_PROXY_SSL_HEADER = (_proxy_header[0], _proxy_header[1])
+
+# --- Login throttling: django-axes (docs/security.md, "Deployment basics") ------------------------
+# Failed logins on the dashboard and the admin are counted per (username, client address); at
+# the limit that pair is locked out (429) for the cool-off time, even with the right password.
+# An admin unlocks early with `manage.py axes_reset_username NAME` (or axes_reset) or by
+# deleting the row under Axes -> Access attempts in the admin.
+AXES_FAILURE_LIMIT = env_int("GAIT_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("GAIT_LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "gaitweb.views.login_locked_out"  # 429 login_throttled, Retry-After
+# The client address is REMOTE_ADDR: behind a reverse proxy every client has the proxy's
+# address, so the lockout is then per username (docs/security.md).
 
 # --- Cache (throttling must hold across processes: use Redis when configured) ---------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -237,6 +290,10 @@ GAIT = {
     "STEP_TIMEOUT_DEFAULT": env_float("GAIT_STEP_TIMEOUT_DEFAULT", 300.0),
     "STEP_TIMEOUT_MAX": env_float("GAIT_STEP_TIMEOUT_MAX", 86400.0),
     "SPEC_MAX_BYTES": env_int("GAIT_SPEC_MAX_BYTES", 256 * 1024),
+    # request bodies, refused by Content-Length before they are read (gaitweb.middleware):
+    # every endpoint, and the pack uploads (verify, inspect; diff takes two)
+    "REQUEST_MAX_BYTES": env_int("GAIT_REQUEST_MAX_BYTES", 4 * 1024 * 1024),
+    "UPLOAD_MAX_BYTES": env_int("GAIT_UPLOAD_MAX_BYTES", 256 * 1024 * 1024),
     "STEP_OUTPUT_MAX_BYTES": env_int("GAIT_STEP_OUTPUT_MAX_BYTES", 64 * 1024),
     "LOG_TAIL_MAX_BYTES": env_int("GAIT_LOG_TAIL_MAX_BYTES", 16 * 1024),
     "ENV_FINGERPRINT": os.environ.get("GAIT_ENV_FINGERPRINT", ""),
@@ -260,7 +317,7 @@ REST_FRAMEWORK = {
         "anon": os.environ.get("GAIT_API_RATE_ANON", "120/min"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["gaitweb.api.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "gaitweb.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required as django_login_required
 from django.contrib.auth.views import redirect_to_login
@@ -23,11 +24,8 @@ from django.views.decorators.http import require_http_methods
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError
+from gaitweb.middleware import body_limit, upload_max_bytes
 from gaitweb.roles import user_role
-
-# An uploaded pack larger than this is refused before it is read (packs.zipsafe guards the
-# entries; this guards the request).
-VERIFY_UPLOAD_MAX_BYTES = 256 * 1024 * 1024
 
 
 def login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -102,15 +100,45 @@ class LogoutView(auth_views.LogoutView):
     pass
 
 
+LOGIN_THROTTLED = "login_throttled"
+
+
+def login_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: Any
+) -> HttpResponse:
+    """django-axes' lockout answer (settings.AXES_LOCKOUT_CALLABLE), for the dashboard's login
+    and the admin's alike: 429 with a reason code and ``Retry-After``. The cool-off starts again
+    with every attempt made while locked out, so waiting is the only way past it."""
+    from axes.helpers import get_cool_off
+
+    cool_off = get_cool_off(request)
+    seconds = int(cool_off.total_seconds()) if cool_off else 0
+    context = {
+        "code": LOGIN_THROTTLED,
+        "minutes": max(1, round(seconds / 60)) if seconds else None,
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+    }
+    response = render(request, "auth/locked_out.html", context, status=429)
+    if seconds:
+        response["Retry-After"] = str(seconds)
+    return response
+
+
 @login_required
 def home(request: HttpRequest) -> HttpResponseRedirect:
     return redirect("jobs-list")
 
 
+@body_limit(upload_max_bytes)  # a pack upload: refused by Content-Length before it is read
 @login_required
 @require_http_methods(["GET", "POST"])
 def pack_verify_page(request: HttpRequest) -> HttpResponse:
-    """Upload a pack zip and read the verification report (packs.services.pack_verify)."""
+    """Upload a pack zip and read the verification report (packs.services.pack_verify).
+
+    The verdict is green only for a pack a trusted key signed; a pack accepted because the
+    user ticked "allow unsigned" says so in amber, and no check is painted green next to a
+    failing pack (templates/packs/verify.html)."""
+    from packs.keys import public_key_parse
     from packs.services import pack_verify
 
     require_read(request)
@@ -118,17 +146,30 @@ def pack_verify_page(request: HttpRequest) -> HttpResponse:
     status = 200
     if request.method == "POST":
         upload = request.FILES.get("pack")
+        allow_unsigned = request.POST.get("allow_unsigned") == "on"
+        key_text = request.POST.get("public_key", "").strip()
+        ctx["allow_unsigned"] = allow_unsigned
+        ctx["public_key"] = key_text
         if upload is None:
             ctx["field_error"] = "Choose a pack zip to verify."
             status = 400
-        elif upload.size > VERIFY_UPLOAD_MAX_BYTES:
-            ctx["field_error"] = (
-                f"The file is larger than {VERIFY_UPLOAD_MAX_BYTES // (1024 * 1024)} MB."
-            )
-            status = 400
         else:
             try:
-                result = pack_verify(source=upload.file)
+                # text only (PEM, base64 or hex), never raw key bytes; a key is under 200 bytes
+                keys = (
+                    [
+                        public_key_parse(
+                            key_text[:4096].encode("ascii", "replace"),
+                            source="public key",
+                            raw_ok=False,
+                        )
+                    ]
+                    if key_text
+                    else []
+                )
+                result = pack_verify(
+                    source=upload.file, allow_unsigned=allow_unsigned, public_keys=keys
+                )
             except GaitError as exc:
                 ctx["refusal"] = refusal_of(exc)
                 status = exc.http_status

@@ -12,10 +12,12 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest
 
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError
+from gaitweb.parsing import json_depth_check
 from jobs import recurring
 from jobs.models import JobTemplate, TemplateFire
 
@@ -27,10 +29,31 @@ def _check(fn: Any, value: Any) -> Any:
         raise forms.ValidationError(f"{exc.message} ({exc.code})", code=exc.code) from None
 
 
+class BoundedJSONField(forms.JSONField):
+    """Django's JSON form field parses with ``json.loads``, which recurses into a
+    ``RecursionError`` (a 500) on deeply nested text: check the nesting first
+    (``json_too_deep``)."""
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and value:
+            _check(json_depth_check, value)
+        return super().to_python(value)
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # the form shown again with its error parses the text once more: show it as typed
+        if isinstance(data, str) and data:
+            try:
+                json_depth_check(data)
+            except GaitError:
+                return InvalidJSONInput(data)
+        return super().bound_data(data, initial)
+
+
 class JobTemplateForm(forms.ModelForm):
     class Meta:
         model = JobTemplate
         fields = ["template_id", *recurring.UPDATABLE]
+        field_classes = {"spec": BoundedJSONField, "labels": BoundedJSONField}
 
     def clean_template_id(self) -> str:
         return _check(recurring.template_id_check, self.cleaned_data["template_id"])

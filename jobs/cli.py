@@ -9,6 +9,7 @@ from typing import Any
 from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
 from gaitweb.errors import EXIT_OK, InvalidInput
+from gaitweb.parsing import json_loads
 from jobs import services
 from jobs.selectors import checkpoint_get, checkpoint_list, job_get, job_snapshot
 
@@ -51,7 +52,7 @@ def revocations_from_file(path: str | None) -> set[str]:
     stripped = text.strip()
     if stripped.startswith("[") or stripped.startswith("{"):
         try:
-            data = json.loads(stripped)
+            data = json_loads(stripped, what="the revocations file")
         except json.JSONDecodeError as exc:
             raise InvalidInput(
                 "invalid_revocations_file", f"revocations file is not valid JSON: {exc}"

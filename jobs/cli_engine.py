@@ -12,6 +12,7 @@ from typing import Any
 from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
 from gaitweb.errors import EXIT_OK, InvalidInput
+from gaitweb.parsing import json_loads
 
 
 def _stats(args: Any) -> tuple[int, dict[str, Any]]:
@@ -33,7 +34,7 @@ def _signal(args: Any) -> tuple[int, dict[str, Any]]:
     payload: Any = None
     if args.payload is not None:
         try:
-            payload = json.loads(args.payload)
+            payload = json_loads(args.payload, what="--payload")
         except json.JSONDecodeError as exc:
             raise InvalidInput(
                 "invalid_signal_payload",

@@ -26,6 +26,7 @@ import yaml
 from django.conf import settings
 
 from gaitweb.errors import InvalidInput, LimitExceeded
+from gaitweb.parsing import json_loads, yaml_load
 
 STEP_KINDS = ("python", "command", "http", "sleep", "wait_event", "approval")
 # Kinds the engine executes itself (durable timers and decisions): they never run user code, so
@@ -362,8 +363,13 @@ def spec_load(text: str | bytes, *, source: str = "") -> dict[str, Any]:
         text = text.decode("utf-8")
     _size_check(len(text.encode("utf-8")))
     stripped = text.lstrip()
+    what = source or "the spec"
     try:
-        data = json.loads(text) if stripped.startswith("{") else yaml.safe_load(text)
+        # bounded parsers (gaitweb.parsing): no YAML anchors or aliases, no nesting that would
+        # exhaust the stack; their refusals (yaml_alias_refused, json_too_deep, …) pass through
+        data = (
+            json_loads(text, what=what) if stripped.startswith("{") else yaml_load(text, what=what)
+        )
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         line = (mark.line + 1) if mark is not None else getattr(exc, "lineno", None)

@@ -385,7 +385,7 @@ def _detail_context(request: HttpRequest, job: Job, actor: Actor) -> dict[str, A
     return {
         "job": job,
         "actions": job_actions(job, actor, pending_requests=len(pending)),
-        "can_build_pack": actor.can(Scope.READ),
+        "can_build_pack": actor.can(Scope.CONTROL),  # building is a write (pack_build)
         "steps": _steps(job),
         "progress_pct": int(job.cursor * 100 / job.step_count) if job.step_count else 0,
         "events": events,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 from typing import IO, Any
 
-from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -25,14 +24,15 @@ from gaitweb.actors import Scope
 from gaitweb.api import StrictQuery
 from gaitweb.api_views import ApiView
 from gaitweb.errors import InvalidInput, LimitExceeded
+from gaitweb.middleware import upload_max_bytes
 
 READ = Scope.READ
-UPLOAD_MAX_DEFAULT = 64 * 1024 * 1024
+CONTROL = Scope.CONTROL
 
 
-def upload_max_bytes() -> int:
-    gait: dict[str, Any] = settings.GAIT
-    return int(gait.get("API_UPLOAD_MAX_BYTES", UPLOAD_MAX_DEFAULT))
+def diff_max_bytes() -> int:
+    """Two packs and the multipart framing around them."""
+    return 2 * upload_max_bytes() + 64 * 1024
 
 
 class RawZipParser(BaseParser):
@@ -97,7 +97,18 @@ class PackUploadIn(serializers.Serializer):
 
 
 class VerifyQuery(StrictQuery):
-    require_signature = serializers.BooleanField(required=False, default=False)
+    allow_unsigned = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="accept a pack without a signature a trusted key verifies (the result says "
+        "so: accepted_unsigned, notes); a signature that is wrong still fails",
+    )
+    require_signature = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="kept for Gait compatibility: a trusted signature is always required unless "
+        "allow_unsigned; true together with allow_unsigned is refused",
+    )
     public_key = serializers.ListField(
         required=False,
         child=serializers.CharField(max_length=200),
@@ -157,6 +168,14 @@ class VerifyOut(serializers.Serializer):
     )
     undeclared_files = serializers.ListField(child=serializers.CharField())
     signature_status = serializers.ChoiceField(choices=["missing", "skipped", "verified", "failed"])
+    signature_required = serializers.BooleanField(help_text="false only with allow_unsigned")
+    accepted_unsigned = serializers.BooleanField(
+        help_text="ok only because allow_unsigned accepted a pack no trusted key signed"
+    )
+    notes = serializers.ListField(
+        child=serializers.CharField(),
+        help_text='e.g. "unsigned, accepted because allow_unsigned"',
+    )
     signatures_valid = serializers.IntegerField()
     signatures_total = serializers.IntegerField()
     signature_errors = serializers.ListField(child=serializers.CharField())
@@ -207,7 +226,8 @@ _UPLOAD_SCHEMA = {
 
 
 class JobPacksView(ApiView):
-    required_scopes = {"GET": READ, "POST": READ}
+    # building stores a row and journals pack_built: a write (packs.services.pack_build)
+    required_scopes = {"GET": READ, "POST": CONTROL}
 
     @extend_schema(
         operation_id="packs_list",
@@ -276,6 +296,7 @@ class PackDownloadView(ApiView):
 class PackVerifyView(ApiView):
     required_scopes = {"POST": READ}
     parser_classes = [MultiPartParser, RawZipParser, OctetStreamParser]
+    body_max_bytes = staticmethod(upload_max_bytes)  # gaitweb.middleware
 
     @extend_schema(
         operation_id="packs_verify",
@@ -290,6 +311,12 @@ class PackVerifyView(ApiView):
 
         q = self.query(VerifyQuery)
         self.body_fields("file")
+        if q["allow_unsigned"] and q["require_signature"]:
+            raise InvalidInput(
+                "verify_options_conflict",
+                "require_signature and allow_unsigned contradict each other",
+                details={"field": "allow_unsigned"},
+            )
         public_keys = [
             public_key_parse(
                 text.encode("ascii", "replace"), source=f"public_key[{i}]", raw_ok=False
@@ -297,9 +324,7 @@ class PackVerifyView(ApiView):
             for i, text in enumerate(q.get("public_key", []))
         ]
         result = pack_verify(
-            source=_upload(request),
-            require_signature=q.get("require_signature", False),
-            public_keys=public_keys,
+            source=_upload(request), allow_unsigned=q["allow_unsigned"], public_keys=public_keys
         )
         return Response(VerifyOut(result.as_dict()).data)
 
@@ -307,6 +332,7 @@ class PackVerifyView(ApiView):
 class PackInspectView(ApiView):
     required_scopes = {"POST": READ}
     parser_classes = [MultiPartParser, RawZipParser, OctetStreamParser]
+    body_max_bytes = staticmethod(upload_max_bytes)
 
     @extend_schema(
         operation_id="packs_inspect",
@@ -324,6 +350,7 @@ class PackInspectView(ApiView):
 class PackDiffView(ApiView):
     required_scopes = {"POST": READ}
     parser_classes = [MultiPartParser]
+    body_max_bytes = staticmethod(diff_max_bytes)
 
     @extend_schema(
         operation_id="packs_diff",

@@ -1,6 +1,7 @@
 """`gait pack …` and `gait keys …` verbs (Gait-compatible flags, exit codes and JSON output).
 
-pack verify: 0 verified, 2 verification failed, 6 bad input (not a zip, hostile zip, bad flags).
+pack verify: 0 verified (signed by a trusted key, or accepted with --allow-unsigned), 2 verification
+failed, 6 bad input (not a zip, hostile zip, bad flags).
 pack diff: 0 identical, 2 different, 6 bad input.
 """
 
@@ -62,14 +63,23 @@ def _build(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _verify(args: Any) -> tuple[int, dict[str, Any]]:
+    if args.allow_unsigned and args.require_signature:
+        raise InvalidInput(
+            "verify_options_conflict",
+            "--require-signature and --allow-unsigned contradict each other",
+        )
     public_keys = _public_keys(args.public_key)
     result = services.pack_verify(
-        source=args.file, require_signature=args.require_signature, public_keys=public_keys
+        source=args.file, allow_unsigned=args.allow_unsigned, public_keys=public_keys
     )
     payload = {"path": args.file, **result.as_dict()}
-    verdict = "verified" if result.ok else "FAILED"
+    if result.accepted_unsigned:
+        verdict = f"ACCEPTED UNSIGNED ({'; '.join(result.notes)})"
+    else:
+        verdict = "verified" if result.ok else "FAILED"
+    reasons = "" if result.ok else ": " + ", ".join(e["code"] for e in result.errors)
     payload["summary"] = (
-        f"{verdict}: pack {result.pack_id or '?'} of {result.source_ref or '?'} (signature {result.signature_status}, chain {'ok' if result.chain_ok else 'broken'})"
+        f"{verdict}: pack {result.pack_id or '?'} of {result.source_ref or '?'} (signature {result.signature_status}, chain {'ok' if result.chain_ok else 'broken'}){reasons}"
     )
     return (EXIT_OK if result.ok else EXIT_VERIFY_FAILED), payload
 
@@ -161,7 +171,18 @@ def register(groups: Any) -> None:
 
     p = _verb(sub, "verify", _verify, "pack_verify", "verify a pack offline")
     p.add_argument("file")
-    p.add_argument("--require-signature", dest="require_signature", action="store_true")
+    p.add_argument(
+        "--require-signature",
+        dest="require_signature",
+        action="store_true",
+        help="the default (kept for Gait compatibility): only a trusted signature verifies",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        dest="allow_unsigned",
+        action="store_true",
+        help="accept a pack no trusted key signed; the result says so (accepted_unsigned)",
+    )
     p.add_argument(
         "--public-key",
         dest="public_key",

@@ -13,7 +13,6 @@ build returns the stored pack instead of writing a duplicate.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -27,6 +26,7 @@ from django.db import connection, transaction
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import ZERO_HASH, canonical_json, iso_utc, sha256_hex
 from gaitweb.errors import Conflict, InvalidInput
+from gaitweb.parsing import PACK_JSON_MAX_DEPTH, json_loads
 from jobs.journal import ChainReport, chain_check, event_append
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
 from jobs.selectors import job_get
@@ -325,8 +325,12 @@ def pack_build(*, actor: Actor, job_id: str) -> PackBuildResult:
 
     Rendering happens outside any lock; then one short transaction locks the job row, stores the
     Pack and appends ``pack_built``. Rebuilding an unchanged job returns the stored pack
-    (``created`` False) and writes nothing."""
-    actor.require(Scope.READ)
+    (``created`` False) and writes nothing.
+
+    Building is a write (a stored row and a journal event), so it takes the ``control`` scope,
+    as the other writes to a job that are not its own work do: viewers and reviewers read and
+    download packs, operators, integrators and admins build them (docs/security.md)."""
+    actor.require(Scope.CONTROL)
     job_get(actor=actor, job_id=job_id)  # another identity's job: 404 before any work
     rendered = pack_render(job_id=job_id)
     sha256 = rendered.sha256  # hash before taking the row lock
@@ -396,12 +400,19 @@ class _Problems:
         self.items.append(item)
 
 
+def _json(data: bytes, what: str) -> Any:
+    """A JSON document of the pack: hostile nesting is a finding, never a RecursionError."""
+    return json_loads(data, what=what, max_depth=PACK_JSON_MAX_DEPTH)
+
+
 def _json_document(zf: SafeZip, name: str, *, max_bytes: int = DOCUMENT_MAX_BYTES) -> Any:
     data = zf.read(name, max_bytes=max_bytes)
     try:
-        return json.loads(data)
+        return _json(data, name)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _DocumentInvalid(f"{name} is not JSON: {exc}") from None
+    except InvalidInput as exc:  # json_too_deep
+        raise _DocumentInvalid(exc.message) from None
 
 
 class _DocumentInvalid(Exception):
@@ -470,6 +481,9 @@ class PackVerifyResult:
     hash_mismatches: list[dict[str, str]] = field(default_factory=list)
     undeclared_files: list[str] = field(default_factory=list)
     signature_status: str = "missing"  # missing | skipped | verified | failed
+    signature_required: bool = True  # False only with allow_unsigned
+    accepted_unsigned: bool = False  # ok only because allow_unsigned let a missing one pass
+    notes: list[str] = field(default_factory=list)
     signatures_valid: int = 0
     signatures_total: int = 0
     signature_errors: list[str] = field(default_factory=list)
@@ -490,6 +504,9 @@ class PackVerifyResult:
             "hash_mismatches": self.hash_mismatches,
             "undeclared_files": self.undeclared_files,
             "signature_status": self.signature_status,
+            "signature_required": self.signature_required,
+            "accepted_unsigned": self.accepted_unsigned,
+            "notes": self.notes,
             "signatures_valid": self.signatures_valid,
             "signatures_total": self.signatures_total,
             "signature_errors": self.signature_errors,
@@ -525,9 +542,12 @@ class _EventStream:
                     )
                     continue
                 try:
-                    record = json.loads(line)
+                    record = _json(line, f"{EVENTS_PATH} line {self.count + 1}")
                 except (ValueError, UnicodeDecodeError):
                     self.error = f"line {self.count + 1} is not JSON"
+                    continue
+                except InvalidInput as exc:
+                    self.error = exc.message
                     continue
                 if not isinstance(record, dict):
                     self.error = f"line {self.count + 1} is not a JSON object"
@@ -620,10 +640,10 @@ def _proof_records_check(
     previous = ""
     for number, line in enumerate((raw for raw in data.split(b"\n") if raw.strip()), start=1):
         try:
-            record = json.loads(line)
+            record = _json(line, f"proof record {number}")
             integrity = record["integrity"]
             event = record["event"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, InvalidInput):
             problems.add("proof_records_invalid", f"proof record {number} is not a proof record")
             return
         if spec.proof_record_hash(record) != integrity.get("record_hash"):
@@ -690,24 +710,33 @@ def _signatures_check(
     result.signature_status = "verified" if result.signatures_valid else "failed"
 
 
+UNSIGNED_ACCEPTED_NOTE = "unsigned, accepted because allow_unsigned"
+UNCHECKED_ACCEPTED_NOTE = "signature not checked (no trusted key), accepted because allow_unsigned"
+
+
 def pack_verify(
     *,
     source: Source,
-    require_signature: bool = False,
+    allow_unsigned: bool = False,
     public_keys: list[Ed25519PublicKey] | None = None,
     trust_registered_keys: bool = True,
 ) -> PackVerifyResult:
     """Verify a pack offline. Hostile or unreadable input raises ``InvalidInput`` (nothing is
     read in full); everything else is a finding in the result, ``ok`` only if there is none.
 
-    Trusted keys: every registered signing key (active or retired) plus ``public_keys``."""
+    "Verified" means signed by a trusted key (docs/security.md): every registered signing key
+    (active or retired) plus ``public_keys``. A pack with no signature (``pack_unsigned``) or
+    one no trusted key can check (``signature_untrusted``) fails, however consistent its
+    files and chain: anyone can recompute those. ``allow_unsigned`` accepts those two cases
+    and says so (``accepted_unsigned``, ``notes``); a signature that is wrong still fails."""
     trusted: dict[str, Ed25519PublicKey] = trusted_public_keys() if trust_registered_keys else {}
     for key in public_keys or []:
         trusted[spec.key_id_of(key)] = key
-    result = PackVerifyResult()
+    result = PackVerifyResult(signature_required=not allow_unsigned)
     problems = _Problems()
     with zip_open(source) as zf:
-        _verify_open(zf, result, problems, trusted, require_signature)
+        _verify_open(zf, result, problems, trusted)
+    _signature_verdict(result, problems, allow_unsigned=allow_unsigned)
     result.errors = problems.items
     result.ok = (
         not result.errors
@@ -715,10 +744,47 @@ def pack_verify(
         and not result.hash_mismatches
         and not result.undeclared_files
         and result.chain_ok
-        and result.signature_status != "failed"
-        and not (require_signature and result.signature_status != "verified")
+        and (result.signature_status == "verified" or result.accepted_unsigned)
     )
+    if not result.ok:  # nothing was accepted: the pack fails for its own reasons
+        result.accepted_unsigned = False
+        result.notes = []
     return result
+
+
+def _signature_verdict(
+    result: PackVerifyResult, problems: _Problems, *, allow_unsigned: bool
+) -> None:
+    """The signature's finding: only ``verified`` passes unless ``allow_unsigned``."""
+    status = result.signature_status
+    if status == "verified" or not result.pack_id:  # no readable manifest: already a finding
+        return
+    if status == "failed":
+        problems.add(
+            "signature_invalid",
+            "the signature does not verify with a trusted key: "
+            + ("; ".join(result.signature_errors) or "unknown reason"),
+        )
+        return
+    if allow_unsigned:
+        result.accepted_unsigned = True
+        result.notes.append(
+            UNSIGNED_ACCEPTED_NOTE if status == "missing" else UNCHECKED_ACCEPTED_NOTE
+        )
+        return
+    if status == "missing":
+        problems.add(
+            "pack_unsigned",
+            "the pack is not signed: nothing proves who built it, so it does not verify "
+            "(allow_unsigned accepts it anyway)",
+        )
+    else:  # skipped: signed, but no key is trusted at all
+        problems.add(
+            "signature_untrusted",
+            "the pack is signed, but no trusted key can check the signature: pass the "
+            "signer's public key (--public-key / public_key), or allow_unsigned",
+            key_ids=result.key_ids,
+        )
 
 
 def _verify_open(
@@ -726,7 +792,6 @@ def _verify_open(
     result: PackVerifyResult,
     problems: _Problems,
     trusted: dict[str, Ed25519PublicKey],
-    require_signature: bool,
 ) -> None:
     if spec.MANIFEST_PATH not in zf.infos:
         problems.add("manifest_missing", f"the pack has no {spec.MANIFEST_PATH}")
@@ -815,8 +880,6 @@ def _verify_open(
     record_sig_errors = list(result.signature_errors)
     result.signature_errors = []
     _signatures_check(manifest, trusted, result)
-    if require_signature and result.signature_status == "missing":
-        result.signature_errors.append("the manifest has no signatures")
     if record_sig_errors:
         result.signature_errors.extend(record_sig_errors)
         result.signature_status = "failed"
@@ -910,9 +973,9 @@ def _event_index(zf: SafeZip) -> Iterator[tuple[int, str, str]]:
     with zf.open(EVENTS_PATH) as fh:
         while line := fh.readline(EVENT_LINE_MAX_BYTES + 1):
             try:
-                rec = json.loads(line)
+                rec = _json(line, EVENTS_PATH)
                 yield int(rec["revision"]), str(rec.get("type", "")), sha256_hex(line.rstrip(b"\n"))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, InvalidInput):
                 yield -1, "", sha256_hex(line)
 
 

@@ -31,6 +31,26 @@ def _fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _test_client_logins_carry_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """django-axes (login throttling, settings.AUTHENTICATION_BACKENDS) needs the request
+    behind every ``authenticate()``, and the test client's ``login()`` passes none: give it one
+    from 127.0.0.1, so the suite logs in through the same backends as the site does."""
+    from django.http import HttpRequest
+    from django.test.client import ClientMixin
+
+    original = ClientMixin.login
+
+    def login(self: Any, **credentials: Any) -> bool:
+        if "request" not in credentials:
+            request = HttpRequest()
+            request.META["REMOTE_ADDR"] = "127.0.0.1"
+            credentials["request"] = request
+        return original(self, **credentials)
+
+    monkeypatch.setattr(ClientMixin, "login", login)
+
+
 @dataclass
 class Cast:
     reviewer: Any

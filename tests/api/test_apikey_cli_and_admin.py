@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -90,6 +91,31 @@ def test_the_admin_creates_a_key_showing_it_once_and_revokes_it(cast: Any) -> No
     )
     row.refresh_from_db()
     assert row.revoked_at is not None and row.revoked_by == cast.admin.username
+
+
+def test_a_key_created_in_the_admin_never_travels_in_a_cookie(cast: Any) -> None:
+    """Messages are session-backed (settings.MESSAGE_STORAGE): with the default cookie storage
+    the new key rode to the browser in the ``messages`` cookie, signed but readable."""
+    from django.contrib.sessions.models import Session
+    from django.test import Client
+
+    cast.admin.is_staff = True
+    cast.admin.save()
+    client = Client()
+    client.force_login(cast.admin)
+    created = client.post("/admin/gaitweb/apikey/add/", {"identity": "agent-c", "scopes": ["read"]})
+    assert created.status_code == 302
+    row = ApiKey.objects.get(identity="agent-c")
+
+    set_cookies = " ".join(morsel.OutputString() for morsel in created.cookies.values())
+    assert "messages" not in created.cookies and row.prefix not in set_cookies
+    shown = client.get(created["Location"]).content.decode()
+    full_key = re.compile(rf"gw_{row.prefix}_[A-Za-z0-9_-]{{20,}}")
+    key = full_key.search(shown)  # shown once, on the next page
+    assert key is not None and key.group(0) not in set_cookies
+    assert full_key.search(client.get(created["Location"]).content.decode()) is None
+    # and once shown, it is gone from the session store too
+    assert all(key.group(0) not in str(s.get_decoded()) for s in Session.objects.all())
 
 
 def test_only_admins_may_create_keys_in_the_admin(cast: Any) -> None:

@@ -105,7 +105,13 @@ def test_the_client_builds_verifies_and_diffs_packs(live_server: Any, keys: dict
         first = gw.pack_download(gw.pack_build("cl-pk")["pack"]["pack_id"])
         gw.checkpoint_add("cl-pk", "progress", "more")
         second = gw.pack_download(gw.pack_build("cl-pk")["pack"]["pack_id"])
-        assert gw.pack_verify(first)["ok"] is True
+        # no signing key here: the packs are unsigned, and unsigned is not verified
+        unsigned = gw.pack_verify(first)
+        assert unsigned["ok"] is False and unsigned["signature_status"] == "missing"
+        assert [e["code"] for e in unsigned["errors"]] == ["pack_unsigned"]
+        accepted = gw.pack_verify(first, allow_unsigned=True)
+        assert accepted["ok"] is True and accepted["accepted_unsigned"] is True
+        assert accepted["notes"] == ["unsigned, accepted because allow_unsigned"]
         assert gw.pack_diff(first, first)["identical"] is True
         diff = gw.pack_diff(first, second)
         assert diff["changed"] is True and diff["events"]["added_count"] == 2
@@ -113,6 +119,6 @@ def test_the_client_builds_verifies_and_diffs_packs(live_server: Any, keys: dict
         outside = Ed25519PrivateKey.generate()
         signed = pack_render(job_id="cl-pk", signer=Signer.of(outside)).data
         public = outside.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
-        assert gw.pack_verify(signed, require_signature=True)["ok"] is False
-        trusted = gw.pack_verify(signed, require_signature=True, public_keys=[public])
+        assert gw.pack_verify(signed)["ok"] is False
+        trusted = gw.pack_verify(signed, public_keys=[public])
         assert trusted["ok"] is True and trusted["signature_status"] == "verified"

@@ -223,6 +223,9 @@ def test_only_admins_revoke_identities(agent: APIClient, admin_key: APIClient) -
 
 
 def test_packs_build_list_download_and_verify_the_upload(agent: APIClient) -> None:
+    from packs.keys import key_init
+
+    key_init(actor=Actor.system("test"))
     submit(agent, job_id="pk1")
     agent.post(
         "/api/v1/jobs/pk1/checkpoints", {"type": "completed", "summary": "done"}, format="json"
@@ -249,13 +252,17 @@ def test_packs_build_list_download_and_verify_the_upload(agent: APIClient) -> No
         raw.json()["ok"] is True
         and raw.json()["source_ref"] == "pk1"
         and raw.json()["chain_ok"] is True
+        and raw.json()["signature_status"] == "verified"
+        and raw.json()["accepted_unsigned"] is False
     )
     multipart = agent.post("/api/v1/packs/verify", {"file": io.BytesIO(data)}, format="multipart")
     assert multipart.json()["ok"] is True
-    unsigned_required = agent.post(
-        "/api/v1/packs/verify?require_signature=true", data, content_type="application/zip"
+    conflict = agent.post(
+        "/api/v1/packs/verify?require_signature=true&allow_unsigned=true",
+        data,
+        content_type="application/zip",
     )
-    assert unsigned_required.json()["ok"] is False
+    assert conflict.status_code == 400 and error_code(conflict) == "verify_options_conflict"
     inspected = agent.post("/api/v1/packs/inspect", data, content_type="application/zip")
     assert inspected.status_code == 200 and inspected.json()["pack_id"] == pack["pack_id"]
 
@@ -352,3 +359,66 @@ def test_pack_diff_compares_two_uploaded_packs(agent: APIClient) -> None:
     assert missing.json()["error"]["details"] == {"field": "right"}
     garbage = diff(before, b"not a zip")
     assert garbage.status_code == 400 and error_code(garbage) == "pack_not_a_zip"
+
+
+def _signed_pack_of(agent: APIClient, job_id: str) -> bytes:
+    from packs.keys import key_init
+
+    key_init(actor=Actor.system("test"))
+    submit(agent, job_id=job_id)
+    return agent.get(agent.post(f"/api/v1/jobs/{job_id}/packs").json()["pack"]["download"]).content
+
+
+def test_an_unsigned_pack_fails_verify_unless_allow_unsigned_which_the_answer_shows(
+    agent: APIClient,
+) -> None:
+    from tests.packs.helpers import entries_of, reassemble
+
+    unsigned = reassemble(
+        entries_of(_signed_pack_of(agent, "pk-unsigned")), source_ref="pk-unsigned"
+    )
+
+    r = agent.post("/api/v1/packs/verify", unsigned, content_type="application/zip")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ok"] is False and body["signature_status"] == "missing"
+    assert [e["code"] for e in body["errors"]] == ["pack_unsigned"]
+    assert body["signature_required"] is True and body["accepted_unsigned"] is False
+    accepted = agent.post(
+        "/api/v1/packs/verify?allow_unsigned=true", unsigned, content_type="application/zip"
+    ).json()
+    assert accepted["ok"] is True and accepted["accepted_unsigned"] is True
+    assert accepted["signature_required"] is False
+    assert accepted["notes"] == ["unsigned, accepted because allow_unsigned"]
+
+
+def test_a_forged_pack_fails_verify_over_the_api(agent: APIClient) -> None:
+    from tests.packs.helpers import entries_of, forge
+
+    forged = forge(entries_of(_signed_pack_of(agent, "pk-forged")))
+
+    for upload in (
+        {"data": forged, "content_type": "application/zip"},
+        {"data": {"file": io.BytesIO(forged)}, "format": "multipart"},
+    ):
+        body = agent.post("/api/v1/packs/verify", **upload).json()
+        assert body["ok"] is False and body["chain_ok"] is True
+        assert [e["code"] for e in body["errors"]] == ["pack_unsigned"]
+
+
+def test_a_viewer_cannot_build_a_pack_over_the_api(
+    agent: APIClient, key_client: Any, session_client: Any
+) -> None:
+    from django.middleware.csrf import _get_new_csrf_string, _mask_cipher_secret
+
+    submit(agent, job_id="pk-viewer")
+    viewer = session_client("viewer")
+    secret = _get_new_csrf_string()
+    viewer.cookies["csrftoken"] = secret  # a session write with a valid CSRF token
+    viewer.credentials(HTTP_X_CSRFTOKEN=_mask_cipher_secret(secret))
+    for client in (key_client("read", identity="agent-7"), viewer):
+        r = client.post("/api/v1/jobs/pk-viewer/packs")
+        assert r.status_code == 403 and error_code(r) == "permission_denied"
+        assert r.json()["error"]["details"] == {"required_scope": "control"}
+    assert not JobEvent.objects.filter(job__job_id="pk-viewer", type="pack_built").exists()
+    assert agent.post("/api/v1/jobs/pk-viewer/packs").status_code == 201  # control may

@@ -83,7 +83,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "submit", 200, job=World.run, body={"intent": READ_INTENT}
     ),
     ("get", "/api/v1/jobs/{job_id}/packs"): Op("read", 200, job=World.run),
-    ("post", "/api/v1/jobs/{job_id}/packs"): Op("read", 200, job=World.run),
+    ("post", "/api/v1/jobs/{job_id}/packs"): Op("control", 200, job=World.run),
     ("post", "/api/v1/gate/evaluate"): Op(
         "read", 200, names_a=False, body={"intent": READ_INTENT, "policy": POLICY}
     ),

@@ -135,3 +135,50 @@ def test_a_second_identity_reads_none_of_the_first_identitys_objects(
         case.validate_response(response, checks=_checks())
     assert len(probed) >= 12, probed
     assert wrong == [], "\n".join(wrong)
+
+
+NEGATIVE_EXAMPLES = 10
+
+
+def test_negative_data_to_every_operation_never_gets_a_5xx(
+    live_server: Any, seeded: Seeded
+) -> None:
+    """Schemathesis's negative mode: bodies, query strings and path parameters that break the
+    schema on purpose (wrong types, missing fields, out-of-range values, odd strings). Every
+    one must be refused with a 4xx, never a 500 (docs/security.md, "Every input is bounded")."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_url(f"{live_server.url}/api/v1/schema/")
+    headers = {"Authorization": f"Bearer {seeded.admin_key}"}
+    failures: list[str] = []
+    operations = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+        @settings(
+            max_examples=NEGATIVE_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        def run(case: Any) -> None:
+            case.call_and_validate(
+                base_url=live_server.url, headers=headers, checks=[not_a_server_error]
+            )
+
+        try:
+            run()
+        except Unsatisfiable:  # nothing to break: no parameters and no body (GET /health)
+            continue
+        except Exception as exc:  # every operation's failure, then all of them at once
+            failures.append(f"{operation.method.upper()} {operation.path}: {str(exc)[:1500]}")
+        operations += 1
+    assert operations >= 30
+    assert failures == [], "\n\n".join(failures)

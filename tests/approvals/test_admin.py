@@ -113,6 +113,23 @@ def test_a_bad_policy_is_refused_on_save_naming_the_line_and_the_key(cast: Any) 
     assert not Policy.objects.exists()
 
 
+def test_the_alias_bomb_is_refused_on_save_in_admin_quickly(cast: Any) -> None:
+    from tests.hostile import cheaply, policy_alias_bomb
+
+    client = staff_client(cast.admin)
+    response, seconds, _ = cheaply(
+        lambda: post(
+            client,
+            reverse("admin:approvals_policy_add"),
+            {"name": "bomb", "description": "", "source": policy_alias_bomb()},
+        )
+    )
+    assert response.status_code == 200 and seconds < 2
+    errors = " ".join(response.context["adminform"].form.errors["source"])
+    assert "line 4" in errors and "may not use YAML anchors or aliases" in errors
+    assert not Policy.objects.exists()
+
+
 def test_try_an_intent_shows_the_verdict_reasons_and_rules(cast: Any) -> None:
     client = staff_client(cast.admin)
     version = policy_save(actor=cast.actor("admin"), name="billing", source=GOOD)

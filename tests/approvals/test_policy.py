@@ -281,7 +281,7 @@ def test_min_approvals_and_distinct_approvers_come_from_the_deciding_rule() -> N
             "provenance_sources",
         ),
         ("rules: [\n", "policy_syntax_error", 2, ""),
-        ("a: &x [1]\nb: *x\n", "policy_syntax_error", 1, ""),
+        ("a: &x [1]\nb: *x\n", "yaml_alias_refused", 1, ""),
         ("default_verdict: !!python/name:os.system\n", "policy_invalid_value", 1, ""),
         (
             "rules:\n  - name: r\n    effect: allow\n    priority: !!int ten\n",

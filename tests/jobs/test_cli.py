@@ -335,3 +335,38 @@ def test_the_sequence_runs_as_real_manage_py_subprocesses(files: dict[str, str])
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert json.loads(proc.stdout)["ok"] is True
     assert Job.objects.get(job_id="job_1").status == "running"
+
+
+@pytest.mark.django_db
+def test_a_spec_file_with_the_alias_bomb_or_deep_json_is_exit_6_and_submits_nothing(
+    tmp_path: Path, capsys: Any
+) -> None:
+    from tests.hostile import cheaply, deep_json, policy_alias_bomb, spec_alias_bomb
+
+    cases = {
+        "bomb.yaml": (spec_alias_bomb(), "yaml_alias_refused"),
+        "deep.json": ('{"steps": ' + deep_json() + "}", "json_too_deep"),
+        "deep.yaml": ("steps: " + deep_json(5000) + "\n", "yaml_too_deep"),
+    }
+    for name, (text, code) in cases.items():
+        (tmp_path / name).write_text(text)
+        (exit_code, out), seconds, _ = cheaply(
+            lambda name=name: gait(
+                capsys,
+                "job",
+                "submit",
+                "--id",
+                f"j-{name}",
+                "--spec",
+                str(tmp_path / name),
+                "--json",
+            )
+        )
+        assert exit_code == 6 and out["error_code"] == code, (name, out)
+        assert seconds < 2
+    (tmp_path / "policy.yaml").write_text(policy_alias_bomb())
+    exit_code, out = gait(
+        capsys, "job", "submit", "--id", "j-p", "--policy", str(tmp_path / "policy.yaml"), "--json"
+    )
+    assert exit_code == 6 and out["error_code"] == "yaml_alias_refused"
+    assert not Job.objects.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from jobs.journal import event_append
+from gaitweb.canonical import ZERO_HASH, canonical_json
+from jobs.journal import event_append, event_hash
 from jobs.models import Checkpoint, Job, StepRun
 from packs import spec
 from packs.spec import Entry, Signer
@@ -181,3 +183,30 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(data)
     return path
+
+
+def forge(files: dict[str, bytes], *, actor: str = "mallory") -> bytes:
+    """The attack on unsigned verification: every event's actor (and the state's approvers)
+    rewritten, the hash chain recomputed from the first event, the state's head moved to the
+    new chain, manifest, pack_id and proof records rebuilt — a pack consistent in every way
+    anyone can compute, with the signature left off because only the key holder can make one."""
+    lines = []
+    prev = ZERO_HASH
+    for raw in files["job_events.jsonl"].splitlines():
+        event = json.loads(raw)
+        event["actor"] = actor
+        event["prev_hash"] = prev
+        event.pop("hash")
+        event["hash"] = prev = event_hash(event)
+        lines.append(canonical_json(event) + b"\n")
+    state = json.loads(files["job_state.json"])
+    state["last_event_hash"] = prev
+    for approval in state.get("approvals", []):
+        for key in ("actor", "approver"):
+            if key in approval:
+                approval[key] = actor
+    forged = dict(files)
+    forged["job_events.jsonl"] = b"".join(lines)
+    forged["job_state.json"] = canonical_json(state)
+    source_ref = json.loads(files[spec.MANIFEST_PATH])["source_ref"]
+    return reassemble(forged, source_ref=source_ref)

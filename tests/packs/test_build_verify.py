@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gaitweb.actors import Actor
+from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import canonical_json, digest, sha256_hex
 from gaitweb.errors import Forbidden, NotFound
 from jobs.journal import chain_verify
@@ -51,14 +51,23 @@ def test_a_built_pack_verifies(job: Job, admin: Actor) -> None:
     ) == ([], [], [], [])
 
 
-def test_an_unsigned_pack_verifies_with_signature_missing(job: Job) -> None:
-    built = pack_build(actor=SYSTEM, job_id=job.job_id)
-
-    result = pack_verify(source=io.BytesIO(bytes(built.pack.data)))
-
-    assert result.ok
-    assert result.signature_status == "missing"
+def test_an_unsigned_pack_fails_verification_unless_allow_unsigned_and_then_says_so(
+    job: Job,
+) -> None:
+    built = pack_build(actor=SYSTEM, job_id=job.job_id)  # no signing key: built unsigned
     assert built.pack.key_id == ""
+
+    refused = pack_verify(source=io.BytesIO(bytes(built.pack.data)))
+    accepted = pack_verify(source=io.BytesIO(bytes(built.pack.data)), allow_unsigned=True)
+
+    assert not refused.ok and refused.signature_status == "missing"
+    assert [e["code"] for e in refused.errors] == ["pack_unsigned"]
+    assert refused.signature_required and not refused.accepted_unsigned
+    assert refused.chain_ok  # everything else holds: only the missing signature fails it
+    assert accepted.ok and accepted.signature_status == "missing"
+    assert accepted.accepted_unsigned and not accepted.signature_required
+    assert accepted.notes == ["unsigned, accepted because allow_unsigned"]
+    assert accepted.errors == []
 
 
 def test_the_pack_holds_the_entries_of_packspec_v1_in_sorted_order(job: Job) -> None:
@@ -188,6 +197,7 @@ def test_building_a_pack_stores_it_and_journals_pack_built_on_the_job(job: Job) 
 
 
 def test_a_job_that_moved_on_gets_a_new_pack_covering_the_pack_built_event(job: Job) -> None:
+    key_init(actor=SYSTEM)
     first = pack_build(actor=SYSTEM, job_id=job.job_id)
     from jobs.journal import event_append
 
@@ -203,6 +213,7 @@ def test_a_job_that_moved_on_gets_a_new_pack_covering_the_pack_built_event(job: 
 
 def test_an_empty_job_still_gives_a_verifiable_pack(db: Any) -> None:
     Job.objects.create(job_id="empty-1", status="queued")
+    key_init(actor=SYSTEM)
 
     built = pack_build(actor=SYSTEM, job_id="empty-1")
     result = pack_verify(source=io.BytesIO(bytes(built.pack.data)))
@@ -227,10 +238,15 @@ def test_building_a_pack_of_an_unknown_job_is_refused(db: Any) -> None:
     assert excinfo.value.code == "job_not_found"
 
 
-def test_building_needs_the_read_scope(job: Job) -> None:
-    with pytest.raises(Forbidden):
-        pack_build(actor=Actor(name="nobody"), job_id=job.job_id)
+def test_building_needs_the_control_scope_reading_is_not_enough(job: Job) -> None:
+    # building stores a row and journals pack_built: a write
+    reader = Actor(name="vera", scopes=frozenset({Scope.READ}), kind="user")
+    for actor in (Actor(name="nobody"), reader):
+        with pytest.raises(Forbidden) as refused:
+            pack_build(actor=actor, job_id=job.job_id)
+        assert refused.value.details == {"required_scope": "control"}
     assert not Pack.objects.exists()
+    assert not JobEvent.objects.filter(job=job, type="pack_built").exists()
 
 
 def test_pack_get_returns_the_stored_pack_by_pack_id(job: Job) -> None:
@@ -263,6 +279,7 @@ def test_the_proof_records_chain_over_every_other_entry(job: Job, admin: Actor) 
 
 def test_a_pack_of_ten_thousand_events_round_trips(db: Any) -> None:
     job = job_with_history("big-1", extra_events=2000)
+    key_init(actor=SYSTEM)
 
     built = pack_build(actor=SYSTEM, job_id=job.job_id)
     result = pack_verify(source=io.BytesIO(bytes(built.pack.data)))
@@ -275,6 +292,7 @@ def test_a_pack_of_ten_thousand_events_round_trips(db: Any) -> None:
 def test_a_build_outside_any_transaction_reads_one_snapshot_and_verifies() -> None:
     # no test transaction around it: on PostgreSQL this runs the REPEATABLE READ snapshot path
     job = job_with_history("snapshot-1")
+    key_init(actor=SYSTEM)
 
     built = pack_build(actor=SYSTEM, job_id=job.job_id)
 

@@ -111,15 +111,23 @@ def test_pack_verify_exits_2_for_a_tampered_pack(pack_file: Path, capsys: Any) -
     assert payload["hash_mismatches"][0]["path"] == "job_payload.json"
 
 
-def test_pack_verify_exits_2_for_a_stripped_signature_under_require_signature(
+def test_pack_verify_exits_2_for_a_stripped_signature_unless_allow_unsigned(
     pack_file: Path, capsys: Any
 ) -> None:
     pack_file.write_bytes(reassemble(entries_of(pack_file.read_bytes())))
 
-    assert gait(capsys, "pack", "verify", str(pack_file))[0] == 0
-    code, payload = gait(capsys, "pack", "verify", str(pack_file), "--require-signature")
-    assert code == 2
+    code, payload = gait(capsys, "pack", "verify", str(pack_file))
+    assert code == 2 and payload["ok"] is False
     assert payload["signature_status"] == "missing"
+    assert "pack_unsigned" in payload["summary"]
+    assert gait(capsys, "pack", "verify", str(pack_file), "--require-signature")[0] == 2
+    code, payload = gait(capsys, "pack", "verify", str(pack_file), "--allow-unsigned")
+    assert code == 0 and payload["accepted_unsigned"] is True
+    assert payload["summary"].startswith("ACCEPTED UNSIGNED (unsigned, accepted because")
+    code, payload = gait(
+        capsys, "pack", "verify", str(pack_file), "--allow-unsigned", "--require-signature"
+    )
+    assert code == 6 and payload["error_code"] == "verify_options_conflict"
 
 
 def test_pack_verify_trusts_a_public_key_file(job: Job, tmp_path: Path, capsys: Any) -> None:
@@ -245,3 +253,15 @@ def test_keys_cli_init_rotate_list_and_export(db: Any, tmp_path: Path, capsys: A
     assert code == 0 and exported["key_id"] == rotated["key"]["key_id"]
     assert (tmp_path / "k.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
     assert "private" not in (tmp_path / "k.pem").read_text().lower()
+
+
+def test_pack_verify_exits_2_for_a_forged_pack(pack_file: Path, capsys: Any) -> None:
+    from tests.packs.helpers import forge
+
+    pack_file.write_bytes(forge(entries_of(pack_file.read_bytes())))
+
+    code, payload = gait(capsys, "pack", "verify", str(pack_file))
+
+    assert code == 2 and payload["ok"] is False and payload["chain_ok"] is True
+    assert [e["code"] for e in payload["errors"]] == ["pack_unsigned"]
+    assert payload["summary"].startswith("FAILED")

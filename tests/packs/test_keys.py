@@ -100,8 +100,8 @@ def test_rotation_keeps_old_packs_verifiable(job: Job, admin: Actor) -> None:
     new_job = job_with_history("refund-43")
     new_pack = pack_build(actor=SYSTEM, job_id=new_job.job_id).pack
 
-    old_result = pack_verify(source=io.BytesIO(old_pack), require_signature=True)
-    new_result = pack_verify(source=io.BytesIO(bytes(new_pack.data)), require_signature=True)
+    old_result = pack_verify(source=io.BytesIO(old_pack))
+    new_result = pack_verify(source=io.BytesIO(bytes(new_pack.data)))
 
     assert old_result.ok and old_result.key_ids == [old.key_id]
     assert new_result.ok and new_pack.key_id != old.key_id
@@ -122,7 +122,7 @@ def test_a_key_in_the_environment_signs_once_registered(
 
     assert row.private_location == "env:GAIT_SIGNING_KEY"
     assert pack.key_id == keys.key_id_of(private.public_key()) == row.key_id
-    assert pack_verify(source=io.BytesIO(bytes(pack.data)), require_signature=True).ok
+    assert pack_verify(source=io.BytesIO(bytes(pack.data))).ok
 
 
 def test_a_private_key_file_readable_by_others_is_refused(

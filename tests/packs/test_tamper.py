@@ -16,7 +16,7 @@ from packs import spec
 from packs.keys import key_init
 from packs.services import PackVerifyResult, pack_build, pack_verify
 from packs.spec import Signer
-from tests.packs.helpers import edit_lines, entries_of, reassemble, rezip
+from tests.packs.helpers import edit_lines, entries_of, forge, reassemble, rezip
 
 pytestmark = pytest.mark.django_db
 
@@ -124,9 +124,9 @@ def test_a_payload_that_contradicts_the_state_is_inconsistent(signed: dict[str, 
     payload["status"] = "running"
     signed["job_payload.json"] = canonical_json(payload)
 
-    result = verify(reassemble(signed))
+    result = verify(reassemble(signed), allow_unsigned=True)  # the re-signing is another test
 
-    assert not result.ok
+    assert not result.ok and not result.accepted_unsigned
     assert result.chain_ok and result.hash_mismatches == []
     assert {e["code"] for e in result.errors} == {"job_payload_inconsistent"}
 
@@ -223,30 +223,66 @@ def test_a_signature_over_a_different_manifest_fails(signed: dict[str, bytes]) -
     )
 
 
-def test_a_stripped_signature_passes_only_without_require_signature(
-    signed: dict[str, bytes],
-) -> None:
+def test_a_stripped_signature_fails_unless_allow_unsigned(signed: dict[str, bytes]) -> None:
     stripped = reassemble(signed)  # no signer: no manifest signature, no record signatures
 
-    assert verify(stripped).ok
-    assert verify(stripped).signature_status == "missing"
-    required = verify(stripped, require_signature=True)
-    assert not required.ok
-    assert required.signature_errors == ["the manifest has no signatures"]
+    result = verify(stripped)
+    assert not result.ok and result.signature_status == "missing"
+    assert [e["code"] for e in result.errors] == ["pack_unsigned"]
+    accepted = verify(stripped, allow_unsigned=True)
+    assert accepted.ok and accepted.accepted_unsigned
+    assert accepted.notes == ["unsigned, accepted because allow_unsigned"]
 
 
-def test_a_signed_pack_passes_require_signature(signed: dict[str, bytes]) -> None:
-    assert verify(rezip(signed), require_signature=True).ok
+def test_a_forged_pack_with_every_actor_rewritten_and_the_chain_recomputed_fails(
+    signed: dict[str, bytes],
+) -> None:
+    forged = forge(signed)
+    events = [json.loads(line) for line in entries_of(forged)["job_events.jsonl"].splitlines()]
+    assert {e["actor"] for e in events} == {"mallory"}
+
+    result = verify(forged)
+
+    # consistent in everything a forger can recompute; only the signature is missing
+    assert result.chain_ok and result.hash_mismatches == [] and result.missing_files == []
+    assert not result.ok
+    assert [e["code"] for e in result.errors] == ["pack_unsigned"]
+    assert verify(forged, allow_unsigned=True).accepted_unsigned
 
 
-def test_a_signed_pack_is_skipped_not_failed_when_nothing_is_trusted(
+def test_a_signed_pack_passes(signed: dict[str, bytes]) -> None:
+    result = verify(rezip(signed))
+    assert result.ok and result.signature_status == "verified" and not result.accepted_unsigned
+    assert result.notes == []
+
+
+def test_a_signed_pack_fails_as_untrusted_when_nothing_is_trusted(
     signed: dict[str, bytes],
 ) -> None:
     result = verify(rezip(signed), trust_registered_keys=False)
 
-    assert result.ok
+    assert not result.ok
     assert result.signature_status == "skipped"
-    assert not verify(rezip(signed), trust_registered_keys=False, require_signature=True).ok
+    assert [e["code"] for e in result.errors] == ["signature_untrusted"]
+    accepted = verify(rezip(signed), trust_registered_keys=False, allow_unsigned=True)
+    assert accepted.ok and accepted.accepted_unsigned
+    assert accepted.notes == [
+        "signature not checked (no trusted key), accepted because allow_unsigned"
+    ]
+
+
+def test_allow_unsigned_never_accepts_a_signature_that_does_not_verify(
+    signed: dict[str, bytes],
+) -> None:
+    manifest = json.loads(signed["pack_manifest.json"])
+    manifest["signatures"][0]["sig"] = manifest["signatures"][0]["sig"][::-1]
+    signed["pack_manifest.json"] = canonical_json(manifest)
+
+    result = verify(rezip(signed), allow_unsigned=True)
+
+    assert not result.ok and result.signature_status == "failed"
+    assert "signature_invalid" in {e["code"] for e in result.errors}
+    assert not result.accepted_unsigned and result.notes == []
 
 
 def test_tampered_proof_records_are_caught(signed: dict[str, bytes]) -> None:

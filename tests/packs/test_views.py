@@ -42,7 +42,8 @@ def test_the_well_known_keys_document_lists_current_and_retired_keys_without_log
     assert "private_location" not in response.content.decode()
 
 
-def test_a_reader_downloads_the_stored_pack(job: Job, cast: Any) -> None:
+def test_a_reader_downloads_the_stored_pack(job: Job, cast: Any, admin: Actor) -> None:
+    key_init(actor=admin)
     pack = pack_build(actor=Actor.system("tester"), job_id=job.job_id).pack
 
     response = client_for(cast.viewer).get(f"/packs/{pack.pack_id}/download")

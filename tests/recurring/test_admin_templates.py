@@ -59,3 +59,14 @@ def test_the_admin_form_refuses_a_bad_cron_with_its_reason_code(cast: Any) -> No
     r = _post(client, "/admin/jobs/jobtemplate/add/", {**FORM, "cron": "every day"})
     assert r.status_code == 200 and "invalid_cron" in r.content.decode()
     assert not JobTemplate.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_form_refuses_deeply_nested_json_with_a_reason_code(cast: Any) -> None:
+    from tests.hostile import deep_json
+
+    client = _admin_client(cast)
+    for field in ("spec", "labels"):
+        r = _post(client, "/admin/jobs/jobtemplate/add/", {**FORM, field: deep_json()})
+        assert r.status_code == 200 and "json_too_deep" in r.content.decode(), field
+    assert not JobTemplate.objects.exists()

@@ -183,9 +183,24 @@ def test_outsider_cannot_act_on_a_job(cast):
     assert response.status_code == 403 and _status("perm-2") == "running"
 
 
-def test_anyone_with_read_access_builds_a_pack_and_downloads_it(cast):
+def test_a_viewer_cannot_build_a_pack_building_journals_an_event(cast):
+    from jobs.models import JobEvent
+    from packs.models import Pack
+
+    agent_job("pack-0", "completed")
+    viewer = Browser(cast.viewer)
+    assert "Build pack" not in viewer.get("/jobs/pack-0/").content.decode()
+    refused = viewer.post("/jobs/pack-0/pack/")
+    fragment = viewer.post("/jobs/pack-0/pack/", htmx=True).content.decode()
+    assert refused.status_code == 403
+    assert "<code>permission_denied</code>" in fragment
+    assert not Pack.objects.filter(job__job_id="pack-0").exists()
+    assert not JobEvent.objects.filter(job__job_id="pack-0", type="pack_built").exists()
+
+
+def test_an_operator_builds_a_pack_and_a_viewer_downloads_it(cast):
     agent_job("pack-1", "completed")
-    b = Browser(cast.viewer)
+    b = Browser(cast.operator)
     response = b.post("/jobs/pack-1/pack/", htmx=True)
     html = response.content.decode()
     assert "built" in html
@@ -193,7 +208,7 @@ def test_anyone_with_read_access_builds_a_pack_and_downloads_it(cast):
 
     pack = Pack.objects.get(job__job_id="pack-1")
     assert f'href="/packs/{pack.pack_id}/download"' in html
-    download = b.get(f"/packs/{pack.pack_id}/download")
+    download = Browser(cast.viewer).get(f"/packs/{pack.pack_id}/download")
     assert download.status_code == 200 and download["Content-Type"] == "application/zip"
     assert download.content == bytes(pack.data)
     assert Browser(cast.outsider).get(f"/packs/{pack.pack_id}/download").status_code == 403
@@ -201,7 +216,7 @@ def test_anyone_with_read_access_builds_a_pack_and_downloads_it(cast):
 
 def test_rebuilding_an_unchanged_job_returns_the_same_pack(cast):
     agent_job("pack-3", "completed")
-    b = Browser(cast.viewer)
+    b = Browser(cast.operator)
     assert b.post("/jobs/pack-3/pack/").status_code == 302
     again = b.post("/jobs/pack-3/pack/", htmx=True).content.decode()
     assert "unchanged" in again

@@ -140,7 +140,7 @@ def test_a_downloaded_pack_verifies_on_the_upload_page(
     monkeypatch.delenv(settings.GAIT["SIGNING_KEY_ENV"], raising=False)
     key_init(actor=Actor.system("admin"))
     agent_job("web-pack", "completed")
-    page = login("viewer")
+    page = login("operator")  # building is a write: viewers read and verify, operators build
     page.goto(live_server.url + "/jobs/web-pack/")
     page.get_by_role("button", name="Build pack").click()
     link = page.get_by_role("link", name="Download")

@@ -46,3 +46,67 @@ def test_demo_seed_shows_every_status_the_services_reach_a_pending_approval_and_
     # a reviewer (not the demo agent) can decide the demo approvals
     html = Browser(cast.reviewer).get("/approvals/").content.decode()
     assert html.count('value="approve"') == 2
+
+
+def _password_of(user: str) -> str:
+    from django.contrib.auth.models import User
+
+    return User.objects.get(username=user).password
+
+
+def test_demo_logins_keep_their_password_across_starts_in_a_0600_file(settings, tmp_path):
+    import stat
+
+    from django.contrib.auth import authenticate
+    from django.http import HttpRequest
+
+    from gaitweb.demo import DEMO_USERS, demo_logins_ensure
+
+    settings.DATA_DIR = tmp_path
+    first = demo_logins_ensure()
+    hashes = {name: _password_of(name) for name, _ in DEMO_USERS}
+    second = demo_logins_ensure()
+
+    assert first.password and second.password == first.password
+    assert first.created == [name for name, _ in DEMO_USERS] and second.created == []
+    assert {name: _password_of(name) for name, _ in DEMO_USERS} == hashes  # untouched
+    path = tmp_path / "demo_password"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    request = HttpRequest()
+    request.META["REMOTE_ADDR"] = "127.0.0.1"
+    assert authenticate(request, username="admin", password=first.password) is not None
+
+
+def test_a_changed_demo_password_is_kept_and_not_printed_and_reset_replaces_all(settings, tmp_path):
+    from django.contrib.auth.models import User
+
+    from gaitweb.demo import demo_logins_ensure
+
+    settings.DATA_DIR = tmp_path
+    first = demo_logins_ensure()
+    viewer = User.objects.get(username="viewer")
+    viewer.set_password("my-own-password-1")
+    viewer.save()
+
+    kept = demo_logins_ensure()
+    assert kept.password == first.password and kept.changed == ["viewer"]
+    assert User.objects.get(username="viewer").check_password("my-own-password-1")
+
+    reset = demo_logins_ensure(reset=True)
+    assert reset.reset and reset.password != first.password and reset.changed == []
+    for name in ("admin", "viewer"):
+        assert User.objects.get(username=name).check_password(reset.password)
+
+
+def test_without_the_password_file_existing_demo_logins_are_left_alone(settings, tmp_path):
+    from gaitweb.demo import demo_logins_ensure
+
+    settings.DATA_DIR = tmp_path
+    demo_logins_ensure()
+    before = _password_of("admin")
+    (tmp_path / "demo_password").unlink()
+
+    unknown = demo_logins_ensure()
+
+    assert unknown.password is None and _password_of("admin") == before
+    assert not (tmp_path / "demo_password").exists()

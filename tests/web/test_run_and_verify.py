@@ -130,19 +130,77 @@ def signed_pack(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     return bytes(pack_build(actor=Actor.system("admin"), job_id="pack-v").pack.data)
 
 
-def _upload(b: Browser, data: bytes, *, htmx: bool = False) -> Any:
+def _upload(b: Browser, data: bytes, *, htmx: bool = False, **fields: Any) -> Any:
     return b.post(
         "/packs/verify/",
-        {"pack": SimpleUploadedFile("pack.zip", data, "application/zip")},
+        {"pack": SimpleUploadedFile("pack.zip", data, "application/zip"), **fields},
         htmx=htmx,
     )
+
+
+GREEN = 'class="badge st-ok"'
+
+
+def test_an_unsigned_pack_fails_on_the_upload_page_and_nothing_is_green(cast, signed_pack):
+    from tests.packs.helpers import entries_of, reassemble
+
+    unsigned = reassemble(entries_of(signed_pack), source_ref="pack-v")
+    html = _upload(Browser(cast.viewer), unsigned).content.decode()
+
+    assert 'id="verdict">verification failed<' in html
+    assert "<code>pack_unsigned</code>" in html and "This pack fails verification." in html
+    assert GREEN not in html  # not the verdict, not the signature, not the chain
+    assert ">unsigned</span>" in html and "chain consistent</span>" in html
+
+
+def test_a_forged_pack_fails_on_the_upload_page_and_nothing_is_green(cast, signed_pack):
+    from tests.packs.helpers import entries_of, forge
+
+    forged = forge(entries_of(signed_pack))  # every actor rewritten, chain recomputed, unsigned
+    for htmx in (False, True):
+        html = _upload(Browser(cast.viewer), forged, htmx=htmx).content.decode()
+        assert 'id="verdict">verification failed<' in html
+        assert "<code>pack_unsigned</code>" in html
+        assert GREEN not in html and ">verified<" not in html
+
+
+def test_an_unsigned_pack_accepted_with_allow_unsigned_is_amber_and_says_why(cast, signed_pack):
+    from tests.packs.helpers import entries_of, reassemble
+
+    unsigned = reassemble(entries_of(signed_pack), source_ref="pack-v")
+    html = _upload(Browser(cast.viewer), unsigned, allow_unsigned="on").content.decode()
+
+    assert 'id="verdict">accepted unsigned<' in html
+    assert "unsigned, accepted because allow_unsigned" in html
+    assert GREEN not in html
+
+
+def test_a_valid_signature_next_to_a_broken_chain_says_the_pack_fails(cast, signed_pack):
+    """A trusted signature over a pack whose chain does not hold (the key holder signed a
+    history with its last event cut off): the signature check passes, and the page must still
+    say the pack fails and paint nothing green."""
+    from packs.keys import signer_active
+    from tests.packs.helpers import entries_of, reassemble
+
+    files = entries_of(signed_pack)
+    files["job_events.jsonl"] = b"".join(files["job_events.jsonl"].splitlines(keepends=True)[:-1])
+    broken = reassemble(files, signer=signer_active(), source_ref="pack-v")
+    html = _upload(Browser(cast.viewer), broken).content.decode()
+
+    assert 'id="verdict">verification failed<' in html
+    assert "signature valid</span> — but the pack fails verification" in html
+    assert "chain broken" in html and GREEN not in html
 
 
 def test_uploading_a_signed_pack_reports_it_verified(cast, signed_pack):
     b = Browser(cast.viewer)
     html = _upload(b, signed_pack).content.decode()
     assert 'id="verdict">verified<' in html
-    assert "pack-v" in html and ">verified</span> 1 of 1 valid" in html and "chain verified" in html
+    assert (
+        "pack-v" in html
+        and ">signature verified</span> 1 of 1 valid" in html
+        and "chain verified" in html
+    )
     fragment = _upload(b, signed_pack, htmx=True).content.decode()
     assert fragment.lstrip().startswith('<div id="result"') and 'id="verdict">verified<' in fragment
 

@@ -1,15 +1,15 @@
 """`python manage.py up`: what `make run` runs.
 
-Migrates, creates the demo data and the demo logins (fresh random password printed on every
-run, stored only as Django's password hash), then starts the web server (gunicorn) and one
-django-q2 worker (`qcluster`) side by side, prints the URL and the login, and stops both on
-Ctrl-C or when either dies.
+Migrates, creates the demo data and the demo logins, then starts the web server (gunicorn) and
+one django-q2 worker (`qcluster`) side by side, prints the URL and the login, and stops both on
+Ctrl-C or when either dies. The demo logins keep their password across restarts
+(gaitweb.demo.demo_logins_ensure; `--reset-demo-passwords` draws a new one); `--no-demo`
+creates neither demo data nor logins.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -20,13 +20,6 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-DEMO_USERS = [
-    ("admin", "admin"),
-    ("reviewer", "reviewer"),
-    ("operator", "operator"),
-    ("viewer", "viewer"),
-]
-
 
 class Command(BaseCommand):
     help = "Migrate, seed demo data, and run the web server and a worker together."
@@ -34,16 +27,24 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--no-demo", action="store_true", help="do not create demo jobs")
+        parser.add_argument(
+            "--no-demo", action="store_true", help="create no demo jobs and no demo logins"
+        )
+        parser.add_argument(
+            "--reset-demo-passwords",
+            action="store_true",
+            help="give every demo login a new password (they are kept across restarts)",
+        )
         parser.add_argument("--workers", type=int, default=2, help="web worker processes")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
-        password = self._demo_logins()
+        login = "  no demo logins (--no-demo): create one with `manage.py createsuperuser`\n"
         if not opts["no_demo"]:
-            from gaitweb.demo import demo_seed
+            from gaitweb.demo import demo_logins_ensure, demo_seed
 
+            login = self._login_text(demo_logins_ensure(reset=opts["reset_demo_passwords"]))
             demo_seed()
         # the engine's sweep chain and the recurring-jobs loop, kept alive by django-q2
         # Schedules: queued now, run as soon as the worker below starts
@@ -78,7 +79,7 @@ class Command(BaseCommand):
         self.stdout.write(
             "\n"
             f"  gaitweb is running at {url}\n"
-            f"  log in as admin / {password}   (also reviewer, operator, viewer with the same password)\n"
+            f"{login}"
             f"  API docs: {url}api/v1/docs/   admin: {url}admin/\n"
             f"  database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}   data dir: {settings.DATA_DIR}\n"
             "  Ctrl-C stops the web server and the worker.\n\n"
@@ -108,20 +109,22 @@ class Command(BaseCommand):
                     p.kill()
             self.stdout.write("gaitweb stopped.\n")
 
-    def _demo_logins(self) -> str:
-        from django.contrib.auth.models import Group, User
-
-        from gaitweb.roles import roles_ensure
-
-        roles_ensure()
-        password = secrets.token_urlsafe(9)
-        for username, role in DEMO_USERS:
-            user, _ = User.objects.get_or_create(
-                username=username, defaults={"email": f"{username}@localhost"}
+    @staticmethod
+    def _login_text(logins: Any) -> str:
+        if logins.password is None:
+            return (
+                f"  demo logins exist, but their password is not known here ({logins.path} is "
+                "gone): --reset-demo-passwords sets a new one\n"
             )
-            user.is_staff = role == "admin"
-            user.is_superuser = role == "admin"
-            user.set_password(password)
-            user.save()
-            user.groups.set([Group.objects.get(name=role)])
-        return password
+        from gaitweb.demo import DEMO_USERS
+
+        shown = [name for name, _ in DEMO_USERS if name not in logins.changed]
+        text = (
+            f"  log in as {' / '.join(shown)} with password {logins.password}"
+            f"   (kept in {logins.path}, readable by you only)\n"
+            if shown
+            else ""
+        )
+        if logins.changed:
+            text += f"  {', '.join(logins.changed)}: password changed since, not shown\n"
+        return text
