@@ -32,8 +32,9 @@ def roles_ensure() -> None:
                 Permission.objects.get(content_type__app_label=app_label, codename=codename)
             )
         if role == "admin":
-            # admins manage policies, identities, revocations, signing keys, API keys and job
-            # templates in Django admin (jobs and events stay read-only there)
+            # admins manage policies, identities, revocations, signing keys, API keys, job
+            # templates and what steps may touch in Django admin (jobs and events stay
+            # read-only there)
             perms += list(
                 Permission.objects.filter(
                     content_type__app_label__in=["approvals", "packs", "gaitweb"]
@@ -42,7 +43,12 @@ def roles_ensure() -> None:
             perms += list(
                 Permission.objects.filter(
                     content_type__app_label="jobs",
-                    content_type__model__in=["jobtemplate", "templatefire"],
+                    content_type__model__in=[
+                        "jobtemplate",
+                        "templatefire",
+                        "allowedexecutable",
+                        "allowedhttphost",
+                    ],
                 )
             )
         group.permissions.set(perms)

@@ -18,7 +18,9 @@ def _keys(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv(settings.GAIT["SIGNING_KEY_ENV"], raising=False)
 
 
-def test_demo_seed_shows_every_status_the_services_reach_a_pending_approval_and_a_signed_pack(cast):
+def test_demo_seed_shows_every_status_the_services_reach_a_pending_approval_and_a_signed_pack(
+    cast, demo_mode
+):
     from approvals.models import ApprovalRequest
     from gaitweb.demo import ENGINE_JOBS, demo_seed
     from jobs.models import Job, JobTemplate
