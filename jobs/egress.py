@@ -113,8 +113,9 @@ def _default_port(url: httpx.URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
 
 
-def destination_resolve(url: httpx.URL, allowed: HostAllowed) -> str:
-    """The address to connect to for ``url``, checked; or ``EgressRefused``."""
+def destination_resolve(url: httpx.URL, allowed: HostAllowed) -> list[str]:
+    """The addresses to connect to for ``url``, in the resolver's order, every one checked; or
+    ``EgressRefused``."""
     host, port = host_normalize(url.host), _default_port(url)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -138,7 +139,7 @@ def destination_resolve(url: httpx.URL, allowed: HostAllowed) -> str:
                     address=address,
                     category=category,
                 )
-    return addresses[0]
+    return addresses
 
 
 @dataclass
@@ -179,23 +180,28 @@ def request_checked(
     sent = dict(headers)
     with httpx.Client(follow_redirects=False, trust_env=False) as client:
         for hop in range(max_redirects + 1):
-            address = destination_resolve(current, allowed)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise httpx.ConnectTimeout(f"the step's {timeout:g}s timeout passed")
-            target = current.copy_with(host=address, username=None, password=None)
+            addresses = destination_resolve(current, allowed)
             extensions: dict[str, Any] = {}
             if current.scheme == "https":
                 extensions["sni_hostname"] = host_normalize(current.host)
-            request = client.build_request(
-                method,
-                target,
-                headers={**sent, "Host": current.netloc.decode("ascii")},
-                content=body,
-                timeout=remaining,
-                extensions=extensions,
-            )
-            response = client.send(request, stream=True)
+            for n, address in enumerate(addresses):  # as a resolver's client would: in order
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise httpx.ConnectTimeout(f"the step's {timeout:g}s timeout passed")
+                request = client.build_request(
+                    method,
+                    current.copy_with(host=address, username=None, password=None),
+                    headers={**sent, "Host": current.netloc.decode("ascii")},
+                    content=body,
+                    timeout=remaining,
+                    extensions=extensions,
+                )
+                try:
+                    response = client.send(request, stream=True)
+                    break
+                except httpx.ConnectError:
+                    if n == len(addresses) - 1:
+                        raise
             try:
                 location = response.headers.get("location")
                 if response.status_code in REDIRECT_CODES and location:

@@ -271,13 +271,16 @@ def _with_command(w: dict[str, Any], path: str) -> dict[str, Any]:
         if not isinstance(argv, list) or not argv:
             raise _fail(f"{path}.argv", "must be a non-empty list of strings")
         for i, a in enumerate(argv):
-            if not isinstance(a, str) or (i == 0 and not a):
-                raise _fail(f"{path}.argv[{i}]", "must be a string")
+            if not isinstance(a, str) or (i == 0 and not a) or "\x00" in a:
+                raise _fail(f"{path}.argv[{i}]", "must be a string without NUL")
         out["argv"] = list(argv)
     out["cwd"] = _str(w["cwd"], f"{path}.cwd") if "cwd" in w else ""
-    env = _value_map(w.get("env", {}), f"{path}.env", what="variable")
-    for k in env:
-        if (
+    for key in ("command", "cwd"):
+        if "\x00" in out.get(key, ""):
+            raise _fail(f"{path}.{key}", "must not contain NUL")
+    env = w.get("env", {})
+    for k in env if isinstance(env, Mapping) else ():
+        if not isinstance(k, str) or (
             not ENV_NAME_RE.match(k)
             or k.upper() in ENV_RESERVED_NAMES
             or k.upper().startswith(ENV_RESERVED_PREFIXES)
@@ -289,7 +292,7 @@ def _with_command(w: dict[str, Any], path: str) -> dict[str, Any]:
                 "gaitweb)",
                 ENV_RESERVED,
             )
-    out["env"] = env
+    out["env"] = _value_map(env, f"{path}.env", what="variable")
     return out
 
 

@@ -34,6 +34,9 @@ def worker_env(pg: None, tmp_path: Path) -> dict[str, str]:
         GAIT_Q_WORKERS="2",
         Q_LOG_LEVEL="ERROR",
         PYTHONUNBUFFERED="1",
+        # the workers' own switches (the test process decides what it submits: allow_commands)
+        GAIT_COMMAND_STEPS="true",
+        GAIT_COMMAND_SHELL="true",
     )
 
 

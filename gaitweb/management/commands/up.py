@@ -4,6 +4,11 @@ Migrates, creates the demo data and the demo logins (fresh random password print
 run, stored only as Django's password hash), then starts the web server (gunicorn) and one
 django-q2 worker (`qcluster`) side by side, prints the URL and the login, and stops both on
 Ctrl-C or when either dies.
+
+It runs in demo mode (``GAIT_DEMO``: the demo's python step functions, command steps on with
+``echo`` allow-listed; docs/security.md) unless ``--no-demo`` is given: settings are read once,
+from the environment, so without ``GAIT_DEMO`` set it starts itself again with it. It warns
+when it runs as root: job commands would run as root.
 """
 
 from __future__ import annotations
@@ -28,16 +33,29 @@ DEMO_USERS = [
 ]
 
 
+ROOT_WARNING = (
+    "\n  WARNING: running as root. The worker runs job commands as this user, so a command step\n"
+    "  could do anything root can. Run gaitweb as an unprivileged user (docs/operations.md).\n\n"
+)
+
+
 class Command(BaseCommand):
     help = "Migrate, seed demo data, and run the web server and a worker together."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--no-demo", action="store_true", help="do not create demo jobs")
+        parser.add_argument(
+            "--no-demo",
+            action="store_true",
+            help="no demo jobs and no demo mode (no demo step functions, commands as configured)",
+        )
         parser.add_argument("--workers", type=int, default=2, help="web worker processes")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        if not opts["no_demo"] and not settings.GAIT["DEMO"]:  # type: ignore[index]
+            # every process (this one, gunicorn, the worker) must read the same settings
+            os.execve(sys.executable, sys.orig_argv, {**os.environ, "GAIT_DEMO": "true"})
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         password = self._demo_logins()
@@ -81,8 +99,16 @@ class Command(BaseCommand):
             f"  log in as admin / {password}   (also reviewer, operator, viewer with the same password)\n"
             f"  API docs: {url}api/v1/docs/   admin: {url}admin/\n"
             f"  database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}   data dir: {settings.DATA_DIR}\n"
-            "  Ctrl-C stops the web server and the worker.\n\n"
+            + (
+                "  demo mode: the demo's step functions, command steps on (echo only)\n"
+                if settings.GAIT["DEMO"]  # type: ignore[index]
+                else ""
+            )
+            + "  Ctrl-C stops the web server and the worker.\n\n"
         )
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            self.stderr.write(ROOT_WARNING)
+            self.stderr.flush()
         self.stdout.flush()
         procs = [web, worker]
         stopping = False
