@@ -8,7 +8,6 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from jobs.allowlists import allowlists_forget
 from jobs.models import (
     AllowedExecutable,
     AllowedHttpHost,
@@ -100,11 +99,6 @@ class _AllowlistAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user.get_username()
         super().save_model(request, obj, form, change)
-
-    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
-        # the bulk action deletes with one query and sends no per-row signal
-        super().delete_queryset(request, queryset)
-        allowlists_forget()
 
 
 @admin.register(AllowedExecutable)

@@ -327,7 +327,9 @@ def _with_http(w: dict[str, Any], path: str) -> dict[str, Any]:
         out["json"] = w["json"]
     if "body" in w:
         out["body"] = _str(w["body"], f"{path}.body", max_len=1 << 20, allow_empty=True)
-    for h in out["headers"]:
+    for h, v in out["headers"].items():
+        if isinstance(v, str) and not v.isascii():
+            raise _fail(f"{path}.headers.{h}", "must be ASCII")
         if not HEADER_NAME_RE.match(h):
             raise _fail(f"{path}.headers.{h}", "is not a valid header name")
         if h.lower() in HEADERS_RESERVED:

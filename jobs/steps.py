@@ -371,6 +371,18 @@ def run_http(ctx: StepContext, *, timeout: float, secrets: Redactor) -> StepResu
         for k, v in (w.get("headers") or {}).items()
         if isinstance(v, Mapping) or credential_like(k)
     )
+    for k, v in headers.items():
+        if not v.isascii() or any(c in v for c in "\r\n\x00"):
+            # only a secret's value can be: literals are checked at submit. The HTTP library's
+            # error would quote the value, escaped where redaction cannot recognise it.
+            return StepResult(
+                "failed",
+                error=_error(
+                    "request_invalid",
+                    f"the value of header {k} is not printable ASCII on one line",
+                    False,
+                ),
+            )
     headers["Idempotency-Key"] = ctx.idempotency_key
     body: bytes | None = None
     if "json" in w:

@@ -653,3 +653,15 @@ def test_os_environ_is_untouched_by_resolving_secrets(monkeypatch: pytest.Monkey
     with pytest.raises(SecretMissing) as info:
         red.resolve({"secret": "NOPE"})
     assert "NOPE" in str(info.value) and dict(os.environ) == before
+
+
+def test_a_secret_that_is_not_a_valid_header_value_is_not_quoted_in_the_error(
+    servers: Any, allow_http_host: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GAIT_SECRET_BILLING_TOKEN", f"{TOKEN}\nX-Injected: ü")
+    port, seen = servers()
+    allow_http_host("127.0.0.1", port)
+    step = http(f"http://127.0.0.1:{port}/", headers={"X-Token": {"secret": "BILLING_TOKEN"}})
+    r = step_execute(ctx_for(step), timeout=5)
+    assert r.error["type"] == "request_invalid" and seen == []
+    assert TOKEN not in json.dumps(r.error)
