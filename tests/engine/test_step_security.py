@@ -9,9 +9,6 @@ import json
 import os
 import shutil
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -268,59 +265,6 @@ def test_an_http_step_to_an_internal_address_is_refused_when_it_runs(
 )
 def test_address_categories(address: str, category: str | None) -> None:
     assert address_category(address) == category
-
-
-class _Server(BaseHTTPRequestHandler):
-    """Answers ``/redirect?to=URL`` with a 302, ``/big`` with 2 MB, ``/echo-auth`` with the
-    Authorization header it received, anything else with 200 and what it saw."""
-
-    seen: list[dict[str, Any]]
-
-    def do_GET(self) -> None:
-        type(self).seen.append(
-            {
-                "path": self.path,
-                "host": self.headers.get("Host"),
-                "auth": self.headers.get("Authorization"),
-            }
-        )
-        if self.path.startswith("/redirect?to="):
-            self.send_response(302)
-            self.send_header("Location", self.path.split("=", 1)[1])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if self.path == "/big":
-            body = b"x" * (2 * 1024 * 1024)
-        elif self.path == "/echo-auth":
-            body = json.dumps({"you_sent": self.headers.get("Authorization")}).encode()
-        else:
-            body = json.dumps({"path": self.path, "host": self.headers.get("Host")}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def servers() -> Iterator[Any]:
-    """``servers()`` starts a local server on 127.0.0.1 and returns (port, requests seen)."""
-    started: list[ThreadingHTTPServer] = []
-
-    def start() -> tuple[int, list[dict[str, Any]]]:
-        handler = type("Handler", (_Server,), {"seen": []})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        started.append(server)
-        return server.server_address[1], handler.seen
-
-    yield start
-    for server in started:
-        server.shutdown()
 
 
 def test_an_allow_listed_internal_host_is_reached(

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -161,58 +159,36 @@ def test_an_executable_removed_from_the_allow_list_after_submit_is_refused_on_th
     assert run.error["type"] == "command_not_allowed" and run.error["executable"] == "touch"
 
 
-class _Internal(BaseHTTPRequestHandler):
-    seen: list[str]
-
-    def do_GET(self) -> None:
-        type(self).seen.append(self.path)
-        if self.path == "/to-loopback":
-            self.send_response(302)
-            self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/admin")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = b'{"internal": true}'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def internal() -> Any:
-    handler = type("Handler", (_Internal,), {"seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], handler.seen
-    server.shutdown()
-
-
 def test_http_steps_on_a_worker_reach_an_allow_listed_host_but_not_the_loopback_it_redirects_to(
-    clusters: Any, internal: Any
+    clusters: Any, servers: Any
 ) -> None:
-    port, seen = internal
+    port, seen = servers()
     AllowedHttpHost.objects.create(host="127.0.0.1", port=port)
     clusters()
     ok = submit([{"name": "get", "kind": "http", "with": {"url": f"http://127.0.0.1:{port}/x"}}])
+    to = f"http://localhost:{port}/admin"
     bounced = submit(
-        [{"name": "get", "kind": "http", "with": {"url": f"http://127.0.0.1:{port}/to-loopback"}}]
+        [
+            {
+                "name": "get",
+                "kind": "http",
+                "with": {"url": f"http://127.0.0.1:{port}/redirect?to={to}"},
+            }
+        ]
     )
     ok, bounced = settled(ok), settled(bounced)
-    assert ok.status == "completed" and ok.outputs["get"]["json"] == {"internal": True}
+    assert ok.status == "completed"
+    assert ok.outputs["get"]["json"] == {"path": "/x", "host": f"127.0.0.1:{port}"}
     assert (bounced.status, bounced.status_reason_code) == ("failed", "http_destination_forbidden")
     error = StepRun.objects.get(job=bounced).error
     assert error["host"] == "localhost" and error["category"] == "loopback"
-    assert "/admin" not in seen
+    assert "/admin" not in [r["path"] for r in seen]
 
 
 def test_an_http_host_removed_from_the_allow_list_after_submit_is_not_reached(
-    clusters: Any, internal: Any
+    clusters: Any, servers: Any
 ) -> None:
-    port, seen = internal
+    port, seen = servers()
     AllowedHttpHost.objects.create(host="127.0.0.1", port=port)
     clusters()
     job = submit(
