@@ -16,16 +16,9 @@ from jobs.hardening import process_dumpable
 from jobs.steps import StepContext, step_function
 
 
-@step_function("record")
-def record(
-    ctx: StepContext, path: str, seconds: float = 0.0, slow_attempts: int = 0
-) -> dict[str, Any]:
-    """A side effect the tests can count: appends ``job step attempt pid time`` to ``path`` (one
-    ``write`` on an O_APPEND file, so concurrent writers never interleave), then sleeps
-    ``seconds`` (only on the first ``slow_attempts`` attempts, when that is set)."""
-    if slow_attempts and ctx.attempt > slow_attempts:
-        seconds = 0.0
-    line = f"{ctx.job_id} {ctx.step_name} {ctx.attempt} {os.getpid()} {time.time():.6f}\n"
+def append_then_sleep(ctx: StepContext, path: str, line: str, seconds: float) -> None:
+    """One ``write`` of ``line`` on an O_APPEND file (concurrent writers never interleave),
+    then ``seconds`` of sleep that ends early when the step is stopped."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
@@ -34,6 +27,18 @@ def record(
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not ctx.stopped:
         time.sleep(min(0.02, max(deadline - time.monotonic(), 0)))
+
+
+@step_function("record")
+def record(
+    ctx: StepContext, path: str, seconds: float = 0.0, slow_attempts: int = 0
+) -> dict[str, Any]:
+    """A side effect the tests can count: appends ``job step attempt pid time`` to ``path``,
+    then sleeps ``seconds`` (only on the first ``slow_attempts`` attempts, when that is set)."""
+    if slow_attempts and ctx.attempt > slow_attempts:
+        seconds = 0.0
+    line = f"{ctx.job_id} {ctx.step_name} {ctx.attempt} {os.getpid()} {time.time():.6f}\n"
+    append_then_sleep(ctx, path, line, seconds)
     return {"pid": os.getpid(), "step": ctx.step_name}
 
 
