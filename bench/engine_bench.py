@@ -49,6 +49,11 @@ DATA_DIR = Path(tempfile.mkdtemp(prefix="gaitweb-bench-"))
 os.environ["DATABASE_URL"] = BENCH_URL
 os.environ["GAIT_DATA_DIR"] = str(DATA_DIR)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gaitweb.settings")
+# the python steps it times (``noop``, ``record``) are the test suite's, and the stop latency is
+# a shell command: both are off in a deployment's defaults (docs/security.md)
+os.environ.setdefault("GAIT_STEP_MODULES", "tests.stepfns")
+os.environ.setdefault("GAIT_COMMAND_STEPS", "true")
+os.environ.setdefault("GAIT_COMMAND_SHELL", "true")
 sys.path.insert(0, str(ROOT))
 
 

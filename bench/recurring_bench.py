@@ -35,6 +35,7 @@ DATA_DIR = Path(tempfile.mkdtemp(prefix="gaitweb-bench-recurring-"))
 os.environ["DATABASE_URL"] = URL
 os.environ["GAIT_DATA_DIR"] = str(DATA_DIR)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gaitweb.settings")
+os.environ.setdefault("GAIT_STEP_MODULES", "jobs.stepfns")  # ``noop``: the demo's, off by default
 sys.path.insert(0, str(ROOT))
 
 

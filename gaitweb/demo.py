@@ -9,6 +9,9 @@ It uses the real services only, so every demo job has a valid, hash-chained jour
 - jobs with steps, which the engine (started by `make run` next to the web server) runs to
   completed, failed (a step that fails on purpose) and waiting (a durable sleep and a signal
   wait). ``queued`` shows briefly for each of them until a worker claims it.
+
+`make run` runs in demo mode (``GAIT_DEMO``): the demo's python step functions are registered,
+command steps are on and ``echo`` is the one allow-listed executable (docs/security.md).
 """
 
 from __future__ import annotations
@@ -436,12 +439,38 @@ def _seed_templates() -> None:
         log.info("demo: no template created (%s)", exc.code)
 
 
+# What the demo's command steps may run (and examples/): one harmless executable.
+DEMO_EXECUTABLES = ("echo",)
+
+
+def demo_allowlist_ensure() -> None:
+    """Allow-list the demo's executables (jobs.models.AllowedExecutable), as an admin would.
+    Only in demo mode: a deployment's list is its admins' alone."""
+    if not settings.GAIT["DEMO"]:  # type: ignore[index]
+        return
+    from django.core.exceptions import ValidationError
+
+    from jobs.models import AllowedExecutable
+
+    for name in DEMO_EXECUTABLES:
+        if AllowedExecutable.objects.filter(name=name).exists():
+            continue
+        row = AllowedExecutable(name=name, note="created by the demo", created_by="demo-admin")
+        try:
+            row.full_clean()
+        except ValidationError as exc:  # not on GAIT_COMMAND_PATH here: the demo step fails
+            log.warning("demo: %s is not allow-listed (%s)", name, exc)
+            continue
+        row.save()
+
+
 def demo_seed() -> dict[str, Any]:
     """Create the demo jobs that are missing. Safe to run on every start."""
     from jobs.models import Job
 
     before = Job.objects.filter(job_id__startswith="demo-").count()
     admin = Actor.system("demo-admin")
+    demo_allowlist_ensure()
     _signing_key(admin)
     with transaction.atomic():
         binding = _policy_binding(admin)

@@ -37,7 +37,8 @@ def roles_ensure() -> None:
             )
         if role == "admin":
             # admins manage policies, identities, revocations, signing keys, API keys, job
-            # templates and login lockouts in Django admin (jobs and events stay read-only there)
+            # templates, login lockouts and what steps may touch in Django admin (jobs and events
+            # stay read-only there)
             perms += list(
                 Permission.objects.filter(
                     # axes: unlocking a login locked out by django-axes (docs/security.md)
@@ -47,7 +48,12 @@ def roles_ensure() -> None:
             perms += list(
                 Permission.objects.filter(
                     content_type__app_label="jobs",
-                    content_type__model__in=["jobtemplate", "templatefire"],
+                    content_type__model__in=[
+                        "jobtemplate",
+                        "templatefire",
+                        "allowedexecutable",
+                        "allowedhttphost",
+                    ],
                 )
             )
         group.permissions.set(perms)

@@ -34,6 +34,11 @@ def env_float(name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
+def env_list(name: str, default: str) -> list[str]:
+    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
+
+
+DEMO = env_bool("GAIT_DEMO", False)
 DATA_DIR = Path(os.environ.get("GAIT_DATA_DIR", BASE_DIR / "var")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -279,12 +284,34 @@ GAIT = {
     "RECURRING_GRACE_SECONDS": env_float("GAIT_RECURRING_GRACE_SECONDS", 60.0),
     # while a step runs, how often the engine's heartbeat looks for a stop/cancel (jobs.engine)
     "STOP_POLL_SECONDS": env_float("GAIT_STOP_POLL_SECONDS", 0.2),
+    # demo mode (`make run` / `manage.py up` turn it on): the demo's python step functions
+    # (jobs.stepfns) are registered and command steps default to on, with the demo's own
+    # allow-list (`echo`); off in a deployment
+    "DEMO": DEMO,
     # modules that register python step functions with @step_function (jobs.steps)
-    "STEP_MODULES": [
-        m.strip()
-        for m in os.environ.get("GAIT_STEP_MODULES", "jobs.stepfns").split(",")
-        if m.strip()
-    ],
+    "STEP_MODULES": list(
+        dict.fromkeys([*(["jobs.stepfns"] if DEMO else []), *env_list("GAIT_STEP_MODULES", "")])
+    ),
+    # steps that touch the machine are opt-in (docs/security.md): command steps at all, then
+    # only executables on the admin's allow-list (jobs.models.AllowedExecutable); shell: true
+    # needs its own switch
+    "COMMAND_STEPS": env_bool("GAIT_COMMAND_STEPS", DEMO),
+    "COMMAND_SHELL": env_bool("GAIT_COMMAND_SHELL", False),
+    # a command's environment is an allow-list: this PATH, the worker's values of the names in
+    # COMMAND_ENV_PASSTHROUGH, the GAIT_* step variables and the spec's env (jobs.steps)
+    "COMMAND_PATH": os.environ.get("GAIT_COMMAND_PATH", "/usr/local/bin:/usr/bin:/bin"),
+    "COMMAND_ENV_PASSTHROUGH": env_list("GAIT_COMMAND_ENV_PASSTHROUGH", "LANG,LC_ALL,LC_CTYPE,TZ"),
+    # processes of a deployment with command steps clear their "dumpable" flag, so a command
+    # (same user) cannot read their /proc/<pid>/environ (jobs.hardening)
+    "PROCESS_UNDUMPABLE": env_bool("GAIT_PROCESS_UNDUMPABLE", True),
+    # how long submit may use its per-process copy of the allow-lists (jobs.allowlists)
+    "ALLOWLIST_CACHE_SECONDS": env_float("GAIT_ALLOWLIST_CACHE_SECONDS", 5.0),
+    # http steps: redirects followed (each hop checked), and the largest response body read
+    "HTTP_MAX_REDIRECTS": env_int("GAIT_HTTP_MAX_REDIRECTS", 5),
+    "HTTP_RESPONSE_MAX_BYTES": env_int("GAIT_HTTP_RESPONSE_MAX_BYTES", 1024 * 1024),
+    # the longest deadline, sleep, wait_event timeout, approval expiry or retry interval a spec
+    # may ask for, in seconds (step timeouts have their own STEP_TIMEOUT_MAX)
+    "SPEC_DURATION_MAX": env_float("GAIT_SPEC_DURATION_MAX", 366 * 86400.0),
     "LIST_DEFAULT_PAGE_SIZE": env_int("GAIT_LIST_DEFAULT_PAGE_SIZE", 50),
     "LIST_MAX_PAGE_SIZE": env_int("GAIT_LIST_MAX_PAGE_SIZE", 500),
     "STEP_TIMEOUT_DEFAULT": env_float("GAIT_STEP_TIMEOUT_DEFAULT", 300.0),

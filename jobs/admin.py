@@ -1,4 +1,5 @@
-"""Read-only admin for jobs and their journal: the journal is append-only, so is its admin."""
+"""Read-only admin for jobs and their journal (the journal is append-only, so is its admin), and
+the allow-lists of what command and http steps may touch."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from jobs.models import Checkpoint, Job, JobEvent, StepRun
+from jobs.models import (
+    AllowedExecutable,
+    AllowedHttpHost,
+    Checkpoint,
+    Job,
+    JobEvent,
+    StepRun,
+)
 
 
 class ReadOnlyMixin:
@@ -79,3 +87,29 @@ class JobEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     readonly_fields = [f.name for f in JobEvent._meta.fields]
     list_select_related = ["job"]
     show_full_result_count = False
+
+
+# --- what steps may touch (docs/security.md): admins manage these lists -----------------------
+
+
+class _AllowlistAdmin(admin.ModelAdmin):
+    readonly_fields = ["created_by", "created_at"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user.get_username()
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(AllowedExecutable)
+class AllowedExecutableAdmin(_AllowlistAdmin):
+    list_display = ["name", "path", "note", "created_by", "created_at"]
+    search_fields = ["name", "path"]
+    fields = ["name", "path", "note", "created_by", "created_at"]
+
+
+@admin.register(AllowedHttpHost)
+class AllowedHttpHostAdmin(_AllowlistAdmin):
+    list_display = ["host", "port", "note", "created_by", "created_at"]
+    search_fields = ["host"]
+    fields = ["host", "port", "note", "created_by", "created_at"]

@@ -8,4 +8,15 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         # the templates admin lives beside the read-only jobs admin (jobs/admin.py); Django's
         # autodiscovery imports only ``admin``, so register it here
+        from django.db.models.signals import post_delete, post_save
+
         from jobs import admin_templates  # noqa: F401
+        from jobs.allowlists import allowlists_forget
+        from jobs.hardening import process_harden
+        from jobs.models import AllowedExecutable, AllowedHttpHost
+
+        # submit's copy of the allow-lists is dropped when this process changes them
+        for model in (AllowedExecutable, AllowedHttpHost):
+            post_save.connect(allowlists_forget, sender=model, dispatch_uid=f"forget-{model}")
+            post_delete.connect(allowlists_forget, sender=model, dispatch_uid=f"del-{model}")
+        process_harden()

@@ -1110,7 +1110,11 @@ class _Runner:
                 before_event=record,
             )
             return "retry_scheduled"
-        if etype == "spawn_failed":
+        if error.get("refused"):
+            # the deployment refused the attempt (jobs.steps): an allow-list, a switch, a
+            # missing secret; the error's type is the reason code
+            reason = etype
+        elif etype == "spawn_failed":
             reason = FAIL_SPAWN
         elif not retryable:
             reason = FAIL_NON_RETRYABLE
@@ -1450,7 +1454,17 @@ def _token_param(token: uuid.UUID) -> Any:
 def _error_summary(error: dict[str, Any]) -> dict[str, Any]:
     return {
         k: error[k]
-        for k in ("type", "message", "retryable", "exit_code", "status_code")
+        for k in (
+            "type",
+            "message",
+            "retryable",
+            "exit_code",
+            "status_code",
+            "secret",
+            "executable",
+            "host",
+            "category",
+        )  # fmt: skip
         if k in error
     }
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from jobs.egress import host_normalize
+
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 SUMMARY_MAX_BYTES = 512
+EXECUTABLE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
 class JobStatus(models.TextChoices):
@@ -451,3 +457,83 @@ class TemplateFire(models.Model):
 
     def __str__(self) -> str:
         return f"{self.template_id}@{self.slot:%Y-%m-%dT%H:%M:%S}"
+
+
+# --- what steps may touch (docs/security.md, "Steps that touch the machine are opt-in") -------
+
+
+class AllowedExecutable(models.Model):
+    """An executable ``command`` steps may run, managed by admins in Django admin.
+
+    ``name`` is what a spec's ``argv[0]`` says (``git``); ``path`` is the absolute file the
+    worker runs for it (``/usr/bin/git``), never a lookup in ``PATH`` or the working directory.
+    A spec may also name the absolute ``path`` itself (jobs.allowlists)."""
+
+    name = models.CharField(max_length=128, unique=True)
+    path = models.CharField(
+        max_length=1024,
+        blank=True,
+        help_text="absolute path the worker runs; leave empty to look the name up on "
+        "GAIT_COMMAND_PATH now",
+    )
+    note = models.CharField(max_length=512, blank=True, default="")
+    created_by = models.CharField(max_length=256, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "allowed executable"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(path__startswith="/"), name="allowedexecutable_absolute_path"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.path}"
+
+    def clean(self) -> None:
+        if not EXECUTABLE_NAME_RE.match(self.name or ""):
+            raise ValidationError(
+                {"name": "a bare command name (letters, digits and . _ + -), no slash"}
+            )
+        if not self.path:
+            # resolved once, here, on the commands' own PATH (GAIT_COMMAND_PATH): the worker
+            # runs this file and never searches for the name again
+            found = shutil.which(self.name, path=str(settings.GAIT["COMMAND_PATH"]))  # type: ignore[index]
+            if found is None:
+                raise ValidationError({"path": f"{self.name!r} is not on GAIT_COMMAND_PATH"})
+            self.path = found
+        if "\x00" in self.path or not os.path.isabs(self.path):
+            raise ValidationError({"path": "must be an absolute path"})
+        if os.path.normpath(self.path) != self.path:
+            raise ValidationError({"path": f"must be normalized ({os.path.normpath(self.path)})"})
+
+
+class AllowedHttpHost(models.Model):
+    """A host ``http`` steps may reach although it resolves to a loopback, private, link-local,
+    multicast or metadata address (an internal service). Matched against the URL's host as
+    written (``host_normalize``), on every redirect too; ``port`` 0 allows every port."""
+
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField(default=0, help_text="0: any port")
+    note = models.CharField(max_length=512, blank=True, default="")
+    created_by = models.CharField(max_length=256, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["host", "port"]
+        verbose_name = "allowed HTTP host"
+        constraints = [
+            models.UniqueConstraint(fields=["host", "port"], name="allowedhttphost_unique"),
+            models.CheckConstraint(condition=Q(port__lte=65535), name="allowedhttphost_port"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}" if self.port else self.host
+
+    def clean(self) -> None:
+        host = host_normalize(self.host)
+        if not host:
+            raise ValidationError({"host": "a host name or an IP address"})
+        self.host = host

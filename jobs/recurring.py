@@ -55,6 +55,7 @@ from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
 from gaitweb.errors import Conflict, Forbidden, GaitError, InvalidInput, NotFound
 from gaitweb.validation import text_field
+from jobs.allowlists import spec_authorize
 from jobs.models import (
     FINISHED_STATUSES,
     FireStatus,
@@ -207,7 +208,7 @@ def _spec(spec: Any) -> dict[str, Any]:
         from jobs.spec import spec_load
 
         spec = spec_load(spec)
-    spec_validate(spec)
+    spec_authorize(spec_validate(spec))
     return dict(spec)
 
 

@@ -24,6 +24,7 @@ from django.utils import timezone
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import Conflict, InvalidInput, LimitExceeded, PolicyRefused
 from gaitweb.validation import text_field
+from jobs.allowlists import spec_authorize
 from jobs.journal import ChainReport, chain_verify, event_append, event_build
 from jobs.models import (
     ALLOWED_FROM,
@@ -164,6 +165,7 @@ def job_submit(
         from jobs.spec import spec_validate
 
         normalized = spec_validate(spec)
+        spec_authorize(normalized)
     steps = normalized.get("steps", [])
     from approvals.services import identity_is_revoked
 

@@ -27,6 +27,7 @@ from django.conf import settings
 
 from gaitweb.errors import InvalidInput, LimitExceeded
 from gaitweb.parsing import json_loads, yaml_load
+from jobs.secret_store import SECRET_LITERAL_REFUSED, SECRET_NAME_RE, credential_like, secret_ref
 
 STEP_KINDS = ("python", "command", "http", "sleep", "wait_event", "approval")
 # Kinds the engine executes itself (durable timers and decisions): they never run user code, so
@@ -60,6 +61,17 @@ RETRY_DEFAULTS = {
     "non_retryable": [],
 }
 MAX_ATTEMPTS_LIMIT = 100
+DURATION_TOO_LONG = "spec_duration_too_long"  # a duration above its bound (details.max_seconds)
+ENV_RESERVED = "spec_env_reserved"  # an env name the loader, the shell or gaitweb owns
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Variables read by the dynamic loader or the shell before the program's own code runs
+# (LD_PRELOAD turns any allow-listed executable into any code), PATH (the commands' PATH is the
+# deployment's), and GAIT_* (the step variables and the worker's secret store).
+ENV_RESERVED_NAMES = frozenset({"PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4"})
+ENV_RESERVED_PREFIXES = ("LD_", "DYLD_", "GAIT_", "BASH_FUNC_")
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+# set by gaitweb from the URL and the body, never by a spec
+HEADERS_RESERVED = frozenset({"host", "content-length", "transfer-encoding", "idempotency-key"})
 
 
 def _gait(name: str) -> Any:
@@ -72,35 +84,55 @@ def _fail(path: str, message: str, code: str = "spec_invalid", **details: Any) -
     )
 
 
-def duration_parse(value: Any, path: str, *, allow_zero: bool = False) -> float:
+def duration_parse(
+    value: Any, path: str, *, allow_zero: bool = False, max_seconds: float | None = None
+) -> float:
     """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"24h"``, ``"1d"`` or
-    compounds like ``"1h30m"``."""
+    compounds like ``"1h30m"``, at most ``max_seconds`` (default ``SPEC_DURATION_MAX``): a
+    bound on every duration keeps every ``now + duration`` a date the database can hold."""
+    if max_seconds is None:
+        max_seconds = float(_gait("SPEC_DURATION_MAX"))
     if isinstance(value, bool):
         raise _fail(path, "must be a duration such as 30s, 5m or 24h", "spec_invalid_duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().replace(" ", "")
-        pos, seconds = 0, 0.0
-        for m in DURATION_PART_RE.finditer(text):
-            if m.start() != pos:
-                break
-            seconds += float(m.group(1)) * DURATION_UNITS[m.group(2)]
-            pos = m.end()
-        if pos != len(text) or pos == 0:
-            try:
-                seconds = float(text)
-            except ValueError:
-                raise _fail(
-                    path,
-                    f"{value!r} is not a duration such as 30s, 5m or 24h",
-                    "spec_invalid_duration",
-                ) from None
-    else:
-        raise _fail(path, "must be a duration such as 30s, 5m or 24h", "spec_invalid_duration")
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str) and value.strip():
+            seconds = _duration_text(value, path)
+        else:
+            raise _fail(path, "must be a duration such as 30s, 5m or 24h", "spec_invalid_duration")
+    except OverflowError:  # float() of an integer with hundreds of digits
+        seconds = math.inf
+    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         raise _fail(path, "must be a positive duration", "spec_invalid_duration")
+    if seconds > max_seconds:
+        raise _fail(
+            path,
+            f"must be at most {max_seconds:g} seconds",
+            DURATION_TOO_LONG,
+            max_seconds=max_seconds,
+        )
     return seconds
+
+
+def _duration_text(value: str, path: str) -> float:
+    text = value.strip().replace(" ", "")
+    pos, seconds = 0, 0.0
+    for m in DURATION_PART_RE.finditer(text):
+        if m.start() != pos:
+            break
+        seconds += float(m.group(1)) * DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos == len(text) and pos:
+        return seconds
+    try:
+        return float(text)
+    except ValueError:
+        raise _fail(
+            path,
+            f"{value[:64]!r} is not a duration such as 30s, 5m or 24h",
+            "spec_invalid_duration",
+        ) from None
 
 
 def _obj(
@@ -141,13 +173,38 @@ def _int(value: Any, path: str, lo: int, hi: int) -> int:
     return value
 
 
-def _str_map(value: Any, path: str) -> dict[str, str]:
+def _value_map(value: Any, path: str, *, what: str) -> dict[str, Any]:
+    """Header or env values: literal strings, or references ``{"secret": NAME}`` (resolved by
+    the worker, jobs.secret_store). A literal in a credential-like name is refused: the spec is
+    stored, shown to every reader of the job and packed."""
     if not isinstance(value, Mapping):
-        raise _fail(path, "must be an object of strings")
-    out = {}
+        raise _fail(path, "must be an object of strings or secret references")
+    out: dict[str, Any] = {}
     for k, v in value.items():
-        if not isinstance(k, str) or not k or not isinstance(v, str):
-            raise _fail(f"{path}.{k}", "must be a string")
+        sub = f"{path}.{k}"
+        if not isinstance(k, str) or not k:
+            raise _fail(sub, "must be a non-empty name")
+        name = secret_ref(v)
+        if name is not None:
+            if not SECRET_NAME_RE.match(name):
+                raise _fail(
+                    f"{sub}.secret",
+                    "must be 1-128 upper-case letters, digits and _ (BILLING_TOKEN)",
+                )
+            out[k] = {"secret": name}
+            continue
+        if not isinstance(v, str):
+            raise _fail(sub, 'must be a string or {"secret": "NAME"}')
+        if "\x00" in v or (what == "header" and ("\r" in v or "\n" in v)):
+            raise _fail(sub, "must not contain NUL (nor, in a header, CR or LF)")
+        if credential_like(k):
+            raise InvalidInput(
+                SECRET_LITERAL_REFUSED,
+                f"{sub}: a {what} named like a credential must not hold a literal value",
+                details={"path": sub},
+                hint=f'refer to a secret instead: {{"{k}": {{"secret": "NAME"}}}}, set as '
+                "GAIT_SECRET_NAME on the workers (docs/security.md)",
+            )
         out[k] = v
     return out
 
@@ -165,7 +222,7 @@ def _retry(value: Any, path: str) -> dict[str, Any]:
         )
     if "backoff" in raw:
         b = raw["backoff"]
-        if isinstance(b, bool) or not isinstance(b, int | float) or not 1.0 <= float(b) <= 100.0:
+        if isinstance(b, bool) or not isinstance(b, int | float) or not 1.0 <= b <= 100.0:
             raise _fail(f"{path}.backoff", "must be a number from 1 to 100")
         out["backoff"] = float(b)
     if "max_interval" in raw:
@@ -215,11 +272,28 @@ def _with_command(w: dict[str, Any], path: str) -> dict[str, Any]:
         if not isinstance(argv, list) or not argv:
             raise _fail(f"{path}.argv", "must be a non-empty list of strings")
         for i, a in enumerate(argv):
-            if not isinstance(a, str) or (i == 0 and not a):
-                raise _fail(f"{path}.argv[{i}]", "must be a string")
+            if not isinstance(a, str) or (i == 0 and not a) or "\x00" in a:
+                raise _fail(f"{path}.argv[{i}]", "must be a string without NUL")
         out["argv"] = list(argv)
     out["cwd"] = _str(w["cwd"], f"{path}.cwd") if "cwd" in w else ""
-    out["env"] = _str_map(w.get("env", {}), f"{path}.env")
+    for key in ("command", "cwd"):
+        if "\x00" in out.get(key, ""):
+            raise _fail(f"{path}.{key}", "must not contain NUL")
+    env = w.get("env", {})
+    for k in env if isinstance(env, Mapping) else ():
+        if not isinstance(k, str) or (
+            not ENV_NAME_RE.match(k)
+            or k.upper() in ENV_RESERVED_NAMES
+            or k.upper().startswith(ENV_RESERVED_PREFIXES)
+        ):
+            raise _fail(
+                f"{path}.env.{k}",
+                "is not a variable a spec may set (names are [A-Za-z_][A-Za-z0-9_]*; PATH, "
+                "LD_*, DYLD_*, GAIT_*, IFS, ENV, BASH_ENV… belong to the loader, the shell or "
+                "gaitweb)",
+                ENV_RESERVED,
+            )
+    out["env"] = _value_map(env, f"{path}.env", what="variable")
     return out
 
 
@@ -229,22 +303,41 @@ def _with_http(w: dict[str, Any], path: str) -> dict[str, Any]:
         raise _fail(f"{path}.method", f"must be one of {', '.join(HTTP_METHODS)}")
     url = _str(w["url"], f"{path}.url", max_len=8192)
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _fail(f"{path}.url", "must be an absolute http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise _fail(f"{path}.url", "has an invalid port") from None
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput(
+            SECRET_LITERAL_REFUSED,
+            f"{path}.url: credentials in the URL are stored and shown with the spec",
+            details={"path": f"{path}.url"},
+            hint='send them in a header that refers to a secret: {"Authorization": '
+            '{"secret": "NAME"}} (docs/security.md)',
+        )
     if "json" in w and "body" in w:
         raise _fail(f"{path}.body", "give either json or body, not both")
     out: dict[str, Any] = {
         "method": method.upper(),
         "url": url,
-        "headers": _str_map(w.get("headers", {}), f"{path}.headers"),
+        "headers": _value_map(w.get("headers", {}), f"{path}.headers", what="header"),
     }
     if "json" in w:
         out["json"] = w["json"]
     if "body" in w:
         out["body"] = _str(w["body"], f"{path}.body", max_len=1 << 20, allow_empty=True)
-    for h in out["headers"]:
-        if h.lower() == "idempotency-key":
-            raise _fail(f"{path}.headers.{h}", "is set by gaitweb (job_id/step_name)")
+    for h, v in out["headers"].items():
+        if isinstance(v, str) and not v.isascii():
+            raise _fail(f"{path}.headers.{h}", "must be ASCII")
+        if not HEADER_NAME_RE.match(h):
+            raise _fail(f"{path}.headers.{h}", "is not a valid header name")
+        if h.lower() in HEADERS_RESERVED:
+            raise _fail(
+                f"{path}.headers.{h}",
+                "is set by gaitweb (Host from the URL, Idempotency-Key as job_id/step_name)",
+            )
     return out
 
 
@@ -321,13 +414,7 @@ def _step(raw: Any, path: str) -> dict[str, Any]:
     if "timeout" in s:
         if kind in PARKING_KINDS:
             raise _fail(f"{path}.timeout", f"does not apply to {kind} steps (see with.* instead)")
-        timeout = duration_parse(s["timeout"], f"{path}.timeout")
-        if timeout > max_timeout:
-            raise _fail(
-                f"{path}.timeout",
-                f"must be at most {max_timeout:g} seconds",
-                max_seconds=max_timeout,
-            )
+        timeout = duration_parse(s["timeout"], f"{path}.timeout", max_seconds=max_timeout)
     if "retry" in s and kind in PARKING_KINDS:
         raise _fail(f"{path}.retry", f"does not apply to {kind} steps")
     retry = _retry(s["retry"], f"{path}.retry") if "retry" in s else dict(RETRY_DEFAULTS)

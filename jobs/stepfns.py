@@ -1,13 +1,13 @@
-"""Built-in python step functions for demos, examples and tests.
+"""The demo's python step functions (`make run`, examples/, docs/engine.md).
 
-Real deployments register their own with ``@step_function("name")`` in a module listed in
-``GAIT_STEP_MODULES``. These are deliberately small: each shows one behaviour of the engine.
+Registered only in demo mode (``GAIT_DEMO``, which `make run` / `manage.py up` turn on): a
+deployment registers its own with ``@step_function("name")`` in a module listed in
+``GAIT_STEP_MODULES``, and nothing else is callable. These are deliberately small and touch
+nothing outside the job: each shows one behaviour of the engine.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from typing import Any
 
 from jobs.steps import StepContext, StepError, step_function
@@ -52,35 +52,3 @@ def fail_n_times(ctx: StepContext, n: int = 1, error: str = "TransientError") ->
 @step_function("fail")
 def fail(ctx: StepContext, error: str = "BadRequest", retryable: bool = False) -> None:
     raise StepError(f"{ctx.step_name} failed on purpose", type=error, retryable=retryable)
-
-
-@step_function("record")
-def record(
-    ctx: StepContext, path: str, seconds: float = 0.0, slow_attempts: int = 0
-) -> dict[str, Any]:
-    """A side effect the tests can count: appends ``job step attempt pid time`` to ``path`` (one
-    ``write`` on an O_APPEND file, so concurrent writers never interleave), then sleeps
-    ``seconds`` (only on the first ``slow_attempts`` attempts, when that is set)."""
-    if slow_attempts and ctx.attempt > slow_attempts:
-        seconds = 0.0
-    line = f"{ctx.job_id} {ctx.step_name} {ctx.attempt} {os.getpid()} {time.time():.6f}\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not ctx.stopped:
-        time.sleep(min(0.02, max(deadline - time.monotonic(), 0)))
-    return {"pid": os.getpid(), "step": ctx.step_name}
-
-
-@step_function("wait_until_stopped")
-def wait_until_stopped(ctx: StepContext, seconds: float = 60.0) -> dict[str, Any]:
-    """Cooperative long step: returns as soon as ``ctx.stopped`` turns true."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if ctx.stopped:
-            return {"stopped": True}
-        time.sleep(0.02)
-    return {"stopped": False}

@@ -8,22 +8,37 @@ the engine does itself.
 
 Python steps call only functions registered with ``@step_function("name")``; the modules that
 register them are listed in ``settings.GAIT["STEP_MODULES"]`` and imported on first use.
+
+Command and http steps touch the machine (docs/security.md): just before an attempt, the
+executor checks the deployment's switches and the admin's allow-lists again (jobs.allowlists),
+resolves secret references (jobs.secret_store), and every string the attempt stores passes
+through the attempt's ``Redactor``.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from django.conf import settings
+
+from gaitweb.errors import GaitError
+from jobs import egress
+from jobs.allowlists import allowlists_load, command_authorize
+from jobs.secret_store import SECRET_MISSING, Redactor, SecretMissing, credential_like
+
+log = logging.getLogger("gaitweb.engine")
 
 StepFunction = Callable[..., Any]
 _REGISTRY: dict[str, StepFunction] = {}
@@ -59,7 +74,7 @@ def _load_step_modules() -> None:
         return
     with _load_lock:
         if not _modules_loaded:
-            for module in _gait("STEP_MODULES", ["jobs.stepfns"]):
+            for module in _gait("STEP_MODULES", []):
                 importlib.import_module(module)
             _modules_loaded = True
 
@@ -160,7 +175,7 @@ def output_check(output: Any) -> dict[str, Any] | None:
 # --- python ------------------------------------------------------------------------------------
 
 
-def run_python(ctx: StepContext, *, timeout: float) -> StepResult:
+def run_python(ctx: StepContext, *, timeout: float, secrets: Redactor) -> StepResult:
     fn = step_function_get(ctx.step["with"]["function"])
     if fn is None:  # registered at submit, gone since (code changed): not worth retrying
         return StepResult(
@@ -193,11 +208,13 @@ def run_python(ctx: StepContext, *, timeout: float) -> StepResult:
 
 
 class _Tail:
-    """Reads a pipe to the end, keeping only the last ``limit`` bytes."""
+    """Reads a pipe to the end, keeping only the last ``limit`` bytes (plus ``margin``: the
+    longest secret, so that redaction sees whole values before the tail is cut)."""
 
-    def __init__(self, pipe: Any, limit: int) -> None:
+    def __init__(self, pipe: Any, limit: int, margin: int = 0) -> None:
         self.pipe = pipe
         self.limit = limit
+        self.keep = limit + margin
         self.buf = bytearray()
         self.total = 0
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -213,14 +230,15 @@ class _Tail:
                     break
                 self.total += len(chunk)
                 self.buf += chunk
-                if len(self.buf) > 2 * self.limit:
-                    del self.buf[: len(self.buf) - self.limit]
+                if len(self.buf) > 2 * self.keep:
+                    del self.buf[: len(self.buf) - self.keep]
         except (OSError, ValueError):
             pass
 
-    def text(self) -> str:
+    def text(self, secrets: Redactor) -> str:
         self.thread.join(timeout=1.0)
-        data = bytes(self.buf[-self.limit :]) if self.limit else b""
+        data = secrets.raw(bytes(self.buf[-self.keep :])) if self.keep else b""
+        data = data[-self.limit :] if self.limit else b""
         return data.decode("utf-8", errors="replace")
 
 
@@ -231,12 +249,21 @@ def _killpg(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def run_command(ctx: StepContext, *, timeout: float) -> StepResult:
-    """Run argv (or ``sh -c command`` when ``shell`` is true) in its own process group, so a stop
-    or a timeout kills the whole tree. Non-zero exit and timeout fail the attempt."""
-    w = ctx.step["with"]
-    argv = ["/bin/sh", "-c", w["command"]] if w.get("shell") else list(w["argv"])
-    env = dict(os.environ)
+def _refused(code: str, message: str, **extra: Any) -> StepResult:
+    """An attempt the deployment does not allow (now): failed, never retried, and the job's
+    ``failed`` event carries ``code`` as its reason (jobs.engine)."""
+    return StepResult("failed", error=_error(code, message, False, refused=True, **extra))
+
+
+def command_env(ctx: StepContext, secrets: Redactor) -> dict[str, str]:
+    """The environment of a command: an allow-list, never the worker's own environment.
+    ``COMMAND_PATH``, the worker's values of ``COMMAND_ENV_PASSTHROUGH`` (locale, time zone),
+    the ``GAIT_*`` step variables, then the spec's ``env`` with its references resolved."""
+    env = {"PATH": str(_gait("COMMAND_PATH"))}
+    for name in _gait("COMMAND_ENV_PASSTHROUGH", []):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.setdefault("LANG", "C.UTF-8")
     env.update(
         {
             "GAIT_JOB_ID": ctx.job_id,
@@ -246,13 +273,30 @@ def run_command(ctx: StepContext, *, timeout: float) -> StepResult:
             "GAIT_IDEMPOTENCY_KEY": ctx.idempotency_key,
         }
     )
-    env.update(w.get("env") or {})
+    env.update(secrets.resolve_map(ctx.step["with"].get("env") or {}))
+    return env
+
+
+def run_command(ctx: StepContext, *, timeout: float, secrets: Redactor) -> StepResult:
+    """Run argv (or ``sh -c command`` when ``shell`` is true) in its own process group, so a stop
+    or a timeout kills the whole tree. Non-zero exit and timeout fail the attempt. The file run
+    is the allow-listed one, read from the table now (``argv[0]`` stays what the spec says)."""
+    w = ctx.step["with"]
+    try:
+        executable = command_authorize(w, lists=allowlists_load())
+    except GaitError as exc:
+        return _refused(
+            exc.code, exc.message, **{k: v for k, v in exc.details.items() if k != "path"}
+        )
+    argv = ["sh", "-c", w["command"]] if w.get("shell") else list(w["argv"])
+    env = command_env(ctx, secrets)
     tail_limit = int(_gait("LOG_TAIL_MAX_BYTES"))
     if ctx.stopped:
         return _cancelled()
     try:
         proc = subprocess.Popen(
             argv,
+            executable=executable,
             cwd=w.get("cwd") or None,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -267,7 +311,8 @@ def run_command(ctx: StepContext, *, timeout: float) -> StepResult:
                 "spawn_failed", f"cannot start {argv[0]!r}: {exc}", False, spawn_failed=True
             ),
         )
-    out, err = _Tail(proc.stdout, tail_limit), _Tail(proc.stderr, tail_limit)
+    margin = secrets.margin_bytes
+    out, err = _Tail(proc.stdout, tail_limit, margin), _Tail(proc.stderr, tail_limit, margin)
     deadline = time.monotonic() + timeout
     outcome = ""
     try:
@@ -286,7 +331,7 @@ def run_command(ctx: StepContext, *, timeout: float) -> StepResult:
         if proc.poll() is None:  # the engine itself is going down: leave nothing behind
             _killpg(proc)
             proc.wait()
-    stdout, stderr = out.text(), err.text()
+    stdout, stderr = out.text(secrets), err.text(secrets)
     if outcome == "cancelled":
         r = _cancelled("the command's process group was killed")
     elif outcome == "timed_out":
@@ -314,22 +359,53 @@ def run_command(ctx: StepContext, *, timeout: float) -> StepResult:
 # --- http --------------------------------------------------------------------------------------
 
 
-def run_http(ctx: StepContext, *, timeout: float) -> StepResult:
-    """One request with ``Idempotency-Key: <job_id>/<step_name>`` (the same on every retry).
+def run_http(ctx: StepContext, *, timeout: float, secrets: Redactor) -> StepResult:
+    """One request with ``Idempotency-Key: <job_id>/<step_name>`` (the same on every retry),
+    to a destination checked after DNS resolution and on every redirect (jobs.egress).
     5xx, 429 and network errors are retryable; other 4xx are not."""
-    import httpx
-
     w = ctx.step["with"]
-    headers = dict(w.get("headers") or {})
+    headers = secrets.resolve_map(w.get("headers") or {})
+    # dropped when a redirect leaves the origin: references and credential-like names
+    credential = frozenset(
+        k.lower()
+        for k, v in (w.get("headers") or {}).items()
+        if isinstance(v, Mapping) or credential_like(k)
+    )
+    for k, v in headers.items():
+        if not v.isascii() or any(c in v for c in "\r\n\x00"):
+            # only a secret's value can be: literals are checked at submit. The HTTP library's
+            # error would quote the value, escaped where redaction cannot recognise it.
+            return StepResult(
+                "failed",
+                error=_error(
+                    "request_invalid",
+                    f"the value of header {k} is not printable ASCII on one line",
+                    False,
+                ),
+            )
     headers["Idempotency-Key"] = ctx.idempotency_key
-    kwargs: dict[str, Any] = {"headers": headers}
+    body: bytes | None = None
     if "json" in w:
-        kwargs["json"] = w["json"]
+        body = egress.json_body(w["json"])
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
     elif "body" in w:
-        kwargs["content"] = w["body"].encode("utf-8")
+        body = w["body"].encode("utf-8")
+    lists = allowlists_load()
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            resp = client.request(w["method"], w["url"], **kwargs)
+        fetched = egress.request_checked(
+            method=w["method"],
+            url=w["url"],
+            headers=headers,
+            credential_headers=credential,
+            body=body,
+            timeout=timeout,
+            allowed=lists.host_allowed,
+            max_redirects=int(_gait("HTTP_MAX_REDIRECTS")),
+            max_bytes=int(_gait("HTTP_RESPONSE_MAX_BYTES")),
+        )
+    except egress.EgressRefused as exc:
+        return _refused(exc.code, str(exc), **exc.details)
     except httpx.TimeoutException as exc:
         return StepResult(
             "timed_out", error=_error("timeout", f"{type(exc).__name__}: {exc}", True)
@@ -338,8 +414,9 @@ def run_http(ctx: StepContext, *, timeout: float) -> StepResult:
         return StepResult(
             "failed", error=_error("network_error", f"{type(exc).__name__}: {exc}", True)
         )
+    resp = fetched.response()
     tail_limit = int(_gait("LOG_TAIL_MAX_BYTES"))
-    text = resp.text[-tail_limit:]
+    text = secrets.text(resp.text)[-tail_limit:]
     code = resp.status_code
     if code >= 400:
         retryable = code >= 500 or code == 429
@@ -347,22 +424,22 @@ def run_http(ctx: StepContext, *, timeout: float) -> StepResult:
             "failed",
             error=_error(
                 f"http_{code}",
-                f"{w['method']} {w['url']} answered {code}",
+                f"{w['method']} {fetched.url} answered {code}",
                 retryable,
                 status_code=code,
             ),
             stdout=text,
         )
-    body: Any
+    data: Any
     try:
-        body = resp.json()
-        if output_check(body) is not None:
-            body = None
+        data = secrets.data(resp.json())
+        if output_check(data) is not None:
+            data = None
     except ValueError:
-        body = None
+        data = None
     output = (
-        {"status_code": code, "json": body}
-        if body is not None
+        {"status_code": code, "json": data}
+        if data is not None
         else {"status_code": code, "text": text[-4096:]}
     )
     return StepResult("succeeded", output=output, stdout=text)
@@ -376,5 +453,24 @@ EXECUTORS: dict[str, Callable[..., StepResult]] = {
 
 
 def step_execute(ctx: StepContext, *, timeout: float) -> StepResult:
-    """Run one attempt of a python, command or http step."""
-    return EXECUTORS[ctx.step["kind"]](ctx, timeout=timeout)
+    """Run one attempt of a python, command or http step. Whatever it stores passes through the
+    attempt's ``Redactor``; an exception from an executor becomes a failed, retryable attempt
+    (its message and traceback redacted too)."""
+    secrets = Redactor()
+    try:
+        result = EXECUTORS[ctx.step["kind"]](ctx, timeout=timeout, secrets=secrets)
+    except SecretMissing as exc:
+        result = _refused(SECRET_MISSING, str(exc), secret=exc.name)
+    except Exception as exc:
+        log.error(
+            "step %s of %s raised %s",
+            ctx.step_name,
+            ctx.job_id,
+            secrets.text(traceback.format_exc()),
+        )
+        result = StepResult("failed", error=_error(type(exc).__name__, str(exc) or repr(exc), True))
+    if secrets:
+        result.output = secrets.data(result.output)
+        result.error = secrets.data(result.error)
+        result.stdout, result.stderr = secrets.text(result.stdout), secrets.text(result.stderr)
+    return result

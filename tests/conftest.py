@@ -7,6 +7,8 @@ no role at all; a second reviewer for N-of-M and separation-of-duties cases.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,57 @@ def _test_client_logins_carry_a_request(monkeypatch: pytest.MonkeyPatch) -> None
         return original(self, **credentials)
 
     monkeypatch.setattr(ClientMixin, "login", login)
+
+
+@pytest.fixture(autouse=True)
+def _allowlists_forgotten() -> Iterator[None]:
+    # submit's per-process copy of the allow-lists must not outlive the rows of one test
+    from jobs.allowlists import allowlists_forget
+
+    allowlists_forget()
+    yield
+    allowlists_forget()
+
+
+@pytest.fixture
+def allow_commands(settings: Any, db: Any) -> Callable[..., None]:
+    """``allow_commands("echo", "sh", shell=True)``: command steps on (as an admin would turn
+    them on), and these executables on the allow-list by name (their file on COMMAND_PATH)."""
+    from jobs.models import AllowedExecutable
+
+    def allow(*names: str, shell: bool = False) -> None:
+        settings.GAIT = {
+            **settings.GAIT,
+            "COMMAND_STEPS": True,
+            "COMMAND_SHELL": shell or settings.GAIT["COMMAND_SHELL"],
+        }
+        for name in names:
+            path = shutil.which(name, path=settings.GAIT["COMMAND_PATH"])
+            assert path, f"{name} is not on {settings.GAIT['COMMAND_PATH']}"
+            AllowedExecutable.objects.get_or_create(name=name, defaults={"path": path})
+
+    return allow
+
+
+@pytest.fixture
+def demo_mode(settings: Any, db: Any) -> None:
+    """What `make run` runs in (GAIT_DEMO): command steps on, the demo's allow-list. (The
+    demo's python step functions are registered in every test run: tests/stepfns.py.)"""
+    from gaitweb.demo import demo_allowlist_ensure
+
+    settings.GAIT = {**settings.GAIT, "DEMO": True, "COMMAND_STEPS": True}
+    demo_allowlist_ensure()
+
+
+@pytest.fixture
+def allow_http_host(db: Any) -> Callable[..., None]:
+    """``allow_http_host("127.0.0.1", port)``: an internal host http steps may reach."""
+    from jobs.models import AllowedHttpHost
+
+    def allow(host: str, port: int = 0) -> None:
+        AllowedHttpHost.objects.get_or_create(host=host, port=port)
+
+    return allow
 
 
 @dataclass

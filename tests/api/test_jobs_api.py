@@ -265,9 +265,12 @@ def test_a_checkpoint_from_the_wrong_status_is_a_409_invalid_transition(agent: A
     assert r.status_code == 409 and error_code(r) == "invalid_transition"
 
 
-def test_steps_list_runs_with_outputs_errors_and_log_tails(agent: APIClient) -> None:
+def test_steps_list_runs_with_outputs_errors_and_log_tails(
+    agent: APIClient, allow_commands: Any
+) -> None:
     from django.utils import timezone
 
+    allow_commands("true")
     submit(
         agent,
         job_id="s1",

@@ -25,7 +25,8 @@ def submit(steps: list[dict[str, Any]]) -> Job:
     return job_submit(actor=Actor.system("tester"), spec={"steps": steps})
 
 
-def test_advance_runs_every_step_and_completes_the_job() -> None:
+def test_advance_runs_every_step_and_completes_the_job(allow_commands: Any) -> None:
+    allow_commands("echo")
     job = submit(
         [
             {"name": "a", "kind": "python", "with": {"function": "add", "args": {"a": 2, "b": 3}}},

@@ -1,5 +1,6 @@
 """Step executors on their own: commands (exit codes, output tails, timeouts, process groups),
-http (Idempotency-Key, which statuses retry) and python (registered functions only)."""
+http (Idempotency-Key, which statuses retry) and python (registered functions only). What
+commands and http steps may touch is tested in test_step_security.py."""
 
 from __future__ import annotations
 
@@ -35,12 +36,17 @@ def cmd(argv: list[str] | None = None, **w: Any) -> dict[str, Any]:
     return {"name": "c", "kind": "command", "with": {**with_, **w}}
 
 
-def test_a_command_that_exits_zero_succeeds_with_its_stdout() -> None:
+@pytest.fixture
+def commands(allow_commands: Any) -> None:
+    allow_commands("sh", "echo", "sleep", shell=True)
+
+
+def test_a_command_that_exits_zero_succeeds_with_its_stdout(commands: None) -> None:
     r = step_execute(ctx_for(cmd(["sh", "-c", "echo out; echo err >&2"])), timeout=5)
     assert r.ok and r.output == {"exit_code": 0, "stdout": "out\n"} and r.stderr == "err\n"
 
 
-def test_a_non_zero_exit_fails_the_attempt_as_retryable() -> None:
+def test_a_non_zero_exit_fails_the_attempt_as_retryable(commands: None) -> None:
     r = step_execute(ctx_for(cmd(["sh", "-c", "exit 3"])), timeout=5)
     assert (
         r.status == "failed"
@@ -50,7 +56,7 @@ def test_a_non_zero_exit_fails_the_attempt_as_retryable() -> None:
     )
 
 
-def test_argv_runs_without_a_shell_unless_asked() -> None:
+def test_argv_runs_without_a_shell_unless_asked(commands: None) -> None:
     r = step_execute(ctx_for(cmd(["echo", "$HOME", ";", "id"])), timeout=5)
     assert r.output["stdout"] == "$HOME ; id\n"
     r = step_execute(
@@ -59,25 +65,28 @@ def test_argv_runs_without_a_shell_unless_asked() -> None:
     assert r.output["stdout"] == "JOB-1/C\n"
 
 
-def test_output_is_capped_keeping_the_tail(settings: Any) -> None:
+def test_output_is_capped_keeping_the_tail(settings: Any, commands: None) -> None:
     settings.GAIT = {**settings.GAIT, "LOG_TAIL_MAX_BYTES": 1000}
     r = step_execute(ctx_for(cmd(["sh", "-c", "seq 1 100000"])), timeout=10)
     assert r.ok and len(r.stdout) == 1000 and r.stdout.endswith("99999\n100000\n")
 
 
-def test_a_command_past_its_timeout_is_killed_with_its_children() -> None:
+def test_a_command_past_its_timeout_is_killed_with_its_children(commands: None) -> None:
     started = time.monotonic()
     r = step_execute(ctx_for(cmd(shell=True, command="sleep 30 & sleep 30; wait")), timeout=0.5)
     assert r.status == "timed_out" and r.error["retryable"]
     assert time.monotonic() - started < 3  # the backgrounded sleep held the pipe: it died too
 
 
-def test_a_missing_executable_is_a_spawn_failure_that_does_not_retry() -> None:
-    r = step_execute(ctx_for(cmd(["/nonexistent/tool"])), timeout=5)
+def test_a_missing_executable_is_a_spawn_failure_that_does_not_retry(commands: None) -> None:
+    from jobs.models import AllowedExecutable
+
+    AllowedExecutable.objects.create(name="tool", path="/nonexistent/tool")  # listed, since gone
+    r = step_execute(ctx_for(cmd(["tool"])), timeout=5)
     assert r.error["type"] == "spawn_failed" and not r.error["retryable"]
 
 
-def test_setting_stopped_kills_a_running_command_quickly() -> None:
+def test_setting_stopped_kills_a_running_command_quickly(commands: None) -> None:
     ctx = ctx_for(cmd(["sleep", "60"]))
     threading.Timer(0.2, ctx.stop_event.set).start()
     started = time.monotonic()
@@ -105,10 +114,13 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def http_server() -> Iterator[tuple[str, type[_Recorder]]]:
+def http_server(allow_http_host: Any) -> Iterator[tuple[str, type[_Recorder]]]:
+    """A local server on the loopback, allow-listed (as an admin allow-lists an internal
+    service: http steps may not reach the loopback otherwise)."""
     handler = type("Handler", (_Recorder,), {"seen": [], "status": 200})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    allow_http_host("127.0.0.1", server.server_address[1])
     yield f"http://127.0.0.1:{server.server_address[1]}", handler
     server.shutdown()
 
@@ -142,7 +154,8 @@ def test_http_retries_5xx_and_429_but_not_other_4xx(
     )
 
 
-def test_http_network_errors_are_retryable() -> None:
+def test_http_network_errors_are_retryable(allow_http_host: Any) -> None:
+    allow_http_host("127.0.0.1", 9)  # the discard port: nothing listens
     r = step_execute(
         ctx_for({"name": "h", "kind": "http", "with": {"url": "http://127.0.0.1:9/"}}), timeout=2
     )

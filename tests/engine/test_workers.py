@@ -67,7 +67,10 @@ def lines(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_a_multi_step_job_completes_and_later_steps_read_earlier_outputs(clusters: Any) -> None:
+def test_a_multi_step_job_completes_and_later_steps_read_earlier_outputs(
+    clusters: Any, allow_commands: Any
+) -> None:
+    allow_commands("sh")
     clusters()
     job = submit(
         [
@@ -151,7 +154,10 @@ def test_a_non_retryable_failure_fails_the_job_at_once(clusters: Any, tmp_path: 
     assert events(job)[-1] == ("failed", "step_non_retryable")
 
 
-def test_a_command_that_keeps_failing_fails_the_job_with_job_non_zero_exit(clusters: Any) -> None:
+def test_a_command_that_keeps_failing_fails_the_job_with_job_non_zero_exit(
+    clusters: Any, allow_commands: Any
+) -> None:
+    allow_commands("sh")
     clusters()
     job = submit(
         [
@@ -268,10 +274,11 @@ def test_a_non_idempotent_step_cut_by_kill_9_goes_to_decision_needed(
 
 
 def test_stop_kills_a_running_sleep_60_command_and_its_group_in_under_a_second(
-    clusters: Any, tmp_path: Path
+    clusters: Any, tmp_path: Path, allow_commands: Any
 ) -> None:
     from jobs.services import job_stop
 
+    allow_commands(shell=True)
     clusters()
     pidfile = tmp_path / "pids"
     job = submit(
@@ -586,7 +593,7 @@ def test_a_python_step_sees_stopped_and_the_next_dispatch_is_journaled_as_blocke
 
 
 def test_an_http_step_retries_5xx_with_the_same_idempotency_key_until_it_succeeds(
-    clusters: Any,
+    clusters: Any, allow_http_host: Any
 ) -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -607,6 +614,7 @@ def test_an_http_step_retries_5xx_with_the_same_idempotency_key_until_it_succeed
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    allow_http_host("127.0.0.1", server.server_address[1])  # an internal service
     try:
         clusters()
         url = f"http://127.0.0.1:{server.server_address[1]}/charges"
@@ -636,9 +644,12 @@ def test_an_http_step_retries_5xx_with_the_same_idempotency_key_until_it_succeed
     ]
 
 
-def test_cancel_kills_a_running_command_and_finishes_the_job(clusters: Any, tmp_path: Path) -> None:
+def test_cancel_kills_a_running_command_and_finishes_the_job(
+    clusters: Any, tmp_path: Path, allow_commands: Any
+) -> None:
     from jobs.services import job_cancel
 
+    allow_commands(shell=True)
     clusters()
     pidfile = tmp_path / "pid"
     job = submit(

@@ -25,7 +25,7 @@ def clusters(pg: None, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     started: list[Cluster] = []
     env = subprocess_env(
         GAIT_DATA_DIR=os.environ.get("GAIT_DATA_DIR", str(tmp_path / "data")),
-        GAIT_STEP_MODULES="jobs.stepfns,tests.recurring.stepfns",
+        GAIT_STEP_MODULES="tests.stepfns,tests.recurring.stepfns",
         GAIT_Q_WORKERS="2",
         GAIT_LEASE_SECONDS="2",
         GAIT_HEARTBEAT_SECONDS="0.5",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from jobs.recurring import continuity_for
 from jobs.steps import StepContext, step_function
+from tests.stepfns import append_then_sleep
 
 
 @step_function("recurring_counter")
@@ -20,13 +20,5 @@ def recurring_counter(ctx: StepContext) -> dict[str, Any]:
 @step_function("recurring_record")
 def recurring_record(ctx: StepContext, path: str, seconds: float = 0.0) -> dict[str, Any]:
     """Appends ``job start_time`` to ``path`` (one O_APPEND write), then sleeps ``seconds``."""
-    line = f"{ctx.job_id} {time.time():.6f}\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not ctx.stopped:
-        time.sleep(0.02)
+    append_then_sleep(ctx, path, f"{ctx.job_id} {time.time():.6f}\n", seconds)
     return {"done_at": time.time()}

@@ -5,6 +5,11 @@ one django-q2 worker (`qcluster`) side by side, prints the URL and the login, an
 Ctrl-C or when either dies. The demo logins keep their password across restarts
 (gaitweb.demo.demo_logins_ensure; `--reset-demo-passwords` draws a new one); `--no-demo`
 creates neither demo data nor logins.
+
+It runs in demo mode (``GAIT_DEMO``: the demo's python step functions, command steps on with
+``echo`` allow-listed; docs/security.md) unless ``--no-demo`` is given: settings are read once,
+from the environment, so without ``GAIT_DEMO`` set it starts itself again with it. It warns
+when it runs as root: job commands would run as root.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+ROOT_WARNING = (
+    "\n  WARNING: running as root. The worker runs job commands as this user, so a command step\n"
+    "  could do anything root can. Run gaitweb as an unprivileged user (docs/operations.md).\n\n"
+)
+
 
 class Command(BaseCommand):
     help = "Migrate, seed demo data, and run the web server and a worker together."
@@ -28,7 +38,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument(
-            "--no-demo", action="store_true", help="create no demo jobs and no demo logins"
+            "--no-demo",
+            action="store_true",
+            help="no demo jobs, no demo logins and no demo mode (no demo step functions, commands as configured)",
         )
         parser.add_argument(
             "--reset-demo-passwords",
@@ -38,6 +50,9 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2, help="web worker processes")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        if not opts["no_demo"] and not settings.GAIT["DEMO"]:  # type: ignore[index]
+            # every process (this one, gunicorn, the worker) must read the same settings
+            os.execve(sys.executable, sys.orig_argv, {**os.environ, "GAIT_DEMO": "true"})
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         login = "  no demo logins (--no-demo): create one with `manage.py createsuperuser`\n"
@@ -82,8 +97,16 @@ class Command(BaseCommand):
             f"{login}"
             f"  API docs: {url}api/v1/docs/   admin: {url}admin/\n"
             f"  database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}   data dir: {settings.DATA_DIR}\n"
-            "  Ctrl-C stops the web server and the worker.\n\n"
+            + (
+                "  demo mode: the demo's step functions, command steps on (echo only)\n"
+                if settings.GAIT["DEMO"]  # type: ignore[index]
+                else ""
+            )
+            + "  Ctrl-C stops the web server and the worker.\n\n"
         )
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            self.stderr.write(ROOT_WARNING)
+            self.stderr.flush()
         self.stdout.flush()
         procs = [web, worker]
         stopping = False
