@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from approvals.assignments import deployment_gate_status
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError, InvalidInput
 from gaitweb.views import (
@@ -50,7 +51,7 @@ COUNTS_TTL_SECONDS = 10.0
 CHAIN_FULL_SECONDS = 300.0
 LIST_FIELDS = (
     "id", "job_id", "status", "status_reason_code", "identity", "cursor", "step_count",
-    "checkpoint_count", "revision", "created_at", "created_by", "stop_reason",
+    "checkpoint_count", "revision", "created_at", "created_by", "stop_reason", "policy_id",
 )  # fmt: skip
 
 
@@ -241,6 +242,7 @@ def jobs_list(request: HttpRequest) -> HttpResponse:
     counts = status_counts()
     ctx.update(page_context(request, "jobs"), **counts_context(counts))
     ctx["total"] = sum(counts.values())
+    ctx["gate_status"] = deployment_gate_status()
     return render(request, "jobs/list.html", ctx)
 
 
@@ -408,6 +410,7 @@ def _render_detail(
         ctx["nav_pending_approvals"] = nav_pending_count()  # swapped out of band
         return render(request, "jobs/detail.html#live", ctx, status=status)
     ctx.update(page_context(request, "jobs"))
+    ctx["gate_status"] = deployment_gate_status()
     return render(request, "jobs/detail.html", ctx, status=status)
 
 
