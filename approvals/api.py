@@ -80,7 +80,7 @@ class GateEvaluateView(ApiView):
         "policy assigned to the caller's identity decides (docs/security.md).",
     )
     def post(self, request: Request) -> Response:
-        from approvals.assignments import policy_assignment_get
+        from approvals.assignments import policy_assigned_version
         from approvals.gate import gate_evaluate_for_actor
         from approvals.policy import policy_parse
         from approvals.services import policy_resolve
@@ -96,8 +96,7 @@ class GateEvaluateView(ApiView):
         elif data.get("policy"):
             policy = policy_resolve(ref=data["policy"], actor=self.actor)
         else:
-            assignment = policy_assignment_get(identity=self.actor.identity or "")
-            policy = assignment.current() if assignment.gated else None
+            policy = policy_assigned_version(identity=self.actor.identity or "")
         result = gate_evaluate_for_actor(actor=self.actor, intent=data["intent"], policy=policy)
         return Response(_gate_out(result))
 
@@ -447,18 +446,6 @@ class IdentityPolicyListOut(serializers.Serializer):
     results = IdentityPolicyOut(many=True)
 
 
-def _binding_dict(row: Any) -> dict[str, Any]:
-    return {
-        "identity": row.identity,
-        "source": "identity",
-        "policy": row.policy.name,
-        "policy_digest": row.policy.current.digest if row.policy.current else None,
-        "may_request": sorted(p.name for p in row.may_request.all()),
-        "assigned_by": row.assigned_by,
-        "updated_at": iso_utc(row.updated_at),
-    }
-
-
 class IdentityPoliciesView(ApiView):
     required_scopes = {"GET": ADMIN, "POST": ADMIN}
 
@@ -468,9 +455,13 @@ class IdentityPoliciesView(ApiView):
         summary="The policy bound to each identity, the deployment default and whether the deployment is gated (admins)",
     )
     def get(self, request: Request) -> Response:
-        from approvals.assignments import deployment_gate_status, identity_policy_list
+        from approvals.assignments import (
+            binding_as_dict,
+            deployment_gate_status,
+            identity_policy_list,
+        )
 
-        rows = [_binding_dict(r) for r in identity_policy_list(actor=self.actor)]
+        rows = [binding_as_dict(r) for r in identity_policy_list(actor=self.actor)]
         gate = deployment_gate_status()
         out = {"default_policy": gate["default_policy"], "gate": gate, "results": rows}
         return Response(IdentityPolicyListOut(out).data)
@@ -482,6 +473,7 @@ class IdentityPoliciesView(ApiView):
         summary="Bind a stored policy to an identity (admins): its jobs are bound to it whatever they ask for",
     )
     def post(self, request: Request) -> Response:
+        from approvals.assignments import binding_as_dict
         from approvals.services import identity_policy_set
 
         data = self.input(IdentityPolicyIn)
@@ -491,7 +483,7 @@ class IdentityPoliciesView(ApiView):
             policy=data["policy"],
             may_request=data.get("may_request") or [],
         )
-        return Response(IdentityPolicyOut(_binding_dict(row)).data)
+        return Response(IdentityPolicyOut(binding_as_dict(row)).data)
 
 
 class IdentityPolicyDetailView(ApiView):

@@ -24,6 +24,7 @@ from django.conf import settings
 
 from approvals.models import IdentityPolicy, Policy, PolicyVersion
 from gaitweb.actors import Actor, Scope
+from gaitweb.canonical import iso_utc
 from gaitweb.errors import GaitError, PolicyRefused
 
 # Assignment sources, as recorded in a job's journal (``policy_assignment``).
@@ -142,6 +143,13 @@ def policy_assignment_get(*, identity: str) -> Assignment:
     return Assignment(identity=identity, source=FROM_DEFAULT, policy=policy)
 
 
+def policy_assigned_version(*, identity: str) -> PolicyVersion | None:
+    """The current version of the policy ``identity``'s jobs are bound to, or ``None`` when it
+    is ungated: what ``gate/evaluate`` judges a caller by when it names no policy."""
+    assignment = policy_assignment_get(identity=identity)
+    return assignment.current() if assignment.gated else None
+
+
 def _not_allowed(assignment: Assignment, requested: PolicyVersion, why: str) -> PolicyRefused:
     assert assignment.policy is not None
     return PolicyRefused(
@@ -205,6 +213,20 @@ def version_policy_pk(version_pk: int | None) -> int | None:
     if version_pk is None:
         return None
     return PolicyVersion.objects.filter(pk=version_pk).values_list("policy_id", flat=True).first()
+
+
+def binding_as_dict(row: IdentityPolicy) -> dict[str, Any]:
+    """An identity's binding as the API and the CLI show it (``source`` is always
+    ``identity``; ``Assignment.as_dict`` covers the default and ungated cases)."""
+    return {
+        "identity": row.identity,
+        "source": FROM_IDENTITY,
+        "policy": row.policy.name,
+        "policy_digest": row.policy.current.digest if row.policy.current else None,
+        "may_request": sorted(p.name for p in row.may_request.all()),
+        "assigned_by": row.assigned_by,
+        "updated_at": iso_utc(row.updated_at),
+    }
 
 
 def identity_policy_list(*, actor: Actor) -> list[IdentityPolicy]:

@@ -115,18 +115,8 @@ def _identity_revoke(args: Any) -> tuple[int, dict[str, Any]]:
     }
 
 
-def _binding_dict(row: Any) -> dict[str, Any]:
-    return {
-        "identity": row.identity,
-        "source": "identity",
-        "policy": row.policy.name,
-        "policy_digest": row.policy.current.digest if row.policy.current else None,
-        "may_request": sorted(p.name for p in row.may_request.all()),
-        "assigned_by": row.assigned_by,
-    }
-
-
 def _identity_policy_set(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.assignments import binding_as_dict
     from approvals.services import identity_policy_set
 
     row = identity_policy_set(
@@ -135,7 +125,7 @@ def _identity_policy_set(args: Any) -> tuple[int, dict[str, Any]]:
         policy=args.policy,
         may_request=args.may_request or [],
     )
-    data = _binding_dict(row)
+    data = binding_as_dict(row)
     extra = f" (may also ask for {', '.join(data['may_request'])})" if data["may_request"] else ""
     return EXIT_OK, data | {
         "summary": f"jobs of {row.identity} are bound to {row.policy.name}{extra}"
@@ -154,9 +144,9 @@ def _identity_policy_show(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_policy_list(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.assignments import deployment_gate_status, identity_policy_list
+    from approvals.assignments import binding_as_dict, deployment_gate_status, identity_policy_list
 
-    rows = [_binding_dict(r) for r in identity_policy_list(actor=_actor(args))]
+    rows = [binding_as_dict(r) for r in identity_policy_list(actor=_actor(args))]
     gate = deployment_gate_status()
     lines = [f"{r['identity']} -> {r['policy']}" for r in rows]
     head = [gate["warning"]] if gate["warning"] else []

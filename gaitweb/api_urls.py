@@ -96,7 +96,7 @@ urlpatterns = [
         name="api-identity-policies",
     ),
     path(
-        "identities/policies/<str:identity>",
+        "identities/policies/<path:identity>",
         approvals_api.IdentityPolicyDetailView.as_view(),
         name="api-identity-policy",
     ),

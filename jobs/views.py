@@ -43,6 +43,7 @@ from gaitweb.views import (
 from jobs import services
 from jobs.models import Checkpoint, Job, JobEvent, JobStatus, StepRun
 from jobs.selectors import job_get
+from jobs.spec import PARKING_KINDS, step_gate_tool
 
 S = JobStatus
 PAGE_SIZE = 50
@@ -298,7 +299,8 @@ def _steps(job: Job) -> list[dict[str, Any]]:
                 "number": i + 1,
                 "name": step.get("name", ""),
                 "kind": step.get("kind", ""),
-                "tool": step.get("tool", ""),
+                "tool": step.get("tool", ""),  # the caller's label
+                "gate_tool": step_gate_tool(step) if step.get("kind") not in PARKING_KINDS else "",
                 "status": status,
                 "current": i == job.cursor and not job.is_terminal,
                 "attempts": len(attempts),
@@ -669,6 +671,7 @@ FIELD_OF_CODE = {
     "identity_too_long": "identity",
     "invalid_labels": "labels",
     "policy_not_found": "policy",
+    "policy_not_allowed": "policy",
     "template_not_found": "template",
     "template_run_active": "template",
     "jobs_disabled": "template",

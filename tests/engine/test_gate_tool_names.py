@@ -24,14 +24,15 @@ ADMIN = Actor.system("ada")
 AGENT = Actor(name="agent-7", scopes=frozenset({"submit", "read", "control"}), identity="agent-7")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-# the policy an admin wrote to keep agent-7 from running commands: reads are fine
+# the policy an admin wrote to keep agent-7 from running commands (any executable, shell or
+# not), recording files and POSTing anywhere: reads are fine
 NO_COMMANDS = """\
 default_verdict: allow
 rules:
-  - name: no-touch
+  - name: no-commands
     priority: 10
     effect: block
-    match: {tool_names: [command:touch, python:record, "http:post:payments.example.test"]}
+    match: {tool_names: [command, python:record, "http:post"]}
     reason_codes: [command_blocked]
   - name: reads
     priority: 20
@@ -96,16 +97,39 @@ def test_a_command_step_labelled_tool_read_is_blocked_by_a_policy_that_blocks_it
     [
         {"name": "s", "kind": "python", "with": {"function": "record", "args": {"path": "/nonexistent/x"}}},
         {"name": "s", "kind": "http", "with": {"method": "POST", "url": "http://payments.example.test/charge"}},
+        {"name": "s", "kind": "command", "with": {"shell": True, "command": "touch /tmp/x"}},
     ],
-    ids=["python", "http"],
+    ids=["python", "http", "shell"],
 )  # fmt: skip
-def test_python_and_http_steps_cannot_hide_behind_a_label(step: dict[str, Any]) -> None:
+def test_python_http_and_shell_steps_cannot_hide_behind_a_label(step: dict[str, Any]) -> None:
     policy_save(actor=ADMIN, name="no-commands", source=NO_COMMANDS)
     identity_policy_set(actor=ADMIN, identity="agent-7", policy="no-commands")
     job = job_submit(actor=AGENT, spec={"steps": [{**step, "tool": "tool.read"}]})
     assert advance(job.job_id) == "gated"
     job.refresh_from_db()
     assert job.status == "blocked" and not StepRun.objects.filter(job=job).exists()
+
+
+def test_a_rule_naming_a_step_kind_matches_every_step_of_that_kind() -> None:
+    policy = policy_parse(NO_COMMANDS)
+    job = Job(job_id="j", identity="agent-7")
+
+    def verdict(raw: dict[str, Any]) -> str:
+        (step,) = steps({"name": "s", **raw, "tool": "tool.read"})
+        return gate_evaluate(intent=_intent(job, step), policy=policy).verdict
+
+    for argv in (["/tmp/evil/ls"], ["sh", "-c", "id"], ["python3", "-c", "print(1)"]):
+        assert verdict({"kind": "command", "with": {"argv": argv}}) == "block", argv
+    assert verdict({"kind": "command", "with": {"shell": True, "command": "ls"}}) == "block"
+    for url in ("https://payments.example.test/x", "http://10.0.0.1:8080/y"):
+        assert verdict({"kind": "http", "with": {"method": "POST", "url": url}}) == "block"
+        assert verdict({"kind": "http", "with": {"method": "GET", "url": url}}) == "allow"
+    assert verdict({"kind": "python", "with": {"function": "echo"}}) == "allow"
+    # a family is a gaitweb step kind: agents' own tool names still match exactly, as in Gait
+    for name in ("command", "shell", "http:post:x.example"):
+        assert gate_evaluate(intent={"tool_name": name}, policy=policy).verdict == "block"
+    for name in ("tool.command", "commander", "command.run", "httpx:post:x", "tool.read"):
+        assert gate_evaluate(intent={"tool_name": name}, policy=policy).verdict == "allow"
 
 
 def test_the_example_policy_decides_the_example_specs_steps_by_their_derived_names() -> None:
@@ -118,7 +142,13 @@ def test_the_example_policy_decides_the_example_specs_steps_by_their_derived_nam
                 result = gate_evaluate(intent=_intent(job, step), policy=policy)
                 seen.append((step_gate_tool(step), result.verdict))
     assert seen and all(verdict == "allow" for _, verdict in seen), seen
-    (shell,) = steps({"name": "x", "kind": "command", "with": {"shell": True, "command": "id"}})
+    shell, delete = steps(
+        {"name": "x", "kind": "command", "with": {"shell": True, "command": "id"}},
+        {"name": "y", "kind": "http", "with": {"method": "DELETE", "url": "https://a.example/1"}},
+    )
     assert gate_evaluate(intent=_intent(job, shell), policy=policy).reason_codes == (
         "shell_step_blocked",
+    )
+    assert gate_evaluate(intent=_intent(job, delete), policy=policy).reason_codes == (
+        "http_delete_blocked",
     )

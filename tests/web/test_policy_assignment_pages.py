@@ -62,3 +62,16 @@ def test_a_gated_deployment_shows_no_warning_and_bound_jobs_no_badge(
     assert 'id="gate-banner"' not in listing and "st-ungated" not in listing
     detail = b.get("/jobs/g-1/").content.decode()
     assert 'id="job-ungated"' not in detail and "policy:strict" in detail
+
+
+def test_a_step_shows_the_name_the_gate_sees_next_to_its_label(cast: Any) -> None:
+    spec = {
+        "steps": [
+            {"name": "sneak", "kind": "command", "with": {"argv": ["touch", "/tmp/x"]}, "tool": "tool.read"},
+            {"name": "calm", "kind": "python", "with": {"function": "echo"}},
+        ]
+    }  # fmt: skip
+    job_submit(actor=Actor.system("agent", identity="agent.x"), job_id="t-1", spec=spec)
+    detail = Browser(cast.viewer).get("/jobs/t-1/").content.decode()
+    assert "gate sees <code>command:touch</code> · label tool.read" in detail
+    assert "gate sees <code>python:echo</code></span>" in detail  # no label: it is the kind
