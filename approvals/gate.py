@@ -161,8 +161,8 @@ def gate_evaluate_for_actor(
     """The API's and MCP's pure evaluation: the intent's identity is the authenticated actor's,
     never the body's. An intent naming another identity gets ``block``
     (``intent_identity_mismatch``) without consulting any policy, so claiming a trusted
-    identity gains nothing. Writes nothing; the caller picks the policy (its own assigned
-    policy by default, see approvals/api.py)."""
+    identity gains nothing. Writes nothing; the caller picks the policy (the API's default is
+    the caller's assigned one: ``approvals.assignments.policy_assigned_version``)."""
     actor.require(Scope.READ)
     parsed = intent_parse(intent)
     identity = actor.identity or ""
