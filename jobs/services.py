@@ -286,6 +286,19 @@ def _policy_reassigned(
     return _binding_of(assignment.current()), assignment.source
 
 
+def _policy_rebind(
+    job: Job, rebind: PolicyBinding, assignment_source: str, payload: dict[str, Any]
+) -> list[str]:
+    """Re-bind ``job`` to ``rebind`` (a resume's or a retry's), noting the old and new digests
+    and where the policy came from in the event ``payload``; returns the fields to save."""
+    payload["policy_digest_before"] = job.policy_digest
+    payload["policy_digest"] = rebind.digest
+    if assignment_source:
+        payload["policy_assignment"] = assignment_source
+    job.policy_digest, job.policy_ref, job.policy = rebind.digest, rebind.ref, rebind.version
+    return ["policy_digest", "policy_ref", "policy"]
+
+
 def _spec_digest(spec: dict[str, Any]) -> str:
     from gaitweb.canonical import digest
 
@@ -699,16 +712,7 @@ def job_resume(
         fields = ["status", "status_reason_code", "stop_reason"]
         payload: dict[str, Any] = {"reason": reason, "previous_status": job.status}
         if rebind is not None:
-            payload["policy_digest_before"] = job.policy_digest
-            payload["policy_digest"] = rebind.digest
-            if assignment_source:
-                payload["policy_assignment"] = assignment_source
-            job.policy_digest, job.policy_ref, job.policy = (
-                rebind.digest,
-                rebind.ref,
-                rebind.version,
-            )
-            fields += ["policy_digest", "policy_ref", "policy"]
+            fields += _policy_rebind(job, rebind, assignment_source, payload)
         if override:
             payload["environment_fingerprint_before"] = job.environment_fingerprint
             payload["environment_fingerprint"] = env_now
@@ -800,15 +804,7 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
         # an assignment made since the job was bound applies from the retry on
         rebind, assignment_source = _policy_reassigned(job, None)
         if rebind is not None:
-            payload["policy_digest_before"] = job.policy_digest
-            payload["policy_digest"] = rebind.digest
-            payload["policy_assignment"] = assignment_source
-            job.policy_digest, job.policy_ref, job.policy = (
-                rebind.digest,
-                rebind.ref,
-                rebind.version,
-            )
-            fields += ["policy_digest", "policy_ref", "policy"]
+            fields += _policy_rebind(job, rebind, assignment_source, payload)
         job.status = S.QUEUED
         job.status_reason_code = "job_retried"
         job.stop_reason = ""
