@@ -1,8 +1,8 @@
 """Django admin for policies (validated YAML, digest, versions, "try an intent"), identities,
-revocations, and a read-only view of approval requests.
+the policy bound to each identity, revocations, and a read-only view of approval requests.
 
-Writes go through the services (policy_save, identity_revoke), so the admin enforces the same
-validation and permissions as the CLI and the API.
+Writes go through the services (policy_save, identity_policy_set, identity_revoke), so the
+admin enforces the same validation and permissions as the CLI and the API.
 """
 
 from __future__ import annotations
@@ -17,17 +17,24 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from approvals.assignments import deployment_gate_status
 from approvals.forms import PolicyAdminForm, TryIntentForm
 from approvals.gate import gate_evaluate
 from approvals.models import (
     ApprovalRequest,
     Decision,
     Identity,
+    IdentityPolicy,
     Policy,
     PolicyVersion,
     RevokedIdentity,
 )
-from approvals.services import identity_revoke, policy_save
+from approvals.services import (
+    identity_policy_clear,
+    identity_policy_set,
+    identity_revoke,
+    policy_save,
+)
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError
 
@@ -164,6 +171,74 @@ class IdentityAdmin(admin.ModelAdmin):
     @admin.display(boolean=True)
     def revoked(self, obj: Identity) -> bool:
         return bool(obj.is_revoked)  # type: ignore[attr-defined]
+
+
+@admin.register(IdentityPolicy)
+class IdentityPolicyAdmin(admin.ModelAdmin):
+    """Bind a policy to an identity: its jobs are bound to that policy whatever they ask for,
+    or to one of ``may_request`` if they ask for it (docs/security.md)."""
+
+    list_display = ["identity", "policy", "requestable", "assigned_by", "updated_at"]
+    search_fields = ["identity", "policy__name"]
+    list_select_related = ["policy"]
+    fields = ["identity", "policy", "may_request", "assigned_by", "updated_at"]
+    readonly_fields = ["assigned_by", "updated_at"]
+    filter_horizontal = ["may_request"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[IdentityPolicy]:
+        return super().get_queryset(request).prefetch_related("may_request")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return (["identity"] if obj else []) + self.readonly_fields
+
+    def _admin(self, request: HttpRequest) -> bool:
+        return Actor.from_user(request.user).can(Scope.ADMIN)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and self._admin(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and self._admin(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and self._admin(request)
+
+    @admin.display(description="may also ask for")
+    def requestable(self, obj: IdentityPolicy) -> str:
+        return ", ".join(sorted(p.name for p in obj.may_request.all())) or "-"
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        gate = deployment_gate_status()
+        if gate["warning"]:
+            messages.warning(request, gate["warning"])
+        else:
+            messages.info(
+                request, f"Deployment default (GAIT_DEFAULT_POLICY): {gate['default_policy']}"
+            )
+        return super().changelist_view(request, extra_context)
+
+    def save_model(
+        self, request: HttpRequest, obj: IdentityPolicy, form: Any, change: bool
+    ) -> None:
+        row = identity_policy_set(
+            actor=Actor.from_user(request.user),
+            identity=obj.identity,
+            policy=form.cleaned_data["policy"].name,
+            may_request=[p.name for p in form.cleaned_data.get("may_request") or []],
+        )
+        obj.pk = row.pk
+        obj.refresh_from_db()
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass  # identity_policy_set wrote may_request (without the assigned policy itself)
+
+    def delete_model(self, request: HttpRequest, obj: IdentityPolicy) -> None:
+        identity_policy_clear(actor=Actor.from_user(request.user), identity=obj.identity)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[IdentityPolicy]) -> None:
+        actor = Actor.from_user(request.user)
+        for identity in queryset.values_list("identity", flat=True):
+            identity_policy_clear(actor=actor, identity=identity)
 
 
 @admin.register(RevokedIdentity)

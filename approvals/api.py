@@ -20,7 +20,7 @@ from gaitweb.actors import Scope
 from gaitweb.api import StrictInput, StrictQuery, int_param
 from gaitweb.api_views import ApiView
 from gaitweb.canonical import iso_utc
-from gaitweb.errors import InvalidInput
+from gaitweb.errors import InvalidInput, NotFound
 
 READ, SUBMIT, APPROVE, ADMIN = Scope.READ, Scope.SUBMIT, Scope.APPROVE, Scope.ADMIN
 
@@ -49,7 +49,9 @@ class GateEvaluateIn(StrictInput):
         child=serializers.JSONField(), help_text="{tool_name, args, targets[], context{}}"
     )
     policy = serializers.CharField(
-        required=False, max_length=200, help_text="stored policy: NAME, NAME@N or digest"
+        required=False,
+        max_length=200,
+        help_text="stored policy: NAME, NAME@N or digest (default: the one assigned to your identity)",
     )
     policy_source = serializers.CharField(
         required=False,
@@ -73,9 +75,13 @@ class GateEvaluateView(ApiView):
         request=GateEvaluateIn,
         responses={200: GateResultOut},
         summary="Evaluate an intent against a policy (pure: writes nothing)",
+        description="The intent's identity is the caller's: an intent naming another identity "
+        "gets `block` (`intent_identity_mismatch`). Without `policy` or `policy_source` the "
+        "policy assigned to the caller's identity decides (docs/security.md).",
     )
     def post(self, request: Request) -> Response:
-        from approvals.gate import gate_evaluate
+        from approvals.assignments import policy_assigned_version
+        from approvals.gate import gate_evaluate_for_actor
         from approvals.policy import policy_parse
         from approvals.services import policy_resolve
 
@@ -89,7 +95,10 @@ class GateEvaluateView(ApiView):
             policy = policy_parse(data["policy_source"])
         elif data.get("policy"):
             policy = policy_resolve(ref=data["policy"], actor=self.actor)
-        return Response(_gate_out(gate_evaluate(intent=data["intent"], policy=policy)))
+        else:
+            policy = policy_assigned_version(identity=self.actor.identity or "")
+        result = gate_evaluate_for_actor(actor=self.actor, intent=data["intent"], policy=policy)
+        return Response(_gate_out(result))
 
 
 class GateDispatchView(ApiView):
@@ -404,6 +413,108 @@ class IdentityRevocationsView(ApiView):
             "revoked_at": iso_utc(row.revoked_at),
         }
         return Response(RevokedOut(out).data, status=201)
+
+
+class IdentityPolicyIn(StrictInput):
+    identity = serializers.CharField(max_length=256)
+    policy = serializers.CharField(max_length=128, help_text="a stored policy, by name")
+    may_request = serializers.ListField(
+        child=serializers.CharField(max_length=128),
+        required=False,
+        default=list,
+        max_length=50,
+        help_text="stricter stored policies the identity may ask for instead",
+    )
+
+
+class IdentityPolicyOut(serializers.Serializer):
+    identity = serializers.CharField()
+    source = serializers.ChoiceField(
+        choices=["identity", "default", "none"],
+        help_text="identity: its own binding; default: GAIT_DEFAULT_POLICY; none: ungated",
+    )
+    policy = serializers.CharField(allow_null=True)
+    policy_digest = serializers.CharField(allow_null=True)
+    may_request = serializers.ListField(child=serializers.CharField())
+    assigned_by = serializers.CharField(allow_blank=True, required=False)
+    updated_at = serializers.CharField(allow_null=True, required=False)
+
+
+class IdentityPolicyListOut(serializers.Serializer):
+    default_policy = serializers.CharField(allow_blank=True)
+    gate = serializers.DictField(child=serializers.JSONField())
+    results = IdentityPolicyOut(many=True)
+
+
+class IdentityPoliciesView(ApiView):
+    required_scopes = {"GET": ADMIN, "POST": ADMIN}
+
+    @extend_schema(
+        operation_id="identity_policies_list",
+        responses={200: IdentityPolicyListOut},
+        summary="The policy bound to each identity, the deployment default and whether the deployment is gated (admins)",
+    )
+    def get(self, request: Request) -> Response:
+        from approvals.assignments import (
+            binding_as_dict,
+            deployment_gate_status,
+            identity_policy_list,
+        )
+
+        rows = [binding_as_dict(r) for r in identity_policy_list(actor=self.actor)]
+        gate = deployment_gate_status()
+        out = {"default_policy": gate["default_policy"], "gate": gate, "results": rows}
+        return Response(IdentityPolicyListOut(out).data)
+
+    @extend_schema(
+        operation_id="identity_policies_set",
+        request=IdentityPolicyIn,
+        responses={200: IdentityPolicyOut},
+        summary="Bind a stored policy to an identity (admins): its jobs are bound to it whatever they ask for",
+    )
+    def post(self, request: Request) -> Response:
+        from approvals.assignments import binding_as_dict
+        from approvals.services import identity_policy_set
+
+        data = self.input(IdentityPolicyIn)
+        row = identity_policy_set(
+            actor=self.actor,
+            identity=data["identity"],
+            policy=data["policy"],
+            may_request=data.get("may_request") or [],
+        )
+        return Response(IdentityPolicyOut(binding_as_dict(row)).data)
+
+
+class IdentityPolicyDetailView(ApiView):
+    required_scopes = {"GET": ADMIN, "DELETE": ADMIN}
+
+    @extend_schema(
+        operation_id="identity_policies_show",
+        responses={200: IdentityPolicyOut},
+        summary="The policy an identity's jobs are bound to, and where it comes from (admins)",
+    )
+    def get(self, request: Request, identity: str) -> Response:
+        from approvals.assignments import identity_policy_show
+
+        assignment = identity_policy_show(actor=self.actor, identity=identity)
+        return Response(IdentityPolicyOut(assignment.as_dict()).data)
+
+    @extend_schema(
+        operation_id="identity_policies_clear",
+        responses={204: None},
+        summary="Remove an identity's binding (admins): it falls back to the default policy",
+    )
+    def delete(self, request: Request, identity: str) -> Response:
+        from approvals.services import identity_policy_clear
+
+        if not identity_policy_clear(actor=self.actor, identity=identity):
+            raise NotFound(
+                "identity_policy_not_found",
+                f"identity {identity!r} has no policy of its own",
+                details={"identity": identity},
+            )
+        return Response(status=204)
 
 
 class ApprovalExpireOut(serializers.Serializer):

@@ -116,6 +116,63 @@ def _identity_revoke(args: Any) -> tuple[int, dict[str, Any]]:
     }
 
 
+def _identity_policy_set(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.assignments import binding_as_dict
+    from approvals.services import identity_policy_set
+
+    row = identity_policy_set(
+        actor=_actor(args),
+        identity=args.identity,
+        policy=args.policy,
+        may_request=args.may_request or [],
+    )
+    data = binding_as_dict(row)
+    extra = f" (may also ask for {', '.join(data['may_request'])})" if data["may_request"] else ""
+    return EXIT_OK, data | {
+        "summary": f"jobs of {row.identity} are bound to {row.policy.name}{extra}"
+    }
+
+
+def _identity_policy_show(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.assignments import identity_policy_show
+
+    data = identity_policy_show(actor=_actor(args), identity=args.identity).as_dict()
+    if data["policy"] is None:
+        summary = f"{args.identity}: UNGATED (no identity policy, no GAIT_DEFAULT_POLICY)"
+    else:
+        summary = f"{args.identity}: {data['policy']} ({data['source']})"
+    return EXIT_OK, data | {"summary": summary}
+
+
+def _identity_policy_list(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.assignments import binding_as_dict, deployment_gate_status, identity_policy_list
+
+    rows = [binding_as_dict(r) for r in identity_policy_list(actor=_actor(args))]
+    gate = deployment_gate_status()
+    lines = [f"{r['identity']} -> {r['policy']}" for r in rows]
+    head = [gate["warning"]] if gate["warning"] else []
+    head.append(f"default policy: {gate['default_policy'] or '(none)'}")
+    return EXIT_OK, {
+        "identity_policies": rows,
+        "default_policy": gate["default_policy"],
+        "gate": gate,
+        "summary": "\n".join(head + lines),
+    }
+
+
+def _identity_policy_clear(args: Any) -> tuple[int, dict[str, Any]]:
+    from approvals.services import identity_policy_clear
+
+    cleared = identity_policy_clear(actor=_actor(args), identity=args.identity)
+    return EXIT_OK, {
+        "identity": args.identity,
+        "cleared": cleared,
+        "summary": f"{args.identity}: binding removed"
+        if cleared
+        else f"{args.identity} had no policy of its own",
+    }
+
+
 def _approval_expire(args: Any) -> tuple[int, dict[str, Any]]:
     from approvals.services import approval_expire_due
 
@@ -207,6 +264,39 @@ def register(groups: Any) -> None:
     p.add_argument("--actor", default="cli", help="name recorded as the revoker")
     add_json_flag(p)
     p.set_defaults(func=lambda a: run_handler(_identity_revoke, a, "identity revoke"))
+    p = identity_verbs.add_parser(
+        "policy", help="the policy an admin binds to an identity's jobs (docs/security.md)"
+    )
+    policy_verbs = p.add_subparsers(dest="policy_verb", required=True)
+    p = policy_verbs.add_parser(
+        "set", help="bind stored policy POLICY to IDENTITY's jobs, whatever they ask for"
+    )
+    p.add_argument("identity")
+    p.add_argument("policy", help="a stored policy, by name")
+    p.add_argument(
+        "--may-request",
+        dest="may_request",
+        action="append",
+        metavar="POLICY",
+        help="a stricter stored policy the identity may ask for instead (repeatable)",
+    )
+    p.add_argument("--actor", default="cli", help="name recorded as the admin who assigned it")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_identity_policy_set, a, "identity policy set"))
+    p = policy_verbs.add_parser("show", help="the policy IDENTITY's jobs are bound to, and why")
+    p.add_argument("identity")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_identity_policy_show, a, "identity policy show"))
+    p = policy_verbs.add_parser("list", help="every identity policy and the deployment default")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_identity_policy_list, a, "identity policy list"))
+    p = policy_verbs.add_parser(
+        "clear", help="remove IDENTITY's binding (it falls back to GAIT_DEFAULT_POLICY)"
+    )
+    p.add_argument("identity")
+    p.add_argument("--actor", default="cli")
+    add_json_flag(p)
+    p.set_defaults(func=lambda a: run_handler(_identity_policy_clear, a, "identity policy clear"))
 
     approval = groups.add_parser("approval", help="approval requests")
     approval_verbs = approval.add_subparsers(dest="verb", required=True)

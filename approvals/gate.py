@@ -150,17 +150,52 @@ def _event_reason(result: GateResult, state_code: str | None) -> str:
     }[result.verdict]
 
 
+def _identity_claim_refused(parsed: Intent, server_identity: str) -> bool:
+    """An intent may leave ``context.identity`` out or repeat the identity the server knows;
+    naming another one is a claim the gate refuses (``intent_identity_mismatch``)."""
+    return bool(parsed.identity) and parsed.identity != server_identity
+
+
+def gate_evaluate_for_actor(
+    *, actor: Actor, intent: Mapping[str, Any] | Intent, policy: Policy | PolicyVersion | None
+) -> GateResult:
+    """The API's and MCP's pure evaluation: the intent's identity is the authenticated actor's,
+    never the body's. An intent naming another identity gets ``block``
+    (``intent_identity_mismatch``) without consulting any policy, so claiming a trusted
+    identity gains nothing. Writes nothing; the caller picks the policy (the API's default is
+    the caller's assigned one: ``approvals.assignments.policy_assigned_version``)."""
+    actor.require(Scope.READ)
+    parsed = intent_parse(intent)
+    identity = actor.identity or ""
+    if _identity_claim_refused(parsed, identity):
+        return _identity_refusal(parsed, identity)
+    return gate_evaluate(intent=replace(parsed, identity=identity), policy=policy)
+
+
+def _identity_refusal(parsed: Intent, identity: str) -> GateResult:
+    return GateResult(
+        verdict="block",
+        reason_codes=("intent_identity_mismatch",),
+        violations=(f"the intent claims identity {parsed.identity!r}; the caller is {identity!r}",),
+        intent_digest=parsed.digest,
+    )
+
+
 def gate_dispatch(
     *, job_id: str, intent: Mapping[str, Any] | Intent, actor: Actor, path: str = "api"
 ) -> GateResult:
     """Decide an external agent's tool call against job ``job_id`` and journal it.
 
+    The intent's identity is the job's (the caller's, for a job bound to none): an intent
+    naming another one is refused, not believed.
+
     Order (fails closed): unknown, unreadable or not the caller's to see (another identity's,
     jobs.selectors) job -> ``block`` (``emergency_stop_state_unavailable``, nothing journaled:
     there is no job to write to);
     emergency-stopped job -> ``block`` (``emergency_stop_preempted``); finished job ->
-    ``block`` (``job_not_active``); a revoked identity (the intent's, the job's or the caller's)
-    -> ``block`` (``identity_revoked``); otherwise the job's bound policy decides. Every block and
+    ``block`` (``job_not_active``); an intent claiming another identity -> ``block``
+    (``intent_identity_mismatch``, the claim is journaled); a revoked identity (the job's or the
+    caller's) -> ``block`` (``identity_revoked``); otherwise the job's bound policy decides. Every block and
     ``require_approval`` is journaled as ``dispatch_blocked``, ``allow``/``dry_run`` as
     ``dispatch_allowed``; the payload names the dispatch ``path``, the tool and the verdict.
     The event is written with the job row locked, in one transaction.
@@ -184,19 +219,19 @@ def gate_dispatch(
             job = jobs_visible(actor).select_for_update().filter(job_id=job_id).first()
             if job is None:
                 return _refusal("emergency_stop_state_unavailable", replace(parsed, job_id=job_id))
-            parsed = replace(
-                parsed,
-                job_id=job_id,
-                identity=parsed.identity or job.identity or (actor.identity or ""),
-            )
+            identity = job.identity or actor.identity or ""
+            claimed = parsed.identity if _identity_claim_refused(parsed, identity) else ""
+            parsed = replace(parsed, job_id=job_id, identity=identity)
             state_code: str | None = None
             result: GateResult
             if job.status == JobStatus.EMERGENCY_STOPPED:
                 state_code = "emergency_stop_preempted"
             elif job.status in FINISHED_STATUSES:
                 state_code = "job_not_active"
+            elif claimed:
+                state_code = "intent_identity_mismatch"
             else:
-                names = {n for n in (parsed.identity, job.identity, actor.identity) if n}
+                names = {n for n in (job.identity, actor.identity) if n}
                 if names and RevokedIdentity.objects.filter(identity__in=names).exists():
                     state_code = "identity_revoked"
             policy = job_policy(job)
@@ -215,6 +250,7 @@ def gate_dispatch(
                     "path": path,
                     "tool": parsed.tool_name,
                     "identity": parsed.identity,
+                    **({"claimed_identity": claimed} if claimed else {}),
                     **result.as_dict(),
                 },
             )

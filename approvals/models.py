@@ -62,6 +62,35 @@ class Identity(models.Model):
         return self.name
 
 
+class IdentityPolicy(models.Model):
+    """An admin's assignment of a policy to an agent identity (docs/security.md).
+
+    Every job of ``identity`` is bound to ``policy``'s current version whatever its submit asks
+    for; the identity may ask instead for one of ``may_request`` (stricter policies the admin
+    allows it to choose), never for another policy or for none. Identities without a row get
+    the deployment default (``GAIT_DEFAULT_POLICY``)."""
+
+    identity = models.CharField(max_length=256, unique=True)
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="identity_bindings")
+    may_request = models.ManyToManyField(
+        Policy,
+        blank=True,
+        related_name="requestable_by",
+        help_text="stricter policies this identity may ask for instead of the assigned one",
+    )
+    assigned_by = models.CharField(max_length=256, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["identity"]
+        verbose_name = "identity policy"
+        verbose_name_plural = "identity policies"
+
+    def __str__(self) -> str:
+        return f"{self.identity} → {self.policy.name}"
+
+
 class RevokedIdentity(models.Model):
     identity = models.CharField(max_length=256, unique=True)
     reason = models.CharField(max_length=512, blank=True, default="")

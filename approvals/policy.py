@@ -825,6 +825,32 @@ class Outcome:
     require_distinct_approvers: bool
 
 
+# The families of the tool names gaitweb derives for engine steps (jobs.spec.step_gate_tool):
+# a rule naming the family matches every name in it. The names are what gaitweb's own step
+# kinds were called before they were derived, so a policy blocking ``command`` blocks every
+# command step. Gait's tool names (``tool.write``) have no family and match exactly.
+_SHELL_TOOL = "shell"
+_FAMILY_HEADS = frozenset({"python", "command", "http"})
+
+
+def tool_name_keys(tool_name: str) -> tuple[str, ...]:
+    """The names under which a rule's ``tool_names`` matches ``tool_name`` (already folded):
+    the name itself and its families, most specific first —
+    ``http:post:pay.example.com`` → ``(http:post:pay.example.com, http:post, http)``,
+    ``command:/usr/bin/git`` → ``(…, command)``, ``python:add`` → ``(…, python)``, and
+    ``shell`` (a ``shell: true`` command step) → ``(shell, command)``. Any other name matches
+    only itself, as in Gait."""
+    if tool_name == _SHELL_TOOL:
+        return (tool_name, "command")
+    head, sep, rest = tool_name.partition(":")
+    if not sep or head not in _FAMILY_HEADS or not rest:
+        return (tool_name,)
+    method, sep, host = rest.partition(":")
+    if head == "http" and sep and host:
+        return (tool_name, f"http:{method}", head)
+    return (tool_name, head)
+
+
 _SANITIZE = re.compile(r"[^a-z0-9]+")
 
 
@@ -915,8 +941,9 @@ class CompiledPolicy:
     def candidates(self, tool_name: str) -> tuple[_CompiledRule, ...]:
         found = self._index.get(tool_name)
         if found is None:
+            keys = tool_name_keys(tool_name)
             found = tuple(
-                r for r in self.rules if r.tool_names is None or tool_name in r.tool_names
+                r for r in self.rules if r.tool_names is None or not r.tool_names.isdisjoint(keys)
             )
             if len(self._index) < self._INDEX_LIMIT:
                 self._index[tool_name] = found

@@ -14,7 +14,7 @@ order as the engine, which locks the job and then creates the request.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,12 +24,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from approvals.assignments import NONE_WORDS, policy_request_check
 from approvals.models import (
     ApprovalRequest,
     ApprovalStatus,
     Decision,
     DecisionKind,
     ExpiryFallback,
+    IdentityPolicy,
     Policy,
     PolicyVersion,
     RevokedIdentity,
@@ -51,6 +53,7 @@ POLICY_NAME_MAX = 128
 REASON_MAX = 1024
 SUMMARY_MAX = 512
 MAX_REQUIRED_APPROVALS = 20
+MAX_MAY_REQUEST = 50
 FILE_POLICY_PREFIX = "file:"
 
 
@@ -93,6 +96,11 @@ def policy_save(
         raise InvalidInput(
             "invalid_policy_name",
             f"policy names starting with '{FILE_POLICY_PREFIX}' are reserved for policy files",
+        )
+    if name.lower() in NONE_WORDS:
+        raise InvalidInput(
+            "invalid_policy_name",
+            f"{name!r} is reserved: a submit naming it asks for no policy, which is refused",
         )
     parsed = policy_parse(source)  # refuse before taking any lock
     with transaction.atomic():
@@ -171,6 +179,7 @@ def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBin
 
     if not isinstance(ref, str) or not ref.strip():
         raise InvalidInput("invalid_policy_ref", "a policy file or name is required")
+    policy_request_check(ref)
     path = Path(ref)
     looks_like_file = ref.endswith((".yaml", ".yml", ".json")) or "/" in ref
     if path.is_file():
@@ -208,7 +217,74 @@ def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBin
     )
 
 
+def policy_request_resolve(*, ref: str) -> PolicyBinding:
+    """The stored policy a submit or resume over the API, MCP or the dashboard asks for (never a
+    file on the server). "No policy" is refused by name (``policy_none_refused``); whether the
+    identity may have this policy is decided by ``job_submit`` (approvals.assignments)."""
+    from jobs.services import PolicyBinding
+
+    policy_request_check(ref)
+    version = policy_resolve(ref=ref)
+    return PolicyBinding(
+        digest=version.digest, ref=f"policy:{version.policy.name}", version=version
+    )
+
+
 # --- identities --------------------------------------------------------------------------------
+
+
+def _stored_policy_named(name: Any, field: str) -> Policy:
+    name = text_field(name, field, max_len=POLICY_NAME_MAX, required=True)
+    policy = Policy.objects.filter(name=name).select_related("current").first()
+    if policy is None or policy.current is None:
+        raise NotFound(
+            "policy_not_found",
+            f"no stored policy named {name!r}",
+            details={"field": field, "ref": name},
+            hint="gait policy list",
+        )
+    return policy
+
+
+def identity_policy_set(
+    *, actor: Actor, identity: str, policy: str, may_request: Iterable[str] = ()
+) -> IdentityPolicy:
+    """Bind the stored policy ``policy`` to ``identity`` (admins only): every job of the
+    identity submitted, resumed or retried from now on is bound to its current version whatever
+    the request says. ``may_request`` names the stricter policies the identity may ask for
+    instead. Replaces an earlier binding of the identity; everything is checked first."""
+    actor.require(Scope.ADMIN)
+    identity = text_field(identity, "identity", max_len=256, required=True)
+    assigned = _stored_policy_named(policy, "policy")
+    if isinstance(may_request, str) or not all(isinstance(n, str) for n in may_request):
+        raise InvalidInput(
+            "invalid_may_request",
+            "may_request must be a list of stored policy names",
+            details={"field": "may_request"},
+        )
+    names = sorted(set(may_request) - {assigned.name})
+    if len(names) > MAX_MAY_REQUEST:
+        raise InvalidInput(
+            "invalid_may_request",
+            f"may_request names at most {MAX_MAY_REQUEST} policies",
+            details={"field": "may_request"},
+        )
+    extra = [_stored_policy_named(n, "may_request") for n in names]
+    with transaction.atomic():
+        row, _ = IdentityPolicy.objects.update_or_create(
+            identity=identity, defaults={"policy": assigned, "assigned_by": actor.name[:256]}
+        )
+        row.may_request.set(extra)
+    return row
+
+
+def identity_policy_clear(*, actor: Actor, identity: str) -> bool:
+    """Remove ``identity``'s binding (admins only): its jobs fall back to GAIT_DEFAULT_POLICY,
+    or run ungated if there is none. True if there was a binding."""
+    actor.require(Scope.ADMIN)
+    identity = text_field(identity, "identity", max_len=256, required=True)
+    deleted, _ = IdentityPolicy.objects.filter(identity=identity).delete()
+    return deleted > 0
 
 
 def identity_revoke(*, actor: Actor, identity: str, reason: str = "") -> RevokedIdentity:

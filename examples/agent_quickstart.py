@@ -5,7 +5,7 @@ approval wait and completion.
     # once: keys for the agent (and, to approve from this script, a reviewer)
     python manage.py gait apikey create --identity refund-agent --scopes submit,read,control
     python manage.py gait apikey create --identity rita --scopes approve,read,cross_identity
-    python manage.py gait apikey create --identity root --scopes admin   # optional: stores the policy
+    python manage.py gait apikey create --identity root --scopes admin   # optional: assigns the policy
 
     GAIT_URL=http://127.0.0.1:8000 GAIT_API_KEY=gw_… [GAIT_REVIEWER_KEY=gw_…] [GAIT_ADMIN_KEY=gw_…] \\
         python examples/agent_quickstart.py
@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--policy",
         default="quickstart-payments",
-        help="stored policy to bind (created with GAIT_ADMIN_KEY)",
+        help="stored policy an admin assigns to the agent's identity (with GAIT_ADMIN_KEY)",
     )
+    parser.add_argument("--identity", default="refund-agent", help="the identity of GAIT_API_KEY")
     parser.add_argument("--approval-timeout", type=float, default=600)
     args = parser.parse_args(argv)
 
@@ -78,15 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     reviewer_key = os.environ.get("GAIT_REVIEWER_KEY")
     admin_key = os.environ.get("GAIT_ADMIN_KEY")
 
+    # The policy is the admin's choice, not the agent's: the admin stores it and binds it to the
+    # agent's identity, and every job of that identity is bound to it (docs/security.md).
     if admin_key:
         with GaitClient(args.url, admin_key) as admin:
             saved = admin.policy_save(args.policy, POLICY, description="agent quickstart")
             say(
                 "policy_saved", name=saved["name"], version=saved["version"], digest=saved["digest"]
             )
-    policy = args.policy if any(p["name"] == args.policy for p in agent.policies()) else None
+            bound = admin.identity_policy_set(args.identity, args.policy)
+            say("policy_assigned", identity=bound["identity"], policy=bound["policy"])
 
-    job = agent.submit(job_id=args.job_id, policy=policy, labels={"example": "quickstart"})
+    job = agent.submit(job_id=args.job_id, labels={"example": "quickstart"})
     say("submitted", job_id=job["job_id"], status=job["status"], policy=job["policy_ref"] or None)
 
     agent.checkpoint_add(job["job_id"], "plan", "look up invoice 42, then refund 420 EUR")

@@ -90,6 +90,16 @@ urlpatterns = [
         approvals_api.IdentityRevocationsView.as_view(),
         name="api-identity-revoke",
     ),
+    path(
+        "identities/policies",
+        approvals_api.IdentityPoliciesView.as_view(),
+        name="api-identity-policies",
+    ),
+    path(
+        "identities/policies/<path:identity>",
+        approvals_api.IdentityPolicyDetailView.as_view(),
+        name="api-identity-policy",
+    ),
     # packs
     path("packs/verify", packs_api.PackVerifyView.as_view(), name="api-pack-verify"),
     path("packs/inspect", packs_api.PackInspectView.as_view(), name="api-pack-inspect"),

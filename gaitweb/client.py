@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -320,6 +321,25 @@ class GaitClient:
 
     def identity_revoke(self, identity: str, reason: str = "") -> dict[str, Any]:
         return self._post("/identities/revocations", {"identity": identity, "reason": reason})
+
+    def identity_policies(self) -> dict[str, Any]:
+        """Every identity policy, the default and the gate mode (admin)."""
+        return self._get("/identities/policies")
+
+    def identity_policy(self, identity: str) -> dict[str, Any]:
+        """The policy ``identity``'s jobs are bound to, and where it comes from (admin)."""
+        return self._get(f"/identities/policies/{quote(identity, safe='')}")
+
+    def identity_policy_set(
+        self, identity: str, policy: str, *, may_request: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Bind stored ``policy`` to ``identity``'s jobs; ``may_request``: stricter policies it
+        may ask for instead (admin)."""
+        body = {"identity": identity, "policy": policy, "may_request": list(may_request)}
+        return self._post("/identities/policies", body)
+
+    def identity_policy_clear(self, identity: str) -> None:
+        self._request("DELETE", f"/identities/policies/{quote(identity, safe='')}")
 
     # --- packs, stats, health ------------------------------------------------------------------
 

@@ -283,12 +283,10 @@ def build_server(actor: Actor) -> Any:
         _jobs_enabled_check()
         binding = None
         if policy:
-            from approvals.services import policy_resolve
+            from approvals.services import policy_request_resolve
 
-            version = policy_resolve(ref=policy)  # managed policies only: never a server file
-            binding = services.PolicyBinding(
-                digest=version.digest, ref=f"policy:{version.policy.name}", version=version
-            )
+            # managed policies only, never a server file; job_submit applies the assignment
+            binding = policy_request_resolve(ref=policy)
         job = services.job_submit(
             actor=actor,
             job_id=job_id,
@@ -439,7 +437,8 @@ def build_server(actor: Actor) -> Any:
         risk_class: str | None = None,
         workspace: str | None = None,
     ) -> dict[str, Any]:
-        context: dict[str, Any] = {"job_id": job_id, "identity": actor.identity or ""}
+        # no identity: the gate takes it from the job (approvals.gate.gate_dispatch)
+        context: dict[str, Any] = {"job_id": job_id}
         if risk_class:
             context["risk_class"] = risk_class
         if workspace:

@@ -324,6 +324,9 @@ GAIT = {
     "STEP_OUTPUT_MAX_BYTES": env_int("GAIT_STEP_OUTPUT_MAX_BYTES", 64 * 1024),
     "LOG_TAIL_MAX_BYTES": env_int("GAIT_LOG_TAIL_MAX_BYTES", 16 * 1024),
     "ENV_FINGERPRINT": os.environ.get("GAIT_ENV_FINGERPRINT", ""),
+    # the stored policy (by name) bound to jobs of identities an admin gave no policy of their
+    # own (approvals.assignments; docs/security.md); empty: those jobs run ungated
+    "DEFAULT_POLICY": os.environ.get("GAIT_DEFAULT_POLICY", "").strip(),
     "SIGNING_KEY_ENV": "GAIT_SIGNING_KEY",
     "KEYS_DIR": DATA_DIR / "keys",
 }

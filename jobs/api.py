@@ -278,12 +278,9 @@ def policy_binding(ref: str | None) -> services.PolicyBinding | None:
     """A stored policy named by the request. Unlike the CLI, the API never reads files."""
     if not ref:
         return None
-    from approvals.services import policy_resolve
+    from approvals.services import policy_request_resolve
 
-    version = policy_resolve(ref=ref)
-    return services.PolicyBinding(
-        digest=version.digest, ref=f"policy:{version.policy.name}", version=version
-    )
+    return policy_request_resolve(ref=ref)
 
 
 def idempotency_owner(actor: Actor) -> str:

@@ -24,6 +24,11 @@ def _stats(args: Any) -> tuple[int, dict[str, Any]]:
         f"failed {stats['failed']}, cancelled {stats['cancelled']}, running {stats['running']}, "
         f"queue depth {stats['queue_depth']['jobs_runnable']}"
     )
+    gate = stats["gate"]
+    if gate["warning"]:  # first, so a glance at the output cannot miss it
+        summary = f"{gate['warning']}\n{summary}"
+    if gate["ungated_active_jobs"]:
+        summary += f"\nungated: {gate['ungated_active_jobs']} unfinished job(s) bound to no policy"
     return EXIT_OK, {"ok": True, "operation": "stats", "stats": stats, "summary": summary}
 
 

@@ -47,9 +47,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
+from approvals.assignments import deployment_gate_status
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
 from gaitweb.errors import Conflict, InvalidInput, LimitExceeded
@@ -63,7 +64,7 @@ from jobs.models import (
     StepRun,
     StepRunStatus,
 )
-from jobs.spec import PARKING_KINDS, SIGNAL_NAME_RE, step_backoff_seconds
+from jobs.spec import PARKING_KINDS, SIGNAL_NAME_RE, step_backoff_seconds, step_gate_tool
 from jobs.steps import StepContext, StepResult, step_execute
 
 log = logging.getLogger("gaitweb.engine")
@@ -1370,7 +1371,7 @@ class _Runner:
         approval_request_create(
             actor=Actor.system(ENGINE_ACTOR),
             job=job,
-            summary=w.get("summary") or f"Step {step['name']} ({step['tool']}) needs approval",
+            summary=w.get("summary") or f"Step {step['name']} ({_step_tools(step)}) needs approval",
             step_index=job.cursor,
             step_name=step["name"],
             intent=_intent(job, step),
@@ -1412,12 +1413,18 @@ class _Runner:
             self._park_with_checkpoint(
                 job,
                 type=CheckpointType.BLOCKED,
-                summary=f"The policy blocked step {step['name']} ({step['tool']}): {', '.join(reasons)}"[
+                summary=f"The policy blocked step {step['name']} ({_step_tools(step)}): {', '.join(reasons)}"[
                     :512
                 ],
                 reason_code="policy_blocked",
                 new_status=S.BLOCKED,
-                payload={"step": step["name"], "step_index": job.cursor, "gate": result},
+                payload={
+                    "step": step["name"],
+                    "step_index": job.cursor,
+                    "tool": step_gate_tool(step),
+                    "label": step["tool"],
+                    "gate": result,
+                },
             )
         return False
 
@@ -1469,8 +1476,17 @@ def _error_summary(error: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _step_tools(step: dict[str, Any]) -> str:
+    """The gate's tool name for a step, with the caller's label when it says something else."""
+    gate_tool = step_gate_tool(step)
+    label = step.get("tool") or ""
+    return gate_tool if label in ("", step["kind"], gate_tool) else f"{gate_tool}, labelled {label}"
+
+
 def _intent(job: Job, step: dict[str, Any]) -> dict[str, Any]:
-    """The intent the gate sees for a step: its tool, arguments and targets."""
+    """The intent the gate sees for a step, built only from what the server knows: the tool name
+    derived from the step (``step_gate_tool``, never the caller's ``tool`` label), its
+    arguments and targets, and the job's identity."""
     w = step["with"]
     targets: list[dict[str, str]] = []
     if step["kind"] == "http":
@@ -1482,9 +1498,11 @@ def _intent(job: Job, step: dict[str, Any]) -> dict[str, Any]:
         ]
     elif step["kind"] == "command":
         exe = "sh" if w.get("shell") else w["argv"][0]
-        targets = [{"kind": "other", "value": exe, "operation": "exec"}]
+        targets = [
+            {"kind": "other", "value": exe, "operation": "exec", "endpoint_class": "proc.exec"}
+        ]
     return {
-        "tool_name": step["tool"],
+        "tool_name": step_gate_tool(step),
         "args": {k: v for k, v in w.items() if k != "env"},
         "targets": [t for t in targets if t["value"]],
         "context": {"identity": job.identity, "job_id": job.job_id},
@@ -1693,18 +1711,31 @@ def engine_bootstrap() -> dict[str, Any]:
 
 def job_stats(*, actor: Actor | None, recent: int = 200) -> dict[str, Any]:
     """Counters in the spirit of Tau's state: totals by outcome, queue depth (runnable jobs and
-    ready broker rows), running jobs, and the reason codes of the most recent events. Cheap
-    enough to poll: one GROUP BY on jobs, two small counts, the latest ``recent`` events.
+    ready broker rows), running jobs, the reason codes of the most recent events, and whether
+    the deployment gates its jobs (``gate``: mode ``gated`` / ``partially_gated`` /
+    ``ungated``, a warning to print, and the unfinished jobs bound to no policy). Cheap enough
+    to poll: one GROUP BY on jobs, a few small counts, the latest ``recent`` events.
 
     The job counts and reason codes are of the jobs ``actor`` may see (jobs.selectors); the
-    broker's queue depth is the deployment's, since it names no job or identity."""
+    broker's queue depth and the gate mode are the deployment's, since they name no job or
+    identity."""
     from django_q.conf import Conf
     from django_q.models import OrmQ
 
-    from jobs.selectors import identity_scoped, job_counts, jobs_visible
+    from jobs.selectors import identity_scoped, jobs_visible
 
-    by_status = job_counts(actor=actor)
     visible = jobs_visible(actor)
+    rows = (
+        visible.order_by()
+        .values("status")
+        .annotate(n=Count("id"), ungated=Count("id", filter=Q(policy__isnull=True)))
+    )
+    by_status: dict[str, int] = {}
+    ungated_active = 0
+    for row in rows.values_list("status", "n", "ungated"):
+        by_status[row[0]] = row[1]
+        if row[0] not in FINISHED_STATUSES:
+            ungated_active += row[2]
     now = timezone.now()
     created = sum(by_status.values())
     started = visible.filter(started_at__isnull=False).count()
@@ -1728,5 +1759,7 @@ def job_stats(*, actor: Actor | None, recent: int = 200) -> dict[str, Any]:
             "broker_delayed_or_taken": OrmQ.objects.using(Conf.ORM).filter(lock__gt=now).count(),
         },
         "recent_reason_codes": dict(reasons.most_common()),
+        # "ungated" said loudly: with no policy assigned, every tool call is allowed
+        "gate": {**deployment_gate_status(), "ungated_active_jobs": ungated_active},
         "at": iso_utc(now),
     }

@@ -21,6 +21,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from approvals.assignments import (
+    FROM_REQUEST,
+    UNGATED,
+    policy_assignment_get,
+    policy_choose,
+    version_policy_pk,
+)
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import Conflict, InvalidInput, LimitExceeded, PolicyRefused
 from gaitweb.validation import text_field
@@ -173,6 +180,8 @@ def job_submit(
         raise PolicyRefused(
             "identity_revoked", f"identity {identity!r} is revoked", details={"identity": identity}
         )
+    # the admin's assignment decides, whatever the request asked for (docs/security.md)
+    policy, assignment_source = _policy_assigned(identity=identity, requested=policy)
     parent = job_get(actor=actor, job_id=parent_id) if parent_id else None
 
     now = timezone.now()
@@ -207,6 +216,7 @@ def job_submit(
             "policy_digest": job.policy_digest,
             "policy_ref": job.policy_ref,
             "environment_fingerprint": job.environment_fingerprint,
+            "policy_assignment": assignment_source,
             "step_count": job.step_count,
             "spec_digest": _spec_digest(normalized) if steps else "",
             "labels": labels,
@@ -228,6 +238,68 @@ def job_submit(
             ) from None
         raise
     return job
+
+
+def _policy_assigned(
+    *, identity: str, requested: PolicyBinding | None
+) -> tuple[PolicyBinding | None, str]:
+    """The binding of a new job of ``identity`` and where it comes from (approvals.assignments):
+    the identity's policy or the deployment default, a permitted policy the caller asked for,
+    or — with no policy anywhere — whatever the caller asked for, as before assignments."""
+    assignment = policy_assignment_get(identity=identity)
+    if not assignment.gated:
+        return requested, (FROM_REQUEST if requested is not None else UNGATED)
+    if requested is not None and requested.version is None:
+        raise PolicyRefused(
+            "policy_not_allowed",
+            f"jobs of identity {identity!r} are bound to an admin-assigned policy; "
+            f"{requested.ref or requested.digest[:12]} is not a stored policy",
+            details={"identity": identity, "policy": requested.ref},
+        )
+    version, source = policy_choose(
+        assignment=assignment, requested=requested.version if requested else None
+    )
+    assert version is not None
+    if requested is not None and version.pk == getattr(requested.version, "pk", None):
+        return requested, source
+    return _binding_of(version), source
+
+
+def _binding_of(version: PolicyVersion) -> PolicyBinding:
+    return PolicyBinding(
+        digest=version.digest, ref=f"policy:{version.policy.name}", version=version
+    )
+
+
+def _policy_reassigned(
+    job: Job, requested: PolicyBinding | None
+) -> tuple[PolicyBinding | None, str]:
+    """For a resume or a retry of ``job``: the binding the identity's assignment requires now,
+    or ``(None, "")`` when the assignment leaves the job as it is (no assignment and nothing
+    requested, or the job is bound to a policy the assignment permits and nothing else was
+    asked for). The binding is the current version of that policy, so a resume re-evaluates."""
+    assignment = policy_assignment_get(identity=job.identity)
+    if not assignment.gated:
+        return None, ""
+    if requested is not None:
+        return _policy_assigned(identity=job.identity, requested=requested)
+    bound_policy = version_policy_pk(job.policy_id)
+    if bound_policy is not None and assignment.permits(bound_policy):
+        return None, ""
+    return _binding_of(assignment.current()), assignment.source
+
+
+def _policy_rebind(
+    job: Job, rebind: PolicyBinding, assignment_source: str, payload: dict[str, Any]
+) -> list[str]:
+    """Re-bind ``job`` to ``rebind`` (a resume's or a retry's), noting the old and new digests
+    and where the policy came from in the event ``payload``; returns the fields to save."""
+    payload["policy_digest_before"] = job.policy_digest
+    payload["policy_digest"] = rebind.digest
+    if assignment_source:
+        payload["policy_assignment"] = assignment_source
+    job.policy_digest, job.policy_ref, job.policy = rebind.digest, rebind.ref, rebind.version
+    return ["policy_digest", "policy_ref", "policy"]
 
 
 def _spec_digest(spec: dict[str, Any]) -> str:
@@ -561,10 +633,16 @@ def job_resume(
                     details={"job_id": job_id, "stopped_by": job.stopped_by},
                     exit_code=4,
                 )
-        # (3) policy
+        # (3) policy: the identity's assigned policy first (approvals.assignments), then the
+        # current version of the bound one
         transition = False
         rebind: PolicyBinding | None = None
-        if job.policy_digest:
+        assigned, assignment_source = _policy_reassigned(job, policy)
+        if assigned is not None:
+            if assigned.digest != job.policy_digest:
+                transition = True
+                rebind = assigned
+        elif job.policy_digest:
             current = policy
             if current is None and job.policy is not None:
                 current = _policy_current(job.policy)
@@ -625,14 +703,7 @@ def job_resume(
         fields = ["status", "status_reason_code", "stop_reason"]
         payload: dict[str, Any] = {"reason": reason, "previous_status": job.status}
         if rebind is not None:
-            payload["policy_digest_before"] = job.policy_digest
-            payload["policy_digest"] = rebind.digest
-            job.policy_digest, job.policy_ref, job.policy = (
-                rebind.digest,
-                rebind.ref,
-                rebind.version,
-            )
-            fields += ["policy_digest", "policy_ref", "policy"]
+            fields += _policy_rebind(job, rebind, assignment_source, payload)
         if override:
             payload["environment_fingerprint_before"] = job.environment_fingerprint
             payload["environment_fingerprint"] = env_now
@@ -715,6 +786,16 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
                 },
             )
         previous = job.status
+        fields = ["status", "status_reason_code", "stop_reason", "finished_at", "wake_at"]
+        payload: dict[str, Any] = {
+            "reason": reason,
+            "previous_status": previous,
+            "resume_at_step": job.cursor,
+        }
+        # an assignment made since the job was bound applies from the retry on
+        rebind, assignment_source = _policy_reassigned(job, None)
+        if rebind is not None:
+            fields += _policy_rebind(job, rebind, assignment_source, payload)
         job.status = S.QUEUED
         job.status_reason_code = "job_retried"
         job.stop_reason = ""
@@ -725,8 +806,8 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
             type="retried",
             actor=actor.name,
             reason_code="job_retried",
-            payload={"reason": reason, "previous_status": previous, "resume_at_step": job.cursor},
-            update_fields=["status", "status_reason_code", "stop_reason", "finished_at", "wake_at"],
+            payload=payload,
+            update_fields=fields,
         )
         job_wake(job.job_id)
     return job

@@ -11,6 +11,10 @@ Normalized shape::
     {"steps": [{"name", "kind", "with", "retry": {"max_attempts", "initial_interval",
                 "backoff", "max_interval", "non_retryable"}, "timeout", "idempotent", "tool"}],
      "deadline_seconds": float | None, "description": str}
+
+A step's ``tool`` is the caller's label, shown in the dashboard and the journal. The policy gate
+never sees it: it matches the name ``step_gate_tool`` derives from what the step will really do
+(docs/engine.md, "The gate").
 """
 
 from __future__ import annotations
@@ -421,6 +425,7 @@ def _step(raw: Any, path: str) -> dict[str, Any]:
     idempotent = (
         _bool(s["idempotent"], f"{path}.idempotent") if "idempotent" in s else kind in PARKING_KINDS
     )
+    # a label for people (the gate derives its own name: step_gate_tool)
     tool = _str(s["tool"], f"{path}.tool", max_len=256) if "tool" in s else kind
     return {
         "name": name,
@@ -431,6 +436,27 @@ def _step(raw: Any, path: str) -> dict[str, Any]:
         "idempotent": idempotent,
         "tool": tool,
     }
+
+
+def step_gate_tool(step: Mapping[str, Any]) -> str:
+    """The tool name the policy gate matches for a python, command or http step, derived from
+    the validated ``with`` (never from the caller's ``tool`` label, which could say anything):
+
+    - python: ``python:<function>``, the name the function was registered under in code;
+    - command: ``command:<argv[0]>``, the executable exactly as the step runs it; with
+      ``shell: true`` always ``shell``, whatever the command line says;
+    - http: ``http:<method>:<host>``, e.g. ``http:post:payments.example.com`` (no port).
+
+    The gate folds tool names to lower case, as it does for policies."""
+    kind = step["kind"]
+    w = step["with"]
+    if kind == "python":
+        return f"python:{w['function']}"
+    if kind == "command":
+        return "shell" if w.get("shell") else f"command:{w['argv'][0]}"
+    if kind == "http":
+        return f"http:{str(w['method']).lower()}:{urlsplit(w['url']).hostname or ''}"
+    return str(kind)
 
 
 def _size_check(size: int) -> None:

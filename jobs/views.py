@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from approvals.assignments import deployment_gate_status
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError, InvalidInput
 from gaitweb.views import (
@@ -40,6 +41,7 @@ from gaitweb.views import (
 from jobs import services
 from jobs.models import Checkpoint, Job, JobEvent, JobStatus, StepRun
 from jobs.selectors import JobFilter, job_counts, job_filter, job_get, job_list, jobs_visible
+from jobs.spec import PARKING_KINDS, step_gate_tool
 
 S = JobStatus
 PAGE_SIZE = 50
@@ -48,7 +50,7 @@ COUNTS_TTL_SECONDS = 10.0
 CHAIN_FULL_SECONDS = 300.0
 LIST_FIELDS = (
     "id", "job_id", "status", "status_reason_code", "identity", "cursor", "step_count",
-    "checkpoint_count", "revision", "created_at", "created_by", "stop_reason",
+    "checkpoint_count", "revision", "created_at", "created_by", "stop_reason", "policy_id",
 )  # fmt: skip
 
 
@@ -241,6 +243,7 @@ def jobs_list(request: HttpRequest) -> HttpResponse:
     counts = status_counts(actor)
     ctx.update(page_context(request, "jobs"), **counts_context(counts))
     ctx["total"] = sum(counts.values())
+    ctx["gate_status"] = deployment_gate_status()
     return render(request, "jobs/list.html", ctx)
 
 
@@ -296,7 +299,8 @@ def _steps(job: Job) -> list[dict[str, Any]]:
                 "number": i + 1,
                 "name": step.get("name", ""),
                 "kind": step.get("kind", ""),
-                "tool": step.get("tool", ""),
+                "tool": step.get("tool", ""),  # the caller's label
+                "gate_tool": step_gate_tool(step) if step.get("kind") not in PARKING_KINDS else "",
                 "status": status,
                 "current": i == job.cursor and not job.is_terminal,
                 "attempts": len(attempts),
@@ -408,6 +412,7 @@ def _render_detail(
         ctx["nav_pending_approvals"] = nav_pending_count(actor)  # swapped out of band
         return render(request, "jobs/detail.html#live", ctx, status=status)
     ctx.update(page_context(request, "jobs"))
+    ctx["gate_status"] = deployment_gate_status()
     return render(request, "jobs/detail.html", ctx, status=status)
 
 
@@ -673,6 +678,7 @@ FIELD_OF_CODE = {
     "identity_too_long": "identity",
     "invalid_labels": "labels",
     "policy_not_found": "policy",
+    "policy_not_allowed": "policy",
     "template_not_found": "template",
     "template_run_active": "template",
     "jobs_disabled": "template",

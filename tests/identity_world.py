@@ -19,6 +19,7 @@ from tests.api.conftest import POLICY_YAML
 A = "agent-a"
 B = "agent-b"
 POLICY = "strict"
+ELSEWHERE = "bound-elsewhere"  # an identity with an admin-assigned policy
 STEPS = {"steps": [{"name": "say", "kind": "python", "with": {"function": "echo"}}]}
 SECRET_OUTPUT = {"answer": "only agent-a may read this"}
 
@@ -44,7 +45,7 @@ def world_build() -> World:
     """Create both identities' objects through the services, as the local operator would."""
     from django.utils import timezone
 
-    from approvals.services import approval_request_create, policy_save
+    from approvals.services import approval_request_create, identity_policy_set, policy_save
     from jobs import services
     from jobs.models import Job, StepRun
     from jobs.recurring import template_create
@@ -54,6 +55,8 @@ def world_build() -> World:
     agent_a = Actor.system(A, identity=A)
     agent_b = Actor.system(B, identity=B)
     policy_save(actor=admin, name=POLICY, source=POLICY_YAML)
+    # an admin's policy assignment, for an identity that is neither A nor B
+    identity_policy_set(actor=admin, identity=ELSEWHERE, policy=POLICY)
 
     services.job_submit(actor=agent_a, job_id=World.run, identity=A)
     services.job_checkpoint_add(actor=agent_a, job_id=World.run, type="plan", summary="plan")

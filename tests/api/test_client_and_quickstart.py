@@ -56,6 +56,8 @@ def test_the_quickstart_drives_a_job_through_a_gated_approval_to_completion(
     from jobs.models import Job, JobEvent
 
     job = Job.objects.get(job_id="qs-1")
+    # bound by the admin's assignment: the agent's submit named no policy
+    assert job.policy_ref == "policy:quickstart-payments"
     assert job.status == "completed" and job.identity == "refund-agent"
     types = list(
         JobEvent.objects.filter(job=job).order_by("revision").values_list("type", flat=True)
@@ -122,3 +124,36 @@ def test_the_client_builds_verifies_and_diffs_packs(live_server: Any, keys: dict
         assert gw.pack_verify(signed)["ok"] is False
         trusted = gw.pack_verify(signed, public_keys=[public])
         assert trusted["ok"] is True and trusted["signature_status"] == "verified"
+
+
+def test_the_client_assigns_policies_and_the_agent_cannot_escape_them(
+    live_server: Any, keys: dict[str, str]
+) -> None:
+    from gaitweb.client import GaitApiError, GaitClient
+
+    trust = "default_verdict: block\nrules:\n  - {name: t, effect: allow, match: {identities: [trusted-bot]}}\n"
+    with GaitClient(live_server.url, keys["admin"]) as admin:
+        admin.policy_save("trust", trust)
+        admin.policy_save("lenient", "default_verdict: allow\n")
+        assert admin.identity_policy("refund-agent")["source"] == "none"
+        bound = admin.identity_policy_set("refund-agent", "trust")
+        assert (bound["policy"], bound["may_request"]) == ("trust", [])
+        assert admin.identity_policies()["gate"]["mode"] == "partially_gated"
+    with GaitClient(live_server.url, keys["agent"]) as gw:
+        with pytest.raises(GaitApiError) as err:
+            gw.submit(job_id="cl-weak", policy="lenient")
+        assert (err.value.status, err.value.code) == (422, "policy_not_allowed")
+        job = gw.submit(job_id="cl-bound")
+        assert job["policy_ref"] == "policy:trust"
+        claim = {"tool_name": "db.drop", "context": {"identity": "trusted-bot"}}
+        for verdict in (gw.gate_evaluate(claim), gw.gate_dispatch("cl-bound", claim)):
+            assert (verdict["verdict"], verdict["reason_codes"]) == (
+                "block",
+                ["intent_identity_mismatch"],
+            )
+        with pytest.raises(GaitApiError) as err:
+            gw.identity_policy_clear("refund-agent")
+        assert err.value.code == "permission_denied"
+    with GaitClient(live_server.url, keys["admin"]) as admin:
+        admin.identity_policy_clear("refund-agent")
+        assert admin.identity_policy("refund-agent")["policy"] is None

@@ -23,7 +23,16 @@ from django.db import transaction
 from rest_framework.test import APIClient
 
 from gaitweb.roles import ROLE_SCOPES
-from tests.identity_world import POLICY, POLICY_YAML, A, B, World, world_build, world_fingerprint
+from tests.identity_world import (
+    ELSEWHERE,
+    POLICY,
+    POLICY_YAML,
+    A,
+    B,
+    World,
+    world_build,
+    world_fingerprint,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -103,6 +112,12 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("post", "/api/v1/identities/revocations"): Op(
         "admin", 201, names_a=False, body={"identity": "someone-else"}
     ),
+    ("get", "/api/v1/identities/policies"): Op("admin", 200, names_a=False),
+    ("post", "/api/v1/identities/policies"): Op(
+        "admin", 200, names_a=False, body={"identity": "someone-else", "policy": POLICY}
+    ),
+    ("get", "/api/v1/identities/policies/{identity}"): Op("admin", 200, names_a=False),
+    ("delete", "/api/v1/identities/policies/{identity}"): Op("admin", 204, names_a=False),
     ("post", "/api/v1/packs/verify"): Op("read", 200, names_a=False, content="zip"),
     ("post", "/api/v1/packs/inspect"): Op("read", 200, names_a=False, content="zip"),
     ("post", "/api/v1/packs/diff"): Op("read", 200, names_a=False, content="multipart"),
@@ -221,6 +236,7 @@ def _path(template: str, op: Op, world: World) -> str:
         .replace("{pack_id}", world.pack_id)
         .replace("{template_id}", World.template)
         .replace("{ref}", POLICY)
+        .replace("{identity}", ELSEWHERE)
     )
 
 

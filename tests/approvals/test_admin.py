@@ -209,3 +209,33 @@ def test_the_identity_list_marks_the_revoked_identities(cast: Any) -> None:
     }
     assert sorted(rows) == ["agent.billing", "agent.search"]
     assert 'alt="True"' in rows["agent.billing"] and 'alt="False"' in rows["agent.search"]
+
+
+def test_an_admin_binds_a_policy_to_an_identity_and_an_operator_cannot(cast: Any) -> None:
+    from approvals.models import IdentityPolicy
+
+    strict = policy_save(actor=Actor.system("t"), name="strict", source=GOOD).policy
+    stricter = policy_save(
+        actor=Actor.system("t"), name="stricter", source="default_verdict: block\n"
+    ).policy
+    url = reverse("admin:approvals_identitypolicy_add")
+    operator = staff_client(cast.operator)
+    assert operator.get(url).status_code == 403
+    client = staff_client(cast.admin)
+    listing = client.get(reverse("admin:approvals_identitypolicy_changelist")).content.decode()
+    assert "UNGATED" in listing  # the changelist says when nothing is assigned
+    # the assigned policy listed as requestable too is dropped: it is assigned already
+    response = post(
+        client,
+        url,
+        {"identity": "agent.billing", "policy": strict.pk, "may_request": [stricter.pk, strict.pk]},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    row = IdentityPolicy.objects.get()
+    assert (row.identity, row.policy, row.assigned_by) == ("agent.billing", strict, "ada_admin")
+    assert list(row.may_request.all()) == [stricter]
+    job = jobs.job_submit(actor=Actor.system("agent", identity="agent.billing"))
+    assert job.policy_ref == "policy:strict"
+    delete = reverse("admin:approvals_identitypolicy_delete", args=[row.pk])
+    assert post(client, delete, {"post": "yes"}).status_code == 302
+    assert not IdentityPolicy.objects.exists()

@@ -506,20 +506,21 @@ rules:
     priority: 10
     effect: block
     match:
-      tool_names: [shell.exec]
+      tool_names: [command:sh]
     reason_codes: [shell_forbidden]
   - name: payments-need-a-human
     priority: 20
     effect: require_approval
     match:
-      tool_names: [payments.charge]
+      tool_names: [python:record]
     reason_codes: [payment_needs_approval]
 """
 
 
 def test_the_gate_is_asked_before_each_step_of_a_policy_bound_job(
-    clusters: Any, cast: Any, tmp_path: Path
+    clusters: Any, cast: Any, tmp_path: Path, allow_commands: Any
 ) -> None:
+    allow_commands("sh", "python3")
     from approvals.models import ApprovalRequest
     from approvals.services import approval_decide, policy_save
     from jobs.services import PolicyBinding, job_submit
@@ -531,26 +532,41 @@ def test_the_gate_is_asked_before_each_step_of_a_policy_bound_job(
     def submit_bound(steps: list[dict[str, Any]]) -> Job:
         return job_submit(actor=SUBMITTER, policy=binding, spec={"steps": steps})
 
+    def appends(word: str, **extra: Any) -> dict[str, Any]:
+        code = f"open({str(log)!r}, 'a').write('job {word} 1\\n')"
+        return {"name": word, "kind": "command", "with": {"argv": ["python3", "-c", code]}, **extra}
+
     clusters()
-    blocked = submit_bound([record("read", log), {**record("rm", log), "tool": "shell.exec"}])
+    # the shell step calls itself tool.read: the gate matches what it runs (command:sh)
+    blocked = submit_bound(
+        [
+            {"name": "read", "kind": "python", "with": {"function": "echo"}},
+            {
+                **appends("rm"),
+                "with": {"argv": ["sh", "-c", f"echo job rm 1 >> {log}"]},
+                "tool": "tool.read",
+            },
+        ]
+    )
     charged = submit_bound(
-        [{**record("charge", log), "tool": "payments.charge"}, record("receipt", log)]
+        [{**record("charge", log), "tool": "payments.charge"}, appends("receipt")]
     )
 
     job = settled(blocked, ("blocked",), timeout=15)
     assert job.cursor == 1 and Checkpoint.objects.get(job=job).type == "blocked"
-    assert "shell_forbidden" in Checkpoint.objects.get(job=job).summary
+    summary = Checkpoint.objects.get(job=job).summary
+    assert "shell_forbidden" in summary and "command:sh, labelled tool.read" in summary
 
     job = settled(charged, ("decision_needed",), timeout=15)
     request = ApprovalRequest.objects.get(job=job)
-    assert (request.tool_name, request.step_name) == ("payments.charge", "charge")
-    assert sorted(line[1] for line in lines(log)) == ["read"]  # neither rm nor charge ran
+    assert (request.tool_name, request.step_name) == ("python:record", "charge")
+    assert lines(log) == []  # neither rm nor charge ran
     approval_decide(
         actor=cast.actor("reviewer"), request_id=request.request_id, decision="approve", reason="ok"
     )
     job = settled(charged)
     assert job.status == "completed"
-    assert sorted(line[1] for line in lines(log)) == ["charge", "read", "receipt"]
+    assert sorted(line[1] for line in lines(log)) == ["charge", "receipt"]
 
 
 def test_a_python_step_sees_stopped_and_the_next_dispatch_is_journaled_as_blocked(

@@ -280,3 +280,25 @@ def test_update_validates_and_reschedules_a_new_cron(system: Actor) -> None:
     assert exc.value.code == "unknown_field"
     t = template_update(actor=system, template_id=t.template_id, cron="*/5 * * * *")
     assert t.next_fire_at - timezone.now() <= timedelta(minutes=5)
+
+
+@pytest.mark.django_db
+def test_a_template_run_is_bound_to_its_identity_policy_whatever_the_template_says(
+    system: Actor,
+) -> None:
+    from approvals.services import identity_policy_set, policy_save
+
+    policy_save(actor=system, name="strict", source="default_verdict: block\n")
+    policy_save(actor=system, name="lenient", source="default_verdict: allow\n")
+    identity_policy_set(actor=system, identity="agent-7", policy="strict")
+    # a template with no policy of its own: its runs get the identity's
+    plain = _make(system, name="Plain", identity="agent-7", cron="")
+    fire = template_run_now(actor=system, template_id=plain.template_id)
+    assert fire.job.policy_ref == "policy:strict"
+    # a template carrying a weaker policy cannot run as the identity
+    weak = _make(system, name="Weak", identity="agent-7", policy="lenient")
+    with pytest.raises(GaitError) as exc:
+        template_run_now(actor=system, template_id=weak.template_id)
+    assert exc.value.code == "policy_not_allowed"
+    assert recurring_fire_due(now=weak.next_fire_at) == {"failed:policy_not_allowed": 1}
+    assert Job.objects.count() == 1

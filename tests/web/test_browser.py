@@ -174,7 +174,8 @@ def test_the_jobs_list_updates_live_when_a_job_changes_in_the_background(login, 
     _mark(page)
     services.job_pause(actor=Actor.system("ops"), job_id="web-live", reason="background change")
     expect(row).to_have_attribute("data-status", "paused", timeout=8_000)
-    expect(row.locator(".badge")).to_have_text("paused")
+    expect(row.locator(".badge").first).to_have_text("paused")
+    expect(row.locator(".badge.st-ungated")).to_have_text("ungated")  # bound to no policy
     assert _not_reloaded(page)
     shots(page, "jobs-list")
     phone = login("viewer", width=390, height=844)
