@@ -508,6 +508,7 @@ class IdentityPolicyDetailView(ApiView):
     def delete(self, request: Request, identity: str) -> Response:
         from approvals.services import identity_policy_clear
 
+        self.input(None)  # no body: any field is unknown
         if not identity_policy_clear(actor=self.actor, identity=identity):
             raise NotFound(
                 "identity_policy_not_found",
