@@ -194,12 +194,17 @@ class DecideOut(serializers.Serializer):
     request_id = serializers.CharField()
     job_id = serializers.CharField()
     status = serializers.CharField()
+    summary = serializers.CharField(allow_blank=True, help_text="what the request asks")
     decision = serializers.CharField()
     approvals = serializers.IntegerField()
     required_approvals = serializers.IntegerField()
     completed = serializers.BooleanField()
     job_status = serializers.CharField()
-    resume_error = serializers.DictField(allow_null=True, child=serializers.CharField())
+    resume_error = serializers.DictField(
+        allow_null=True,
+        child=serializers.CharField(allow_blank=True),
+        help_text="why the job did not resume after the last approval: code, message, hint",
+    )
 
 
 class ApprovalsView(ApiView):
