@@ -20,7 +20,7 @@ from gaitweb.actors import Scope
 from gaitweb.api import StrictInput, StrictQuery, int_param
 from gaitweb.api_views import ApiView
 from gaitweb.canonical import iso_utc
-from gaitweb.errors import InvalidInput
+from gaitweb.errors import Interface, InvalidInput
 
 READ, SUBMIT, APPROVE, ADMIN = Scope.READ, Scope.SUBMIT, Scope.APPROVE, Scope.ADMIN
 
@@ -244,7 +244,7 @@ class ApprovalDecideView(ApiView):
             decision=data["decision"],
             reason=data.get("reason", ""),
         )
-        return Response(DecideOut(outcome.as_dict()).data)
+        return Response(DecideOut(outcome.as_dict(Interface.API)).data)
 
 
 # --- policies ------------------------------------------------------------------------------------

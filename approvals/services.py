@@ -385,13 +385,10 @@ class DecideOutcome:
         )
         if self.completed or self.decision.decision == DecisionKind.REJECT:
             text += f" The job is now {self.job_status.replace('_', ' ')}."
-        if self.resume_refusal is not None:
-            text += (
-                f" It did not resume: {self.resume_refusal.code} — {self.resume_refusal.message}"
-            )
-        return text
+        return text + _not_resumed(self.resume_refusal)
 
-    def as_dict(self, interface: Interface = Interface.API) -> dict[str, Any]:
+    def as_dict(self, interface: Interface) -> dict[str, Any]:
+        """As ``interface`` shows it (a refusal's hint is that interface's)."""
         return {
             "request_id": self.request.request_id,
             "job_id": self.request.job.job_id,
@@ -404,6 +401,10 @@ class DecideOutcome:
             "job_status": self.job_status,
             "resume_error": _refusal_dict(self.resume_refusal, interface),
         }
+
+
+def _not_resumed(exc: GaitError | None) -> str:
+    return f" It did not resume: {exc.code} — {exc.message}" if exc is not None else ""
 
 
 def _refusal_dict(
@@ -441,6 +442,28 @@ def _flow_actor(actor: Actor) -> Actor:
     )
 
 
+def _decision_check(decision: Any) -> None:
+    if decision not in DecisionKind.values:
+        raise InvalidInput(
+            "invalid_decision",
+            "decision must be 'approve' or 'reject'",
+            details={"field": "decision"},
+        )
+
+
+def _resume_on_decision(actor: Actor, job_id: str, reason: str) -> GaitError | None:
+    """Resume the job on the decider's behalf (``_flow_actor``) in a savepoint: the decision
+    stands whatever the resume checks say; the refusal, if any, is returned to be shown."""
+    from jobs.services import job_resume
+
+    try:
+        with transaction.atomic():
+            job_resume(actor=_flow_actor(actor), job_id=job_id, reason=reason)
+    except GaitError as exc:
+        return exc
+    return None
+
+
 def approval_decide(
     *, actor: Actor, request_id: str, decision: str, reason: str = ""
 ) -> DecideOutcome:
@@ -465,12 +488,7 @@ def approval_decide(
     from jobs.selectors import job_get
 
     actor.require(Scope.APPROVE)
-    if decision not in DecisionKind.values:
-        raise InvalidInput(
-            "invalid_decision",
-            "decision must be 'approve' or 'reject'",
-            details={"field": "decision"},
-        )
+    _decision_check(decision)
     reason = text_field(
         reason, "reason", max_len=REASON_MAX, required=decision == DecisionKind.REJECT
     )
@@ -578,15 +596,9 @@ def approval_decide(
                 _decided_request=request_id,
             )
             if completes:
-                try:
-                    with transaction.atomic():
-                        jobs.job_resume(
-                            actor=_flow_actor(actor),
-                            job_id=job.job_id,
-                            reason=f"approval request {request_id} approved",
-                        )
-                except GaitError as exc:
-                    resume_refusal = exc
+                resume_refusal = _resume_on_decision(
+                    actor, job.job_id, f"approval request {request_id} approved"
+                )
         job.refresh_from_db(fields=["status"])
         return DecideOutcome(
             request=request,
@@ -628,13 +640,10 @@ class JobDecision:
             text += f" The job is now {self.job.status.replace('_', ' ')}."
         elif self.resume_refusal is None:
             text += " Resume it to go on."
-        if self.resume_refusal is not None:
-            text += (
-                f" It did not resume: {self.resume_refusal.code} — {self.resume_refusal.message}"
-            )
-        return text
+        return text + _not_resumed(self.resume_refusal)
 
-    def as_dict(self, interface: Interface = Interface.API) -> dict[str, Any]:
+    def as_dict(self, interface: Interface) -> dict[str, Any]:
+        """As ``interface`` shows it (a refusal's hint is that interface's)."""
         return {
             "decision": self.decision,
             "question": self.question,
@@ -678,12 +687,7 @@ def job_decide(
     from jobs.selectors import job_decision_point, job_get
 
     actor.require(Scope.APPROVE)
-    if decision not in DecisionKind.values:
-        raise InvalidInput(
-            "invalid_decision",
-            "decision must be 'approve' or 'reject'",
-            details={"field": "decision"},
-        )
+    _decision_check(decision)
     job = job_get(actor=actor, job_id=job_id)
     pending = list(
         approvals_visible(actor)
@@ -707,7 +711,7 @@ def job_decide(
             f"job {job.job_id} waits on {len(pending)} approval requests: {names}; "
             "decide each request",
             details={"job_id": job.job_id, "pending_requests": [r.request_id for r in pending]},
-            hint=_decide_each_hints(pending[0].request_id),
+            hint=_decide_each_hints(job.job_id, pending[0].request_id),
         )
     with transaction.atomic():
         locked = job_get(actor=actor, job_id=job.job_id, for_update=True)
@@ -728,17 +732,9 @@ def job_decide(
         )
     resumed, refusal = False, None
     if resume:
-        try:
-            with transaction.atomic():
-                done = jobs.job_resume(
-                    actor=_flow_actor(actor),
-                    job_id=job.job_id,
-                    reason=f"approved by {actor.name}",
-                )
-            resumed = True
-        except GaitError as exc:
-            refusal = exc
-            done.refresh_from_db()
+        refusal = _resume_on_decision(actor, job.job_id, f"approved by {actor.name}")
+        resumed = refusal is None
+        done.refresh_from_db()
     return JobDecision(
         job=done,
         decision=decision,
@@ -748,10 +744,10 @@ def job_decide(
     )
 
 
-def _decide_each_hints(request_id: str) -> Hints:
+def _decide_each_hints(job_id: str, request_id: str) -> Hints:
     return Hints(
-        cli=f"gait approval list --job JOB, then gait approval decide {request_id} approve --actor REVIEWER",
-        api=f"GET /api/v1/approvals?job_id=JOB, then POST /api/v1/approvals/{request_id}/decide",
+        cli=f"gait approval list --job {job_id}, then gait approval decide {request_id} approve --actor REVIEWER",
+        api=f"GET /api/v1/approvals?job_id={job_id}, then POST /api/v1/approvals/{request_id}/decide",
         dashboard="decide each request on its card below",
     )
 

@@ -84,21 +84,26 @@ def approval_decide_view(request: HttpRequest, request_id: str) -> HttpResponse:
             actor=actor, request_id=request_id, decision=decision, reason=reason
         )
     except GaitError as exc:
-        refusal = refusal_of(exc)
-        status = 200 if request.htmx else exc.http_status
         if from_job and job_id:
-            return _render_detail(
-                request,
-                job_get(actor=actor, job_id=job_id),
-                actor,
-                fragment=bool(request.htmx),
-                status=status,
-                refusal=refusal,
-                refusal_card=f"req-{request_id}",
-            )
+            return _job_refusal(request, actor, job_id, exc, f"req-{request_id}")
         return _queue_refusal(request, actor, exc, f"req-{request_id}")
 
     return _answered(request, actor, job_id or "", outcome.notice(), from_job=from_job)
+
+
+def _job_refusal(
+    request: HttpRequest, actor: Actor, job_id: str, exc: GaitError, dom_id: str
+) -> HttpResponse:
+    """The job page again (from its card) with the refusal next to the card it is about."""
+    return _render_detail(
+        request,
+        job_get(actor=actor, job_id=job_id),
+        actor,
+        fragment=bool(request.htmx),
+        status=200 if request.htmx else exc.http_status,
+        refusal=refusal_of(exc),
+        refusal_card=dom_id,
+    )
 
 
 def _queue_refusal(request: HttpRequest, actor: Actor, exc: GaitError, dom_id: str) -> HttpResponse:
@@ -171,14 +176,6 @@ def checkpoint_answer_view(request: HttpRequest, job_id: str, checkpoint_id: str
             notice = outcome.notice()
     except GaitError as exc:
         if from_job and visible:
-            return _render_detail(
-                request,
-                job_get(actor=actor, job_id=job_id),
-                actor,
-                fragment=bool(request.htmx),
-                status=200 if request.htmx else exc.http_status,
-                refusal=refusal_of(exc),
-                refusal_card=card,
-            )
+            return _job_refusal(request, actor, job_id, exc, card)
         return _queue_refusal(request, actor, exc, card)
     return _answered(request, actor, job_id, notice, from_job=from_job)

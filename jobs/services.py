@@ -525,7 +525,8 @@ def job_approve(
 def _refuse_the_stopper(job: Job, actor: Actor) -> None:
     """An emergency stop is released by someone else: the stopper's own approval would be the
     only one recorded for the decision point and could never count (docs/lifecycle.md)."""
-    if job.status == S.EMERGENCY_STOPPED and job.stopped_by and job.stopped_by == actor.name:
+    names = {actor.name, actor.identity} - {None, ""}  # one person behind a login and a key
+    if job.status == S.EMERGENCY_STOPPED and job.stopped_by in names:
         raise PolicyRefused(
             "stopper_sole_approver",
             f"{actor.name} emergency-stopped job {job.job_id} and cannot approve its resume",
