@@ -20,7 +20,7 @@ from gaitweb.actors import Scope
 from gaitweb.api import StrictInput, StrictQuery, int_param
 from gaitweb.api_views import ApiView
 from gaitweb.canonical import iso_utc
-from gaitweb.errors import InvalidInput, NotFound
+from gaitweb.errors import Interface, InvalidInput, NotFound
 
 READ, SUBMIT, APPROVE, ADMIN = Scope.READ, Scope.SUBMIT, Scope.APPROVE, Scope.ADMIN
 
@@ -203,12 +203,17 @@ class DecideOut(serializers.Serializer):
     request_id = serializers.CharField()
     job_id = serializers.CharField()
     status = serializers.CharField()
+    summary = serializers.CharField(allow_blank=True, help_text="what the request asks")
     decision = serializers.CharField()
     approvals = serializers.IntegerField()
     required_approvals = serializers.IntegerField()
     completed = serializers.BooleanField()
     job_status = serializers.CharField()
-    resume_error = serializers.DictField(allow_null=True, child=serializers.CharField())
+    resume_error = serializers.DictField(
+        allow_null=True,
+        child=serializers.CharField(allow_blank=True),
+        help_text="why the job did not resume after the last approval: code, message, hint",
+    )
 
 
 class ApprovalsView(ApiView):
@@ -248,7 +253,7 @@ class ApprovalDecideView(ApiView):
             decision=data["decision"],
             reason=data.get("reason", ""),
         )
-        return Response(DecideOut(outcome.as_dict()).data)
+        return Response(DecideOut(outcome.as_dict(Interface.API)).data)
 
 
 # --- policies ------------------------------------------------------------------------------------

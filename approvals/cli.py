@@ -13,7 +13,7 @@ from typing import Any
 
 from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, InvalidInput
+from gaitweb.errors import EXIT_OK, Interface, InvalidInput
 from gaitweb.parsing import json_loads
 
 
@@ -215,7 +215,7 @@ def _approval_decide(args: Any) -> tuple[int, dict[str, Any]]:
     outcome = approval_decide(
         actor=actor, request_id=args.request_id, decision=args.decision, reason=args.reason
     )
-    data = outcome.as_dict()
+    data = outcome.as_dict(Interface.CLI)
     return EXIT_OK, data | {
         "summary": f"{data['request_id']}: {data['status']} ({data['approvals']}/{data['required_approvals']}), job {data['job_status']}"
     }

@@ -1,4 +1,5 @@
-"""The read side of approval requests: scoped by the ``Actor`` like jobs (jobs/selectors.py).
+"""The read side of what reviewers decide — approval requests and decision-needed checkpoints —
+scoped by the ``Actor`` like jobs (jobs/selectors.py).
 
 A request belongs to its job's identity. An identity-bound actor sees its own jobs' requests
 only; another identity's request is ``approval_not_found``, as if it did not exist. Deciding
@@ -8,13 +9,13 @@ another identity's job is what reviewers do, so reviewer keys need ``cross_ident
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+from django.db.models import Exists, F, JSONField, OuterRef, QuerySet, Subquery
 
 from approvals.models import ApprovalRequest, ApprovalStatus
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import NotFound
 from gaitweb.validation import text_field
-from jobs.models import FINISHED_STATUSES
+from jobs.models import FINISHED_STATUSES, Checkpoint, CheckpointType, JobEvent, JobStatus
 from jobs.selectors import identity_scoped, job_get
 
 
@@ -55,9 +56,71 @@ def approval_pending_list(*, actor: Actor, job_id: str | None = None) -> QuerySe
 
 
 def approval_pending_count(*, actor: Actor) -> int:
-    """The dashboard header's count: one indexed COUNT over the pending requests the actor
-    may see (``approval_pending_expiry`` / ``approval_status_created``)."""
-    return approvals_visible(actor).filter(status=ApprovalStatus.PENDING).count()
+    """Pending requests ``actor`` may see, of jobs that are not finished (the queue's own
+    rule): one indexed COUNT (``approval_pending_expiry`` / ``approval_status_created``)."""
+    return (
+        approvals_visible(actor)
+        .filter(status=ApprovalStatus.PENDING)
+        .exclude(job__status__in=FINISHED_STATUSES)
+        .count()
+    )
+
+
+def _open_questions(actor: Actor | None) -> QuerySet[Checkpoint]:
+    """Resume check 2's rule (jobs.selectors.job_decision_point) as one query over the few jobs
+    in ``decision_needed``: their newest decision-needed checkpoint, with no approval recorded
+    after it and no pending approval request on the job (then the request is the decision)."""
+    newer = Checkpoint.objects.filter(
+        job=OuterRef("job"), type=CheckpointType.DECISION_NEEDED, id__gt=OuterRef("id")
+    )
+    approved_after = JobEvent.objects.filter(
+        job=OuterRef("job"), type="approved", revision__gt=OuterRef("event_revision")
+    )
+    request_open = ApprovalRequest.objects.filter(
+        job=OuterRef("job"), status=ApprovalStatus.PENDING
+    )
+    return (
+        identity_scoped(Checkpoint.objects.all(), actor, "job__identity")
+        .filter(type=CheckpointType.DECISION_NEEDED, job__status=JobStatus.DECISION_NEEDED)
+        .filter(~Exists(newer), ~Exists(approved_after), ~Exists(request_open))
+    )
+
+
+def decision_checkpoints_pending(
+    *, actor: Actor, job_id: str | None = None
+) -> QuerySet[Checkpoint]:
+    """The decision-needed checkpoints a reviewer must answer, newest first — including the
+    engine's in-doubt "step X may have run; re-run?". Each row carries its job and its event's
+    payload (``event_payload``: the step and attempt of an in-doubt question) from the same
+    query, so a queue of any length costs one query. A job whose pending approval request is
+    the decision is left out: the request's card shows the job's last checkpoint."""
+    actor.require(Scope.READ)
+    qs = _open_questions(actor)
+    if job_id:
+        qs = qs.filter(job__job_id=job_id)
+    event_payload = JobEvent.objects.filter(
+        job=OuterRef("job"), revision=OuterRef("event_revision")
+    ).values("payload")[:1]
+    return (
+        qs.select_related("job")
+        .annotate(event_payload=Subquery(event_payload, output_field=JSONField()))
+        .order_by("-created_at", "-id")
+    )
+
+
+def decision_pending_count(*, actor: Actor) -> int:
+    """The dashboard header's count: everything a reviewer must decide that ``actor`` may see
+    (pending requests and unanswered decision-needed checkpoints), in one query (a COUNT over
+    ``UNION ALL`` of the two)."""
+    requests = (
+        approvals_visible(actor)
+        .filter(status=ApprovalStatus.PENDING)
+        .exclude(job__status__in=FINISHED_STATUSES)
+        .order_by()
+        .values_list("pk")
+    )
+    questions = _open_questions(actor).order_by().values_list("pk")
+    return requests.union(questions, all=True).count()
 
 
 def approval_list(*, actor: Actor, job_id: str | None = None) -> QuerySet[ApprovalRequest]:

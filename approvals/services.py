@@ -38,10 +38,18 @@ from approvals.models import (
 )
 from approvals.policy import Policy as PolicyDoc
 from approvals.policy import policy_parse
-from approvals.selectors import approval_get
+from approvals.selectors import approval_get, approvals_visible
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
-from gaitweb.errors import Conflict, GaitError, InvalidInput, NotFound, PolicyRefused
+from gaitweb.errors import (
+    Conflict,
+    GaitError,
+    Hints,
+    Interface,
+    InvalidInput,
+    NotFound,
+    PolicyRefused,
+)
 from gaitweb.validation import text_field
 
 if TYPE_CHECKING:
@@ -437,20 +445,54 @@ class DecideOutcome:
     approvals: int
     completed: bool
     job_status: str
-    resume_error: dict[str, Any] | None = None
+    resume_refusal: GaitError | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def resume_error(self) -> dict[str, Any] | None:
+        return _refusal_dict(self.resume_refusal)
+
+    def notice(self) -> str:
+        """What the decider is told, by job and question (never by request id)."""
+        verb = "Approved" if self.decision.decision == DecisionKind.APPROVE else "Rejected"
+        about = f"“{self.request.summary}”" if self.request.summary else "the approval request"
+        text = (
+            f"{verb} {about} on job {self.request.job.job_id} "
+            f"({self.approvals} of {self.request.required_approvals} approvals)."
+        )
+        if self.completed or self.decision.decision == DecisionKind.REJECT:
+            text += f" The job is now {self.job_status.replace('_', ' ')}."
+        return text + _not_resumed(self.resume_refusal)
+
+    def as_dict(self, interface: Interface) -> dict[str, Any]:
+        """As ``interface`` shows it (a refusal's hint is that interface's)."""
         return {
             "request_id": self.request.request_id,
             "job_id": self.request.job.job_id,
             "status": self.request.status,
+            "summary": self.request.summary,
             "decision": self.decision.decision,
             "approvals": self.approvals,
             "required_approvals": self.request.required_approvals,
             "completed": self.completed,
             "job_status": self.job_status,
-            "resume_error": self.resume_error,
+            "resume_error": _refusal_dict(self.resume_refusal, interface),
         }
+
+
+def _not_resumed(exc: GaitError | None) -> str:
+    return f" It did not resume: {exc.code} — {exc.message}" if exc is not None else ""
+
+
+def _refusal_dict(
+    exc: GaitError | None, interface: Interface | None = None
+) -> dict[str, Any] | None:
+    """Why a resume after a decision did not happen, as ``resume_error`` shows it."""
+    if exc is None:
+        return None
+    out = {"code": exc.code, "message": exc.message}
+    if interface is not None:
+        out["hint"] = exc.hint_for(interface)
+    return out
 
 
 def _same_person(earlier: Decision, actor: Actor) -> bool:
@@ -474,6 +516,28 @@ def _flow_actor(actor: Actor) -> Actor:
     return Actor(
         name=actor.name, scopes=frozenset({Scope.CONTROL, Scope.CROSS_IDENTITY}), kind="system"
     )
+
+
+def _decision_check(decision: Any) -> None:
+    if decision not in DecisionKind.values:
+        raise InvalidInput(
+            "invalid_decision",
+            "decision must be 'approve' or 'reject'",
+            details={"field": "decision"},
+        )
+
+
+def _resume_on_decision(actor: Actor, job_id: str, reason: str) -> GaitError | None:
+    """Resume the job on the decider's behalf (``_flow_actor``) in a savepoint: the decision
+    stands whatever the resume checks say; the refusal, if any, is returned to be shown."""
+    from jobs.services import job_resume
+
+    try:
+        with transaction.atomic():
+            job_resume(actor=_flow_actor(actor), job_id=job_id, reason=reason)
+    except GaitError as exc:
+        return exc
+    return None
 
 
 def approval_decide(
@@ -500,12 +564,7 @@ def approval_decide(
     from jobs.selectors import job_get
 
     actor.require(Scope.APPROVE)
-    if decision not in DecisionKind.values:
-        raise InvalidInput(
-            "invalid_decision",
-            "decision must be 'approve' or 'reject'",
-            details={"field": "decision"},
-        )
+    _decision_check(decision)
     reason = text_field(
         reason, "reason", max_len=REASON_MAX, required=decision == DecisionKind.REJECT
     )
@@ -575,7 +634,7 @@ def approval_decide(
                 details={"request_id": request_id},
             ) from None
 
-        resume_error: dict[str, Any] | None = None
+        resume_refusal: GaitError | None = None
         if decision == DecisionKind.REJECT:
             request.status = ApprovalStatus.REJECTED
             request.resolved_at = now
@@ -613,15 +672,9 @@ def approval_decide(
                 _decided_request=request_id,
             )
             if completes:
-                try:
-                    with transaction.atomic():
-                        jobs.job_resume(
-                            actor=_flow_actor(actor),
-                            job_id=job.job_id,
-                            reason=f"approval request {request_id} approved",
-                        )
-                except GaitError as exc:
-                    resume_error = {"code": exc.code, "message": exc.message}
+                resume_refusal = _resume_on_decision(
+                    actor, job.job_id, f"approval request {request_id} approved"
+                )
         job.refresh_from_db(fields=["status"])
         return DecideOutcome(
             request=request,
@@ -629,8 +682,150 @@ def approval_decide(
             approvals=approvals,
             completed=completes,
             job_status=job.status,
-            resume_error=resume_error,
+            resume_refusal=resume_refusal,
         )
+
+
+@dataclass(frozen=True)
+class JobDecision:
+    """A decision on a job as a whole (``job_decide``): the job after it; when the job waited
+    on an approval request, the decision recorded on that request (``request``); and, for an
+    approve-and-resume, whether the job resumed or why not (``resume_refusal``)."""
+
+    job: Job
+    decision: str
+    question: str = ""
+    request: DecideOutcome | None = None
+    resumed: bool = False
+    resume_refusal: GaitError | None = None
+
+    @property
+    def resume_error(self) -> dict[str, Any] | None:
+        if self.request is not None:
+            return self.request.resume_error
+        return _refusal_dict(self.resume_refusal)
+
+    def notice(self) -> str:
+        """What the decider is told: the job and the question, never a request id."""
+        if self.request is not None:
+            return self.request.notice()
+        verb = "Approved" if self.decision == DecisionKind.APPROVE else "Rejected"
+        about = f" “{self.question}”" if self.question else ""
+        text = f"{verb}{about} on job {self.job.job_id}."
+        if self.resumed or self.decision == DecisionKind.REJECT:
+            text += f" The job is now {self.job.status.replace('_', ' ')}."
+        elif self.resume_refusal is None:
+            text += " Resume it to go on."
+        return text + _not_resumed(self.resume_refusal)
+
+    def as_dict(self, interface: Interface) -> dict[str, Any]:
+        """As ``interface`` shows it (a refusal's hint is that interface's)."""
+        return {
+            "decision": self.decision,
+            "question": self.question,
+            "approval_request": self.request.as_dict(interface) if self.request else None,
+            "resumed": self.resumed,
+            "resume_error": (
+                self.request.as_dict(interface)["resume_error"]
+                if self.request is not None
+                else _refusal_dict(self.resume_refusal, interface)
+            ),
+        }
+
+
+def job_decide(
+    *,
+    actor: Actor,
+    job_id: str,
+    decision: str,
+    reason: str = "",
+    resume: bool = False,
+    checkpoint_id: str = "",
+) -> JobDecision:
+    """Approve or reject whatever a job waits on: the one decision every interface records when
+    a reviewer approves or rejects *a job* (``gait job approve``, ``POST /jobs/{id}/approve``,
+    the job page, the approvals queue). docs/lifecycle.md, "One way to approve".
+
+    - The job waits on an approval request: the decision is recorded on that request
+      (``approval_decide``: N-of-M, distinct approvers, separation of duties, expiry; the
+      request's last approval resumes the job). Several pending requests are
+      ``approval_request_pending``, naming them: decide each one.
+    - Otherwise the job's decision point (a decision-needed checkpoint, an emergency stop, a
+      rejection) is approved with ``job_approve`` or rejected with ``job_reject``. With
+      ``resume`` (the queue's *Approve and resume*), an approval then resumes the job through
+      ``job_resume``'s checks on the decider's authority, as a request's last approval does; a
+      refused check leaves the approval standing and says why (``resume_refusal``).
+
+    ``checkpoint_id`` is the question the decider saw: if the job's decision point is no longer
+    that checkpoint (answered meanwhile, or a newer question), ``decision_not_pending``.
+    """
+    from jobs import services as jobs
+    from jobs.selectors import job_decision_point, job_get
+
+    actor.require(Scope.APPROVE)
+    _decision_check(decision)
+    job = job_get(actor=actor, job_id=job_id)
+    pending = list(
+        approvals_visible(actor)
+        .filter(job=job, status=ApprovalStatus.PENDING)
+        .order_by("created_at", "id")
+    )
+    if len(pending) == 1 and not checkpoint_id:
+        outcome = approval_decide(
+            actor=actor, request_id=pending[0].request_id, decision=decision, reason=reason
+        )
+        job.refresh_from_db()
+        return JobDecision(
+            job=job, decision=decision, question=outcome.request.summary, request=outcome
+        )
+    if pending:
+        names = ", ".join(
+            f"{r.request_id} (“{r.summary}”)" if r.summary else r.request_id for r in pending
+        )
+        raise Conflict(
+            "approval_request_pending",
+            f"job {job.job_id} waits on {len(pending)} approval requests: {names}; "
+            "decide each request",
+            details={"job_id": job.job_id, "pending_requests": [r.request_id for r in pending]},
+            hint=_decide_each_hints(job.job_id, pending[0].request_id),
+        )
+    with transaction.atomic():
+        locked = job_get(actor=actor, job_id=job.job_id, for_update=True)
+        point = job_decision_point(locked)
+        if checkpoint_id and (point.checkpoint_id != checkpoint_id or not point.waiting):
+            raise Conflict(
+                "decision_not_pending",
+                f"job {job.job_id} no longer waits on checkpoint {checkpoint_id}: "
+                "it was answered, or a newer question replaced it",
+                details={"job_id": job.job_id, "checkpoint_id": checkpoint_id},
+                hint="reload the queue",
+            )
+        if decision == DecisionKind.REJECT:
+            done = jobs.job_reject(actor=actor, job_id=job.job_id, reason=reason)
+            return JobDecision(job=done, decision=decision, question=point.question)
+        done = jobs.job_approve(
+            actor=actor, job_id=job.job_id, reason=reason, _decided_checkpoint=checkpoint_id
+        )
+    resumed, refusal = False, None
+    if resume:
+        refusal = _resume_on_decision(actor, job.job_id, f"approved by {actor.name}")
+        resumed = refusal is None
+        done.refresh_from_db()
+    return JobDecision(
+        job=done,
+        decision=decision,
+        question=point.question,
+        resumed=resumed,
+        resume_refusal=refusal,
+    )
+
+
+def _decide_each_hints(job_id: str, request_id: str) -> Hints:
+    return Hints(
+        cli=f"gait approval list --job {job_id}, then gait approval decide {request_id} approve --actor REVIEWER",
+        api=f"GET /api/v1/approvals?job_id={job_id}, then POST /api/v1/approvals/{request_id}/decide",
+        dashboard="decide each request on its card below",
+    )
 
 
 def approval_expire_due(

@@ -49,7 +49,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.utils import json as drf_json
 
 from gaitweb.actors import Actor
-from gaitweb.errors import GaitError, InvalidInput
+from gaitweb.errors import GaitError, Interface, InvalidInput
 from gaitweb.parsing import JSON_MAX_DEPTH, json_loads
 
 log = logging.getLogger("gaitweb.api")
@@ -269,7 +269,10 @@ def error_body(code: str, message: str, details: Any = None, hint: str = "") -> 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, GaitError):
-        status, body = exc.http_status, error_body(exc.code, exc.message, exc.details, exc.hint)
+        status, body = (
+            exc.http_status,
+            error_body(exc.code, exc.message, exc.details, exc.hint_for(Interface.API)),
+        )
     elif isinstance(exc, Http404):
         status, body = 404, error_body("not_found", "not found")
     elif isinstance(exc, DjangoPermissionDenied):

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from gaitweb.errors import EXIT_INTERNAL, EXIT_OK, GaitError
+from gaitweb.errors import EXIT_INTERNAL, EXIT_OK, GaitError, Interface
 
 log = logging.getLogger("gaitweb.cli")
 
@@ -49,7 +49,7 @@ def error_payload(operation: str, exc: GaitError, **extra: Any) -> dict[str, Any
         "error": exc.message,
         "error_code": exc.code,
         "retryable": exc.retryable,
-        "hint": exc.hint,
+        "hint": exc.hint_for(Interface.CLI),
     }
     if exc.details:
         payload["details"] = exc.details

@@ -7,6 +7,8 @@ The reason code is the contract: messages may change, codes may not.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 # CLI exit codes (docs/cli.md)
@@ -16,6 +18,32 @@ EXIT_VERIFY_FAILED = 2
 EXIT_POLICY_BLOCKED = 3
 EXIT_APPROVAL_REQUIRED = 4
 EXIT_INVALID_INPUT = 6
+
+
+class Interface(StrEnum):
+    """Where a refusal is shown. Each interface names its own way out: the CLI its flags, the
+    API its fields and endpoints, the dashboard its buttons, MCP its tools."""
+
+    CLI = "cli"
+    API = "api"
+    DASHBOARD = "dashboard"
+    MCP = "mcp"
+
+
+@dataclass(frozen=True)
+class Hints:
+    """A hint per interface. ``default`` is for an interface without its own (or for a hint
+    that is the same everywhere); an interface with no way out gets no hint rather than
+    another interface's."""
+
+    default: str = ""
+    cli: str = ""
+    api: str = ""
+    dashboard: str = ""
+    mcp: str = ""
+
+    def for_(self, interface: Interface | str) -> str:
+        return str(getattr(self, Interface(interface).value) or self.default)
 
 
 class GaitError(Exception):
@@ -29,7 +57,7 @@ class GaitError(Exception):
         message: str,
         *,
         details: dict[str, Any] | None = None,
-        hint: str = "",
+        hint: str | Hints = "",
         http_status: int | None = None,
         exit_code: int | None = None,
         retryable: bool | None = None,
@@ -38,13 +66,17 @@ class GaitError(Exception):
         self.code = code
         self.message = message
         self.details = details or {}
-        self.hint = hint
+        self.hints = Hints(default=hint) if isinstance(hint, str) else hint
         if http_status is not None:
             self.http_status = http_status
         if exit_code is not None:
             self.exit_code = exit_code
         if retryable is not None:
             self.retryable = retryable
+
+    def hint_for(self, interface: Interface | str) -> str:
+        """The hint as ``interface`` shows it (each renderer asks for its own)."""
+        return self.hints.for_(interface)
 
     def as_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}

@@ -35,7 +35,7 @@ from django.db import close_old_connections, connections
 from gaitweb.actors import Actor, Scope
 from gaitweb.api import unknown_fields_check
 from gaitweb.canonical import iso_utc
-from gaitweb.errors import GaitError, InvalidInput, LimitExceeded
+from gaitweb.errors import GaitError, Interface, InvalidInput, LimitExceeded
 
 log = logging.getLogger("gaitweb.mcp")
 
@@ -67,7 +67,7 @@ def _refusal(exc: GaitError) -> Any:
         "error_code": exc.code,
         "error": exc.message,
         "retryable": exc.retryable,
-        "hint": exc.hint,
+        "hint": exc.hint_for(Interface.MCP),
         "details": exc.details,
     }
     return _result(payload, error=True, text=f"refused: {exc.code}: {exc.message}")

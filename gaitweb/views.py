@@ -23,7 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
 from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError
+from gaitweb.errors import GaitError, Interface
 from gaitweb.middleware import body_limit, upload_max_bytes
 from gaitweb.roles import user_role
 
@@ -59,11 +59,12 @@ def require_read(request: HttpRequest) -> Actor:
 
 
 def nav_pending_count(actor: Actor) -> int:
-    """The header's pending-approvals count of the requests ``actor`` may see
-    (approvals.selectors). Fragments swap it out of band (``_nav_count.html``)."""
-    from approvals.selectors import approval_pending_count
+    """The header's count of what ``actor`` may see waiting for a reviewer: pending approval
+    requests and unanswered decision-needed checkpoints (approvals.selectors). Fragments swap
+    it out of band (``_nav_count.html``)."""
+    from approvals.selectors import decision_pending_count
 
-    return approval_pending_count(actor=actor)
+    return decision_pending_count(actor=actor)
 
 
 def page_context(request: HttpRequest, nav: str) -> dict[str, Any]:
@@ -79,7 +80,12 @@ def page_context(request: HttpRequest, nav: str) -> dict[str, Any]:
 
 
 def refusal_of(exc: GaitError) -> dict[str, Any]:
-    return {"code": exc.code, "message": exc.message, "hint": exc.hint, "details": exc.details}
+    return {
+        "code": exc.code,
+        "message": exc.message,
+        "hint": exc.hint_for(Interface.DASHBOARD),
+        "details": exc.details,
+    }
 
 
 def safe_next(request: HttpRequest, default: str) -> str:

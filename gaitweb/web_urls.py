@@ -34,5 +34,10 @@ urlpatterns = [
         approval_views.approval_decide_view,
         name="approvals-decide",
     ),
+    path(
+        "approvals/jobs/<str:job_id>/<str:checkpoint_id>/answer/",
+        approval_views.checkpoint_answer_view,
+        name="approvals-answer",
+    ),
     path("packs/verify/", views.pack_verify_page, name="packs-verify"),
 ]

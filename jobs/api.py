@@ -18,11 +18,13 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from approvals.api import DecideOut
+from approvals.services import job_decide
 from gaitweb.actors import Actor, Scope
 from gaitweb.api import KeysetPagination, StrictInput, StrictQuery, page_serializer
 from gaitweb.api_views import ApiView
 from gaitweb.canonical import iso_utc
-from gaitweb.errors import PolicyRefused
+from gaitweb.errors import Interface, PolicyRefused
 from jobs import services
 from jobs.models import Checkpoint, Job, JobEvent, JobStatus, StepRun
 from jobs.selectors import (
@@ -537,13 +539,61 @@ JobStopView = _action_view(
     CONTROL,
     "Emergency stop: preempt the running step, block later dispatches",
 )
-JobApproveView = _action_view(
-    services.job_approve, APPROVE, "Record an approval (a resume then checks for it)"
+
+
+class JobDecisionResultOut(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["approve", "reject"])
+    question = serializers.CharField(allow_blank=True, help_text="what was decided")
+    approval_request = DecideOut(
+        allow_null=True,
+        help_text="the decision recorded on the approval request the job waited on, if any",
+    )
+    resumed = serializers.BooleanField()
+    resume_error = serializers.DictField(
+        allow_null=True, child=serializers.CharField(allow_blank=True)
+    )
+
+
+class JobDecisionOut(JobOut):
+    decided = JobDecisionResultOut(help_text="what the approve or reject recorded")
+
+
+def _decision_view(decision: str, summary: str, description: str) -> type[ApiView]:
+    """POST jobs/<job_id>/approve|reject: a decision on whatever the job waits on
+    (approvals.services.job_decide): its pending approval request, or its own decision point."""
+
+    @extend_schema(
+        operation_id=f"jobs_{decision}",
+        request=ReasonIn,
+        responses={200: JobDecisionOut},
+        summary=summary,
+        description=description,
+    )
+    def post(self: ApiView, request: Request, job_id: str) -> Response:
+        data = self.input(ReasonIn)
+        outcome = job_decide(
+            actor=self.actor, job_id=job_id, decision=decision, reason=data.get("reason", "")
+        )
+        return Response({**job_snapshot(outcome.job), "decided": outcome.as_dict(Interface.API)})
+
+    name = f"Job{decision.capitalize()}View"
+    return type(
+        name, (ApiView,), {"required_scopes": {"POST": APPROVE}, "post": post, "__doc__": summary}
+    )
+
+
+JobApproveView = _decision_view(
+    "approve",
+    "Approve what the job waits on (its approval request, or its decision point)",
+    "A job waiting on an approval request gets a decision on that request (N-of-M, distinct "
+    "approvers, separation of duties, expiry; the last approval resumes the job): "
+    "`decided.approval_request` shows it. Otherwise the approval is recorded on the job and a "
+    "resume checks for it.",
 )
-JobRejectView = _action_view(
-    services.job_reject,
-    APPROVE,
-    "Reject a pending decision (the job becomes blocked); reason required",
+JobRejectView = _decision_view(
+    "reject",
+    "Reject what the job waits on (the job becomes blocked); reason required",
+    "A job waiting on an approval request gets a reject on that request.",
 )
 JobCancelView = _action_view(services.job_cancel, CONTROL, "Cancel the job")
 JobRetryView = _action_view(

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from approvals.services import job_decide
 from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, InvalidInput
+from gaitweb.errors import EXIT_OK, Interface, InvalidInput
 from gaitweb.parsing import json_loads
 from jobs import services
 from jobs.selectors import checkpoint_get, checkpoint_list, job_get, job_snapshot
@@ -142,12 +143,28 @@ def _checkpoint_show(args: Any) -> tuple[int, dict[str, Any]]:
     return _ok("checkpoint_show", cp.job, checkpoint=cp.as_dict())
 
 
+def _decide(decision: str) -> Any:
+    """``job approve`` / ``job reject``: a decision on whatever the job waits on — its pending
+    approval request (then ``decided.approval_request`` shows the N of M) or its own decision
+    point (approvals.services.job_decide)."""
+
+    def handler(args: Any) -> tuple[int, dict[str, Any]]:
+        outcome = job_decide(
+            actor=_actor(args), job_id=args.id, decision=decision, reason=args.reason or ""
+        )
+        return _ok(
+            decision, outcome.job, decided=outcome.as_dict(Interface.CLI), summary=outcome.notice()
+        )
+
+    return handler
+
+
 def _control(operation: str) -> Any:
+    if operation in ("approve", "reject"):
+        return _decide(operation)
     fn = {
         "pause": services.job_pause,
         "stop": services.job_stop,
-        "approve": services.job_approve,
-        "reject": services.job_reject,
         "cancel": services.job_cancel,
         "retry": services.job_retry,
     }[operation]
@@ -254,8 +271,8 @@ def register(groups: Any) -> None:
     for name, help in [
         ("pause", "pause at the next step boundary"),
         ("stop", "emergency stop: preempt the running step and block later dispatches"),
-        ("approve", "record an approval"),
-        ("reject", "reject a pending decision (job becomes blocked)"),
+        ("approve", "approve what the job waits on (its approval request, or its decision)"),
+        ("reject", "reject what the job waits on (the job becomes blocked)"),
         ("cancel", "cancel the job"),
         ("retry", "retry a failed job from the failed step"),
     ]:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Subquery
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce
 from django.db.models.lookups import Exact
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -323,6 +324,103 @@ def checkpoint_get(*, actor: Actor | None, job_id: str, checkpoint_id: str) -> C
 def checkpoint_list(*, job: Job) -> list[Checkpoint]:
     """The checkpoints of a job already read through ``job_get``."""
     return list(Checkpoint.objects.filter(job=job).order_by("checkpoint_id"))
+
+
+# --- decision points ----------------------------------------------------------------------------
+
+# Events that put a decision in front of a job, with the kind of decision: a resume needs an
+# approval recorded after the newest of them (resume check 2, docs/lifecycle.md).
+APPROVAL_NEEDING: Mapping[tuple[str, str], str] = {
+    ("checkpoint_added", "checkpoint_decision_needed"): "checkpoint",
+    ("rejected", "approval_rejected"): "rejection",
+    ("emergency_stop_acknowledged", "emergency_stop_preempted"): "emergency_stop",
+    ("approval_requested", "approval_requested"): "approval_request",
+}
+
+
+@dataclass(frozen=True)
+class DecisionPoint:
+    """What a job's next resume needs approved: the newest approval-needing event since the
+    last resume (``event``; ``None`` when nothing needs approving) and the approvals recorded
+    after it that count. While a job is emergency-stopped, its stopper's own approvals do not
+    count (``stopper_approvals``): the stop is a brake only someone else may release."""
+
+    event: JobEvent | None
+    approvals: tuple[JobEvent, ...] = ()
+    stopper_approvals: tuple[JobEvent, ...] = ()
+
+    @property
+    def revision(self) -> int:
+        return self.event.revision if self.event is not None else 0
+
+    @property
+    def waiting(self) -> bool:
+        """A decision is waiting: something needs approving and no approval that counts came."""
+        return self.event is not None and not self.approvals
+
+    @property
+    def kind(self) -> str:
+        """checkpoint, rejection, emergency_stop, approval_request, or "" (nothing)."""
+        if self.event is None:
+            return ""
+        return APPROVAL_NEEDING[(self.event.type, self.event.reason_code)]
+
+    @property
+    def checkpoint_id(self) -> str:
+        return str(self.payload.get("checkpoint_id") or "") if self.kind == "checkpoint" else ""
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return dict(self.event.payload or {}) if self.event is not None else {}
+
+    @property
+    def question(self) -> str:
+        """The decision restated for a reviewer."""
+        p, who = self.payload, self.event.actor if self.event is not None else ""
+        if self.kind == "emergency_stop":
+            reason = f": {p['reason']}" if p.get("reason") else ""
+            return f"Release the emergency stop by {who}{reason}?"
+        if self.kind == "rejection":
+            reason = f" ({p['reason']})" if p.get("reason") else ""
+            return f"Approve the job again after {who} rejected it{reason}?"
+        return str(p.get("summary") or "")
+
+    @property
+    def required_action(self) -> str:
+        return str(self.payload.get("required_action") or "")
+
+
+def job_decision_point(job: Job) -> DecisionPoint:
+    """The job's decision point (``DecisionPoint``) for resume check 2, ``job_approve`` and the
+    dashboard's decision box. Reads only the approval-needing and approval events since the
+    last resume: a long run of progress checkpoints costs nothing here."""
+    last_resume = Coalesce(
+        Subquery(
+            JobEvent.objects.filter(job=job, type="resumed")
+            .order_by("-revision")
+            .values("revision")[:1]
+        ),
+        0,
+    )
+    wanted = Q(type="approved")
+    for type_, reason_code in APPROVAL_NEEDING:
+        wanted |= Q(type=type_, reason_code=reason_code)
+    since = list(
+        JobEvent.objects.filter(wanted, job=job, revision__gt=last_resume)
+        .order_by("revision")
+        .only("revision", "type", "reason_code", "actor", "payload")
+    )  # one query, the last resume found inside it
+    needing = [e for e in since if e.type != "approved"]
+    event = needing[-1] if needing else None
+    after = [
+        e for e in since if e.type == "approved" and e.revision > (event.revision if event else 0)
+    ]
+    stopper = job.stopped_by if job.status == JobStatus.EMERGENCY_STOPPED else ""
+    return DecisionPoint(
+        event=event,
+        approvals=tuple(e for e in after if not stopper or e.actor != stopper),
+        stopper_approvals=tuple(e for e in after if stopper and e.actor == stopper),
+    )
 
 
 def job_snapshot(job: Job) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from approvals.assignments import (
@@ -29,7 +29,7 @@ from approvals.assignments import (
     version_policy_pk,
 )
 from gaitweb.actors import Actor, Scope
-from gaitweb.errors import Conflict, InvalidInput, LimitExceeded, PolicyRefused
+from gaitweb.errors import Conflict, Hints, InvalidInput, LimitExceeded, PolicyRefused
 from gaitweb.validation import text_field
 from jobs.allowlists import spec_authorize
 from jobs.journal import ChainReport, chain_verify, event_append, event_build
@@ -43,7 +43,7 @@ from jobs.models import (
     JobEvent,
     JobStatus,
 )
-from jobs.selectors import job_get, job_id_check
+from jobs.selectors import DecisionPoint, job_decision_point, job_get, job_id_check
 from jobs.wake import job_wake
 
 if TYPE_CHECKING:
@@ -51,14 +51,6 @@ if TYPE_CHECKING:
 
 S = JobStatus
 
-# Event types that put a decision in front of the job: a resume needs an approval recorded
-# after the newest of them (resume check 2).
-APPROVAL_NEEDING = {
-    ("checkpoint_added", "checkpoint_decision_needed"),
-    ("rejected", "approval_rejected"),
-    ("emergency_stop_acknowledged", "emergency_stop_preempted"),
-    ("approval_requested", "approval_requested"),
-}
 LABELS_MAX = 32
 IDENTITY_MAX = 256
 
@@ -478,27 +470,59 @@ def job_stop(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     return job
 
 
-def _approval_window(job: Job) -> tuple[int, list[JobEvent]]:
-    """(revision of the newest approval-needing event since the last resume, the approvals
-    recorded since the last resume). Reads only those events: a long run of progress
-    checkpoints costs nothing here."""
-    last_resume = (
-        JobEvent.objects.filter(job=job, type="resumed")
-        .order_by("-revision")
-        .values_list("revision", flat=True)
-        .first()
-        or 0
+@dataclass(frozen=True)
+class PendingRequest:
+    """An approval request a job waits on, as refusals name it."""
+
+    request_id: str
+    summary: str
+    approvals: int
+    required_approvals: int
+
+    def describe(self) -> str:
+        about = f" (“{self.summary}”)" if self.summary else ""
+        return f"{self.request_id}{about}, {self.approvals} of {self.required_approvals} approvals"
+
+
+def _pending_requests(job: Job) -> list[PendingRequest]:
+    """The job's pending approval requests, oldest first, with their approvals so far: one
+    query."""
+    from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
+
+    rows = (
+        ApprovalRequest.objects.filter(job=job, status=ApprovalStatus.PENDING)
+        .annotate(n=Count("decisions", filter=Q(decisions__decision=DecisionKind.APPROVE)))
+        .order_by("created_at", "id")
+        .values_list("request_id", "summary", "n", "required_approvals")
     )
-    wanted = Q(type="approved")
-    for type_, reason_code in APPROVAL_NEEDING:
-        wanted |= Q(type=type_, reason_code=reason_code)
-    since = list(
-        JobEvent.objects.filter(wanted, job=job, revision__gt=last_resume)
-        .order_by("revision")
-        .only("revision", "type", "reason_code", "actor")
+    return [PendingRequest(*row) for row in rows]
+
+
+def _decide_request_hints(job_id: str, request_id: str) -> Hints:
+    return Hints(
+        cli=f"gait approval decide {request_id} approve --actor REVIEWER",
+        api=f'POST /api/v1/approvals/{request_id}/decide with {{"decision": "approve"}}',
+        dashboard="approve the request on its card (Approvals, or this job's page)",
+        mcp=f"a reviewer decides request {request_id}; approval_wait waits for the decision",
     )
-    needing = max((e.revision for e in since if e.type != "approved"), default=0)
-    return needing, [e for e in since if e.type == "approved"]
+
+
+def _approve_job_hints(job_id: str, decision: DecisionPoint) -> Hints:
+    """Where a reviewer records the approval a resume needs, interface by interface."""
+    who = "a reviewer"
+    if decision.kind == "emergency_stop" and decision.event is not None:
+        who = f"a reviewer other than {decision.event.actor}"
+    dashboard = (
+        f"{who} answers it in Approvals (Approve and resume)"
+        if decision.kind == "checkpoint"
+        else f"{who} approves it on this page, then resume"
+    )
+    return Hints(
+        cli=f"{who}: gait job approve --id {job_id} --actor REVIEWER --reason …; then resume",
+        api=f"{who} posts POST /api/v1/jobs/{job_id}/approve; then POST /api/v1/jobs/{job_id}/resume",
+        dashboard=dashboard,
+        mcp=f"{who} approves job {job_id} (dashboard, API or CLI)",
+    )
 
 
 def _forbid_self_approval(job: Job, actor: Actor) -> None:
@@ -518,10 +542,18 @@ def job_approve(
     reason: str = "",
     allow_self_approval: bool = False,
     _decided_request: str = "",
+    _decided_checkpoint: str = "",
 ) -> Job:
-    """Record an approval. The status is unchanged; a resume then checks for it.
-    ``allow_self_approval`` is set by the approvals flow when the policy turns separation of
-    duties off (``forbid_self_approval: false``)."""
+    """Record an approval of the job's decision point. The status is unchanged; a resume then
+    checks for it. ``allow_self_approval`` is set by the approvals flow when the policy turns
+    separation of duties off (``forbid_self_approval: false``).
+
+    A job waiting on an approval request is decided on the request (``approval_decide``, with
+    its N-of-M, separation of duties and expiry): here that is ``approval_request_pending``,
+    naming the request. The front doors (CLI, API, dashboard) route a job-level approve to
+    the request instead (``approvals.services.job_decide``). The actor who emergency-stopped
+    the job cannot approve its resume (``stopper_sole_approver``): their approval would use
+    up the decision point that someone else must answer."""
     actor.require(Scope.APPROVE)
     reason = _reason(reason)
     with transaction.atomic():
@@ -529,21 +561,52 @@ def job_approve(
         _require_status(job, "approve")
         if not allow_self_approval:
             _forbid_self_approval(job, actor)
-        needing, approvals = _approval_window(job)
-        if any(a.revision > needing for a in approvals) and not _decided_request:
+        if not _decided_request:
+            _refuse_the_stopper(job, actor)
+            pending = _pending_requests(job)
+            if pending:
+                first = pending[0]
+                raise Conflict(
+                    "approval_request_pending",
+                    f"job {job_id} waits on approval request {first.describe()}: "
+                    "the request is what gets approved",
+                    details={
+                        "job_id": job_id,
+                        "request_id": first.request_id,
+                        "pending_requests": [r.request_id for r in pending],
+                    },
+                    hint=_decide_request_hints(job_id, first.request_id),
+                )
+        decision = job_decision_point(job)
+        if decision.approvals and not _decided_request:
             raise Conflict(
                 "already_approved",
                 f"job {job_id} already has an approval for its current decision",
-                details={"job_id": job_id},
+                details={"job_id": job_id, "approved_by": decision.approvals[-1].actor},
                 hint="resume the job, or wait for a new decision point",
             )
         payload: dict[str, Any] = {"reason": reason}
         if _decided_request:
             payload["approval_request"] = _decided_request
+        if _decided_checkpoint:
+            payload["checkpoint_id"] = _decided_checkpoint
         event_append(
             job, type="approved", actor=actor.name, reason_code="approval_recorded", payload=payload
         )
     return job
+
+
+def _refuse_the_stopper(job: Job, actor: Actor) -> None:
+    """An emergency stop is released by someone else: the stopper's own approval would be the
+    only one recorded for the decision point and could never count (docs/lifecycle.md)."""
+    names = {actor.name, actor.identity} - {None, ""}  # one person behind a login and a key
+    if job.status == S.EMERGENCY_STOPPED and job.stopped_by in names:
+        raise PolicyRefused(
+            "stopper_sole_approver",
+            f"{actor.name} emergency-stopped job {job.job_id} and cannot approve its resume",
+            details={"job_id": job.job_id, "stopped_by": job.stopped_by},
+            hint="another reviewer must approve",
+        )
 
 
 def job_reject(
@@ -596,43 +659,43 @@ def job_resume(
     bound identity, which must still not be revoked."""
     actor.require(Scope.CONTROL)
     reason = _reason(reason)
-    from approvals.models import ApprovalRequest, ApprovalStatus
-
     with transaction.atomic():
         job = job_get(actor=actor, job_id=job_id, for_update=True)
         # (1) status
         _require_status(job, "resume")
         # (2) approvals
-        needing, approvals = _approval_window(job)
-        if needing and not any(a.revision > needing for a in approvals):
+        decision = job_decision_point(job)
+        if decision.waiting:
+            if decision.stopper_approvals:
+                message = (
+                    f"job {job_id} was emergency-stopped by {job.stopped_by}, whose own approval "
+                    "does not release the stop; another reviewer must approve"
+                )
+            else:
+                question = f": {decision.question}" if decision.question else ""
+                message = f"job {job_id} needs an approval recorded after its last decision point{question}"
             raise PolicyRefused(
                 "approval_required",
-                f"job {job_id} needs an approval recorded after its last decision point",
-                details={"job_id": job_id, "decision_revision": needing},
-                hint="gait job approve --id JOB --actor REVIEWER --reason …",
+                message,
+                details={
+                    "job_id": job_id,
+                    "decision_revision": decision.revision,
+                    "decision": decision.kind,
+                    **({"stopped_by": job.stopped_by} if decision.kind == "emergency_stop" else {}),
+                },
+                hint=_approve_job_hints(job_id, decision),
                 exit_code=4,
             )
-        pending = list(
-            ApprovalRequest.objects.filter(job=job, status=ApprovalStatus.PENDING).values_list(
-                "request_id", flat=True
-            )
-        )
+        pending = _pending_requests(job)
         if pending:
             raise PolicyRefused(
                 "approval_required",
-                f"job {job_id} has pending approval requests",
-                details={"job_id": job_id, "pending_requests": pending},
+                f"job {job_id} waits on approval request {pending[0].describe()}"
+                + (f" and {len(pending) - 1} more" if len(pending) > 1 else ""),
+                details={"job_id": job_id, "pending_requests": [r.request_id for r in pending]},
+                hint=_decide_request_hints(job_id, pending[0].request_id),
                 exit_code=4,
             )
-        if job.status == S.EMERGENCY_STOPPED:
-            after_stop = [a for a in approvals if a.revision > needing]
-            if after_stop and all(a.actor == job.stopped_by for a in after_stop):
-                raise PolicyRefused(
-                    "approval_required",
-                    "the actor who stopped the job cannot be the only approver of its resume",
-                    details={"job_id": job_id, "stopped_by": job.stopped_by},
-                    exit_code=4,
-                )
         # (3) policy: the identity's assigned policy first (approvals.assignments), then the
         # current version of the bound one
         transition = False
@@ -691,7 +754,11 @@ def job_resume(
                         "expected": job.environment_fingerprint,
                         "actual": env_now,
                     },
-                    hint="pass --allow-env-mismatch to resume anyway",
+                    hint=Hints(
+                        cli="pass --allow-env-mismatch to resume anyway",
+                        api='send "allow_env_mismatch": true to resume anyway',
+                        dashboard="press “Resume in this environment” to resume anyway",
+                    ),
                 )
             override = True
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.db import connection
-from django.db.models import OuterRef, Subquery
 from django.db.models.expressions import RawSQL
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -28,6 +27,8 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from approvals.assignments import deployment_gate_status
+from approvals.queue import decision_cards
+from approvals.services import job_decide
 from gaitweb.actors import Actor, Scope
 from gaitweb.errors import GaitError, InvalidInput
 from gaitweb.views import (
@@ -39,8 +40,16 @@ from gaitweb.views import (
     safe_next,
 )
 from jobs import services
-from jobs.models import Checkpoint, Job, JobEvent, JobStatus, StepRun
-from jobs.selectors import JobFilter, job_counts, job_filter, job_get, job_list, jobs_visible
+from jobs.models import Job, JobEvent, JobStatus, StepRun
+from jobs.selectors import (
+    JobFilter,
+    job_counts,
+    job_decision_point,
+    job_filter,
+    job_get,
+    job_list,
+    jobs_visible,
+)
 from jobs.spec import PARKING_KINDS, step_gate_tool
 
 S = JobStatus
@@ -54,11 +63,12 @@ LIST_FIELDS = (
 )  # fmt: skip
 
 
-def job_actions(job: Job, actor: Actor, *, pending_requests: int = 0) -> dict[str, bool]:
+def job_actions(job: Job, actor: Actor, *, open_cards: int = 0) -> dict[str, bool]:
     """The actions to offer: the transition is allowed from the job's status and the user has
-    the scope. The service re-checks both when the form is posted."""
+    the scope. The service re-checks both when the form is posted. While the job shows a
+    decision card (an approval request, a question), the card is where it is decided."""
     control = actor.can(Scope.CONTROL)
-    approve = actor.can(Scope.APPROVE) and not pending_requests
+    approve = actor.can(Scope.APPROVE) and not open_cards
     actions = {
         name: control and job.can(name) for name in ("pause", "stop", "resume", "retry", "cancel")
     }
@@ -336,59 +346,25 @@ def _timeline(job: Job, before: int | None) -> tuple[list[JobEvent], int | None]
     return events, older
 
 
-def approval_cards(requests: list[Any], actor: Actor) -> list[Any]:
-    """Decorate pending approval requests for display: N of M, who decided, what is asked."""
-    from approvals.models import DecisionKind
-
-    for req in requests:
-        decisions = list(req.decisions.all())
-        req.approvals_n = sum(1 for d in decisions if d.decision == DecisionKind.APPROVE)
-        req.decided_by = [d.actor for d in decisions]
-        intent = req.intent or {}
-        gate = req.gate_result or {}
-        req.targets = [
-            f"{t.get('kind', '')}:{t.get('value', '')}" if isinstance(t, dict) else str(t)
-            for t in intent.get("targets") or []
-        ]
-        req.reasons = list(gate.get("reason_codes") or [])
-        req.verdict = gate.get("verdict", "")
-        req.is_mine = req.job.is_submitted_by(actor)
-        req.already_decided = actor.name in req.decided_by
-        req.no_scope = not actor.can(Scope.APPROVE)
-        req.can_decide = (
-            actor.can(Scope.APPROVE)
-            and not (req.forbid_submitter and req.is_mine)
-            and not req.already_decided
-            and (not req.escalated or actor.can(Scope.ADMIN))
-        )
-    return requests
-
-
-def pending_approval_cards(
-    actor: Actor, *, job_id: str | None = None, limit: int | None = None
-) -> list[Any]:
-    """The pending requests as cards (approvals.selectors.approval_pending_list), each with its
-    job's last checkpoint: the reviewers' queue, or one job's page with ``job_id``."""
-    from approvals.selectors import approval_pending_list
-
-    last_cp = Checkpoint.objects.filter(job=OuterRef("job")).order_by("-id").values("summary")[:1]
-    qs = approval_pending_list(actor=actor, job_id=job_id).annotate(
-        last_checkpoint=Subquery(last_cp)
-    )
-    return approval_cards(list(qs[:limit]), actor)
-
-
 def _detail_context(request: HttpRequest, job: Job, actor: Actor) -> dict[str, Any]:
     from packs.models import Pack
 
     before = request.GET.get("before", "")
     before_rev = int(before) if before.isdigit() else None
     events, older = _timeline(job, before_rev)
-    pending = pending_approval_cards(actor, job_id=job.job_id)
+    pending = decision_cards(actor, job=job)
     packs = list(Pack.objects.filter(job=job).defer("data").order_by("-created_at", "-id"))
+    actions = job_actions(job, actor, open_cards=len(pending))
+    decision = job_decision_point(job) if actions["approve"] or actions["reject"] else None
+    if decision is not None and (
+        decision.approvals or (job.status == S.EMERGENCY_STOPPED and job.stopped_by == actor.name)
+    ):
+        # it would be refused (already_approved, stopper_sole_approver): the box says why
+        actions["approve"] = False
     return {
         "job": job,
-        "actions": job_actions(job, actor, pending_requests=len(pending)),
+        "actions": actions,
+        "decision": decision,
         "can_build_pack": actor.can(Scope.CONTROL),  # building is a write (pack_build)
         "steps": _steps(job),
         "progress_pct": int(job.cursor * 100 / job.step_count) if job.step_count else 0,
@@ -496,11 +472,8 @@ def job_chain(request: HttpRequest, job_id: str) -> HttpResponse:
 ACTION_SERVICES = {
     "pause": services.job_pause,
     "stop": services.job_stop,
-    "resume": services.job_resume,
     "retry": services.job_retry,
     "cancel": services.job_cancel,
-    "approve": services.job_approve,
-    "reject": services.job_reject,
 }
 ACTION_DONE = {
     "pause": "paused (a running step finishes first)",
@@ -508,9 +481,34 @@ ACTION_DONE = {
     "resume": "resumed",
     "retry": "queued again from the failed step",
     "cancel": "cancelled",
-    "approve": "approved",
-    "reject": "rejected",
 }
+# approve and reject decide whatever the job waits on (approvals.services.job_decide: an
+# approval request's N-of-M, or the job's own decision point)
+DECISIONS = ("approve", "reject")
+
+
+def _act(request: HttpRequest, actor: Actor, job: Job, action: str) -> tuple[Job, str]:
+    """Run one action; returns the job after it and the notice that says what happened."""
+    reason = request.POST.get("reason", "")
+    if action in DECISIONS:
+        outcome = job_decide(actor=actor, job_id=job.job_id, decision=action, reason=reason)
+        return outcome.job, outcome.notice()
+    if action == "resume":
+        job = services.job_resume(
+            actor=actor,
+            job_id=job.job_id,
+            reason=reason,
+            # the refusal's own button ("Resume in this environment") sets it
+            allow_env_mismatch=request.POST.get("allow_env_mismatch") == "on",
+        )
+    else:
+        if action == "stop" and request.POST.get("confirm") != "emergency-stop":
+            raise InvalidInput(
+                "confirmation_required",
+                "an emergency stop must be confirmed: tick the box that says you mean it",
+            )
+        job = ACTION_SERVICES[action](actor=actor, job_id=job.job_id, reason=reason)
+    return job, f"Job {job.job_id} {ACTION_DONE[action]}."
 
 
 @login_required
@@ -520,18 +518,11 @@ def job_action(request: HttpRequest, job_id: str, action: str) -> HttpResponse:
     of the list (``from=list``). A refusal re-renders what the form came from with the reason
     code and message next to the buttons; nothing was written."""
     job, actor = _get_job_for_user(request, job_id)
-    service = ACTION_SERVICES.get(action)
-    if service is None:
+    if action not in ACTION_DONE and action not in DECISIONS:
         raise Http404(f"no action {action}")
     from_list = request.POST.get("from") == "list"
-    reason = request.POST.get("reason", "")
     try:
-        if action == "stop" and request.POST.get("confirm") != "emergency-stop":
-            raise InvalidInput(
-                "confirmation_required",
-                "an emergency stop must be confirmed: tick the box that says you mean it",
-            )
-        job = service(actor=actor, job_id=job.job_id, reason=reason)
+        job, notice = _act(request, actor, job, action)
     except GaitError as exc:
         refusal = refusal_of(exc)
         if from_list and request.htmx:
@@ -548,7 +539,6 @@ def job_action(request: HttpRequest, job_id: str, action: str) -> HttpResponse:
             status=200 if request.htmx else exc.http_status,
             refusal=refusal,
         )
-    notice = f"Job {job.job_id} {ACTION_DONE[action]}."
     if request.htmx:
         if from_list:
             return render(

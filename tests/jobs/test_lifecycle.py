@@ -459,10 +459,32 @@ def test_resume_check_2_a_new_decision_after_an_approval_needs_a_new_approval() 
     assert_refused_without_writes(PolicyRefused, "approval_required", resume)
 
 
-def test_resume_check_2_the_stopper_cannot_be_the_only_approver() -> None:
+def test_the_stopper_cannot_lock_an_emergency_stopped_job_by_approving_it_first() -> None:
+    # what a user did: secops stops the job and approves it; resume said "the stopper cannot
+    # be the only approver", every other reviewer got already_approved, and only cancel was left
     to_status(JobStatus.EMERGENCY_STOPPED)
-    services.job_approve(actor=SECOPS, job_id="job_1")
-    assert_refused_without_writes(PolicyRefused, "approval_required", resume)
+    err = assert_refused_without_writes(
+        PolicyRefused,
+        "stopper_sole_approver",
+        lambda: services.job_approve(actor=SECOPS, job_id="job_1"),
+    )
+    assert err.details["stopped_by"] == "secops" and err.hint_for("cli")
+    services.job_approve(actor=REVIEWER, job_id="job_1", reason="spend capped")
+    assert resume().status == JobStatus.RUNNING
+    assert events()[-2:] == [("approved", "approval_recorded"), ("resumed", "resumed")]
+
+
+def test_a_stoppers_approval_already_on_record_does_not_use_up_the_decision_point() -> None:
+    """An approval by the stopper recorded before the up-front refusal existed (or through the
+    journal by other means) counts for nothing: a second reviewer can still approve."""
+    from jobs.journal import event_append
+
+    job = to_status(JobStatus.EMERGENCY_STOPPED)
+    event_append(job, type="approved", actor="secops", reason_code="approval_recorded", payload={})
+    err = assert_refused_without_writes(PolicyRefused, "approval_required", resume)
+    assert "secops" in err.message and "another reviewer" in err.message
+    services.job_approve(actor=REVIEWER, job_id="job_1")
+    assert resume().status == JobStatus.RUNNING
 
 
 def test_resume_check_2_a_rejection_needs_a_later_approval() -> None:

@@ -51,7 +51,7 @@ def test_approving_from_the_job_page_with_htmx_returns_the_job_fragment(cast):
     )
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="live"')
-    assert 'id="job-status">running<' in html and "Waiting for approval" not in html
+    assert 'id="job-status">running<' in html and "Waiting for a reviewer" not in html
 
 
 def test_reject_needs_a_reason_and_then_blocks_the_job(cast):

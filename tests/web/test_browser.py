@@ -7,6 +7,7 @@ downloads. Screenshots of the main pages land in GAIT_DATA_DIR/screenshots as te
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,44 @@ def test_the_jobs_list_updates_live_when_a_job_changes_in_the_background(login, 
     phone = login("viewer", width=390, height=844)
     expect(phone.locator('tr[data-job="web-live"]')).to_be_visible()
     shots(phone, "jobs-list-phone")
+
+
+def test_a_reviewer_sees_an_in_doubt_question_in_the_queue_and_answers_it(
+    login, live_server, shots, tmp_path
+):
+    """A worker died mid-way through a non-idempotent step; the engine parked the job on "step
+    transfer may have run; re-run?". The reviewer finds it in the queue with the step's
+    arguments, approves and resumes it in place, and the step runs again."""
+    from playwright.sync_api import expect
+
+    from approvals.queue import checkpoint_dom_id
+    from jobs.engine import advance
+    from tests.web.test_decision_queue import in_doubt_job
+
+    log = tmp_path / "transfers.log"
+    in_doubt_job("web-doubt", log)
+    page = login("reviewer")
+    expect(page.locator("#nav-approvals-count")).to_have_text("1")  # counted from any page
+    page.get_by_role("link", name=re.compile("^Approvals")).click()
+    card = page.locator(f"#{checkpoint_dom_id('web-doubt', 'cp_0001')}")
+    expect(card).to_contain_text("Step transfer may have run (attempt 1)")
+    expect(card).to_contain_text("approve and resume to run it again, or cancel the job")
+    expect(card).to_contain_text(str(log))  # the step's arguments, not only its tool
+    expect(card).to_contain_text("step_in_doubt")
+    shots(page, "approvals-in-doubt")
+    _mark(page)
+    card.get_by_placeholder("Reason (optional)").fill("the bank has no record of it")
+    card.get_by_role("button", name="Approve and resume").click()
+    notice = page.locator(".notice")
+    expect(notice).to_contain_text("on job web-doubt")
+    expect(notice).to_contain_text("now queued")
+    expect(page.locator("#nav-approvals-count")).to_have_text("0")
+    expect(page.locator("#queue")).to_contain_text("Nothing is waiting for approval.")
+    assert _not_reloaded(page)
+    job = Job.objects.get(job_id="web-doubt")
+    assert job.status == "queued"
+    assert advance("web-doubt") == "completed"  # a worker runs the step again
+    assert [line.split()[1:3] for line in log.read_text().splitlines()] == [["transfer", "2"]]
+    page.goto(live_server.url + "/jobs/web-doubt/")
+    expect(page.locator("#job-status")).to_have_text("completed")
+    shots(page, "job-detail-in-doubt-answered")
