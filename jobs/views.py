@@ -598,12 +598,11 @@ def _job_templates(actor: Actor) -> list[Any]:
     ]
 
 
-def _policies() -> list[Any]:
-    from approvals.models import Policy
+def _policies(actor: Actor) -> list[Any]:
+    """The picker's policies: authored ones with a version (not the CLI's file copies)."""
+    from approvals.services import policy_list
 
-    return list(
-        Policy.objects.filter(current__isnull=False).select_related("current").order_by("name")
-    )
+    return [p for p in policy_list(actor=actor, file_copies=False) if p.current_id is not None]
 
 
 def _run_template(
@@ -684,7 +683,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
 
     actor = require_read(request)
     templates = _job_templates(actor)
-    policies = _policies()
+    policies = _policies(actor)
     ctx: dict[str, Any] = {
         "templates": templates,
         "policies": policies,
