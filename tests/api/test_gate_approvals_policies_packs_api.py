@@ -354,6 +354,23 @@ def test_pack_diff_compares_two_uploaded_packs(agent: APIClient) -> None:
     assert changed["events"]["added_count"] == 2 and changed["events"]["removed_count"] == 0
     assert [e["type"] for e in changed["events"]["added"]] == ["pack_built", "checkpoint_added"]
 
+    # the content counts, not the manifests' word: an edited events file is a difference, and
+    # the edited side is the one that fails verification
+    from tests.packs.helpers import entries_of, rezip
+
+    files = entries_of(before)
+    files["job_events.jsonl"] = files["job_events.jsonl"].replace(b"pk-diff", b"pk-dif2", 1)
+    edited = diff(before, rezip(files))
+    assert edited.status_code == 200, edited.content
+    body = edited.json()
+    assert body["identical"] is False and body["manifest_delta"] is False
+    assert body["changed_files"] == ["job_events.jsonl"]
+    # no signing key here: both sides are unsigned, only the edited one is inconsistent
+    assert body["failing_verification"] == ["left", "right"]
+    assert body["left_verify"]["reasons"] == ["pack_unsigned"]
+    assert body["right_verify"]["hash_mismatches"] == ["job_events.jsonl"]
+    assert "hash mismatch: job_events.jsonl" in body["right_verify"]["reasons"]
+
     missing = agent.post("/api/v1/packs/diff", {"left": io.BytesIO(before)}, format="multipart")
     assert missing.status_code == 400 and error_code(missing) == "missing_file"
     assert missing.json()["error"]["details"] == {"field": "right"}
