@@ -66,6 +66,13 @@ MAX_MAY_REQUEST = 50
 # have time to see it (docs/policy-format.md)
 ESCALATION_WINDOW_MIN = timedelta(seconds=60)
 FILE_POLICY_PREFIX = "file:"
+# where each interface lists the stored policies
+POLICY_LIST_HINTS = Hints(
+    cli="gait policy list",
+    api="GET /api/v1/policies lists the stored policies",
+    dashboard="the stored policies are listed under Approvals › Policies in admin",
+    mcp="ask an admin which policies are stored",
+)
 
 
 # --- policies ----------------------------------------------------------------------------------
@@ -181,7 +188,7 @@ def policy_resolve(*, ref: str, actor: Actor | None = None) -> PolicyVersion:
             "policy_not_found",
             f"no policy named {ref!r}",
             details={"ref": ref},
-            hint="gait policy list",
+            hint=POLICY_LIST_HINTS,
         )
     return policy.current
 
@@ -257,7 +264,7 @@ def _stored_policy_named(name: Any, field: str) -> Policy:
             "policy_not_found",
             f"no stored policy named {name!r}",
             details={"field": field, "ref": name},
-            hint="gait policy list",
+            hint=POLICY_LIST_HINTS,
         )
     return policy
 

@@ -280,7 +280,11 @@ class JobPacksView(ApiView):
 class PackDetailView(ApiView):
     required_scopes = {"GET": READ}
 
-    @extend_schema(operation_id="packs_show", responses={200: PackOut})
+    @extend_schema(
+        operation_id="packs_show",
+        responses={200: PackOut},
+        summary="A stored pack's metadata: job, revision, sha256, signing key, download link",
+    )
     def get(self, request: Request, pack_id: str) -> Response:
         from packs.selectors import pack_get
 
