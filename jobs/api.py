@@ -685,7 +685,7 @@ class StatsView(ApiView):
     @extend_schema(
         operation_id="stats",
         responses={200: OpenApiTypes.OBJECT},
-        summary="Counters: jobs by outcome, queue depth, recent reason codes",
+        summary="Counters: jobs by outcome, step attempts, queue depth, recent reason codes",
     )
     def get(self, request: Request) -> Response:
         from jobs.engine import job_stats

@@ -1750,6 +1750,22 @@ def engine_bootstrap() -> dict[str, Any]:
 # --- stats -------------------------------------------------------------------------------------
 
 
+def _step_counters(visible: Any) -> dict[str, int]:
+    """Attempts of the visible jobs' steps, one aggregate: every attempt that started, those
+    running now, how they ended, and how many were retries (attempt 2 or later)."""
+    runs = StepRun.objects.filter(job__in=visible.order_by().values("id"))
+    return runs.aggregate(
+        started=Count("id"),
+        running=Count("id", filter=Q(status=R.STARTED)),
+        succeeded=Count("id", filter=Q(status=R.SUCCEEDED)),
+        failed=Count("id", filter=Q(status__in=(R.FAILED, R.TIMED_OUT))),
+        timed_out=Count("id", filter=Q(status=R.TIMED_OUT)),
+        cancelled=Count("id", filter=Q(status=R.CANCELLED)),
+        in_doubt=Count("id", filter=Q(status=R.IN_DOUBT)),
+        retried=Count("id", filter=Q(attempt__gt=1)),
+    )
+
+
 def job_stats(*, actor: Actor | None, recent: int = 200) -> dict[str, Any]:
     """Counters in the spirit of Tau's state: totals by outcome, queue depth (runnable jobs and
     ready broker rows), running jobs, the reason codes of the most recent events, and whether
@@ -1800,6 +1816,7 @@ def job_stats(*, actor: Actor | None, recent: int = 200) -> dict[str, Any]:
             "broker_delayed_or_taken": OrmQ.objects.using(Conf.ORM).filter(lock__gt=now).count(),
         },
         "recent_reason_codes": dict(reasons.most_common()),
+        "steps": _step_counters(visible),
         # "ungated" said loudly: with no policy assigned, every tool call is allowed
         "gate": {**deployment_gate_status(), "ungated_active_jobs": ungated_active},
         "at": iso_utc(now),

@@ -759,3 +759,47 @@ def test_a_recovered_attempt_of_an_idempotent_command_is_numbered_after_the_lost
     assert [(r.attempt, r.status) for r in runs] == [(1, "failed"), (2, "succeeded")]
     assert runs[0].error["type"] == "worker_lost" and runs[0].error["retryable"] is True
     assert ("recovered", "job_recovered_after_restart") in events(job)
+
+
+def test_jobs_stats_counts_step_attempts_retries_and_failures(clusters: Any, capsys: Any) -> None:
+    """`gait jobs stats` after a flaky step (two retries) and a step that gives up."""
+    import json as _json
+
+    from jobs.management.commands.gait import main
+
+    clusters()
+    retry = {"max_attempts": 3, "initial_interval": "0.1s", "backoff": 1.0}
+    flaky = submit(
+        [
+            {
+                "name": "flaky",
+                "kind": "python",
+                "with": {"function": "fail_n_times", "args": {"n": 2}},
+                "retry": retry,
+            }
+        ]
+    )
+    broken = submit(
+        [
+            {
+                "name": "broken",
+                "kind": "python",
+                "with": {"function": "fail_n_times", "args": {"n": 9}},
+                "retry": {"max_attempts": 2, "initial_interval": "0.1s"},
+            }
+        ]
+    )
+    assert settled(flaky).status == "completed" and settled(broken).status == "failed"
+    capsys.readouterr()
+    assert main(["jobs", "stats", "--json"]) == 0
+    steps = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stats"]["steps"]
+    assert steps == {
+        "started": 5,
+        "running": 0,
+        "succeeded": 1,
+        "failed": 4,
+        "timed_out": 0,
+        "cancelled": 0,
+        "in_doubt": 0,
+        "retried": 3,
+    }
