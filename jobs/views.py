@@ -365,9 +365,7 @@ def _steps(job: Job) -> list[dict[str, Any]]:
                 **state,
                 "current": i == job.cursor and not job.is_terminal,
                 "attempts": len(attempts),
-                "duration": duration(last.duration_ms)
-                if last and last.status != R.STARTED
-                else "",
+                "duration": duration(last.duration_ms) if last and last.status != R.STARTED else "",
                 "output": pretty(last.output) if last else "",
                 "error": last.error if last and state["status"] != "running" else None,
                 "stdout": last.stdout if last else "",

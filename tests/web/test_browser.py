@@ -18,7 +18,6 @@ from django.conf import settings
 from gaitweb.actors import Actor
 from jobs.models import Job
 from tests.conftest import PASSWORD
-from tests.engine.conftest import clusters, pg, worker_env  # noqa: F401 (real workers)
 from tests.web.conftest import agent_job, pending_request
 
 pytestmark = pytest.mark.browser
@@ -242,7 +241,11 @@ def test_an_operator_watches_a_command_steps_output_grow_while_it_runs(
     job_submit(
         actor=Actor.system("ops"),
         job_id="web-watch",
-        spec={"steps": [{"name": "count", "kind": "command", "with": {"shell": True, "command": script}}]},
+        spec={
+            "steps": [
+                {"name": "count", "kind": "command", "with": {"shell": True, "command": script}}
+            ]
+        },
     )
     page = login("operator")
     page.goto(live_server.url + "/jobs/web-watch/")

@@ -319,7 +319,15 @@ def test_a_paused_job_whose_step_is_still_running_says_the_step_is_finishing(cas
     services.job_submit(
         actor=AGENT,
         job_id="web-finishing",
-        spec={"steps": [{"name": "long", "kind": "python", "with": {"function": "add", "args": {"a": 1, "b": 1}}}]},
+        spec={
+            "steps": [
+                {
+                    "name": "long",
+                    "kind": "python",
+                    "with": {"function": "add", "args": {"a": 1, "b": 1}},
+                }
+            ]
+        },
     )
     # what a worker's claim leaves: the lease, and the command's started record
     job = Job.objects.get(job_id="web-finishing")
