@@ -102,13 +102,18 @@ def test_no_demo_creates_no_logins_and_restarts_keep_the_demo_password(
 class Up:
     """A running `manage.py up` (its own session, as a terminal would run it); output collected."""
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, sqlite: bool = False) -> None:
+        """``sqlite``: on the default database, as a fresh clone's `make run` (a SQLite file in
+        ``data_dir``), not the suite's test database."""
         import threading
 
         self.port = _free_port()
         self.data_dir = data_dir
         env = subprocess_env(GAIT_DATA_DIR=str(data_dir), GAIT_Q_WORKERS="1")
         env.pop("GAIT_SIGNING_KEY", None)
+        if sqlite:
+            env.pop("DATABASE_URL", None)
+        self.env = env
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "up", "--port", str(self.port), "--workers", "1", *args],
             cwd=ROOT,
