@@ -47,12 +47,13 @@ _WATCHDOG = (
 )
 
 
-def die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A ``preexec_fn``: SIGKILL this child when the process that forked it dies."""
+def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn``: ``sig`` (SIGKILL unless told) to this child when the process that
+    forked it dies."""
 
     def preexec() -> None:
         if _prctl is not None:
-            _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            _prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died before the request took effect
             os._exit(137)
 

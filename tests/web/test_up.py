@@ -241,3 +241,18 @@ def test_two_instances_on_different_ports_and_data_dirs_do_not_clash(tmp_path: P
             second.stop()
     finally:
         first.stop()
+
+
+def test_kill_9_of_up_takes_the_web_server_and_the_worker_down_too(tmp_path: Path) -> None:
+    """Its children run in their own sessions (so Ctrl-C reaches only `up`, which stops them
+    in order); if `up` itself is killed, the kernel's parent-death signal stops them."""
+    up_ = Up(tmp_path, "--no-demo")
+    try:
+        kids = _wait(lambda: (k := up_.children()) and len(k) == 2 and k, 30, "web and worker")
+        os.kill(up_.proc.pid, signal.SIGKILL)
+        up_.proc.wait()
+        _wait(lambda: _gone(kids["web"]) and _gone(kids["worker"]), 20, "web and worker to stop")
+    finally:
+        for pid in up_.children().values():
+            os.kill(pid, signal.SIGKILL)
+        up_.stop()

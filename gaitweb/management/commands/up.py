@@ -28,6 +28,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from jobs.procwatch import die_with_parent
+
 ROOT_WARNING = (
     "\n  WARNING: running as root. The worker runs job commands as this user, so a command step\n"
     "  could do anything root can. Run gaitweb as an unprivileged user (docs/operations.md).\n\n"
@@ -58,6 +60,7 @@ def _worker_start(env: dict[str, str]) -> subprocess.Popen[bytes]:
         env=env,
         cwd=settings.BASE_DIR,
         start_new_session=True,  # its group holds its own children: stopped together
+        preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM),
     )
 
 
@@ -121,6 +124,15 @@ class Command(BaseCommand):
 
         engine_bootstrap()
         recurring_bootstrap()
+        # before any child exists: a stop asked for while starting still stops both
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         env = dict(os.environ)
         bind = f"{opts['host']}:{opts['port']}"
         web = subprocess.Popen(
@@ -141,6 +153,7 @@ class Command(BaseCommand):
             ],
             env=env,
             start_new_session=True,  # its own group: Ctrl-C reaches this process, which stops it
+            preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM),  # even if this one is killed
         )
         worker = _worker_start(env)
         url = f"http://{bind}/"
@@ -161,14 +174,6 @@ class Command(BaseCommand):
             self.stderr.write(ROOT_WARNING)
             self.stderr.flush()
         self.stdout.flush()
-        stopping = False
-
-        def stop(*_: Any) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
         self.worker: subprocess.Popen[bytes] | None = worker
         try:
             self._supervise(web, env, lambda: stopping)
