@@ -30,6 +30,7 @@ from approvals.models import (
     RevokedIdentity,
 )
 from approvals.services import (
+    FILE_POLICY_PREFIX,
     identity_policy_clear,
     identity_policy_set,
     identity_revoke,
@@ -55,11 +56,44 @@ class PolicyVersionInline(admin.TabularInline):
         return False
 
 
+class PolicyOriginFilter(admin.SimpleListFilter):
+    """Authored policies by default; the copies the CLI stores for ``--policy FILE``
+    (``file:<name>@<digest12>``, one per distinct file content) on request."""
+
+    title = "origin"
+    parameter_name = "origin"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("files", "files stored by the CLI"), ("all", "all")]
+
+    def choices(self, changelist: Any) -> Any:
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": "authored",
+        }
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        prefix = FILE_POLICY_PREFIX
+        if self.value() == "files":
+            return queryset.filter(name__startswith=prefix)
+        if self.value() == "all":
+            return queryset
+        return queryset.exclude(name__startswith=prefix)
+
+
 @admin.register(Policy)
 class PolicyAdmin(admin.ModelAdmin):
     form = PolicyAdminForm
     inlines = [PolicyVersionInline]
-    list_display = ["name", "current_version", "current_digest", "updated_at"]
+    list_display = ["name", "origin", "current_version", "current_digest", "updated_at"]
+    list_filter = [PolicyOriginFilter]
     search_fields = ["name", "description"]
     list_select_related = ["current"]  # current_version / current_digest read it per row
     readonly_fields = ["current_version", "current_digest", "try_link"]
@@ -84,6 +118,10 @@ class PolicyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # old digests must stay resolvable forever
+
+    @admin.display(description="origin")
+    def origin(self, obj: Policy) -> str:
+        return "file (CLI)" if obj.is_file_copy else "authored"
 
     @admin.display(description="version")
     def current_version(self, obj: Policy) -> Any:

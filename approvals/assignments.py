@@ -25,7 +25,7 @@ from django.conf import settings
 from approvals.models import IdentityPolicy, Policy, PolicyVersion
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
-from gaitweb.errors import GaitError, PolicyRefused
+from gaitweb.errors import GaitError, Hints, PolicyRefused
 
 # Assignment sources, as recorded in a job's journal (``policy_assignment``).
 FROM_IDENTITY = "identity"  # the identity's IdentityPolicy row
@@ -88,7 +88,12 @@ class Assignment:
                 "policy_assignment_unavailable",
                 f"policy {self.policy.name!r} assigned to identity {self.identity!r} has no version",
                 details={"identity": self.identity, "policy": self.policy.name},
-                hint="store a version of the policy (gait policy save NAME FILE)",
+                hint=Hints(
+                    cli="store a version of the policy: gait policy save NAME FILE",
+                    api="an admin stores a version of the policy: POST /api/v1/policies",
+                    dashboard="an admin stores a version of the policy in admin › Policies",
+                    mcp="ask an admin to store a version of the policy",
+                ),
             )
         return version
 
@@ -138,7 +143,14 @@ def policy_assignment_get(*, identity: str) -> Assignment:
             "policy_assignment_unavailable",
             f"GAIT_DEFAULT_POLICY names {name!r}, which is not a stored policy",
             details={"identity": identity, "policy": name},
-            hint="store the policy (gait policy save NAME FILE) or fix GAIT_DEFAULT_POLICY",
+            hint=Hints(
+                cli="store the policy (gait policy save NAME FILE) or fix GAIT_DEFAULT_POLICY",
+                api="an admin stores the policy (POST /api/v1/policies) or fixes "
+                "GAIT_DEFAULT_POLICY",
+                dashboard="an admin stores the policy in admin › Policies or fixes "
+                "GAIT_DEFAULT_POLICY",
+                mcp="ask an admin to store the policy or fix GAIT_DEFAULT_POLICY",
+            ),
         )
     return Assignment(identity=identity, source=FROM_DEFAULT, policy=policy)
 

@@ -27,6 +27,11 @@ class Policy(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def is_file_copy(self) -> bool:
+        """Stored by the CLI for ``--policy FILE`` (``file:<name>@<digest12>``), not authored."""
+        return self.name.startswith("file:")  # approvals.services.FILE_POLICY_PREFIX
+
 
 class PolicyVersion(models.Model):
     policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="versions")

@@ -62,7 +62,17 @@ REASON_MAX = 1024
 SUMMARY_MAX = 512
 MAX_REQUIRED_APPROVALS = 20
 MAX_MAY_REQUEST = 50
+# an escalated request's window: as long as the first one, never shorter than this, so admins
+# have time to see it (docs/policy-format.md)
+ESCALATION_WINDOW_MIN = timedelta(seconds=60)
 FILE_POLICY_PREFIX = "file:"
+# where each interface lists the stored policies
+POLICY_LIST_HINTS = Hints(
+    cli="gait policy list",
+    api="GET /api/v1/policies lists the stored policies",
+    dashboard="the stored policies are listed under Approvals › Policies in admin",
+    mcp="ask an admin which policies are stored",
+)
 
 
 # --- policies ----------------------------------------------------------------------------------
@@ -124,9 +134,14 @@ def policy_save(
         return _policy_version_store(policy=policy, source=source, parsed=parsed, author=actor.name)
 
 
-def policy_list(*, actor: Actor) -> list[Policy]:
+def policy_list(*, actor: Actor, file_copies: bool = True) -> list[Policy]:
+    """Stored policies by name. ``file_copies=False`` leaves out the ``file:<name>@<digest>``
+    copies the CLI stores for ``--policy FILE`` (pickers offer only authored policies)."""
     actor.require(Scope.READ)
-    return list(Policy.objects.select_related("current").order_by("name"))
+    qs = Policy.objects.select_related("current").order_by("name")
+    if not file_copies:
+        qs = qs.exclude(name__startswith=FILE_POLICY_PREFIX)
+    return list(qs)
 
 
 def policy_resolve(*, ref: str, actor: Actor | None = None) -> PolicyVersion:
@@ -173,7 +188,7 @@ def policy_resolve(*, ref: str, actor: Actor | None = None) -> PolicyVersion:
             "policy_not_found",
             f"no policy named {ref!r}",
             details={"ref": ref},
-            hint="gait policy list",
+            hint=POLICY_LIST_HINTS,
         )
     return policy.current
 
@@ -249,7 +264,7 @@ def _stored_policy_named(name: Any, field: str) -> Policy:
             "policy_not_found",
             f"no stored policy named {name!r}",
             details={"field": field, "ref": name},
-            hint="gait policy list",
+            hint=POLICY_LIST_HINTS,
         )
     return policy
 
@@ -836,7 +851,7 @@ def approval_expire_due(
     ``reject``: the request becomes ``expired`` and a job waiting on it is blocked
     (``job_reject``; otherwise an ``approval_expired`` event). ``escalate``: the first expiry
     hands the request to admins (``escalated``; only ``admin`` may decide it from then on) for
-    one more window of the same length, journaled as ``approval_escalated``; if that expires
+    one more window of the same length (at least ``ESCALATION_WINDOW_MIN``), journaled as ``approval_escalated``; if that expires
     too, it is rejected. Run by the engine's sweep or ``gait approval expire-due``."""
     from jobs import services as jobs
     from jobs.journal import event_append
@@ -863,7 +878,7 @@ def approval_expire_due(
             ):
                 continue  # decided or extended meanwhile
             if request.on_expiry == ExpiryFallback.ESCALATE and not request.escalated:
-                window = max(request.expires_at - request.created_at, timedelta(seconds=60))
+                window = max(request.expires_at - request.created_at, ESCALATION_WINDOW_MIN)
                 request.escalated = True
                 request.expires_at = now + window
                 request.save(update_fields=["escalated", "expires_at"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,7 +55,18 @@ ERROR_STATUSES = {
 
 
 class GaitAutoSchema(AutoSchema):
-    """Every operation documents the error envelope for the statuses it can answer."""
+    """Every operation documents the error envelope for the statuses it can answer, and is
+    described by its own method's or view's docstring, never one inherited from a base class
+    (the base view's would otherwise describe every operation)."""
+
+    def get_description(self) -> str:  # type: ignore[override]
+        method = getattr(self.view, getattr(self.view, "action", None) or self.method.lower(), None)
+        own_view_doc = type(self.view).__dict__.get("__doc__")
+        own_method_doc = getattr(method, "__doc__", None)
+        for doc in (own_method_doc, own_view_doc):
+            if doc:
+                return inspect.cleandoc(doc)
+        return ""
 
     def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         operation = super().get_operation(*args, **kwargs)

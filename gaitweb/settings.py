@@ -284,6 +284,8 @@ GAIT = {
     "RECURRING_GRACE_SECONDS": env_float("GAIT_RECURRING_GRACE_SECONDS", 60.0),
     # while a step runs, how often the engine's heartbeat looks for a stop/cancel (jobs.engine)
     "STOP_POLL_SECONDS": env_float("GAIT_STOP_POLL_SECONDS", 0.2),
+    # how often a running command's output tails are saved on its StepRun (the heartbeat)
+    "LIVE_OUTPUT_SECONDS": env_float("GAIT_LIVE_OUTPUT_SECONDS", 1.0),
     # demo mode (`make run` / `manage.py up` turn it on): the demo's python step functions
     # (jobs.stepfns) are registered and command steps default to on, with the demo's own
     # allow-list (`echo`); off in a deployment

@@ -438,6 +438,7 @@ class JobCheckpointsView(ApiView):
         operation_id="jobs_checkpoints_list",
         parameters=[PageQuery],
         responses={200: CheckpointPage},
+        summary="The job's checkpoints, oldest first (cursor pagination)",
     )
     def get(self, request: Request, job_id: str) -> Response:
         return _job_rows_response(
@@ -473,7 +474,11 @@ class JobCheckpointsView(ApiView):
 class JobCheckpointDetailView(ApiView):
     required_scopes = {"GET": READ}
 
-    @extend_schema(operation_id="jobs_checkpoints_show", responses={200: CheckpointOut})
+    @extend_schema(
+        operation_id="jobs_checkpoints_show",
+        responses={200: CheckpointOut},
+        summary="One checkpoint of the job, by its id (cp_0001)",
+    )
     def get(self, request: Request, job_id: str, checkpoint_id: str) -> Response:
         cp = checkpoint_get(actor=self.actor, job_id=job_id, checkpoint_id=checkpoint_id)
         return Response(CheckpointOut(cp.as_dict()).data)
@@ -680,7 +685,7 @@ class StatsView(ApiView):
     @extend_schema(
         operation_id="stats",
         responses={200: OpenApiTypes.OBJECT},
-        summary="Counters: jobs by outcome, queue depth, recent reason codes",
+        summary="Counters: jobs by outcome, step attempts, queue depth, recent reason codes",
     )
     def get(self, request: Request) -> Response:
         from jobs.engine import job_stats

@@ -9,7 +9,7 @@ from typing import Any
 from approvals.services import job_decide
 from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, Interface, InvalidInput
+from gaitweb.errors import EXIT_OK, EXIT_VERIFY_FAILED, Interface, InvalidInput
 from gaitweb.parsing import json_loads
 from jobs import services
 from jobs.selectors import checkpoint_get, checkpoint_list, job_get, job_snapshot
@@ -193,19 +193,29 @@ def _resume(args: Any) -> tuple[int, dict[str, Any]]:
 def _inspect(args: Any) -> tuple[int, dict[str, Any]]:
     report = services.job_inspect(actor=_actor(args), job_id=args.id)
     job = report["job"]
-    return EXIT_OK, {
-        "ok": True,
+    chain = report["chain"]
+    payload = {
+        "ok": bool(chain["ok"]),
         "operation": "inspect",
         "job_id": args.id,
         **report,
         "summary": f"{args.id}: {job['status']}, {len(report['checkpoints'])} checkpoints, "
-        f"revision {job['revision']}, chain {'ok' if report['chain']['ok'] else 'BROKEN'}",
+        f"revision {job['revision']}, chain {'ok' if chain['ok'] else 'BROKEN'}",
     }
+    if chain["ok"]:
+        return EXIT_OK, payload
+    # a broken journal is a failed verification, whichever verb found it: scripts that gate
+    # on `gait job inspect` must not read a tampered job as healthy
+    payload.update(
+        error=chain.get("reason") or "the job's event chain does not verify",
+        error_code="chain_broken",
+        retryable=False,
+        hint=f"first bad revision: {chain.get('first_bad_revision')}",
+    )
+    return EXIT_VERIFY_FAILED, payload
 
 
 def _verify_chain(args: Any) -> tuple[int, dict[str, Any]]:
-    from gaitweb.errors import EXIT_VERIFY_FAILED
-
     report = services.job_verify_chain(actor=_actor(args), job_id=args.id)
     payload = {
         "ok": report.ok,

@@ -24,6 +24,12 @@ def _stats(args: Any) -> tuple[int, dict[str, Any]]:
         f"failed {stats['failed']}, cancelled {stats['cancelled']}, running {stats['running']}, "
         f"queue depth {stats['queue_depth']['jobs_runnable']}"
     )
+    steps = stats["steps"]
+    summary += (
+        f"\nsteps: started {steps['started']}, running {steps['running']}, succeeded "
+        f"{steps['succeeded']}, failed {steps['failed']}, retried {steps['retried']}, "
+        f"in doubt {steps['in_doubt']}"
+    )
     gate = stats["gate"]
     if gate["warning"]:  # first, so a glance at the output cannot miss it
         summary = f"{gate['warning']}\n{summary}"

@@ -203,7 +203,9 @@ class _LeaseLost(Exception):
 class _Attempt:
     ctx: StepContext
     deadline: float  # time.monotonic() after which a python step is told to stop
-    run_id: int | None = None  # the committed ``started`` StepRun of a non-idempotent step
+    run_id: int | None = None  # the committed ``started`` StepRun (non-idempotent, command)
+    output_saved_at: float = 0.0  # time.monotonic() the heartbeat last saved a command's tails
+    output_saved: tuple[str, str] = ("", "")
 
 
 @dataclass
@@ -264,7 +266,27 @@ class _Runner:
         timed_out = attempt.ctx.step["kind"] == "python" and now_m > attempt.deadline
         if self.lease_lost or self.preempted or timed_out:
             attempt.ctx.stop_event.set()
+        self._save_live_output(attempt, now_m)
         return True
+
+    @staticmethod
+    def _save_live_output(attempt: _Attempt, now_m: float) -> None:
+        """A running command's stdout/stderr tails onto its ``started`` StepRun, about every
+        LIVE_OUTPUT_SECONDS, so the dashboard and the API show them while it runs. Only a row
+        still ``started``: the attempt's own outcome always wins."""
+        live = attempt.ctx.live_output
+        if live is None or attempt.run_id is None:
+            return
+        if now_m - attempt.output_saved_at < float(_gait("LIVE_OUTPUT_SECONDS", 1.0)):
+            return
+        attempt.output_saved_at = now_m
+        tails = live()
+        if tails == attempt.output_saved:
+            return
+        attempt.output_saved = tails
+        StepRun.objects.filter(pk=attempt.run_id, status=R.STARTED).update(
+            stdout=tails[0], stderr=tails[1]
+        )
 
     # -- claim --
 
@@ -457,6 +479,20 @@ class _Runner:
         if not open_runs:
             return False
         now = timezone.now()
+        if step["idempotent"]:
+            # running it again is safe: close the lost attempt (it counts toward the retry
+            # budget) so the next one is numbered after it (GAIT_ATTEMPT, ctx.attempt)
+            for r in open_runs:
+                r.status = R.FAILED
+                r.finished_at = now
+                r.error = {
+                    "type": "worker_lost",
+                    "message": "the worker running this attempt stopped before recording its outcome",
+                    "retryable": True,
+                    "worker": r.worker,
+                }
+                r.save(update_fields=["status", "finished_at", "error"])
+            return False
         for r in open_runs:
             r.status = R.IN_DOUBT
             r.finished_at = now
@@ -942,7 +978,9 @@ class _Runner:
         if self.prestarted is not None and self.prestarted[0] == job.cursor:
             _, run_id, started_at = self.prestarted
             self.prestarted = None
-        elif not step["idempotent"]:
+        elif not step["idempotent"] or step["kind"] == "command":
+            # a command always gets its ``started`` record: the heartbeat streams its output
+            # tail into it, and a recovered attempt is numbered after the lost one
             run_id = self._record_started(step, attempt_no, started_at)
         ctx = StepContext(
             job=job,
@@ -1087,6 +1125,9 @@ class _Runner:
         if "exit_code" in error and f"exit_{error['exit_code']}" in names:
             listed = True
         retryable = bool(error.get("retryable")) and not listed
+        # what the journal and the StepRun say is what the engine decided, not what the step
+        # claimed: an error named in non_retryable is recorded as not retryable
+        error["retryable"] = retryable
         failures = len(self._round()) + 1
         status = R.TIMED_OUT if result.status == "timed_out" else R.FAILED
         if retryable and failures < int(retry["max_attempts"]):
@@ -1709,6 +1750,22 @@ def engine_bootstrap() -> dict[str, Any]:
 # --- stats -------------------------------------------------------------------------------------
 
 
+def _step_counters(visible: Any) -> dict[str, int]:
+    """Attempts of the visible jobs' steps, one aggregate: every attempt that started, those
+    running now, how they ended, and how many were retries (attempt 2 or later)."""
+    runs = StepRun.objects.filter(job__in=visible.order_by().values("id"))
+    return runs.aggregate(
+        started=Count("id"),
+        running=Count("id", filter=Q(status=R.STARTED)),
+        succeeded=Count("id", filter=Q(status=R.SUCCEEDED)),
+        failed=Count("id", filter=Q(status__in=(R.FAILED, R.TIMED_OUT))),
+        timed_out=Count("id", filter=Q(status=R.TIMED_OUT)),
+        cancelled=Count("id", filter=Q(status=R.CANCELLED)),
+        in_doubt=Count("id", filter=Q(status=R.IN_DOUBT)),
+        retried=Count("id", filter=Q(attempt__gt=1)),
+    )
+
+
 def job_stats(*, actor: Actor | None, recent: int = 200) -> dict[str, Any]:
     """Counters in the spirit of Tau's state: totals by outcome, queue depth (runnable jobs and
     ready broker rows), running jobs, the reason codes of the most recent events, and whether
@@ -1759,6 +1816,7 @@ def job_stats(*, actor: Actor | None, recent: int = 200) -> dict[str, Any]:
             "broker_delayed_or_taken": OrmQ.objects.using(Conf.ORM).filter(lock__gt=now).count(),
         },
         "recent_reason_codes": dict(reasons.most_common()),
+        "steps": _step_counters(visible),
         # "ungated" said loudly: with no policy assigned, every tool call is allowed
         "gate": {**deployment_gate_status(), "ungated_active_jobs": ungated_active},
         "at": iso_utc(now),

@@ -707,14 +707,21 @@ def job_resume(
                 rebind = assigned
         elif job.policy_digest:
             current = policy
-            if current is None and job.policy is not None:
+            # a policy file is pinned by what it said when given: only the file, given again,
+            # says what it says now (fail closed; its stored copy is not a policy to follow)
+            if current is None and job.policy is not None and not job.policy.policy.is_file_copy:
                 current = _policy_current(job.policy)
             if current is None:
                 raise PolicyRefused(
                     "policy_evaluation_required",
                     f"job {job_id} is bound to policy {job.policy_ref or job.policy_digest[:12]}; resume must re-evaluate it",
                     details={"job_id": job_id, "policy_digest": job.policy_digest},
-                    hint="pass --policy FILE",
+                    hint=Hints(
+                        cli="pass the policy file again: --policy FILE",
+                        api='send "policy": the name of a stored policy (GET /api/v1/policies)',
+                        dashboard="a job bound to a policy file is resumed from the CLI with "
+                        "the file (gait job resume --policy FILE)",
+                    ),
                 )
             if current.digest != job.policy_digest:
                 transition = True

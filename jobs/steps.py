@@ -36,6 +36,7 @@ from django.conf import settings
 from gaitweb.errors import GaitError
 from jobs import egress
 from jobs.allowlists import allowlists_load, command_authorize
+from jobs.procwatch import GroupWatchdog, die_with_parent
 from jobs.secret_store import SECRET_MISSING, Redactor, SecretMissing, credential_like
 
 log = logging.getLogger("gaitweb.engine")
@@ -112,6 +113,8 @@ class StepContext:
     outputs: dict[str, Any]
     stop_event: threading.Event = field(default_factory=threading.Event)
     checkpoint_hook: Callable[[str, str], None] | None = None
+    # set by a running command: its stdout/stderr tails so far (redacted)
+    live_output: Callable[[], tuple[str, str]] | None = None
 
     @property
     def job_id(self) -> str:
@@ -237,6 +240,10 @@ class _Tail:
 
     def text(self, secrets: Redactor) -> str:
         self.thread.join(timeout=1.0)
+        return self.snapshot(secrets)
+
+    def snapshot(self, secrets: Redactor) -> str:
+        """The tail so far, redacted like the final one (callable while the pipe is read)."""
         data = secrets.raw(bytes(self.buf[-self.keep :])) if self.keep else b""
         data = data[-self.limit :] if self.limit else b""
         return data.decode("utf-8", errors="replace")
@@ -303,6 +310,7 @@ def run_command(ctx: StepContext, *, timeout: float, secrets: Redactor) -> StepR
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # own session and process group: killpg reaches the tree
+            preexec_fn=die_with_parent(os.getpid()),  # and it dies with its worker (procwatch)
         )
     except (OSError, ValueError) as exc:
         return StepResult(
@@ -311,8 +319,11 @@ def run_command(ctx: StepContext, *, timeout: float, secrets: Redactor) -> StepR
                 "spawn_failed", f"cannot start {argv[0]!r}: {exc}", False, spawn_failed=True
             ),
         )
+    watchdog = GroupWatchdog(proc.pid)
     margin = secrets.margin_bytes
     out, err = _Tail(proc.stdout, tail_limit, margin), _Tail(proc.stderr, tail_limit, margin)
+    # what the engine's heartbeat saves on the StepRun while the command runs
+    ctx.live_output = lambda: (out.snapshot(secrets), err.snapshot(secrets))
     deadline = time.monotonic() + timeout
     outcome = ""
     try:
@@ -331,6 +342,8 @@ def run_command(ctx: StepContext, *, timeout: float, secrets: Redactor) -> StepR
         if proc.poll() is None:  # the engine itself is going down: leave nothing behind
             _killpg(proc)
             proc.wait()
+        ctx.live_output = None
+        watchdog.release()
     stdout, stderr = out.text(secrets), err.text(secrets)
     if outcome == "cancelled":
         r = _cancelled("the command's process group was killed")

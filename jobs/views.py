@@ -41,6 +41,7 @@ from gaitweb.views import (
 )
 from jobs import services
 from jobs.models import Job, JobEvent, JobStatus, StepRun
+from jobs.models import StepRunStatus as R
 from jobs.selectors import (
     JobFilter,
     job_counts,
@@ -269,8 +270,22 @@ def _get_job_for_user(request: HttpRequest, job_id: str) -> tuple[Job, Actor]:
 
 
 def _detail_fp(job: Job) -> str:
-    last_run = StepRun.objects.filter(job=job).order_by("-id").values_list("id", "status").first()
-    return fingerprint(job.revision, job.status, last_run)
+    """Changes whenever the page would: a new event, a step run's state and, while a command
+    runs, its output tails (saved by the worker's heartbeat) and its elapsed time."""
+    last_run = (
+        StepRun.objects.filter(job=job)
+        .order_by("-id")
+        .values_list("id", "status", "stdout", "stderr")
+        .first()
+    )
+    running = last_run is not None and last_run[1] == R.STARTED
+    return fingerprint(
+        job.revision,
+        job.status,
+        job.lease_token is not None,
+        last_run,
+        int(time.time()) if running else 0,  # the elapsed time ticks
+    )
 
 
 def duration(ms: int | None) -> str:
@@ -289,20 +304,56 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
+def _step_state(
+    job: Job, step: dict[str, Any], index: int, last: StepRun | None, now: datetime
+) -> dict[str, Any]:
+    """What a step is doing now, as an operator needs to see it: ``running`` (attempt N, for
+    how long), ``waiting`` (a sleep or a wait parked on its ``started`` record), ``retry due``
+    (at when), or how its last attempt ended. An attempt from before a resume or a retry is
+    history: the step is ``next`` again, and the previous attempt is named beside it."""
+    current = index == job.cursor and not job.is_terminal
+    parking = step.get("kind") in PARKING_KINDS
+    held = job.lease_token is not None  # a worker has the job: the current step is executing
+    unfinished = last is not None and last.status != R.SUCCEEDED
+    state: dict[str, Any] = {"attempt_no": None, "elapsed": "", "retry_due": None, "previous": ""}
+    if last is not None and last.status == R.STARTED:
+        state["status"] = "waiting" if parking else "running"
+        state["attempt_no"] = last.attempt
+        state["elapsed"] = duration(int((now - last.started_at).total_seconds() * 1000))
+    elif current and held and not parking:
+        # an idempotent python or http step records nothing until it ends
+        state["status"] = "running"
+        state["attempt_no"] = last.attempt + 1 if last is not None and unfinished else 1
+    elif current and unfinished and job.status == S.WAITING and job.wake_at is not None:
+        assert last is not None
+        state["status"] = "retry due"
+        state["attempt_no"] = last.attempt + 1
+        state["retry_due"] = job.wake_at
+        state["previous"] = f"attempt {last.attempt} {last.status}"
+    elif current and unfinished and job.status in (S.QUEUED, S.RUNNING):
+        assert last is not None
+        state["status"] = "pending"
+        state["previous"] = f"attempt {last.attempt} {last.status}"
+    elif last is not None:
+        state["status"] = last.status
+    elif index < job.cursor:
+        state["status"] = "succeeded"
+    else:
+        state["status"] = "pending"
+    state["badge"] = {"retry due": "waiting"}.get(state["status"], state["status"])
+    return state
+
+
 def _steps(job: Job) -> list[dict[str, Any]]:
     runs: dict[int, list[StepRun]] = {}
     for run in StepRun.objects.filter(job=job).order_by("step_index", "attempt"):
         runs.setdefault(run.step_index, []).append(run)
+    now = timezone.now()
     out = []
     for i, step in enumerate(job.steps):
         attempts = runs.get(i, [])
         last = attempts[-1] if attempts else None
-        if last is not None:
-            status = last.status
-        elif i < job.cursor:
-            status = "succeeded"
-        else:
-            status = "pending"
+        state = _step_state(job, step, i, last, now)
         out.append(
             {
                 "index": i,
@@ -311,12 +362,12 @@ def _steps(job: Job) -> list[dict[str, Any]]:
                 "kind": step.get("kind", ""),
                 "tool": step.get("tool", ""),  # the caller's label
                 "gate_tool": step_gate_tool(step) if step.get("kind") not in PARKING_KINDS else "",
-                "status": status,
+                **state,
                 "current": i == job.cursor and not job.is_terminal,
                 "attempts": len(attempts),
-                "duration": duration(last.duration_ms) if last else "",
+                "duration": duration(last.duration_ms) if last and last.status != R.STARTED else "",
                 "output": pretty(last.output) if last else "",
-                "error": last.error if last else None,
+                "error": last.error if last and state["status"] != "running" else None,
                 "stdout": last.stdout if last else "",
                 "stderr": last.stderr if last else "",
                 "worker": last.worker if last else "",
@@ -367,6 +418,9 @@ def _detail_context(request: HttpRequest, job: Job, actor: Actor) -> dict[str, A
         "decision": decision,
         "can_build_pack": actor.can(Scope.CONTROL),  # building is a write (pack_build)
         "steps": _steps(job),
+        # paused, stopped or cancelled while a worker still holds the job: the step is finishing
+        "finishing": job.lease_token is not None
+        and job.status in (S.PAUSED, S.EMERGENCY_STOPPED, S.CANCELLED),
         "progress_pct": int(job.cursor * 100 / job.step_count) if job.step_count else 0,
         "events": events,
         "older_before": older,
@@ -598,12 +652,11 @@ def _job_templates(actor: Actor) -> list[Any]:
     ]
 
 
-def _policies() -> list[Any]:
-    from approvals.models import Policy
+def _policies(actor: Actor) -> list[Any]:
+    """The picker's policies: authored ones with a version (not the CLI's file copies)."""
+    from approvals.services import policy_list
 
-    return list(
-        Policy.objects.filter(current__isnull=False).select_related("current").order_by("name")
-    )
+    return [p for p in policy_list(actor=actor, file_copies=False) if p.current_id is not None]
 
 
 def _run_template(
@@ -684,7 +737,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
 
     actor = require_read(request)
     templates = _job_templates(actor)
-    policies = _policies()
+    policies = _policies(actor)
     ctx: dict[str, Any] = {
         "templates": templates,
         "policies": policies,

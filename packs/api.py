@@ -139,8 +139,24 @@ class EventsDiffOut(serializers.Serializer):
     truncated = serializers.BooleanField(help_text="the lists hold only the first entries")
 
 
+class DiffSideVerifyOut(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="the pack verifies (as packs/verify would)")
+    signature_status = serializers.ChoiceField(choices=["missing", "skipped", "verified", "failed"])
+    chain_ok = serializers.BooleanField()
+    hash_mismatches = serializers.ListField(
+        child=serializers.CharField(), help_text="files whose content is not what the manifest says"
+    )
+    missing_files = serializers.ListField(child=serializers.CharField())
+    undeclared_files = serializers.ListField(child=serializers.CharField())
+    reasons = serializers.ListField(
+        child=serializers.CharField(), help_text="why it fails, in a few words (empty when ok)"
+    )
+
+
 class PackDiffOut(serializers.Serializer):
-    identical = serializers.BooleanField(help_text="true only for the same manifest")
+    identical = serializers.BooleanField(
+        help_text="true only for the same manifest and the same content, file by file"
+    )
     changed = serializers.BooleanField()
     left_pack_id = serializers.CharField()
     right_pack_id = serializers.CharField()
@@ -154,6 +170,12 @@ class PackDiffOut(serializers.Serializer):
     manifest_delta = serializers.BooleanField()
     signatures_delta = serializers.BooleanField()
     events = EventsDiffOut(required=False, help_text="job packs: events matched by revision")
+    left_verify = DiffSideVerifyOut()
+    right_verify = DiffSideVerifyOut()
+    failing_verification = serializers.ListField(
+        child=serializers.ChoiceField(choices=["left", "right"]),
+        help_text="the sides that fail verification",
+    )
 
 
 class VerifyOut(serializers.Serializer):
@@ -258,7 +280,11 @@ class JobPacksView(ApiView):
 class PackDetailView(ApiView):
     required_scopes = {"GET": READ}
 
-    @extend_schema(operation_id="packs_show", responses={200: PackOut})
+    @extend_schema(
+        operation_id="packs_show",
+        responses={200: PackOut},
+        summary="A stored pack's metadata: job, revision, sha256, signing key, download link",
+    )
     def get(self, request: Request, pack_id: str) -> Response:
         from packs.selectors import pack_get
 
@@ -356,7 +382,7 @@ class PackDiffView(ApiView):
         operation_id="packs_diff",
         request={"multipart/form-data": PackDiffIn},
         responses={200: PackDiffOut},
-        summary="Compare two uploaded packs: files and, for job packs, events",
+        summary="Compare two uploaded packs by content: files, events, which side fails verification",
     )
     def post(self, request: Request) -> Response:
         from packs.services import pack_diff

@@ -95,14 +95,23 @@ def _inspect(args: Any) -> tuple[int, dict[str, Any]]:
 
 def _diff(args: Any) -> tuple[int, dict[str, Any]]:
     diff = services.pack_diff(left=args.left, right=args.right)
-    summary = (
-        "identical"
-        if diff["identical"]
-        else (
-            f"changed: +{len(diff['added_files'])} -{len(diff['removed_files'])} ~{len(diff['changed_files'])} files"
+    if diff["identical"]:
+        summary = "identical"
+    else:
+        events = diff.get("events") or {}
+        summary = (
+            f"changed: +{len(diff['added_files'])} -{len(diff['removed_files'])} "
+            f"~{len(diff['changed_files'])} files"
+            + (f", ~{events['changed_count']} events" if events.get("changed_count") else "")
         )
-    )
-    # ok means the comparison ran; the exit code says whether the packs differ
+    failing = [
+        f"{side} ({', '.join(diff[f'{side}_verify']['reasons'][:3])})"
+        for side in diff["failing_verification"]
+    ]
+    if failing:
+        summary += "; fails verification: " + "; ".join(failing)
+    # ok means the comparison ran; the exit code says whether the packs differ (0 only when
+    # identical, content included)
     return (EXIT_OK if diff["identical"] else EXIT_VERIFY_FAILED), {
         "ok": True,
         **diff,

@@ -732,10 +732,16 @@ def pack_verify(
     trusted: dict[str, Ed25519PublicKey] = trusted_public_keys() if trust_registered_keys else {}
     for key in public_keys or []:
         trusted[spec.key_id_of(key)] = key
+    with zip_open(source) as zf:
+        return _verify_zip(zf, trusted, allow_unsigned=allow_unsigned)
+
+
+def _verify_zip(
+    zf: SafeZip, trusted: dict[str, Ed25519PublicKey], *, allow_unsigned: bool
+) -> PackVerifyResult:
     result = PackVerifyResult(signature_required=not allow_unsigned)
     problems = _Problems()
-    with zip_open(source) as zf:
-        _verify_open(zf, result, problems, trusted)
+    _verify_open(zf, result, problems, trusted)
     _signature_verdict(result, problems, allow_unsigned=allow_unsigned)
     result.errors = problems.items
     result.ok = (
@@ -1044,13 +1050,55 @@ def _manifest_of(zf: SafeZip, side: str) -> dict[str, Any]:
     return manifest
 
 
+def _content_hashes(
+    zf: SafeZip, manifest: dict[str, Any], checked: PackVerifyResult
+) -> dict[str, str]:
+    """What each file of the pack holds, by its actual sha256 (not the manifest's word): the
+    verification already hashed every declared file, so only a mismatch's actual hash and the
+    undeclared files are new. A declared file that is absent maps to ``"missing"``."""
+    hashes = {c["path"]: str(c["sha256"]).lower() for c in manifest["contents"]}
+    for m in checked.hash_mismatches:
+        hashes[m["path"]] = m["actual"]
+    for path in checked.missing_files:
+        hashes[path] = "missing"
+    for path in checked.undeclared_files:
+        hashes[path] = zf.sha256(path)
+    return hashes
+
+
+def _verify_summary(checked: PackVerifyResult) -> dict[str, Any]:
+    """One side's verification, short: ``reasons`` says why it fails in a few words."""
+    reasons = [
+        *(f"hash mismatch: {m['path']}" for m in checked.hash_mismatches),
+        *(f"missing: {p}" for p in checked.missing_files),
+        *(f"undeclared: {p}" for p in checked.undeclared_files),
+        *([] if checked.chain_ok else ["chain does not verify"]),
+        *dict.fromkeys(str(e.get("code")) for e in checked.errors),
+    ]
+    return {
+        "ok": checked.ok,
+        "signature_status": checked.signature_status,
+        "chain_ok": checked.chain_ok,
+        "hash_mismatches": [m["path"] for m in checked.hash_mismatches],
+        "missing_files": checked.missing_files,
+        "undeclared_files": checked.undeclared_files,
+        "reasons": [] if checked.ok else reasons[:DIFF_LIST_MAX],
+    }
+
+
 def pack_diff(*, left: Source, right: Source) -> dict[str, Any]:
-    """What differs between two packs: entries added, removed or changed (by their declared
-    sha256) and, for job packs, which events. ``identical`` is true only for the same manifest."""
+    """What differs between two packs, by content: entries added, removed or changed (their
+    actual sha256, so an edited file counts however the manifest describes it) and, for job
+    packs, which events. Each side is also verified (as ``pack_verify`` would, against the
+    registered keys): ``left_verify`` / ``right_verify`` say which pack fails and why.
+    ``identical`` is true only for the same manifest and the same content."""
+    trusted = trusted_public_keys()
     with zip_open(left) as lz, zip_open(right) as rz:
         lm, rm = _manifest_of(lz, "left"), _manifest_of(rz, "right")
-        lfiles = {c["path"]: c["sha256"] for c in lm["contents"]}
-        rfiles = {c["path"]: c["sha256"] for c in rm["contents"]}
+        lcheck = _verify_zip(lz, trusted, allow_unsigned=False)
+        rcheck = _verify_zip(rz, trusted, allow_unsigned=False)
+        lfiles = _content_hashes(lz, lm, lcheck)
+        rfiles = _content_hashes(rz, rm, rcheck)
         added = sorted(set(rfiles) - set(lfiles))
         removed = sorted(set(lfiles) - set(rfiles))
         changed = sorted(p for p in set(lfiles) & set(rfiles) if lfiles[p] != rfiles[p])
@@ -1067,9 +1115,22 @@ def pack_diff(*, left: Source, right: Source) -> dict[str, Any]:
             "changed_files": changed,
             "manifest_delta": manifest_delta,
             "signatures_delta": (lm.get("signatures") or []) != (rm.get("signatures") or []),
+            "left_verify": _verify_summary(lcheck),
+            "right_verify": _verify_summary(rcheck),
         }
         if lm.get("pack_type") == PACK_TYPE_JOB and rm.get("pack_type") == PACK_TYPE_JOB:
             out["events"] = _events_diff(lz, rz)
-        out["identical"] = not (added or removed or changed or manifest_delta)
+        events_changed = bool(
+            out.get("events")
+            and (
+                out["events"]["added_count"]
+                or out["events"]["removed_count"]
+                or out["events"]["changed_count"]
+            )
+        )
+        out["identical"] = not (added or removed or changed or manifest_delta or events_changed)
         out["changed"] = not out["identical"]
+        out["failing_verification"] = [
+            side for side, c in (("left", lcheck), ("right", rcheck)) if not c.ok
+        ]
         return out

@@ -288,3 +288,36 @@ def test_the_schema_and_swagger_ui_are_served_by_the_app_without_a_cdn() -> None
     assert not re.search(r"https?://(?!127\.0\.0\.1|localhost|testserver)", html)
     bundle = next(a for a in assets if a.endswith("swagger-ui-bundle.js"))
     assert client.get(bundle).status_code == 200
+
+
+def test_every_operation_in_swagger_has_its_own_summary_and_no_inherited_description() -> None:
+    """The user opened /api/v1/docs/: each operation must say what it does, not the base view's
+    docstring ("Base of every gaitweb API view…")."""
+    import inspect
+
+    import yaml
+    from django.test import Client
+
+    from gaitweb.api_views import ApiView
+
+    schema = yaml.safe_load(Client().get("/api/v1/schema/").content)
+    base_doc = inspect.cleandoc(ApiView.__doc__ or "")
+    assert base_doc
+    ops = [
+        (f"{method.upper()} {path}", op)
+        for path, item in schema["paths"].items()
+        for method, op in item.items()
+        if method in ("get", "post", "put", "patch", "delete")
+    ]
+    assert len(ops) >= 45
+    missing = [name for name, op in ops if not (op.get("summary") or "").strip()]
+    assert missing == [], missing
+    leaked = [
+        name
+        for name, op in ops
+        if base_doc[:40] in (op.get("summary") or "")
+        or base_doc[:40] in (op.get("description") or "")
+    ]
+    assert leaked == [], leaked
+    summaries = [op["summary"] for _, op in ops]
+    assert len(set(summaries)) == len(summaries), "two operations share a summary"

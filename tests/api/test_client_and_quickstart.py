@@ -157,3 +157,44 @@ def test_the_client_assigns_policies_and_the_agent_cannot_escape_them(
     with GaitClient(live_server.url, keys["admin"]) as admin:
         admin.identity_policy_clear("refund-agent")
         assert admin.identity_policy("refund-agent")["policy"] is None
+
+
+@pytest.mark.slow
+def test_the_readme_quickstart_works_on_sqlite_against_a_live_manage_py_up(tmp_path: Path) -> None:
+    """What a fresh clone does: `make run` (manage.py up, SQLite, a new data dir), API keys
+    from the CLI, then examples/agent_quickstart.py end to end against that server."""
+    from tests.web.test_up import Up
+
+    server = Up(tmp_path / "var", sqlite=True)
+    try:
+        assert "database: sqlite3" in server.output
+        assert (tmp_path / "var" / "gaitweb.sqlite3").exists()
+
+        def key(identity: str, scopes: str) -> str:
+            proc = subprocess.run(
+                [sys.executable, "manage.py", "gait", "apikey", "create", "--identity", identity,
+                 "--scopes", scopes, "--json"],
+                env=server.env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            return str(json.loads(proc.stdout.strip().splitlines()[-1])["key"])
+
+        env = {
+            **server.env,
+            "GAIT_URL": f"http://127.0.0.1:{server.port}",
+            "GAIT_API_KEY": key("refund-agent", "submit,read,control"),
+            "GAIT_REVIEWER_KEY": key("rita", "approve,read,cross_identity"),
+            "GAIT_ADMIN_KEY": key("root", "admin"),
+        }
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "agent_quickstart.py"), "--job-id", "qs-up"],
+            env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr + server.output
+        steps = [json.loads(line) for line in proc.stdout.splitlines()]
+        gates = {s["tool"]: s["verdict"] for s in steps if s["step"] == "gate"}
+        assert gates == {"invoices.read": "allow", "payments.refund": "require_approval"}
+        assert [s["step"] for s in steps][-3:] == ["approved", "resumed", "completed"]
+        assert " 500 " not in server.output  # gunicorn's access log: no server error on the way
+    finally:
+        server.stop()

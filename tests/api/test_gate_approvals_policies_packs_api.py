@@ -354,6 +354,23 @@ def test_pack_diff_compares_two_uploaded_packs(agent: APIClient) -> None:
     assert changed["events"]["added_count"] == 2 and changed["events"]["removed_count"] == 0
     assert [e["type"] for e in changed["events"]["added"]] == ["pack_built", "checkpoint_added"]
 
+    # the content counts, not the manifests' word: an edited events file is a difference, and
+    # the edited side is the one that fails verification
+    from tests.packs.helpers import entries_of, rezip
+
+    files = entries_of(before)
+    files["job_events.jsonl"] = files["job_events.jsonl"].replace(b"pk-diff", b"pk-dif2", 1)
+    edited = diff(before, rezip(files))
+    assert edited.status_code == 200, edited.content
+    body = edited.json()
+    assert body["identical"] is False and body["manifest_delta"] is False
+    assert body["changed_files"] == ["job_events.jsonl"]
+    # no signing key here: both sides are unsigned, only the edited one is inconsistent
+    assert body["failing_verification"] == ["left", "right"]
+    assert body["left_verify"]["reasons"] == ["pack_unsigned"]
+    assert body["right_verify"]["hash_mismatches"] == ["job_events.jsonl"]
+    assert "hash mismatch: job_events.jsonl" in body["right_verify"]["reasons"]
+
     missing = agent.post("/api/v1/packs/diff", {"left": io.BytesIO(before)}, format="multipart")
     assert missing.status_code == 400 and error_code(missing) == "missing_file"
     assert missing.json()["error"]["details"] == {"field": "right"}
@@ -422,3 +439,32 @@ def test_a_viewer_cannot_build_a_pack_over_the_api(
         assert r.json()["error"]["details"] == {"required_scope": "control"}
     assert not JobEvent.objects.filter(job__job_id="pk-viewer", type="pack_built").exists()
     assert agent.post("/api/v1/jobs/pk-viewer/packs").status_code == 201  # control may
+
+
+def test_an_unknown_policy_and_a_file_bound_resume_answer_with_api_hints(
+    agent: APIClient, tmp_path: Any
+) -> None:
+    """The API user names a policy that is not stored, and resumes a job an operator bound to a
+    policy file from the CLI: each hint names the API's way, never a CLI command or flag."""
+    from approvals.services import policy_binding_resolve
+    from gaitweb.actors import Actor
+    from jobs import services as jobs
+
+    r = agent.post("/api/v1/jobs", {"job_id": "hint-1", "policy": "nope"}, format="json")
+    assert error_code(r) == "policy_not_found", r.content
+    hint = r.json()["error"]["hint"]
+    assert "/api/v1/policies" in hint and "gait " not in hint
+
+    path = tmp_path / "allow.yaml"
+    path.write_text("default_verdict: allow\nrules: []\n")
+    jobs.job_submit(
+        actor=Actor.system("ops"),
+        job_id="hint-2",
+        identity="agent-7",
+        policy=policy_binding_resolve(ref=str(path)),
+    )
+    jobs.job_pause(actor=Actor.system("ops"), job_id="hint-2")
+    r = agent.post("/api/v1/jobs/hint-2/resume", {}, format="json")
+    assert r.status_code == 422 and error_code(r) == "policy_evaluation_required", r.content
+    hint = r.json()["error"]["hint"]
+    assert '"policy"' in hint and "--policy" not in hint

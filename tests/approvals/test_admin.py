@@ -239,3 +239,35 @@ def test_an_admin_binds_a_policy_to_an_identity_and_an_operator_cannot(cast: Any
     delete = reverse("admin:approvals_identitypolicy_delete", args=[row.pk])
     assert post(client, delete, {"post": "yes"}).status_code == 302
     assert not IdentityPolicy.objects.exists()
+
+
+def test_policy_files_stored_by_the_cli_are_hidden_from_the_picker_and_grouped_in_admin(
+    cast: Any, tmp_path: Any, capsys: Any
+) -> None:
+    """`gait job submit --policy allow.yaml` stores the file as `file:allow.yaml@<digest>`:
+    the dashboard's picker offers authored policies only, the admin list shows them apart."""
+    from jobs.management.commands.gait import main
+
+    policy_save(actor=cast.actor("admin"), name="billing", source=GOOD)
+    for n in range(3):  # three edits of the same file: three stored copies
+        path = tmp_path / "allow.yaml"
+        path.write_text(GOOD.replace("priority: 10", f"priority: {10 + n}"))
+        assert main(["job", "submit", "--id", f"job_{n}", "--policy", str(path), "--json"]) == 0
+    capsys.readouterr()
+    copies = list(Policy.objects.filter(name__startswith="file:allow.yaml@"))
+    assert len(copies) == 3
+
+    client = Client()
+    client.force_login(cast.operator)
+    picker = client.get(reverse("jobs-new")).content.decode()
+    assert 'value="billing"' in picker
+    assert "file:allow.yaml" not in picker
+
+    admin_client = staff_client(cast.admin)
+    listing = admin_client.get(reverse("admin:approvals_policy_changelist")).content.decode()
+    assert "billing" in listing and "file:allow.yaml" not in listing
+    files = admin_client.get(
+        reverse("admin:approvals_policy_changelist") + "?origin=files"
+    ).content.decode()
+    assert all(c.name in files for c in copies) and ">billing<" not in files
+    assert "file (CLI)" in files

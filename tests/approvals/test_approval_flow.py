@@ -458,3 +458,18 @@ def test_requests_of_a_cancelled_job_leave_the_queue(cast: Any) -> None:
     request_for()
     jobs.job_cancel(actor=cast.actor("operator"), job_id="job_a1")
     assert list(approval_pending_list(actor=cast.actor("reviewer"))) == []
+
+
+def test_an_escalation_window_is_never_shorter_than_the_documented_minimum(cast: Any) -> None:
+    """docs/policy-format.md: a request that expired after 5 s gets 60 s with the admins."""
+    from approvals.services import ESCALATION_WINDOW_MIN
+
+    assert ESCALATION_WINDOW_MIN == timedelta(seconds=60)
+    parked_job()
+    req = request_for(expires_in=5, on_expiry="escalate")
+    at = timezone.now() + timedelta(seconds=6)
+    assert approval_expire_due(now=at)[0]["fallback"] == "escalate"
+    req.refresh_from_db()
+    assert req.escalated and req.expires_at == at + timedelta(seconds=60)
+    assert approval_expire_due(now=at + timedelta(seconds=59)) == []
+    assert approval_expire_due(now=at + timedelta(seconds=61))[0]["fallback"] == "reject"

@@ -152,6 +152,11 @@ def test_a_non_retryable_failure_fails_the_job_at_once(clusters: Any, tmp_path: 
     assert StepRun.objects.filter(job=job).count() == 1
     assert not (tmp_path / "after.log").exists()
     assert events(job)[-1] == ("failed", "step_non_retryable")
+    # the journal says what the engine decided: the listed error is not retryable
+    failed = JobEvent.objects.get(job=job, type="failed")
+    assert failed.payload["error"]["type"] == "PaymentDeclined"
+    assert failed.payload["error"]["retryable"] is False
+    assert StepRun.objects.get(job=job).error["retryable"] is False
 
 
 def test_a_command_that_keeps_failing_fails_the_job_with_job_non_zero_exit(
@@ -691,3 +696,110 @@ def test_cancel_kills_a_running_command_and_finishes_the_job(
     assert job.status_reason_code == "job_cancelled_during_run"
     assert StepRun.objects.get(job=job).status == "cancelled"
     assert ("step_cancelled", "job_cancelled_during_run") in events(job)
+
+
+def test_kill_9_of_the_worker_kills_its_command_and_everything_the_command_started(
+    clusters: Any, tmp_path: Path, allow_commands: Any
+) -> None:
+    """The command runs in its own session, out of reach of a kill of the worker's group: it
+    still dies with its worker (the kernel's parent-death signal, then the group watchdog)."""
+    allow_commands(shell=True)
+    cluster = clusters()
+    pidfile = tmp_path / "pids"
+    submit(
+        [
+            {
+                "name": "long",
+                "kind": "command",
+                "with": {"shell": True, "command": f"sleep 120 & echo $$ $! > {pidfile}; wait"},
+            }
+        ]
+    )
+    wait_for(
+        lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2,
+        timeout=15,
+        what="the command and its background child to start",
+    )
+    leader, child = (int(p) for p in pidfile.read_text().split())
+    assert _alive(leader) and _alive(child)
+    cluster.kill()  # kill -9 of the qcluster's whole process group
+    wait_for(lambda: not _alive(leader), timeout=5, interval=0.05, what="the command to die")
+    wait_for(lambda: not _alive(child), timeout=5, interval=0.05, what="its background child")
+
+
+def test_a_recovered_attempt_of_an_idempotent_command_is_numbered_after_the_lost_one(
+    clusters: Any, tmp_path: Path, allow_commands: Any
+) -> None:
+    allow_commands(shell=True)
+    seen = tmp_path / "attempts"
+    job = submit(
+        [
+            {
+                "name": "sync",
+                "kind": "command",
+                "idempotent": True,
+                "retry": {"max_attempts": 3},
+                # the first attempt hangs (its worker is killed), the next one finishes
+                "with": {
+                    "shell": True,
+                    "command": f'echo "$GAIT_ATTEMPT" >> {seen}; '
+                    f'[ "$GAIT_ATTEMPT" = 1 ] && sleep 60; exit 0',
+                },
+            }
+        ]
+    )
+    cluster = clusters()
+    wait_for(lambda: seen.exists() and seen.read_text(), timeout=15, what="attempt 1 to start")
+    cluster.kill()
+    clusters()
+    job = settled(job, timeout=LEASE_SECONDS + 15)
+    assert job.status == "completed"
+    assert seen.read_text().split() == ["1", "2"]
+    runs = list(StepRun.objects.filter(job=job).order_by("attempt"))
+    assert [(r.attempt, r.status) for r in runs] == [(1, "failed"), (2, "succeeded")]
+    assert runs[0].error["type"] == "worker_lost" and runs[0].error["retryable"] is True
+    assert ("recovered", "job_recovered_after_restart") in events(job)
+
+
+def test_jobs_stats_counts_step_attempts_retries_and_failures(clusters: Any, capsys: Any) -> None:
+    """`gait jobs stats` after a flaky step (two retries) and a step that gives up."""
+    import json as _json
+
+    from jobs.management.commands.gait import main
+
+    clusters()
+    retry = {"max_attempts": 3, "initial_interval": "0.1s", "backoff": 1.0}
+    flaky = submit(
+        [
+            {
+                "name": "flaky",
+                "kind": "python",
+                "with": {"function": "fail_n_times", "args": {"n": 2}},
+                "retry": retry,
+            }
+        ]
+    )
+    broken = submit(
+        [
+            {
+                "name": "broken",
+                "kind": "python",
+                "with": {"function": "fail_n_times", "args": {"n": 9}},
+                "retry": {"max_attempts": 2, "initial_interval": "0.1s"},
+            }
+        ]
+    )
+    assert settled(flaky).status == "completed" and settled(broken).status == "failed"
+    capsys.readouterr()
+    assert main(["jobs", "stats", "--json"]) == 0
+    steps = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stats"]["steps"]
+    assert steps == {
+        "started": 5,
+        "running": 0,
+        "succeeded": 1,
+        "failed": 4,
+        "timed_out": 0,
+        "cancelled": 0,
+        "in_doubt": 0,
+        "retried": 3,
+    }

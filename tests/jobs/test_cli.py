@@ -370,3 +370,64 @@ def test_a_spec_file_with_the_alias_bomb_or_deep_json_is_exit_6_and_submits_noth
     )
     assert exit_code == 6 and out["error_code"] == "yaml_alias_refused"
     assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_inspect_of_a_tampered_job_exits_2_not_0(capsys: Any) -> None:
+    """A script that gates on `gait job inspect` must not read a forged journal as healthy."""
+    gait(capsys, "job", "submit", "--id", "job_1", "--identity", "w", "--json")
+    gait(
+        capsys,
+        "job",
+        "checkpoint",
+        "add",
+        "--id",
+        "job_1",
+        "--type",
+        "plan",
+        "--summary",
+        "p",
+        "--json",
+    )
+    assert gait(capsys, "job", "inspect", "--id", "job_1", "--json")[0] == 0
+    JobEvent.objects.filter(job__job_id="job_1", revision=2).update(reason_code="forged")
+    code, out = gait(capsys, "job", "inspect", "--id", "job_1", "--json")
+    assert code == 2 and out["ok"] is False and out["error_code"] == "chain_broken"
+    assert out["chain"]["first_bad_revision"] == 2 and "BROKEN" in out["summary"]
+
+
+@pytest.mark.django_db
+def test_resuming_a_file_bound_job_without_policy_is_refused_until_the_file_is_given(
+    capsys: Any, files: dict[str, str]
+) -> None:
+    """docs/lifecycle.md: a job bound to a policy file must be given the file again."""
+    gait(
+        capsys,
+        "job",
+        "submit",
+        "--id",
+        "job_1",
+        "--identity",
+        "w",
+        "--policy",
+        files["policy"],
+        "--json",
+    )
+    gait(capsys, "job", "pause", "--id", "job_1", "--json")
+    code, out = gait(capsys, "job", "resume", "--id", "job_1", "--actor", "w", "--json")
+    assert code == 6 and out["error_code"] == "policy_evaluation_required", out
+    assert "--policy" in out["hint"] and "GET /api" not in out["hint"]
+    assert Job.objects.get(job_id="job_1").status == "paused"
+    code, out = gait(
+        capsys,
+        "job",
+        "resume",
+        "--id",
+        "job_1",
+        "--actor",
+        "w",
+        "--policy",
+        files["policy"],
+        "--json",
+    )
+    assert code == 0 and out["job"]["status"] in ("queued", "running"), out

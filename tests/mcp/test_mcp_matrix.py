@@ -170,3 +170,24 @@ def test_every_tool_refuses_an_unknown_argument_and_names_it(
     assert err and out["error_code"] == "unknown_field", out
     assert out["details"]["field"] == "polcy"
     assert world_fingerprint() == before
+
+
+def test_docs_mcp_md_lists_gate_evaluates_arguments_as_the_tool_declares_them(
+    transactional_db: None,
+) -> None:
+    """An agent author reads docs/mcp.md: the argument table is the tool's input schema."""
+    import re
+    from pathlib import Path
+
+    from gaitweb.mcp_server import build_server
+
+    server = build_server(Actor.system("test"))
+
+    declared = server._tool_manager.get_tool(
+        "gate_evaluate"
+    ).parameters  # what tools/list publishes
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "mcp.md").read_text()
+    section = doc.split("### `gate_evaluate` arguments", 1)[1].split("```", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| (yes|no) \|", section, flags=re.M)
+    assert {name for name, _ in rows} == set(declared["properties"])
+    assert {name for name, req in rows if req == "yes"} == set(declared.get("required", []))

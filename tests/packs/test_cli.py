@@ -265,3 +265,41 @@ def test_pack_verify_exits_2_for_a_forged_pack(pack_file: Path, capsys: Any) -> 
     assert code == 2 and payload["ok"] is False and payload["chain_ok"] is True
     assert [e["code"] for e in payload["errors"]] == ["pack_unsigned"]
     assert payload["summary"].startswith("FAILED")
+
+
+def test_pack_diff_compares_content_an_edited_events_file_is_different_and_named(
+    pack_file: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """The user edited job_events.jsonl inside a copy of a pack (the manifest untouched) and
+    diffed it against the original: not identical, exit 2, and the edited side fails verification."""
+    files = entries_of(pack_file.read_bytes())
+    files["job_events.jsonl"] = files["job_events.jsonl"].replace(b'"otto"', b'"mallory"', 1)
+    assert b"mallory" in files["job_events.jsonl"]
+    edited = tmp_path / "edited.zip"
+    edited.write_bytes(rezip(files))
+
+    code, payload = gait(capsys, "pack", "diff", str(pack_file), str(edited))
+
+    assert code == 2
+    assert payload["identical"] is False and payload["changed"] is True
+    assert payload["manifest_delta"] is False  # the manifests agree: only the content differs
+    assert payload["changed_files"] == ["job_events.jsonl"]
+    assert payload["events"]["changed_count"] == 1
+    assert payload["failing_verification"] == ["right"]
+    assert payload["left_verify"]["ok"] is True
+    assert payload["right_verify"]["hash_mismatches"] == ["job_events.jsonl"]
+    assert "right" in payload["summary"] and "job_events.jsonl" in payload["summary"]
+
+    # and the other way round: which side fails follows the file
+    code, payload = gait(capsys, "pack", "diff", str(edited), str(pack_file))
+    assert code == 2 and payload["failing_verification"] == ["left"]
+
+
+def test_pack_diff_of_a_pack_and_its_byte_copy_is_identical_and_both_verify(
+    pack_file: Path, tmp_path: Path, capsys: Any
+) -> None:
+    copy = tmp_path / "copy.zip"
+    copy.write_bytes(pack_file.read_bytes())
+    code, payload = gait(capsys, "pack", "diff", str(pack_file), str(copy))
+    assert code == 0 and payload["identical"] is True
+    assert payload["failing_verification"] == [] and payload["summary"] == "identical"

@@ -11,6 +11,7 @@ from django.test import Client
 
 from gaitweb.actors import Actor
 from tests.conftest import PASSWORD, Cast
+from tests.engine.conftest import clusters, pg, worker_env  # noqa: F401 (real workers for pages)
 
 AGENT = Actor.system("agent-smith", identity="agent.smith")
 

@@ -223,3 +223,47 @@ def test_a_reviewer_sees_an_in_doubt_question_in_the_queue_and_answers_it(
     page.goto(live_server.url + "/jobs/web-doubt/")
     expect(page.locator("#job-status")).to_have_text("completed")
     shots(page, "job-detail-in-doubt-answered")
+
+
+def test_an_operator_watches_a_command_steps_output_grow_while_it_runs(
+    login, live_server, shots, clusters, allow_commands
+):
+    """A real qcluster runs a command printing a line a second; the operator keeps the job page
+    open and sees the step running (attempt 1, elapsed time) with its output growing, without
+    reloading, then the step and the job complete."""
+    from playwright.sync_api import expect
+
+    from jobs.services import job_submit
+
+    allow_commands(shell=True)
+    clusters()
+    script = "for i in 1 2 3 4 5 6; do echo line-$i; sleep 1; done; echo oops >&2"
+    job_submit(
+        actor=Actor.system("ops"),
+        job_id="web-watch",
+        spec={
+            "steps": [
+                {"name": "count", "kind": "command", "with": {"shell": True, "command": script}}
+            ]
+        },
+    )
+    page = login("operator")
+    page.goto(live_server.url + "/jobs/web-watch/")
+    _mark(page)
+    badge = page.locator('[data-step-status="count"]')
+    expect(badge).to_have_text("running", timeout=15_000)
+    expect(page.locator(".step-attempt")).to_have_text("attempt 1")
+    out = page.locator('.live-output[data-step="count"] .live-stdout')
+    expect(out).to_contain_text("line-1", timeout=8_000)
+    first = out.inner_text()
+    expect(out).to_contain_text("line-3", timeout=8_000)
+    assert len(out.inner_text()) > len(first)  # it grew while the step ran
+    expect(badge).to_have_text("running")  # still running: this is the live tail
+    expect(page.locator(".step-elapsed")).to_contain_text("running for")
+    shots(page, "job-detail-live-output")
+    expect(page.locator("#job-status")).to_have_text("completed", timeout=15_000)
+    expect(badge).to_have_text("succeeded")
+    assert _not_reloaded(page)
+    page.get_by_text("output and logs").click()
+    expect(page.locator("#live")).to_contain_text("line-6")
+    expect(page.locator("#live")).to_contain_text("oops")

@@ -278,3 +278,65 @@ def test_a_poll_after_the_session_ended_sends_the_browser_to_the_login_page(cast
     )
     assert response.status_code == 200
     assert response["HX-Redirect"] == "/login/?next=/jobs/%3Fstatus%3Dpaused"
+
+
+def test_a_failed_attempt_waiting_for_its_retry_shows_retry_due_not_next(cast):
+    """A flaky step failed once; its retry is an hour away. The job page says so."""
+    from jobs.engine import advance
+    from jobs.models import Job
+
+    services.job_submit(
+        actor=AGENT,
+        job_id="web-retry",
+        spec={
+            "steps": [
+                {
+                    "name": "flaky",
+                    "kind": "python",
+                    "with": {"function": "fail_n_times", "args": {"n": 1}},
+                    "retry": {"max_attempts": 3, "initial_interval": "1h", "max_interval": "2h"},
+                }
+            ]
+        },
+    )
+    assert advance("web-retry") == "retry_scheduled"
+    job = Job.objects.get(job_id="web-retry")
+    assert job.status == "waiting" and job.wake_at is not None
+    html = Browser(cast.viewer).get("/jobs/web-retry/").content.decode()
+    assert 'data-step-status="flaky">retry due<' in html
+    assert "attempt 2" in html and "previous: attempt 1 failed" in html
+    assert job.wake_at.strftime("%H:%M:%S") in html
+
+
+def test_a_paused_job_whose_step_is_still_running_says_the_step_is_finishing(cast):
+    """Pause lands while a worker runs a command: the status is paused, the step still runs."""
+    import uuid
+
+    from django.utils import timezone
+
+    from jobs.models import Job, StepRun
+
+    services.job_submit(
+        actor=AGENT,
+        job_id="web-finishing",
+        spec={
+            "steps": [
+                {
+                    "name": "long",
+                    "kind": "python",
+                    "with": {"function": "add", "args": {"a": 1, "b": 1}},
+                }
+            ]
+        },
+    )
+    # what a worker's claim leaves: the lease, and the command's started record
+    job = Job.objects.get(job_id="web-finishing")
+    Job.objects.filter(pk=job.pk).update(status="running", lease_token=uuid.uuid4())
+    StepRun.objects.create(
+        job=job, step_index=0, step_name="long", attempt=1, status="started",
+        started_at=timezone.now(), stdout="halfway\n",
+    )  # fmt: skip
+    services.job_pause(actor=AGENT, job_id="web-finishing")
+    html = Browser(cast.viewer).get("/jobs/web-finishing/").content.decode()
+    assert ">paused<" in html and "the running step is still finishing" in html
+    assert 'data-step-status="long">running<' in html and "halfway" in html
