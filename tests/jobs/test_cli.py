@@ -341,7 +341,13 @@ def test_the_sequence_runs_as_real_manage_py_subprocesses(files: dict[str, str])
 def test_a_spec_file_with_the_alias_bomb_or_deep_json_is_exit_6_and_submits_nothing(
     tmp_path: Path, capsys: Any
 ) -> None:
-    from tests.hostile import cheaply, deep_json, policy_alias_bomb, spec_alias_bomb
+    from tests.hostile import (
+        REFUSAL_PEAK_BYTES,
+        cheaply,
+        deep_json,
+        policy_alias_bomb,
+        spec_alias_bomb,
+    )
 
     cases = {
         "bomb.yaml": (spec_alias_bomb(), "yaml_alias_refused"),
@@ -350,7 +356,7 @@ def test_a_spec_file_with_the_alias_bomb_or_deep_json_is_exit_6_and_submits_noth
     }
     for name, (text, code) in cases.items():
         (tmp_path / name).write_text(text)
-        (exit_code, out), seconds, _ = cheaply(
+        (exit_code, out), _, peak = cheaply(
             lambda name=name: gait(
                 capsys,
                 "job",
@@ -363,7 +369,7 @@ def test_a_spec_file_with_the_alias_bomb_or_deep_json_is_exit_6_and_submits_noth
             )
         )
         assert exit_code == 6 and out["error_code"] == code, (name, out)
-        assert seconds < 2
+        assert peak < REFUSAL_PEAK_BYTES, (name, peak)
     (tmp_path / "policy.yaml").write_text(policy_alias_bomb())
     exit_code, out = gait(
         capsys, "job", "submit", "--id", "j-p", "--policy", str(tmp_path / "policy.yaml"), "--json"
