@@ -881,6 +881,15 @@ class _Runner:
                 return "yielded"
             step = steps[job.cursor]
             kind = step["kind"]
+            if kind == "workflow":  # code that gates each of its own tool calls (jobs.durable)
+                from jobs.durable import workflow_advance  # jobs.durable imports this module
+
+                outcome = workflow_advance(self, step)
+                if outcome != "continue":
+                    return outcome
+                job = self.job
+                assert job is not None
+                continue
             if (
                 job.policy_id is not None
                 and kind not in PARKING_KINDS

@@ -624,7 +624,10 @@ def job_reject(
         _require_status(job, "reject")
         if not allow_self_approval:
             _forbid_self_approval(job, actor)
-        job.status = S.BLOCKED
+        # a workflow's tool call that a reviewer rejected: the workflow runs on and sees
+        # ToolRejected at that call (jobs.durable); anything else blocks the job
+        requeue = bool(_decided_request) and _workflow_call_request(job, _decided_request)
+        job.status = S.QUEUED if requeue else S.BLOCKED
         job.status_reason_code = "approval_rejected"
         payload: dict[str, Any] = {"reason": reason}
         if _decided_request:
@@ -637,7 +640,17 @@ def job_reject(
             payload=payload,
             update_fields=["status", "status_reason_code"],
         )
+        if requeue:
+            job_wake(job.job_id)
     return job
+
+
+def _workflow_call_request(job: Job, request_id: str) -> bool:
+    from approvals.models import ApprovalRequest  # approvals.services imports this module
+
+    return job.is_workflow and ApprovalRequest.objects.filter(
+        job=job, request_id=request_id, step_index__gte=1
+    ).exists()
 
 
 def job_resume(
