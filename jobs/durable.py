@@ -82,6 +82,9 @@ VERSION_MISMATCH = "workflow_version_mismatch"
 UNKNOWN_WORKFLOW = "workflow_unknown"
 # the most calls one job may record (each is a row and an event)
 MAX_CALLS = 100_000
+# the latest replay in this process: calls replayed and the time.monotonic() at which the first
+# new call was reached (bench/workflow_bench.py reads it; nothing else depends on it)
+REPLAY_STATS: dict[str, float] = {}
 
 
 def _gait(name: str) -> Any:
@@ -477,6 +480,8 @@ class _WorkflowRun:
             self.raised = (exc, decision.record)
             raise exc
         if decision.action not in ("replay",):
+            if not self.live_calls and "first_new_at" not in REPLAY_STATS:
+                REPLAY_STATS.update(replayed=n - 1, first_new_at=time.monotonic())
             self.current_key = f"{self.job.job_id}/{name}/{n}"
             self._boundary(name)
         return n, decision
@@ -1299,6 +1304,7 @@ def workflow_advance(runner: _Runner, step: dict[str, Any]) -> str:
     assert job is not None
     w = step["with"]
     versions = workflow_versions(w["workflow"])
+    REPLAY_STATS.clear()
     run = _WorkflowRun(runner, step, call_log_load(job.pk))
     fn = versions.get(w["version"])
     if fn is None:
