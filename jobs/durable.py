@@ -354,12 +354,14 @@ class WorkflowContext:
         idempotent: bool = False,
         retry: Mapping[str, Any] | None = None,
         timeout: Any = None,
+        approval: bool = False,
     ) -> Any:
         """Ask the policy gate about tool ``name`` with ``args`` and ``targets`` (as this job's
         identity), then run ``run(**args)`` once and memoize its result. ``block`` raises
         ``ToolBlocked``; ``require_approval`` parks the job until a reviewer decides (a
-        rejection raises ``ToolRejected``). Not idempotent by default: a crash mid-call asks a
-        person whether to run it again."""
+        rejection raises ``ToolRejected``). ``approval=True`` asks a reviewer even when the
+        policy allows the call. Not idempotent by default: a crash mid-call asks a person
+        whether to run it again."""
         call_args = dict(args or {})
         return self._run.call(
             name,
@@ -369,6 +371,7 @@ class WorkflowContext:
             retry=retry,
             timeout=timeout,
             idempotent=idempotent,
+            approval=approval,
         )
 
     def checkpoint(self, type: str, summary: str) -> None:
@@ -516,6 +519,7 @@ class _WorkflowRun:
         retry: Mapping[str, Any] | None,
         timeout: Any,
         idempotent: bool,
+        approval: bool = False,
     ) -> Any:
         n, decision = self._next(name, kind, idempotent)
         if decision.action == "replay":
@@ -532,6 +536,9 @@ class _WorkflowRun:
         record_input = {"kind": kind, **input}
         if kind == "tool":
             gate = self._gate(n, name, input)
+            if approval and gate["verdict"] == "allow":  # the code asks for a person anyway
+                gate = {**gate, "verdict": "require_approval"}
+                gate["reason_codes"] = [*gate.get("reason_codes", []), "tool_requires_approval"]
             record_input["gate"] = _gate_brief(gate)
             if gate["verdict"] == "block":
                 self._tool_blocked(n, name, record_input, gate, decision.attempt)
@@ -972,7 +979,7 @@ class _WorkflowRun:
                 reason_code="policy_blocked",
                 payload={"path": "workflow", "tool": name, "step_index": n, **_gate_brief(gate)},
             )
-        exc = ToolBlocked(name, error["gate"])
+        exc = ToolBlocked(name, _gate_brief(gate))
         self.raised = (exc, self.log.attempts(n)[-1])
         raise exc
 
@@ -1104,7 +1111,11 @@ class _WorkflowRun:
                 run_id,
             )
             return
-        record_input = {"kind": "sleep", "until": iso_utc(until), "seconds": seconds}
+        record_input: dict[str, Any] = {
+            "kind": "sleep",
+            "until": iso_utc(until),
+            "seconds": seconds,
+        }
 
         def open_timer(job: Job) -> None:
             if run_id is None:
