@@ -1100,12 +1100,11 @@ class _WorkflowRun:
         else:
             until, run_id = now + timedelta(seconds=seconds), None
         if until <= now:
-            record_input = {"kind": "sleep", "until": iso_utc(until)}
             self._write_success(
                 n,
                 name,
                 decision.attempt,
-                record_input,
+                {"kind": "sleep", "until": iso_utc(until)},
                 {"slept_until": iso_utc(until)},
                 now,
                 run_id,
