@@ -1396,15 +1396,19 @@ def _workflow_error(run: _WorkflowRun, exc: Exception) -> str:
     return "failed"
 
 
-def workflow_timeline(job: Job) -> list[dict[str, Any]]:
-    """The calls of a workflow job for the dashboard and the API, in order (selector-shaped:
-    the caller has already read ``job`` for its actor)."""
+def workflow_timeline(job: Job, *, limit: int = 200) -> tuple[list[dict[str, Any]], int]:
+    """The latest ``limit`` call attempts of a workflow (or external agent) job for the
+    dashboard, in order, and how many there are in all (selector-shaped: the caller has already
+    read ``job`` for its actor)."""
+    qs = StepRun.objects.filter(job=job, step_index__gte=1)
+    total = qs.count()
+    rows = list(qs.order_by("-step_index", "-attempt")[:limit])[::-1]
     out = []
-    for r in StepRun.objects.filter(job=job, step_index__gte=1).order_by("step_index", "attempt"):
+    for r in rows:
         inp = r.input if isinstance(r.input, dict) else {}
         gate = inp.get("gate") or (r.error or {}).get("gate") or {}
         preview = r.output if r.status == R.SUCCEEDED else (r.error or {}).get("message", "")
-        text = json.dumps(preview, default=str) if not isinstance(preview, str) else preview
+        text = preview if isinstance(preview, str) else json.dumps(preview, default=str)
         out.append(
             {
                 "position": r.step_index,
@@ -1413,7 +1417,7 @@ def workflow_timeline(job: Job) -> list[dict[str, Any]]:
                 "attempt": r.attempt,
                 "status": r.status,
                 "duration_ms": r.duration_ms,
-                "preview": text[:200],
+                "preview": "" if preview in (None, "") else text[:200],
                 "verdict": gate.get("verdict", ""),
                 "reasons": gate.get("reason_codes", []),
                 "args": inp.get("args"),
@@ -1421,4 +1425,39 @@ def workflow_timeline(job: Job) -> list[dict[str, Any]]:
                 "started_at": r.started_at,
             }
         )
-    return out
+    return out, total
+
+
+def workflow_parked(job: Job) -> str:
+    """Why a workflow job is not running now, in words (empty while it runs or once done)."""
+    if job.status in (S.RUNNING, S.QUEUED, S.COMPLETED, S.CANCELLED):
+        return ""
+    last = (
+        JobEvent.objects.filter(
+            job=job,
+            type__in=["waiting", "approval_requested", "checkpoint_added", "step_retry_scheduled"],
+        )
+        .order_by("-revision")
+        .values_list("type", "reason_code", "payload")
+        .first()
+    )
+    p = (last[2] if last else None) or {}
+    name = p.get("step") or p.get("step_name") or ""
+    index = f"{p['step_index']} " if isinstance(p.get("step_index"), int) else ""
+    call = f"call {index}{name}" if name else "a call"
+    if job.status == S.WAITING and last is not None:
+        if last[1] == "step_sleeping":
+            return f"Sleeping at {call} until {p.get('until')} (no worker held)."
+        if last[1] == "step_waiting_for_signal":
+            until = f", or until {p['timeout_at']}" if p.get("timeout_at") else ""
+            return f"Waiting at {call} for signal {p.get('signal')!r}{until} (no worker held)."
+        if last[0] == "step_retry_scheduled":
+            return f"Waiting to retry {call} after a failure (backoff {p.get('delay_s')} s)."
+    if job.status == S.DECISION_NEEDED:
+        if last is not None and last[1] == "step_in_doubt":
+            return f"Waiting for a person: {call} may have run before its worker stopped."
+        request = p.get("approval_request") or ""
+        return f"Waiting for a reviewer to approve {call}{f' ({request})' if request else ''}."
+    if job.status == S.BLOCKED:
+        return f"Blocked ({job.status_reason_code}): {p.get('summary') or call}."
+    return f"{job.status.replace('_', ' ').capitalize()} ({job.status_reason_code})."
