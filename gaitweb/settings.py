@@ -288,9 +288,15 @@ GAIT = {
     # (jobs.stepfns) are registered and command steps default to on, with the demo's own
     # allow-list (`echo`); off in a deployment
     "DEMO": DEMO,
-    # modules that register python step functions with @step_function (jobs.steps)
+    # modules that register python step functions (@step_function, jobs.steps) and workflows
+    # (@workflow, jobs.durable); demo mode adds the demo's and examples/refund_agent.py
     "STEP_MODULES": list(
-        dict.fromkeys([*(["jobs.stepfns"] if DEMO else []), *env_list("GAIT_STEP_MODULES", "")])
+        dict.fromkeys(
+            [
+                *(["jobs.stepfns", "examples.refund_agent"] if DEMO else []),
+                *env_list("GAIT_STEP_MODULES", ""),
+            ]
+        )
     ),
     # steps that touch the machine are opt-in (docs/security.md): command steps at all, then
     # only executables on the admin's allow-list (jobs.models.AllowedExecutable); shell: true

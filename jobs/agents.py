@@ -129,13 +129,15 @@ def agent_run(
     tool_names: Mapping[str, str] | None = None,
     idempotent_tools: Iterable[str] = (),
     targets: Callable[[str, dict[str, Any]], list[dict[str, str]]] | None = None,
+    risk_classes: Mapping[str, str] | None = None,
     **run_kwargs: Any,
 ) -> Any:
     """Run ``agent`` on ``prompt`` inside workflow ``ctx``; returns the run's ``output``.
 
     ``tool_names`` maps a tool's name to the name the policy gate sees (default: the same);
     tools in ``idempotent_tools`` are retried after a crash instead of asking a person;
-    ``targets(tool, args)`` gives the targets the gate sees for a call."""
+    ``targets(tool, args)`` gives the targets the gate sees for a call and ``risk_classes``
+    the risk class of a tool (by its gate name)."""
     names = dict(tool_names or {})
     idempotent = set(idempotent_tools)
     bridge = _Bridge()
@@ -180,6 +182,7 @@ def agent_run(
                         targets=targets(tool, info["args"]) if targets else (),
                         idempotent=info["tool"] in idempotent,
                         approval=info["approval"],
+                        risk_class=(risk_classes or {}).get(tool, ""),
                     )
             except (ToolBlocked, ToolRejected) as exc:
                 reply.put(("result", _refusal_text(exc)))

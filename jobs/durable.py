@@ -355,18 +355,23 @@ class WorkflowContext:
         retry: Mapping[str, Any] | None = None,
         timeout: Any = None,
         approval: bool = False,
+        risk_class: str = "",
     ) -> Any:
         """Ask the policy gate about tool ``name`` with ``args`` and ``targets`` (as this job's
         identity), then run ``run(**args)`` once and memoize its result. ``block`` raises
         ``ToolBlocked``; ``require_approval`` parks the job until a reviewer decides (a
         rejection raises ``ToolRejected``). ``approval=True`` asks a reviewer even when the
-        policy allows the call. Not idempotent by default: a crash mid-call asks a person
+        policy allows the call; ``risk_class`` is the intent's ``context.risk_class``. Not idempotent by default: a crash mid-call asks a person
         whether to run it again."""
         call_args = dict(args or {})
         return self._run.call(
             name,
             "tool",
-            {"args": _jsonable(call_args), "targets": _targets(targets)},
+            {
+                "args": _jsonable(call_args),
+                "targets": _targets(targets),
+                **({"risk_class": str(risk_class)[:64]} if risk_class else {}),
+            },
             run=lambda: run(**call_args),
             retry=retry,
             timeout=timeout,
@@ -1275,7 +1280,11 @@ def _tool_intent(job: Job, name: str, input: Mapping[str, Any]) -> dict[str, Any
         "tool_name": name,
         "args": input.get("args") if isinstance(input.get("args"), dict) else {},
         "targets": input.get("targets") or [],
-        "context": {"identity": job.identity, "job_id": job.job_id},
+        "context": {
+            "identity": job.identity,
+            "job_id": job.job_id,
+            **({"risk_class": input["risk_class"]} if input.get("risk_class") else {}),
+        },
     }
 
 
