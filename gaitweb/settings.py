@@ -279,6 +279,8 @@ GAIT = {
     "LEASE_SECONDS": env_float("GAIT_LEASE_SECONDS", 10.0),
     "HEARTBEAT_SECONDS": env_float("GAIT_HEARTBEAT_SECONDS", 1.0),
     "SLICE_SECONDS": env_float("GAIT_SLICE_SECONDS", 30.0),
+    # group commit of a workflow's idempotent calls (jobs.durable): 0 writes each call alone
+    "WORKFLOW_FLUSH_SECONDS": env_float("GAIT_WORKFLOW_FLUSH_SECONDS", 0.02),
     "SWEEP_SECONDS": env_float("GAIT_SWEEP_SECONDS", 2.0),
     "RECURRING_TICK_SECONDS": env_float("GAIT_RECURRING_TICK_SECONDS", 5.0),
     "RECURRING_GRACE_SECONDS": env_float("GAIT_RECURRING_GRACE_SECONDS", 60.0),

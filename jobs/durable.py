@@ -82,6 +82,8 @@ VERSION_MISMATCH = "workflow_version_mismatch"
 UNKNOWN_WORKFLOW = "workflow_unknown"
 # the most calls one job may record (each is a row and an event)
 MAX_CALLS = 100_000
+# group commit of idempotent calls: at most this many records wait for one statement
+FLUSH_MAX = 500
 # the latest replay in this process: calls replayed and the time.monotonic() at which the first
 # new call was reached (bench/workflow_bench.py reads it; nothing else depends on it)
 REPLAY_STATS: dict[str, float] = {}
@@ -447,6 +449,10 @@ class _WorkflowRun:
         self.live_calls = 0  # calls run for real in this slice
         self.raised: tuple[Exception, CallRecord] | None = None
         self.policy: Any = None
+        # idempotent calls recorded but not yet written (flush): group commit
+        self.buffer: list[tuple[Any, ...]] = []
+        self.flushed_at = 0.0  # time.monotonic() of the last write of the job's row
+        runner.before_write = self.flush  # every other write of the runner flushes first
 
     @property
     def job(self) -> Job:
@@ -540,6 +546,8 @@ class _WorkflowRun:
         )
         record_input = {"kind": kind, **input}
         if kind == "tool":
+            # what led to a tool call is on record before the tool runs (group commit)
+            self.flush()
             gate = self._gate(n, name, input)
             if approval and gate["verdict"] == "allow":  # the code asks for a person anyway
                 gate = {**gate, "verdict": "require_approval"}
@@ -638,7 +646,6 @@ class _WorkflowRun:
         """Record the call's success, its event and the job's new chain head in one statement
         guarded by the lease token and the revision (PostgreSQL: a data-modifying CTE that
         returns the job's status, so a pause or stop is seen without another query)."""
-        runner = self.runner
         job = self.job
         now = timezone.now()
         payload = {
@@ -649,6 +656,22 @@ class _WorkflowRun:
             "duration_ms": int((now - started_at).total_seconds() * 1000),
         }
         key = f"{job.job_id}/{name}/{n}"
+        window = float(_gait("WORKFLOW_FLUSH_SECONDS"))
+        if run_id is None and window > 0:
+            # group commit: an idempotent call's record may wait a few milliseconds for the
+            # next ones (a crash before the flush runs them again, as it would run the one in
+            # flight); anything that is not an idempotent call flushes first (before_write)
+            self.buffer.append(
+                (n, name, attempt, key, record_input, output, started_at, now, payload)
+            )
+            self._remember(n, name, attempt, record_input, output, started_at, now, run_id)
+            # a call that took longer than the window is written at once (as is the first
+            # after a pause in calls): the status the flush returns is then never older than
+            # the window at the next call's boundary
+            if len(self.buffer) >= FLUSH_MAX or time.monotonic() - self.flushed_at >= window:
+                self.flush()
+            return
+        self.flush()
         for _ in range(20):
             prev_rev, prev_hash = job.revision, job.last_event_hash
             event = event_build(
@@ -690,29 +713,143 @@ class _WorkflowRun:
                 )
             if status is not None:
                 job.status = status
-                self.log.add(
-                    CallRecord(
-                        id=run_id or 0, position=n, name=name, attempt=attempt, status=R.SUCCEEDED,
-                        kind=record_input["kind"], input=record_input, output=output,
-                        started_at=started_at, finished_at=now,
-                    )
-                )  # fmt: skip
+                self.flushed_at = time.monotonic()
+                self._remember(n, name, attempt, record_input, output, started_at, now, run_id)
                 return
             job.revision, job.last_event_hash = prev_rev, prev_hash
-            fresh = (
-                Job.objects.filter(pk=job.pk)
-                .values("lease_token", "revision", "last_event_hash", "status")
-                .first()
-            )
-            if fresh is None or fresh["lease_token"] != runner.token:
-                runner.lease_lost = True
-                raise _LeaseLost
-            job.revision, job.last_event_hash, job.status = (
-                fresh["revision"],
-                fresh["last_event_hash"],
-                fresh["status"],
-            )
+            self._refresh_head()
         raise _LeaseLost  # pragma: no cover - 20 concurrent journal writes in a row
+
+    def _remember(
+        self, n: int, name: str, attempt: int, record_input: dict[str, Any], output: Any,
+        started_at: datetime, now: datetime, run_id: int | None,
+    ) -> None:  # fmt: skip
+        self.log.add(
+            CallRecord(
+                id=run_id or 0, position=n, name=name, attempt=attempt, status=R.SUCCEEDED,
+                kind=record_input["kind"], input=record_input, output=output,
+                started_at=started_at, finished_at=now,
+            )
+        )  # fmt: skip
+
+    def _refresh_head(self) -> None:
+        """After a refused guarded write: the job's chain head as it is now (a lifecycle service
+        journaled meanwhile), or ``_LeaseLost`` if another worker holds the job."""
+        job = self.job
+        fresh = (
+            Job.objects.filter(pk=job.pk)
+            .values("lease_token", "revision", "last_event_hash", "status")
+            .first()
+        )
+        if fresh is None or fresh["lease_token"] != self.runner.token:
+            self.runner.lease_lost = True
+            raise _LeaseLost
+        job.revision, job.last_event_hash, job.status = (
+            fresh["revision"],
+            fresh["last_event_hash"],
+            fresh["status"],
+        )
+
+    def flush(self) -> None:
+        """Write the buffered idempotent calls: their StepRuns, their events and the new chain
+        head in one statement guarded by the lease token and the revision."""
+        if not self.buffer:
+            return
+        items, self.buffer = self.buffer, []
+        self.flushed_at = time.monotonic()
+        job = self.job
+        for _ in range(20):
+            prev_rev, prev_hash = job.revision, job.last_event_hash
+            events = [
+                event_build(
+                    job, type="step_succeeded", actor=ENGINE_ACTOR, reason_code="step_succeeded",
+                    payload=item[8],
+                )
+                for item in items
+            ]  # fmt: skip
+            if connection.vendor == "postgresql":
+                status = self._flush_pg(job, prev_rev, events, items)
+            else:
+                status = self._flush_orm(job, prev_rev, events, items)
+            if status is not None:
+                job.status = status
+                return
+            job.revision, job.last_event_hash = prev_rev, prev_hash
+            self._refresh_head()
+        raise _LeaseLost  # pragma: no cover - 20 concurrent journal writes in a row
+
+    def _flush_pg(
+        self, job: Job, prev_rev: int, events: list[JobEvent], items: list[tuple[Any, ...]]
+    ) -> str | None:
+        jt, st, et = Job._meta.db_table, StepRun._meta.db_table, JobEvent._meta.db_table
+        runs = [
+            {
+                "step_index": n, "step_name": name, "attempt": attempt, "idempotency_key": key,
+                "input": record_input, "output": output, "started_at": started_at.isoformat(),
+                "finished_at": finished_at.isoformat(),
+            }
+            for n, name, attempt, key, record_input, output, started_at, finished_at, _ in items
+        ]  # fmt: skip
+        evs = [
+            {
+                "revision": e.revision, "type": e.type, "actor": e.actor, "reason_code": e.reason_code,
+                "payload": e.payload, "created_at": e.created_at.isoformat(), "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            }
+            for e in events
+        ]  # fmt: skip
+        last = events[-1]
+        sql = (
+            f'WITH j AS (UPDATE "{jt}" SET "revision" = %s, "last_event_hash" = %s, "updated_at" = %s '
+            'WHERE "id" = %s AND "lease_token" = %s AND "revision" = %s RETURNING "id", "status"), '
+            f's AS (INSERT INTO "{st}" ("job_id", "step_index", "step_name", "attempt", "status", '
+            '"idempotency_key", "input", "output", "error", "stdout", "stderr", "worker", "started_at", '
+            "\"finished_at\") SELECT j.id, r.step_index, r.step_name, r.attempt, 'succeeded', "
+            "r.idempotency_key, r.input, r.output, NULL, '', '', %s, r.started_at, r.finished_at "
+            "FROM j, jsonb_to_recordset(%s::jsonb) AS r(step_index int, step_name text, attempt int, "
+            "idempotency_key text, input jsonb, output jsonb, started_at timestamptz, finished_at timestamptz)), "
+            f'e AS (INSERT INTO "{et}" ("job_id", "revision", "type", "actor", "reason_code", "payload", '
+            '"created_at", "prev_hash", "hash") SELECT j.id, x.revision, x.type, x.actor, x.reason_code, '
+            "x.payload, x.created_at, x.prev_hash, x.hash FROM j, jsonb_to_recordset(%s::jsonb) AS "
+            "x(revision int, type text, actor text, reason_code text, payload jsonb, created_at timestamptz, "
+            'prev_hash text, hash text)) SELECT "status" FROM j'
+        )
+        params: list[Any] = [
+            last.revision, last.hash, timezone.now(), job.pk, self.runner.token, prev_rev,
+            self.runner.owner[:128], json.dumps(runs), json.dumps(evs),
+        ]  # fmt: skip
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        return None if row is None else str(row[0])
+
+    def _flush_orm(
+        self, job: Job, prev_rev: int, events: list[JobEvent], items: list[tuple[Any, ...]]
+    ) -> str | None:
+        now = timezone.now()
+        lease = now + timedelta(seconds=float(_gait("LEASE_SECONDS")))
+        last = events[-1]
+        with transaction.atomic():
+            updated = Job.objects.filter(
+                pk=job.pk, lease_token=self.runner.token, revision=prev_rev
+            ).update(
+                revision=last.revision,
+                last_event_hash=last.hash,
+                updated_at=now,
+                lease_expires_at=lease,
+            )
+            if updated != 1:
+                return None
+            StepRun.objects.bulk_create(
+                StepRun(
+                    job=job, step_index=n, step_name=name, attempt=attempt, status=R.SUCCEEDED,
+                    idempotency_key=key, input=record_input, output=output,
+                    worker=self.runner.owner[:128], started_at=started_at, finished_at=finished_at,
+                )
+                for n, name, attempt, key, record_input, output, started_at, finished_at, _ in items
+            )  # fmt: skip
+            JobEvent.objects.bulk_create(events)
+            return str(Job.objects.filter(pk=job.pk).values_list("status", flat=True).get())
 
     def _write_pg(
         self, job: Job, prev_rev: int, event: JobEvent, n: int, name: str, attempt: int, key: str,
@@ -789,7 +926,8 @@ class _WorkflowRun:
         self, n: int, name: str, attempt: int, record_input: dict[str, Any], started_at: datetime
     ) -> int:
         """Commit the ``started`` record of a non-idempotent call before it runs (one statement
-        guarded by the lease token)."""
+        guarded by the lease token), after the calls that came before it."""
+        self.flush()
         st, jt = StepRun._meta.db_table, Job._meta.db_table
         cast = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
         sql = (

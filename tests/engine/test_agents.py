@@ -37,7 +37,9 @@ def policy(transactional_db: None) -> PolicyVersion:
 def submit(policy: PolicyVersion | None, **input: Any) -> Job:
     from jobs.services import PolicyBinding, job_submit
 
-    binding = PolicyBinding(digest=policy.digest, ref="policy:agents", version=policy) if policy else None
+    binding = (
+        PolicyBinding(digest=policy.digest, ref="policy:agents", version=policy) if policy else None
+    )
     spec = {"workflow": "refund-agent-test", "input": input}
     return job_submit(actor=SUBMITTER, spec=spec, policy=binding)
 

@@ -104,7 +104,8 @@ def test_a_workflow_runs_each_call_once_and_replays_after_parking(tmp_path: Path
     job = job_of(job)
     out = job.outputs["sleeper"]
     assert out["reply"] == {"ok": 1}
-    calls = workflow_timeline(job)
+    calls, total = workflow_timeline(job)
+    assert total == 7
     assert [(c["name"], c["kind"], c["status"]) for c in calls] == [
         ("before", "step", "succeeded"),
         ("now", "value", "succeeded"),

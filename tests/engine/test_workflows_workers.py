@@ -228,9 +228,10 @@ def test_stop_preempts_between_calls_and_later_calls_are_dispatch_blocked(
         JobEvent.objects.filter(job=job).order_by("revision").values_list("type", flat=True)
     )
     after = types[types.index("emergency_stop_acknowledged") + 1 :]
-    # the call running at the stop ends (recorded, or cancelled); the next one is refused
-    assert after in (
-        ["dispatch_blocked"],
-        ["step_succeeded", "dispatch_blocked"],
-        ["step_cancelled"],
-    ), after
+    # calls that ran before the stop may be journaled after it (their records waited for a
+    # group commit); then the next dispatch is refused
+    assert after[-1] in ("dispatch_blocked", "step_cancelled"), after
+    assert set(after[:-1]) <= {"step_succeeded"}, after
+    stop_at = JobEvent.objects.get(job=job, type="emergency_stop_acknowledged").created_at
+    started_after = StepRun.objects.filter(job=job, step_index__gte=1, started_at__gt=stop_at)
+    assert not started_after.exists()  # no call began after the stop
