@@ -235,3 +235,40 @@ def test_stop_preempts_between_calls_and_later_calls_are_dispatch_blocked(
     stop_at = JobEvent.objects.get(job=job, type="emergency_stop_acknowledged").created_at
     started_after = StepRun.objects.filter(job=job, step_index__gte=1, started_at__gt=stop_at)
     assert not started_after.exists()  # no call began after the stop
+
+
+def test_kill_9_with_group_commit_of_idempotent_calls_keeps_every_record_and_the_chain(
+    clusters: Any, tmp_path: Path
+) -> None:
+    """Idempotent calls' records wait up to GAIT_WORKFLOW_FLUSH_SECONDS for one statement: a
+    kill may run the unwritten ones again (at least once, by design), never record one twice."""
+    rng = random.Random(int(os.environ.get("GAIT_TEST_SEED", time.time())))
+    log = tmp_path / "fx"
+    n = 200
+    job = submit("calls", path=str(log), n=n, seconds=0.01, idempotent=True)
+    kills = 0
+    for _ in range(2):
+        cluster = clusters(GAIT_WORKFLOW_FLUSH_SECONDS="0.1")
+        seen = {line[3] for line in lines(log)}
+        wait_for(
+            lambda s=seen: (
+                {line[3] for line in lines(log)} - s or job_of(job).status == "completed"
+            ),
+            timeout=LEASE_SECONDS + 15,
+            what="a new worker to run calls",
+        )
+        time.sleep(rng.uniform(0.1, 0.6))
+        if job_of(job).status == "completed":
+            break
+        cluster.kill()
+        kills += 1
+    clusters(GAIT_WORKFLOW_FLUSH_SECONDS="0.1")
+    job = settled(job, timeout=LEASE_SECONDS + 60)
+    assert job.status == "completed", job.status_reason_code
+    ran = Counter(line[1] for line in lines(log))
+    assert set(ran) == {f"c{i}" for i in range(n)}
+    succeeded = StepRun.objects.filter(job=job, step_index__gte=1, status="succeeded")
+    assert succeeded.count() == n
+    assert len(set(succeeded.values_list("step_index", flat=True))) == n
+    assert chain_verify(job).ok
+    assert kills >= 1
