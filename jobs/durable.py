@@ -96,11 +96,14 @@ def _gait(name: str) -> Any:
 # --- the registry ------------------------------------------------------------------------------
 
 
-def workflow(name: str, *, version: str = "1") -> Callable[[WorkflowFunction], WorkflowFunction]:
+def workflow(
+    name: str, *, version: str = "1", group_commit: bool = True
+) -> Callable[[WorkflowFunction], WorkflowFunction]:
     """Register ``fn`` as workflow ``name`` (only registered names can be submitted). It is
     called as ``fn(ctx, **input)``. A job records the version it was submitted with and runs
     only on that version: keep the old function registered under its version while jobs of it
-    are running (docs/workflows.md, "Versioning")."""
+    are running (docs/workflows.md, "Versioning"). ``group_commit=False`` writes each
+    idempotent call by itself (``GAIT_WORKFLOW_FLUSH_SECONDS`` does not apply)."""
     if not WORKFLOW_NAME_RE.match(name):
         raise ValueError(f"workflow name {name!r} must match {WORKFLOW_NAME_RE.pattern}")
     if not VERSION_RE.match(version):
@@ -113,6 +116,7 @@ def workflow(name: str, *, version: str = "1") -> Callable[[WorkflowFunction], W
             raise ValueError(f"workflow {name!r} version {version!r} is already registered")
         versions[version] = fn
         fn.__gait_workflow__ = (name, version)  # type: ignore[attr-defined]
+        fn.__gait_group_commit__ = group_commit  # type: ignore[attr-defined]
         return fn
 
     return register
@@ -452,6 +456,7 @@ class _WorkflowRun:
         # idempotent calls recorded but not yet written (flush): group commit
         self.buffer: list[tuple[Any, ...]] = []
         self.flushed_at = 0.0  # time.monotonic() of the last write of the job's row
+        self.flush_window = 0.0  # workflow_advance sets it (GAIT_WORKFLOW_FLUSH_SECONDS)
         runner.before_write = self.flush  # every other write of the runner flushes first
 
     @property
@@ -656,7 +661,7 @@ class _WorkflowRun:
             "duration_ms": int((now - started_at).total_seconds() * 1000),
         }
         key = f"{job.job_id}/{name}/{n}"
-        window = float(_gait("WORKFLOW_FLUSH_SECONDS"))
+        window = self.flush_window
         if run_id is None and window > 0:
             # group commit: an idempotent call's record may wait a few milliseconds for the
             # next ones (a crash before the flush runs them again, as it would run the one in
@@ -1464,6 +1469,8 @@ def workflow_advance(runner: _Runner, step: dict[str, Any]) -> str:
     REPLAY_STATS.clear()
     run = _WorkflowRun(runner, step, call_log_load(job.pk))
     fn = versions.get(w["version"])
+    if fn is not None and getattr(fn, "__gait_group_commit__", True):
+        run.flush_window = float(_gait("WORKFLOW_FLUSH_SECONDS"))
     if fn is None:
         code = VERSION_MISMATCH if versions else UNKNOWN_WORKFLOW
         run._fail_job(

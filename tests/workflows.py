@@ -60,6 +60,12 @@ def trivial(ctx: WorkflowContext, *, n: int = 2000, stop_at: int = 0) -> int:
     return total
 
 
+@workflow("trivial-each-commit", group_commit=False)
+def trivial_each_commit(ctx: WorkflowContext, *, n: int = 2000) -> int:
+    """The same, each call written by itself (one commit per call, as DBOS does)."""
+    return sum(ctx.step(f"s{i}", int, i) for i in range(n))
+
+
 @workflow("refund")
 def refund(ctx: WorkflowContext, *, path: str, invoice: str, amount: int) -> dict[str, Any]:
     """Lookup, a plan, a refund the policy sends to approval (a rejection is answered), then
