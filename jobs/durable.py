@@ -1435,21 +1435,38 @@ def _tool_intent(job: Job, name: str, input: Mapping[str, Any]) -> dict[str, Any
 
 
 def call_log_load(job_pk: int) -> CallLog:
-    """Every recorded call of a job in ONE query (positions ≥ 1; step 0 is the workflow)."""
-    rows = (
-        StepRun.objects.filter(job_id=job_pk, step_index__gte=1)
-        .order_by()
-        .values_list(
-            "id", "step_index", "step_name", "attempt", "status", "input", "output", "error",
-            "started_at", "finished_at",
+    """Every recorded call of a job in ONE query (positions ≥ 1; step 0 is the workflow).
+    PostgreSQL aggregates the rows into one JSON document (one decode instead of three per
+    row) and leaves out what replay does not read: the input of calls other than timers, the
+    error of succeeded calls, the timestamps."""
+    if connection.vendor == "postgresql":
+        st = StepRun._meta.db_table
+        sql = (
+            "SELECT coalesce(json_agg(json_build_array(id, step_index, step_name, attempt, status, "
+            "input->>'kind', CASE WHEN input->>'kind' IN ('sleep', 'wait_event') THEN input END, "
+            "output, CASE WHEN status <> 'succeeded' THEN error END)), '[]') "
+            f'FROM "{st}" WHERE job_id = %s AND step_index >= 1'
         )
-    )  # fmt: skip
+        with connection.cursor() as cur:
+            cur.execute(sql, [job_pk])
+            raw = cur.fetchone()[0]
+        rows = json.loads(raw) if isinstance(raw, str | bytes) else raw
+        return CallLog(
+            CallRecord(
+                id=r[0], position=r[1], name=r[2], attempt=r[3], status=r[4], kind=r[5] or "",
+                input=r[6] or {}, output=r[7], error=r[8],
+            )
+            for r in rows
+        )  # fmt: skip
+    values = StepRun.objects.filter(job_id=job_pk, step_index__gte=1).values_list(
+        "id", "step_index", "step_name", "attempt", "status", "input", "output", "error"
+    )
     return CallLog(
         CallRecord(
             id=r[0], position=r[1], name=r[2], attempt=r[3], status=r[4], kind=record_kind(r[5]),
-            input=r[5] or {}, output=r[6], error=r[7], started_at=r[8], finished_at=r[9],
+            input=r[5] or {}, output=r[6], error=r[7],
         )
-        for r in rows
+        for r in values.order_by()
     )  # fmt: skip
 
 
