@@ -12,13 +12,13 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "gaitweb needs Python 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[agents]'
 	@touch $@
 
 venv: $(VENV)/.installed
 
 $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,agents]'
 	@touch $@
 
 dev-deps: $(VENV)/.dev-installed
@@ -32,7 +32,7 @@ TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine.py jobs/
 	approvals/services.py approvals/assignments.py approvals/gate.py approvals/policy.py \
 	packs/services.py packs/spec.py packs/zipsafe.py packs/keys.py gaitweb/canonical.py \
 	gaitweb/errors.py gaitweb/actors.py gaitweb/validation.py gaitweb/apikeys.py \
-	approvals/selectors.py packs/selectors.py \
+	approvals/selectors.py packs/selectors.py jobs/durable.py jobs/replay.py \
 	gaitweb/parsing.py gaitweb/middleware.py
 
 test: dev-deps

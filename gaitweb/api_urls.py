@@ -10,7 +10,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from approvals import api as approvals_api
 from gaitweb.api_views import NotFoundView
 from jobs import api as jobs_api
-from jobs import api_templates
+from jobs import api_calls, api_templates
 from packs import api as packs_api
 
 urlpatterns = [
@@ -48,6 +48,12 @@ urlpatterns = [
         name="api-job-checkpoint",
     ),
     path("jobs/<str:job_id>/steps", jobs_api.JobStepsView.as_view(), name="api-job-steps"),
+    path("jobs/<str:job_id>/calls", api_calls.JobCallsView.as_view(), name="api-job-calls"),
+    path(
+        "jobs/<str:job_id>/calls/<int:position>",
+        api_calls.JobCallView.as_view(),
+        name="api-job-call",
+    ),
     path(
         "jobs/<str:job_id>/signals/<str:name>",
         jobs_api.JobSignalView.as_view(),

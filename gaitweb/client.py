@@ -9,6 +9,10 @@
     if not verdict["allowed"]:
         ...
 
+    with gw.run("refund-42") as run:            # durable calls: a restarted process replays
+        inv = run.step("fetch-invoice", fetch_invoice, "42")
+        receipt = run.tool("payments.refund", {"amount": inv["total"]}, run=do_refund)
+
 Uses httpx only (no Django import), so agents can vendor this one file. Every error is a
 ``GaitApiError`` carrying the API's envelope: ``code`` (the same reason codes as the CLI),
 ``message``, ``details``, ``status``. ``submit`` sends an ``Idempotency-Key`` and retries
@@ -381,6 +385,177 @@ class GaitClient:
     def stats(self) -> dict[str, Any]:
         return self._get("/stats")
 
+    # --- durable calls of an agent-driven job -----------------------------------------------
+
+    def run(self, job_id: str, *, wait_timeout: float = 3600.0) -> AgentRun:
+        """Durable calls for an agent that runs in this process (``with gw.run(job_id) as
+        run``): the server records each call and decides, with the rules gaitweb's workers
+        use, whether it replays, raises again, waits (an approval, a question) or runs."""
+        return AgentRun(self, job_id, wait_timeout=wait_timeout)
+
     def health(self) -> dict[str, Any]:
         response = self._http.get("/health")
         return response.json()
+
+
+# --- durable calls ---------------------------------------------------------------------------
+
+
+class CallFailed(Exception):
+    """A call that gave up (recorded: the same exception on every replay)."""
+
+    def __init__(self, name: str, error: dict[str, Any]) -> None:
+        self.name = name
+        self.error = dict(error or {})
+        self.type = str(self.error.get("type", "error"))
+        super().__init__(f"call {name} failed: {self.type}: {self.error.get('message', '')}")
+
+
+class ToolBlocked(CallFailed):
+    """The policy gate blocked the tool call (``error["gate"]`` has its reason codes)."""
+
+    @property
+    def reasons(self) -> list[str]:
+        return list((self.error.get("gate") or {}).get("reason_codes") or [])
+
+
+class ToolRejected(CallFailed):
+    """A reviewer rejected the approval the tool call needed (``reason``, ``by``)."""
+
+    @property
+    def reason(self) -> str:
+        return str(self.error.get("message", ""))
+
+
+class Stopped(CallFailed):
+    """The job was emergency-stopped: no further call is dispatched."""
+
+
+_RAISED = {"ToolBlocked": ToolBlocked, "ToolRejected": ToolRejected, "Stopped": Stopped}
+
+
+class AgentRun:
+    """One process's run of an agent-driven job's durable calls (``GaitClient.run``).
+
+    Calls are numbered in the order the code makes them; a restarted process with the same job
+    id makes them again and gets the recorded results. ``step`` is idempotent by default (a
+    crash before its result is recorded runs it again); ``tool`` is gated by the job's policy
+    and not idempotent by default (a crash mid-call becomes a question for a person). While the
+    job waits for an approval or a decision, ``tool`` waits with backoff."""
+
+    def __init__(self, client: GaitClient, job_id: str, *, wait_timeout: float = 3600.0) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.position = 0
+        self.wait_timeout = wait_timeout
+        self.idempotency_key = ""
+
+    def __enter__(self) -> AgentRun:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def _path(self, suffix: str = "") -> str:
+        return f"/jobs/{quote(self.job_id, safe='')}/calls{suffix}"
+
+    def _call(
+        self,
+        kind: str,
+        name: str,
+        fn: Any,
+        *,
+        args: dict[str, Any] | None = None,
+        targets: Sequence[dict[str, str]] = (),
+        idempotent: bool,
+        retries: int = 0,
+        backoff: float = 1.0,
+    ) -> Any:
+        self.position += 1
+        body = {
+            "position": self.position,
+            "name": name,
+            "kind": kind,
+            "args": args or {},
+            "targets": list(targets),
+            "idempotent": idempotent,
+        }
+        deadline = time.monotonic() + self.wait_timeout
+        delay = 0.25
+        failures = 0
+        while True:
+            answer = self.client._request("POST", self._path(), json=body, retry=True).json()
+            action = answer["action"]
+            if action == "replay":
+                return answer["output"]
+            if action == "raise":
+                error = answer["error"] or {}
+                raise _RAISED.get(str(error.get("raised")), CallFailed)(name, error)
+            if action == "wait":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"job {self.job_id} still {answer.get('status')} at call {name}"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 1.5, 10.0)
+                continue
+            attempt = int(answer["attempt"])
+            self.idempotency_key = answer.get("idempotency_key", "")
+            try:
+                output = fn()
+            except Exception as exc:
+                failures += 1
+                final = failures > retries
+                error = {"type": type(exc).__name__, "message": str(exc)[:2000], "final": final}
+                self._finish(attempt, "failed", error=error)
+                if final:
+                    raise CallFailed(name, error) from exc
+                time.sleep(backoff * 2 ** (failures - 1))
+                continue
+            self._finish(attempt, "succeeded", output=output)
+            return output
+
+    def _finish(self, attempt: int, status: str, **body: Any) -> None:
+        self.client._request(
+            "POST",
+            self._path(f"/{self.position}"),
+            json={"attempt": attempt, "status": status, **body},
+            retry=True,
+        )
+
+    def step(
+        self,
+        name: str,
+        fn: Any,
+        *args: Any,
+        idempotent: bool = True,
+        retries: int = 0,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` once and record its JSON result."""
+        return self._call(
+            "step", name, lambda: fn(*args, **kwargs), idempotent=idempotent, retries=retries
+        )
+
+    def tool(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        run: Any,
+        targets: Sequence[dict[str, str]] = (),
+        idempotent: bool = False,
+        retries: int = 0,
+    ) -> Any:
+        """Ask the job's policy gate about ``name`` with ``args``; run ``run(**args)`` once it
+        is allowed (or approved) and record its JSON result."""
+        call_args = dict(args or {})
+        return self._call(
+            "tool",
+            name,
+            lambda: run(**call_args),
+            args=call_args,
+            targets=targets,
+            idempotent=idempotent,
+            retries=retries,
+        )

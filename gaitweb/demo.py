@@ -418,6 +418,27 @@ def _seed_engine_jobs() -> None:
         )
 
 
+def _seed_workflow_job(binding: Any) -> None:
+    """One run of examples/refund_agent.py's workflow, bound to the demo policy (which sends
+    its refund to two reviewers)."""
+    from jobs import services
+    from jobs.durable import workflow_versions
+    from jobs.models import Job
+
+    if Job.objects.filter(job_id="demo-refund-agent").exists() or not workflow_versions(
+        "refund-agent"
+    ):
+        return
+    services.job_submit(
+        actor=Actor.system("demo-operator"),
+        job_id="demo-refund-agent",
+        identity="agent.billing",
+        spec={"workflow": "refund-agent", "input": {"invoice": "INV-42"}},
+        policy=binding,
+        labels={"demo": "yes", "team": "billing"},
+    )
+
+
 def _seed_templates() -> None:
     """Saved templates, so "Run a job" offers a choice (jobs.recurring; admins manage them)."""
     from jobs.models import JobTemplate
@@ -476,6 +497,7 @@ def demo_seed() -> dict[str, Any]:
         binding = _policy_binding(admin)
     _seed_agent_jobs(binding)
     _seed_engine_jobs()
+    _seed_workflow_job(binding)
     _seed_templates()
     after = Job.objects.filter(job_id__startswith="demo-").count()
     return {"created": after - before, "total": after}

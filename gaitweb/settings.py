@@ -279,6 +279,8 @@ GAIT = {
     "LEASE_SECONDS": env_float("GAIT_LEASE_SECONDS", 10.0),
     "HEARTBEAT_SECONDS": env_float("GAIT_HEARTBEAT_SECONDS", 1.0),
     "SLICE_SECONDS": env_float("GAIT_SLICE_SECONDS", 30.0),
+    # group commit of a workflow's idempotent calls (jobs.durable): 0 writes each call alone
+    "WORKFLOW_FLUSH_SECONDS": env_float("GAIT_WORKFLOW_FLUSH_SECONDS", 0.02),
     "SWEEP_SECONDS": env_float("GAIT_SWEEP_SECONDS", 2.0),
     "RECURRING_TICK_SECONDS": env_float("GAIT_RECURRING_TICK_SECONDS", 5.0),
     "RECURRING_GRACE_SECONDS": env_float("GAIT_RECURRING_GRACE_SECONDS", 60.0),
@@ -290,9 +292,15 @@ GAIT = {
     # (jobs.stepfns) are registered and command steps default to on, with the demo's own
     # allow-list (`echo`); off in a deployment
     "DEMO": DEMO,
-    # modules that register python step functions with @step_function (jobs.steps)
+    # modules that register python step functions (@step_function, jobs.steps) and workflows
+    # (@workflow, jobs.durable); demo mode adds the demo's and examples/refund_agent.py
     "STEP_MODULES": list(
-        dict.fromkeys([*(["jobs.stepfns"] if DEMO else []), *env_list("GAIT_STEP_MODULES", "")])
+        dict.fromkeys(
+            [
+                *(["jobs.stepfns", "examples.refund_agent"] if DEMO else []),
+                *env_list("GAIT_STEP_MODULES", ""),
+            ]
+        )
     ),
     # steps that touch the machine are opt-in (docs/security.md): command steps at all, then
     # only executables on the admin's allow-list (jobs.models.AllowedExecutable); shell: true

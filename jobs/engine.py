@@ -225,6 +225,8 @@ class _Runner:
     prestarted: tuple[int, int, datetime] | None = None
     # the job's PolicyVersion (versions are append-only), read once per slice by _gate_allows
     policy: Any = None
+    # called before the runner's own writes (jobs.durable: writes its buffered calls first)
+    before_write: Callable[[], None] | None = None
 
     # -- heartbeat side (runs on the heartbeat thread) --
 
@@ -533,6 +535,8 @@ class _Runner:
 
     def _locked(self) -> Job:
         """Inside a transaction: the job row, locked, after checking we still hold the lease."""
+        if self.before_write is not None:
+            self.before_write()
         job = Job.objects.select_for_update().get(pk=self.job.pk)  # type: ignore[union-attr]
         if job.lease_token != self.token:
             self.lease_lost = True
@@ -600,6 +604,8 @@ class _Runner:
 
     def release(self, *, reenqueue: bool = False) -> None:
         """Give the lease back without an event (the status does not change)."""
+        if self.before_write is not None:
+            self.before_write()
         with transaction.atomic():
             n = Job.objects.filter(pk=self.job.pk, lease_token=self.token).update(  # type: ignore[union-attr]
                 lease_token=None,
@@ -625,6 +631,8 @@ class _Runner:
         Guarded by the lease token (a worker that lost its lease cannot write) and by the
         revision (a lifecycle service that journaled meanwhile makes us rebuild the event).
         After the last step the same statement completes the job (PostgreSQL)."""
+        if self.before_write is not None:
+            self.before_write()
         job = self.job
         assert job is not None
         now = timezone.now()
@@ -917,6 +925,15 @@ class _Runner:
                 return "yielded"
             step = steps[job.cursor]
             kind = step["kind"]
+            if kind == "workflow":  # code that gates each of its own tool calls (jobs.durable)
+                from jobs.durable import workflow_advance  # jobs.durable imports this module
+
+                outcome = workflow_advance(self, step)
+                if outcome != "continue":
+                    return outcome
+                job = self.job
+                assert job is not None
+                continue
             if (
                 job.policy_id is not None
                 and kind not in PARKING_KINDS

@@ -176,6 +176,12 @@ class Job(models.Model):
         return list((self.spec or {}).get("steps", []))
 
     @property
+    def is_workflow(self) -> bool:
+        """A job whose spec is a workflow in code (jobs.durable): one step of kind workflow."""
+        steps = (self.spec or {}).get("steps") or []
+        return len(steps) == 1 and steps[0].get("kind") == "workflow"
+
+    @property
     def current_step_name(self) -> str:
         steps = self.steps
         if 0 <= self.cursor < len(steps):

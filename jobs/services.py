@@ -624,7 +624,14 @@ def job_reject(
         _require_status(job, "reject")
         if not allow_self_approval:
             _forbid_self_approval(job, actor)
-        job.status = S.BLOCKED
+        # a tool call of a workflow (or of an external agent's durable run) that a reviewer
+        # rejected: the code runs on and sees ToolRejected at that call (jobs.durable,
+        # jobs.durable_api); anything else blocks the job
+        requeue = bool(_decided_request) and _call_request(job, _decided_request)
+        if requeue:
+            job.status = S.QUEUED if job.step_count else S.RUNNING
+        else:
+            job.status = S.BLOCKED
         job.status_reason_code = "approval_rejected"
         payload: dict[str, Any] = {"reason": reason}
         if _decided_request:
@@ -637,7 +644,17 @@ def job_reject(
             payload=payload,
             update_fields=["status", "status_reason_code"],
         )
+        if requeue and job.step_count:
+            job_wake(job.job_id)
     return job
+
+
+def _call_request(job: Job, request_id: str) -> bool:
+    from approvals.models import ApprovalRequest  # approvals.services imports this module
+
+    return (job.is_workflow or job.step_count == 0) and ApprovalRequest.objects.filter(
+        job=job, request_id=request_id, step_index__gte=1
+    ).exists()
 
 
 def job_resume(

@@ -44,6 +44,8 @@ DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 TOP_KEYS = {"steps", "deadline", "description"}
+# a job whose spec is a workflow in code (jobs.durable, docs/workflows.md)
+WORKFLOW_TOP_KEYS = {"workflow", "input", "version", "deadline", "description"}
 STEP_KEYS = {"name", "kind", "with", "retry", "timeout", "idempotent", "tool"}
 RETRY_KEYS = {"max_attempts", "initial_interval", "backoff", "max_interval", "non_retryable"}
 WITH_KEYS = {
@@ -507,6 +509,8 @@ def spec_validate(raw: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         raise _fail("", "the spec must be plain JSON data") from None
     _size_check(size)
+    if "workflow" in raw:
+        return _workflow_spec(raw)
     top = _obj(raw, "", TOP_KEYS, {"steps"})
     steps_raw = top["steps"]
     if not isinstance(steps_raw, list):
@@ -523,13 +527,30 @@ def spec_validate(raw: Any) -> dict[str, Any]:
             )
         seen[step["name"]] = i
         steps.append(step)
+    return {"steps": steps, **_spec_common(top)}
+
+
+def _spec_common(top: dict[str, Any]) -> dict[str, Any]:
     deadline = duration_parse(top["deadline"], "deadline") if "deadline" in top else None
     description = (
         _str(top["description"], "description", max_len=512, allow_empty=True)
         if "description" in top
         else ""
     )
-    return {"steps": steps, "deadline_seconds": deadline, "description": description}
+    return {"deadline_seconds": deadline, "description": description}
+
+
+def _workflow_spec(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"workflow": NAME, "input": {...}, "version"?, "deadline"?, "description"?}``: one step
+    of kind ``workflow`` that runs the registered function (jobs.durable)."""
+    from jobs.durable import workflow_spec_normalize  # jobs.durable imports the engine
+
+    top = _obj(raw, "", WORKFLOW_TOP_KEYS, {"workflow"})
+    version = top.get("version")
+    if version is not None and not isinstance(version, str):
+        raise _fail("version", "must be a string")
+    step = workflow_spec_normalize(top["workflow"], top.get("input"), version=version, fail=_fail)
+    return {"workflow": step["with"]["workflow"], "steps": [step], **_spec_common(top)}
 
 
 def step_backoff_seconds(retry: Mapping[str, Any], failures: int) -> float:

@@ -376,6 +376,27 @@ def _steps(job: Job) -> list[dict[str, Any]]:
     return out
 
 
+def _calls(job: Job) -> dict[str, Any]:
+    """A workflow's (or an external agent's) durable calls: the latest ones, the current one and
+    why the job is parked (jobs.durable)."""
+    from jobs.durable import workflow_parked, workflow_timeline
+
+    if not job.is_workflow and job.step_count:
+        return {"calls": []}
+    calls, total = workflow_timeline(job)
+    for c in calls:
+        c["duration"] = duration(c["duration_ms"])
+        c["args_json"] = pretty(c["args"])
+    current = next((c for c in reversed(calls) if c["status"] == "started"), None)
+    return {
+        "calls": calls,
+        "calls_total": total,
+        "calls_hidden": total - len(calls),
+        "current_call": current,
+        "parked": workflow_parked(job) if job.is_workflow or calls else "",
+    }
+
+
 def _timeline(job: Job, before: int | None) -> tuple[list[JobEvent], int | None]:
     qs = JobEvent.objects.filter(job=job)
     if before:
@@ -421,6 +442,7 @@ def _detail_context(request: HttpRequest, job: Job, actor: Actor) -> dict[str, A
         # paused, stopped or cancelled while a worker still holds the job: the step is finishing
         "finishing": job.lease_token is not None
         and job.status in (S.PAUSED, S.EMERGENCY_STOPPED, S.CANCELLED),
+        **_calls(job),
         "progress_pct": int(job.cursor * 100 / job.step_count) if job.step_count else 0,
         "events": events,
         "older_before": older,

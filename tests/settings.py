@@ -4,6 +4,6 @@ processes the tests start read this module too."""
 
 import os
 
-os.environ.setdefault("GAIT_STEP_MODULES", "tests.stepfns")
+os.environ.setdefault("GAIT_STEP_MODULES", "tests.stepfns,tests.workflows,tests.agent_workflows")
 
 from gaitweb.settings import *  # noqa: E402,F403

@@ -39,3 +39,44 @@ def test_every_example_spec_submits_through_the_cli_in_demo_mode(
     assert job["status"] == "queued" and job["step_count"] == len(
         spec_load(path.read_text())["steps"]
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_refund_agent_example_parks_for_two_reviewers_then_completes(
+    demo_mode: None,
+) -> None:
+    import examples.refund_agent  # noqa: F401  (demo mode registers it: gaitweb.settings)
+    from approvals.models import ApprovalRequest
+    from approvals.services import approval_decide
+    from gaitweb.actors import Actor
+    from gaitweb.demo import demo_seed
+    from jobs.engine import advance
+    from jobs.models import Job, StepRun
+
+    demo_seed()
+    job = Job.objects.get(job_id="demo-refund-agent")
+    assert job.is_workflow and job.policy_id is not None
+    assert advance(job.job_id) == "decision_needed"
+    request = ApprovalRequest.objects.get(job=job)
+    assert request.tool_name == "invoices.refund" and request.required_approvals == 2
+    assert request.intent["args"] == {"invoice": "INV-42", "amount": 420}
+    for reviewer in ("rita", "rob"):
+        approval_decide(
+            actor=Actor.system(reviewer), request_id=request.request_id, decision="approve"
+        )
+    assert advance(job.job_id) == "completed"
+    out = Job.objects.get(pk=job.pk).outputs["refund-agent"]
+    assert out["answer"].startswith("Refunded INV-42") and "rf-INV-42" in out["answer"]
+    names = list(
+        StepRun.objects.filter(job=job, step_index__gte=1, status="succeeded")
+        .order_by("step_index")
+        .values_list("step_name", flat=True)
+    )
+    assert names == [
+        "plan",
+        "agent.model",
+        "invoices.read",
+        "agent.model",
+        "invoices.refund",
+        "agent.model",
+    ]

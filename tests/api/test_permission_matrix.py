@@ -70,6 +70,15 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ),
     ("get", "/api/v1/jobs/{job_id}/checkpoints/{checkpoint_id}"): Op("read", 200, job=World.run),
     ("get", "/api/v1/jobs/{job_id}/steps"): Op("read", 200, job=World.queued),
+    ("get", "/api/v1/jobs/{job_id}/calls"): Op("read", 200, job=World.run),
+    ("post", "/api/v1/jobs/{job_id}/calls"): Op(
+        "submit", 200, job=World.run, body={"position": 1, "name": "fetch", "kind": "step"}
+    ),
+    # the caller who may gets past permission and identity to the call's state: nothing was
+    # begun at position 1 of A's job (call_not_open)
+    ("post", "/api/v1/jobs/{job_id}/calls/{position}"): Op(
+        "submit", 409, job=World.run, body={"attempt": 1, "status": "succeeded", "output": 1}
+    ),
     ("post", "/api/v1/jobs/{job_id}/signals/{name}"): Op(
         "submit", 202, job=World.queued, body={"payload": {"go": True}}
     ),
@@ -232,6 +241,7 @@ def _path(template: str, op: Op, world: World) -> str:
         template.replace("{job_id}", op.job or World.run)
         .replace("{checkpoint_id}", "cp_0001")
         .replace("{name}", "go")
+        .replace("{position}", "1")
         .replace("{request_id}", world.request_id)
         .replace("{pack_id}", world.pack_id)
         .replace("{template_id}", World.template)

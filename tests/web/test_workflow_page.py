@@ -1,0 +1,66 @@
+"""A workflow job's page: its calls as a timeline (name, kind, attempt, duration, result, gate
+verdict), the current call and why it is parked; approval cards show the call's arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from approvals.models import PolicyVersion
+from gaitweb.actors import Actor
+from jobs.engine import advance
+from jobs.models import Job
+from tests.web.conftest import Browser
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+POLICY = """
+schema_id: gait.gate.policy
+schema_version: 1.0.0
+default_verdict: allow
+rules:
+  - {name: refunds-need-a-person, effect: require_approval, match: {tool_names: [payments.refund]}}
+"""
+
+
+@pytest.fixture
+def parked(tmp_path: Path) -> Job:
+    from approvals.services import policy_save
+    from jobs.services import PolicyBinding, job_submit
+
+    version: PolicyVersion = policy_save(actor=Actor.system("admin"), name="wf", source=POLICY)
+    job = job_submit(
+        actor=Actor.system("tester"),
+        job_id="wf-page",
+        spec={
+            "workflow": "refund",
+            "input": {"path": str(tmp_path / "fx"), "invoice": "42", "amount": 420},
+        },
+        policy=PolicyBinding(digest=version.digest, ref="policy:wf", version=version),
+    )
+    assert advance(job.job_id) == "decision_needed"
+    return Job.objects.get(pk=job.pk)
+
+
+def test_the_job_page_shows_the_calls_and_why_the_job_is_parked(cast: Any, parked: Job) -> None:
+    page = Browser(cast.operator).get("/jobs/wf-page/").content.decode()
+    assert 'id="calls"' in page
+    assert 'data-call="1"' in page and "<code>lookup</code>" in page
+    assert 'data-call="2"' in page and "<code>plan</code>" in page and "checkpoint" in page
+    assert "Waiting for a reviewer to approve call payments.refund" in page
+    assert "{&quot;total&quot;: 420}" in page  # the lookup's result preview
+    # the approval card on the same page shows the call's arguments
+    assert "payments.refund" in page and "&quot;amount&quot;: 420" in page
+
+
+def test_the_approvals_queue_shows_the_tool_calls_arguments(cast: Any, parked: Job) -> None:
+    page = Browser(cast.reviewer).get("/approvals/").content.decode()
+    assert "wf-page" in page and "payments.refund" in page
+    assert "&quot;invoice&quot;: &quot;42&quot;" in page and "&quot;amount&quot;: 420" in page
+
+
+def test_another_identitys_integrator_cannot_see_the_page(cast: Any, parked: Job) -> None:
+    response = Browser(cast.integrator).get("/jobs/wf-page/")
+    assert response.status_code == 404
