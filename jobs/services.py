@@ -44,7 +44,7 @@ from jobs.models import (
     JobStatus,
 )
 from jobs.selectors import DecisionPoint, job_decision_point, job_get, job_id_check
-from jobs.wake import job_wake
+from jobs.wake import job_preempt_notify, job_wake
 
 if TYPE_CHECKING:
     from approvals.models import PolicyVersion
@@ -467,6 +467,7 @@ def job_stop(*, actor: Actor, job_id: str, reason: str = "") -> Job:
                 "wake_at",
             ],
         )
+        job_preempt_notify(job.job_id)  # the worker running it kills the step at once
     return job
 
 
@@ -828,6 +829,7 @@ def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:
             payload={"reason": reason, "previous_status": previous},
             update_fields=["status", "status_reason_code", "stop_reason", "finished_at", "wake_at"],
         )
+        job_preempt_notify(job.job_id)
     return job
 
 
