@@ -14,7 +14,12 @@ Figures:
   non-idempotent steps also commit a ``started`` record before running (two per step).
 - ``commit_rate_per_s``: single-row INSERT commits per second on one connection: the ceiling for
   one durable checkpoint per step.
-- ``wake_latency_ms``: approval_decide(approve) → the next step starts (timestamp written by it).
+- ``e2e_3_steps_ms``: a trivial 3-step job, submit → completed, one worker, next to a 3-step DBOS
+  workflow started through a DBOS queue on the same server.
+- ``per_short_job``: statements and write commits of a one-step job, phase by phase (submit,
+  dequeue, task, acknowledge), next to a raw django-q2 task.
+- ``wake_latency_ms``: the ``resumed`` event written by approval_decide(approve) → the next step
+  starts (timestamp written by it); also from the call and from its return (after its commit).
 - ``stop_latency_ms``: job_stop → the running ``sleep 60`` command's process is gone.
 - ``recovery_s``: kill -9 of the cluster running a job → the job runs steps on another cluster.
 - ``jobs_per_s``: 1,000 one-step jobs submitted and completed through two clusters, next to
@@ -331,7 +336,7 @@ def bench_wake(samples: int) -> dict[str, Any]:
     from jobs.models import JobEvent
 
     cluster = Cluster()
-    latencies, with_service = [], []
+    latencies, with_service, after_commit = [], [], []
     try:
         warm_up()
         job_id = submit(steps)
@@ -348,6 +353,7 @@ def bench_wake(samples: int) -> dict[str, Any]:
             approval_decide(
                 actor=reviewer, request_id=request.request_id, decision="approve", reason="bench"
             )
+            t1 = time.time()  # the decision (and the wake-up) committed just before this
             line = wait_for(lambda i=i: _line_for(log, f"after{i}"), timeout=30, interval=0.002)
             resumed = (
                 JobEvent.objects.filter(job__job_id=job_id, type="resumed")
@@ -358,11 +364,16 @@ def bench_wake(samples: int) -> dict[str, Any]:
             # running; and from the reviewer's call, including approval_decide's own work
             latencies.append(float(line[4]) - resumed.created_at.timestamp())
             with_service.append(float(line[4]) - t0)
+            after_commit.append(float(line[4]) - t1)
         wait_for(lambda: status(job_id) == "completed", timeout=30)
     finally:
         cluster.kill()
         cancel_unfinished()
-    return {**summary_ms(latencies), "from_approve_call": summary_ms(with_service)}
+    return {
+        **summary_ms(latencies),
+        "from_approve_call": summary_ms(with_service),
+        "from_approve_return": summary_ms(after_commit),
+    }
 
 
 def _first_line_after(path: Path, not_pid: str, after: float) -> list[str] | None:
@@ -615,6 +626,7 @@ def bench_commits(n: int = 20) -> dict[str, Any]:
     from django.db import connection
     from django_q.brokers import get_broker
     from django_q.models import OrmQ
+    from django_q.signals import pre_execute
     from django_q.signing import SignedPackage
     from django_q.tasks import async_task
 
@@ -656,8 +668,13 @@ def bench_commits(n: int = 20) -> dict[str, Any]:
         module, _, fname = task["func"].rpartition(".")
         fn = getattr(__import__(module, fromlist=[fname]), fname)
         engine._sweep_checked_at = time.monotonic() + 3600  # type: ignore[attr-defined]
+        # as django-q2's worker and monitor do: pre_execute, the task, then the monitor's
+        # acknowledgement if the task still carries its ack_id
+        task["ack_id"] = ack_id
+        pre_execute.send(sender="django_q", func=fn, task=task)
         phase(kind, "task", lambda: fn(*task["args"], **task["kwargs"]))
-        phase(kind, "acknowledge", lambda: broker.acknowledge(ack_id))
+        if task.get("ack_id"):
+            phase(kind, "acknowledge", lambda: broker.acknowledge(task["ack_id"]))
 
     try:
         with connection.execute_wrapper(counter):
