@@ -95,8 +95,8 @@ class ClusterORM(ORM):
             self._listener = Listener((WAKE_CHANNEL,), alias=Conf.ORM)
         wait = float(Conf.POLL)
         due_in = self._listener.next_due_in(time.time())
-        if due_in is not None:
-            wait = min(wait, max(due_in + 0.001, 0.0))
+        if due_in is not None:  # a delayed row falls due before the poll: wake just after it
+            wait = min(wait, due_in + 0.002)
         self._listener.wait(wait)
         return None
 

@@ -114,8 +114,11 @@ class Listener:
         self.conn = None
 
     def next_due_in(self, now: float) -> float | None:
-        """Seconds until the earliest delayed row we were told about (dropping passed ones)."""
-        while self.dues and self.dues[0] <= now - 1.0:
+        """Seconds until the earliest delayed row we were told about that is still to come.
+        Call it after looking for ready rows: a due time that has passed was looked for then
+        (a row that was not ready yet is found by the next poll), so it is dropped — keeping it
+        would turn the wait into a busy loop."""
+        while self.dues and self.dues[0] <= now:
             self.dues.pop(0)
         return (self.dues[0] - now) if self.dues else None
 

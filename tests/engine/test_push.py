@@ -273,3 +273,16 @@ def test_a_stop_arriving_between_two_steps_dispatches_nothing_more(
     assert kinds[-3:] == ["emergency_stop_acknowledged", "step_succeeded", "dispatch_blocked"]
     assert job.cursor == 1
     assert not marker.exists()
+
+
+def test_due_times_that_passed_are_dropped_so_the_pusher_never_spins() -> None:
+    """A pusher waits until the due time of a delayed row it heard about; once that passed (it
+    looked for the row right before), the hint is gone and the wait is the poll again."""
+    from jobs.wake import Listener
+
+    listener = Listener(("unused",))
+    listener.dues = [100.0, 100.5, 103.0]
+    assert listener.next_due_in(100.5) == 2.5
+    assert listener.dues == [103.0]
+    assert listener.next_due_in(103.0) is None
+    assert listener.dues == []
