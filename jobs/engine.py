@@ -1091,10 +1091,11 @@ class _Runner:
         status: str,
         result: StepResult,
         error: dict[str, Any] | None,
+        finished_at: datetime | None = None,
     ) -> None:
         """Record how an attempt that did not succeed ended: finish its ``started`` record
         (one UPDATE) or write the whole row."""
-        now = timezone.now()
+        now = finished_at or timezone.now()
         if run_id is not None:
             StepRun.objects.filter(pk=run_id).update(
                 status=status,
@@ -1162,10 +1163,15 @@ class _Runner:
         status = R.TIMED_OUT if result.status == "timed_out" else R.FAILED
         if retryable and failures < int(retry["max_attempts"]):
             delay = step_backoff_seconds(retry, failures)
-            wake_at = timezone.now() + timedelta(seconds=delay)
+            # the backoff runs from the end the attempt records: with pushed wake-ups the next
+            # attempt starts within milliseconds of its due time
+            failed_at = timezone.now()
+            wake_at = failed_at + timedelta(seconds=delay)
 
             def record(job: Job) -> None:
-                self._steprun_finish(job, step, attempt, started_at, run_id, status, result, error)
+                self._steprun_finish(
+                    job, step, attempt, started_at, run_id, status, result, error, failed_at
+                )
 
             self._transition(
                 status=S.WAITING,
