@@ -33,7 +33,7 @@ TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine.py jobs/
 	packs/services.py packs/spec.py packs/zipsafe.py packs/keys.py gaitweb/canonical.py \
 	gaitweb/errors.py gaitweb/actors.py gaitweb/validation.py gaitweb/apikeys.py \
 	approvals/selectors.py packs/selectors.py jobs/durable.py jobs/replay.py \
-	gaitweb/parsing.py gaitweb/middleware.py
+	gaitweb/parsing.py gaitweb/middleware.py jobs/broker.py jobs/wake.py
 
 test: dev-deps
 	$(VENV)/bin/ruff check .

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 
-from approvals.models import IdentityPolicy, Policy, PolicyVersion
+from approvals.models import IdentityPolicy, Policy, PolicyVersion, RevokedIdentity
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
 from gaitweb.errors import GaitError, Hints, PolicyRefused
@@ -134,6 +135,33 @@ def policy_assignment_get(*, identity: str) -> Assignment:
             return Assignment(
                 identity=identity, source=FROM_IDENTITY, policy=row.policy, binding_pk=row.pk
             )
+    return _default_assignment(identity)
+
+
+def submit_admission(*, identity: str) -> tuple[bool, Assignment]:
+    """What a submit checks about ``identity`` before writing: whether it is revoked, and the
+    policy its jobs are bound to. One round trip (a raw statement: no query compilation) when
+    the identity has no binding of its own, the common case; a bound identity's policy is then
+    read as ``policy_assignment_get`` reads it."""
+    if not identity:
+        return False, policy_assignment_get(identity=identity)
+    revoked_t, bound_t = RevokedIdentity._meta.db_table, IdentityPolicy._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f'SELECT EXISTS (SELECT 1 FROM "{revoked_t}" WHERE "identity" = %s), '
+            f'(SELECT "id" FROM "{bound_t}" WHERE "identity" = %s)',
+            [identity, identity],
+        )
+        revoked, bound = cur.fetchone()
+    if revoked:
+        return True, Assignment(identity=identity, source=UNGATED)  # refused before any use
+    if bound is None:
+        return False, _default_assignment(identity)
+    return False, policy_assignment_get(identity=identity)
+
+
+def _default_assignment(identity: str) -> Assignment:
+    """The assignment of an identity without a binding: the deployment default, if any."""
     name = default_policy_name()
     if not name:
         return Assignment(identity=identity, source=UNGATED)

@@ -14,7 +14,12 @@ Figures:
   non-idempotent steps also commit a ``started`` record before running (two per step).
 - ``commit_rate_per_s``: single-row INSERT commits per second on one connection: the ceiling for
   one durable checkpoint per step.
-- ``wake_latency_ms``: approval_decide(approve) → the next step starts (timestamp written by it).
+- ``e2e_3_steps_ms``: a trivial 3-step job, submit → completed, one worker, next to a 3-step DBOS
+  workflow started through a DBOS queue on the same server.
+- ``per_short_job``: statements and write commits of a one-step job, phase by phase (submit,
+  dequeue, task, acknowledge), next to a raw django-q2 task.
+- ``wake_latency_ms``: the ``resumed`` event written by approval_decide(approve) → the next step
+  starts (timestamp written by it); also from the call and from its return (after its commit).
 - ``stop_latency_ms``: job_stop → the running ``sleep 60`` command's process is gone.
 - ``recovery_s``: kill -9 of the cluster running a job → the job runs steps on another cluster.
 - ``jobs_per_s``: 1,000 one-step jobs submitted and completed through two clusters, next to
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -164,10 +170,24 @@ def status(job_id: str) -> str:
 # --- steps_per_s ---------------------------------------------------------------------------
 
 
+# The three workloads of a round, in every order in turn: the first run of a round follows the
+# previous round's last, and the server's commit rate drifts, so no workload may always run in
+# the same place (the figures by position in ``steps_detail.by_position`` show any such bias).
+ORDERS = [
+    ("idempotent", "non_idempotent", "dbos"),
+    ("non_idempotent", "dbos", "idempotent"),
+    ("dbos", "idempotent", "non_idempotent"),
+    ("dbos", "non_idempotent", "idempotent"),
+    ("non_idempotent", "idempotent", "dbos"),
+    ("idempotent", "dbos", "non_idempotent"),
+]
+
+
 def bench_steps(n: int, rounds: int) -> dict[str, Any]:
-    """gaitweb and DBOS back to back, ``rounds`` times, on the same server. The server is shared
+    """gaitweb (idempotent and non-idempotent steps) and DBOS in the same round, ``rounds``
+    times, on the same server, the order rotating from round to round. The server is shared
     (other databases, other users: its commit rate moves by 2-3x from minute to minute), so the
-    ratio of record is the median of the per-round ratios of neighbouring runs."""
+    ratios of record are the medians of the per-round ratios."""
     from jobs.models import Job
 
     def gaitweb_run(idempotent: bool) -> float:
@@ -191,17 +211,25 @@ def bench_steps(n: int, rounds: int) -> dict[str, Any]:
         "dbos": [],
         "commit_rate": [],
     }
+    by_position: dict[str, list[list[float]]] = {k: [[], [], []] for k in ORDERS[0]}
+    orders: list[str] = []
     dbos_info: dict[str, Any] = {}
     cluster = Cluster(GAIT_Q_WORKERS="1", GAIT_SLICE_SECONDS="600")
     try:
         warm_up()
+        gaitweb_run(True)  # warm the worker up (imports, prepared plans) outside the rounds
         for r in range(rounds):
             runs["commit_rate"].append(bench_commit_rate())
-            first, last = (True, False) if r % 2 == 0 else (False, True)
-            runs["idempotent" if first else "non_idempotent"].append(gaitweb_run(first))
-            dbos_info = bench_dbos(n)
-            runs["dbos"].append(dbos_info.get("steps_per_s", float("nan")))
-            runs["idempotent" if last else "non_idempotent"].append(gaitweb_run(last))
+            order = ORDERS[r % len(ORDERS)]
+            orders.append(",".join(order))
+            for pos, workload in enumerate(order):
+                if workload == "dbos":
+                    dbos_info = bench_dbos(n)
+                    value = float(dbos_info.get("steps_per_s", float("nan")))
+                else:
+                    value = gaitweb_run(workload == "idempotent")
+                runs[workload].append(value)
+                by_position[workload][pos].append(round(value, 1))
     finally:
         cluster.kill()
     ok = [i for i, v in enumerate(runs["dbos"]) if v == v]
@@ -209,10 +237,21 @@ def bench_steps(n: int, rounds: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "steps": n,
         "rounds": rounds,
+        "orders": orders,
         "gaitweb_idempotent_steps_per_s": med["idempotent"],
         "gaitweb_non_idempotent_steps_per_s": med["non_idempotent"],
         "commit_rate_per_s": med["commit_rate"],
         "all_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
+        "by_position": by_position,
+        "share_of_commit_rate": {
+            k: round(
+                statistics.median(runs[k][i] / runs["commit_rate"][i] for i in range(rounds)), 2
+            )
+            for k in ("idempotent", "non_idempotent")
+        },
+        "idempotent_vs_non_idempotent_per_round": [
+            round(a / b, 2) for a, b in zip(runs["idempotent"], runs["non_idempotent"], strict=True)
+        ],
     }
     if ok:
         ratios = [runs["idempotent"][i] / runs["dbos"][i] for i in ok]
@@ -220,6 +259,7 @@ def bench_steps(n: int, rounds: int) -> dict[str, Any]:
         out["dbos_steps_per_s"] = round(statistics.median(runs["dbos"][i] for i in ok), 1)
         out["dbos_version"] = dbos_info.get("version")
         out["ratio_per_round"] = [round(x, 2) for x in ratios]
+        out["ratio_per_round_non_idempotent"] = [round(x, 2) for x in ratios_ni]
         out["ratio_vs_dbos"] = round(statistics.median(ratios), 2)
         out["ratio_vs_dbos_non_idempotent"] = round(statistics.median(ratios_ni), 2)
     else:
@@ -227,13 +267,19 @@ def bench_steps(n: int, rounds: int) -> dict[str, Any]:
     return out
 
 
-def bench_dbos(n: int) -> dict[str, Any]:
-    url = _server_url(BENCH_URL, "gaitweb_bench_dbos").replace("postgres://", "postgresql://", 1)
+def _dbos_url() -> str:
+    """DBOS's scratch database, next to (and named after) the bench's own."""
+    name = BENCH_URL.rpartition("/")[2] + "_dbos"
+    return _server_url(BENCH_URL, name).replace("postgres://", "postgresql://", 1)
+
+
+def _dbos(*args: str) -> dict[str, Any]:
+    url = _dbos_url()
     recreate_database(url)
     code = (ROOT / "bench" / "dbos_workload.py").as_posix()
     try:
         proc = subprocess.run(
-            [sys.executable, code, str(n)],
+            [sys.executable, code, *args],
             env={**os.environ, "DBOS_SYSTEM_DATABASE_URL": url},
             capture_output=True,
             text=True,
@@ -244,6 +290,10 @@ def bench_dbos(n: int) -> dict[str, Any]:
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout)[-800:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_dbos(n: int) -> dict[str, Any]:
+    return _dbos(str(n))
 
 
 def bench_commit_rate(n: int = 3000) -> float:
@@ -286,7 +336,7 @@ def bench_wake(samples: int) -> dict[str, Any]:
     from jobs.models import JobEvent
 
     cluster = Cluster()
-    latencies, with_service = [], []
+    latencies, with_service, after_commit = [], [], []
     try:
         warm_up()
         job_id = submit(steps)
@@ -303,6 +353,7 @@ def bench_wake(samples: int) -> dict[str, Any]:
             approval_decide(
                 actor=reviewer, request_id=request.request_id, decision="approve", reason="bench"
             )
+            t1 = time.time()  # the decision (and the wake-up) committed just before this
             line = wait_for(lambda i=i: _line_for(log, f"after{i}"), timeout=30, interval=0.002)
             resumed = (
                 JobEvent.objects.filter(job__job_id=job_id, type="resumed")
@@ -313,11 +364,16 @@ def bench_wake(samples: int) -> dict[str, Any]:
             # running; and from the reviewer's call, including approval_decide's own work
             latencies.append(float(line[4]) - resumed.created_at.timestamp())
             with_service.append(float(line[4]) - t0)
+            after_commit.append(float(line[4]) - t1)
         wait_for(lambda: status(job_id) == "completed", timeout=30)
     finally:
         cluster.kill()
         cancel_unfinished()
-    return {**summary_ms(latencies), "from_approve_call": summary_ms(with_service)}
+    return {
+        **summary_ms(latencies),
+        "from_approve_call": summary_ms(with_service),
+        "from_approve_return": summary_ms(after_commit),
+    }
 
 
 def _first_line_after(path: Path, not_pid: str, after: float) -> list[str] | None:
@@ -431,6 +487,213 @@ def bench_recovery(samples: int) -> dict[str, Any]:
     }
 
 
+# --- a 3-step job end to end -------------------------------------------------------------------
+
+
+def bench_e2e3(samples: int, rounds: int) -> dict[str, Any]:
+    """A trivial 3-step job, submit → completed, one job at a time on one worker; next to it a
+    3-step DBOS workflow started through a DBOS queue on the same server (bench/dbos_workload.py),
+    the order alternating from round to round. Times run from just before the submit (the
+    enqueue) to the completion time the engine (DBOS) records."""
+    from jobs.models import Job
+
+    def gaitweb(idempotent: bool) -> list[float]:
+        steps = [
+            {
+                "name": f"s{k}",
+                "kind": "python",
+                "with": {"function": "noop"},
+                "idempotent": idempotent,
+            }
+            for k in range(3)
+        ]
+        out = []
+        for _ in range(samples):
+            t0 = time.time()
+            job_id = submit(steps)
+            wait_for(lambda j=job_id: status(j) == "completed", timeout=30, interval=0.003)
+            finished = Job.objects.filter(job_id=job_id).values_list("finished_at", flat=True).get()
+            out.append(finished.timestamp() - t0)
+        return out
+
+    got: dict[str, list[float]] = {"idempotent": [], "non_idempotent": [], "dbos": []}
+    medians: dict[str, list[float]] = {k: [] for k in got}
+    dbos_info: dict[str, Any] = {}
+    cluster = Cluster(GAIT_Q_WORKERS="1")
+    try:
+        warm_up()
+        gaitweb(True)
+        for r in range(rounds):
+            order = ["gaitweb", "dbos"] if r % 2 == 0 else ["dbos", "gaitweb"]
+            for part in order:
+                if part == "dbos":
+                    dbos_info = _dbos("e2e3", str(samples))
+                    values = [ms / 1000 for ms in dbos_info.get("e2e_ms", [])]
+                    got["dbos"] += values
+                    if values:
+                        medians["dbos"].append(statistics.median(values))
+                else:
+                    for idem in (True, False) if r % 2 == 0 else (False, True):
+                        key = "idempotent" if idem else "non_idempotent"
+                        values = gaitweb(idem)
+                        got[key] += values
+                        medians[key].append(statistics.median(values))
+    finally:
+        cluster.kill()
+        cancel_unfinished()
+    out: dict[str, Any] = {
+        "gaitweb": {
+            **summary_ms(got["idempotent"]),
+            "p90": round(pct([v * 1000 for v in got["idempotent"]], 90), 1),
+        },
+        "gaitweb_non_idempotent": {
+            **summary_ms(got["non_idempotent"]),
+            "p90": round(pct([v * 1000 for v in got["non_idempotent"]], 90), 1),
+        },
+        "round_medians_ms": {k: [round(v * 1000, 1) for v in vs] for k, vs in medians.items()},
+    }
+    if got["dbos"]:
+        out["dbos_queue"] = {
+            **summary_ms(got["dbos"]),
+            "p90": round(pct([v * 1000 for v in got["dbos"]], 90), 1),
+            "queue_poll_s": dbos_info.get("poll_s"),
+            "version": dbos_info.get("version"),
+        }
+    else:
+        out["dbos_error"] = dbos_info.get("error")
+    return out
+
+
+# --- commits per one-step job ------------------------------------------------------------------
+
+
+class _SqlCount:
+    """Counts what one connection sends: statements, write transactions (an autocommit write, or
+    an atomic block that wrote) and read-only autocommit round trips."""
+
+    WRITES = ("INSERT", "UPDATE", "DELETE")
+
+    def __init__(self) -> None:
+        self.statements = 0
+        self.write_commits = 0
+        self.reads = 0
+        self.block_wrote = False
+        self.notifies = 0
+
+    def is_write(self, sql: str) -> bool:
+        head = sql.lstrip().split(None, 1)[0].upper()
+        if head in self.WRITES:
+            return True
+        if head == "WITH":
+            upper = sql.upper()
+            return any(f"{w} " in upper for w in self.WRITES)
+        return False
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        from django.db import connection
+
+        self.statements += 1
+        write = self.is_write(sql)
+        if "pg_notify" in sql or sql.lstrip().upper().startswith("NOTIFY"):
+            self.notifies += 1
+        if connection.in_atomic_block:
+            self.block_wrote = self.block_wrote or write
+        elif write:
+            self.write_commits += 1
+        else:
+            self.reads += 1
+        return execute(sql, params, many, context)
+
+    def committed(self) -> None:
+        if self.block_wrote:
+            self.write_commits += 1
+        self.block_wrote = False
+
+    def snapshot(self) -> dict[str, int]:
+        return {
+            "statements": self.statements,
+            "write_commits": self.write_commits,
+            "read_round_trips": self.reads,
+        }
+
+
+def bench_commits(n: int = 20) -> dict[str, Any]:
+    """What one short job costs the database, phase by phase, counted on the connection that
+    does the work: the submit (with its enqueue), the cluster broker's dequeue, the task
+    (claim, step, checkpoint-and-complete) and the acknowledgement; next to a raw django-q2 task
+    through the same broker. Runs in this process on the cluster's own code paths (the broker
+    class of Q_CLUSTER, the task function, django-q2's acknowledge), one job at a time."""
+    from django.db import connection
+    from django_q.brokers import get_broker
+    from django_q.models import OrmQ
+    from django_q.signals import pre_execute
+    from django_q.signing import SignedPackage
+    from django_q.tasks import async_task
+
+    import jobs.engine as engine
+    from jobs.broker import DelayedORM
+
+    spec = [{"name": "only", "kind": "python", "with": {"function": "noop"}}]
+    spec_idem = [{**spec[0], "idempotent": True}]
+    OrmQ.objects.all().delete()
+    broker = get_broker()
+    # no sweep chain here: its rows would be dequeued in place of the job's
+    broker._next_check = float("inf")  # type: ignore[attr-defined]
+    counter = _SqlCount()
+    real_commit = connection.commit
+
+    def commit() -> None:
+        real_commit()
+        counter.committed()
+
+    connection.commit = commit  # type: ignore[method-assign]
+    phases: dict[str, Counter[str]] = {}
+
+    def phase(kind: str, name: str, fn: Any) -> Any:
+        before = counter.snapshot()
+        value = fn()
+        after = counter.snapshot()
+        bucket = phases.setdefault(kind, Counter())
+        for k, v in after.items():
+            bucket[f"{name}.{k}"] += v - before[k]
+            bucket[f"total.{k}"] += v - before[k]
+        return value
+
+    def one(kind: str, enqueue: Any) -> None:
+        phase(kind, "submit", enqueue)
+        tasks = phase(kind, "dequeue", broker.dequeue)
+        assert tasks and len(tasks) == 1, tasks
+        ack_id, payload = tasks[0]
+        task = SignedPackage.loads(payload)
+        module, _, fname = task["func"].rpartition(".")
+        fn = getattr(__import__(module, fromlist=[fname]), fname)
+        engine._sweep_checked_at = time.monotonic() + 3600  # type: ignore[attr-defined]
+        # as django-q2's worker and monitor do: pre_execute, the task, then the monitor's
+        # acknowledgement if the task still carries its ack_id
+        task["ack_id"] = ack_id
+        pre_execute.send(sender="django_q", func=fn, task=task)
+        phase(kind, "task", lambda: fn(*task["args"], **task["kwargs"]))
+        if task.get("ack_id"):
+            phase(kind, "acknowledge", lambda: broker.acknowledge(task["ack_id"]))
+
+    try:
+        with connection.execute_wrapper(counter):
+            for _ in range(n):
+                one("job", lambda: submit(spec))
+                one("job_idempotent", lambda: submit(spec_idem))
+                one(
+                    "raw_task",
+                    lambda: async_task(
+                        "jobs.tasks.noop", q_options={"broker": DelayedORM(), "save": False}
+                    ),
+                )
+    finally:
+        connection.commit = real_commit  # type: ignore[method-assign]
+    return {
+        kind: {k: round(v / n, 2) for k, v in sorted(c.items())} for kind, c in phases.items()
+    } | {"jobs": n}
+
+
 # --- throughput ----------------------------------------------------------------------------
 
 
@@ -499,7 +762,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", default="steps,wake,stop,recovery,jobs")
+    parser.add_argument("--only", default="steps,e2e3,wake,stop,commits,recovery,jobs")
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -527,6 +790,10 @@ def main() -> None:
         }
         result["commit_rate_per_s"] = steps["commit_rate_per_s"]
         result["steps_detail"] = steps
+    if "e2e3" in only:
+        result["e2e_3_steps_ms"] = bench_e2e3(10 if quick else 30, rounds=1 if quick else 4)
+    if "commits" in only:
+        result["per_short_job"] = bench_commits(5 if quick else 20)
     if "wake" in only:
         result["wake_latency_ms"] = bench_wake(10 if quick else 40)
     if "stop" in only:

@@ -288,6 +288,9 @@ GAIT = {
     "STOP_POLL_SECONDS": env_float("GAIT_STOP_POLL_SECONDS", 0.2),
     # how often a running command's output tails are saved on its StepRun (the heartbeat)
     "LIVE_OUTPUT_SECONDS": env_float("GAIT_LIVE_OUTPUT_SECONDS", 1.0),
+    # PostgreSQL: wake-ups and stops are pushed with LISTEN/NOTIFY (jobs/wake.py); the polls stay
+    # as the fallback. Off behind a pooler in transaction mode, which cannot hold a LISTEN.
+    "PG_NOTIFY": env_bool("GAIT_PG_NOTIFY", True),
     # demo mode (`make run` / `manage.py up` turn it on): the demo's python step functions
     # (jobs.stepfns) are registered and command steps default to on, with the demo's own
     # allow-list (`echo`); off in a deployment

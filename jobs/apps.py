@@ -20,3 +20,12 @@ class JobsConfig(AppConfig):
             post_save.connect(allowlists_forget, sender=model, dispatch_uid=f"forget-{model}")
             post_delete.connect(allowlists_forget, sender=model, dispatch_uid=f"del-{model}")
         process_harden()
+        # an advance task acknowledges its broker row in the statement that claims its job
+        from django_q.signals import post_spawn, pre_execute
+
+        from jobs.broker import broker_row_to_task
+        from jobs.wake import worker_spawned
+
+        pre_execute.connect(broker_row_to_task, dispatch_uid="gaitweb-broker-row")
+        # a cluster's worker listens for stops of the job it runs (jobs.wake)
+        post_spawn.connect(worker_spawned, dispatch_uid="gaitweb-worker-spawned")

@@ -1,24 +1,36 @@
-"""Delayed delivery on django-q2's ORM broker.
+"""gaitweb's django-q2 brokers: delayed delivery, push wake-ups on PostgreSQL, and the sweep's
+watchdog (docs/engine.md, "Wake-ups, timers and the sweep").
 
 The ORM broker hides a queued row until its ``lock`` time has passed (``dequeue`` takes rows
 with ``lock < now``), and ``async_task(..., broker=…)`` accepts a broker instance. Writing the
-row with ``lock = due time`` therefore gives delayed delivery with the broker's poll precision
-(``Q_CLUSTER["poll"]``, 0.2 s) — what timers and retry backoffs need, and what django-q2's
-30-second scheduler tick cannot give (docs/engine.md).
+row with ``lock = due time`` therefore gives delayed delivery — what timers and retry backoffs
+need, and what django-q2's 30-second scheduler tick cannot give.
 
-Only ``enqueue`` differs from the stock broker; the cluster keeps dequeuing with its own ORM
-broker, so nothing needs configuring on the worker side.
+On PostgreSQL the row is written and announced (``NOTIFY``, jobs/wake.py) in one statement, in
+the caller's transaction; the cluster's pusher takes a row with one ``UPDATE … FOR UPDATE SKIP
+LOCKED … RETURNING`` and, when there is none, waits on ``LISTEN`` for at most the poll interval
+instead of sleeping it out (and wakes at the due time of a delayed row it heard about). SQLite
+keeps the stock poll.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
+from django.db import connections
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
+
+from jobs.wake import WAKE_CHANNEL, Listener, notify_enabled
+
+log = logging.getLogger("gaitweb.engine")
+ADVANCE_TASK = "jobs.tasks.advance"
 
 
 class DelayedORM(ORM):
@@ -34,22 +46,36 @@ class DelayedORM(ORM):
     def enqueue(self, task: str) -> int:
         now = timezone.now()
         lock = self.at if self.at is not None and self.at > now else now
-        row = OrmQ.objects.using(Conf.ORM).create(key=self.list_key, payload=task, lock=lock)
-        return int(row.pk)
+        if not notify_enabled(Conf.ORM):
+            row = OrmQ.objects.using(Conf.ORM).create(key=self.list_key, payload=task, lock=lock)
+            return int(row.pk)
+        due = f"{lock.timestamp():.3f}" if lock > now else ""
+        with connections[Conf.ORM].cursor() as cur:
+            cur.execute(
+                f'WITH r AS (INSERT INTO "{OrmQ._meta.db_table}" ("key", "payload", "lock") '
+                'VALUES (%s, %s, %s) RETURNING "id") SELECT r.id, pg_notify(%s, %s) FROM r',
+                [self.list_key, task, lock, WAKE_CHANNEL, due],
+            )
+            row_id = cur.fetchone()[0]
+        return int(row_id)
 
 
 class ClusterORM(ORM):
-    """The ORM broker the cluster itself uses (``Q_CLUSTER["broker_class"]``): the stock one,
-    plus a watchdog for the engine's sweep chain.
+    """The ORM broker the cluster itself uses (``Q_CLUSTER["broker_class"]``).
 
-    The sweep re-enqueues itself as a delayed broker row. If a cluster is killed while holding
-    that row (dequeued rows stay locked for ``retry`` seconds), the chain is gone, and so is
-    crash recovery for every job. The pusher of every live cluster therefore checks the chain's
-    heartbeat every couple of seconds and restarts it when it went quiet: one cache read per
-    check, and recovery never waits for django-q2's 30-second scheduler tick.
+    - ``dequeue`` on PostgreSQL: one statement takes a ready row (``SKIP LOCKED``: clusters
+      never wait on each other); with none ready, wait on ``LISTEN`` (jobs/wake.py) for at most
+      the poll interval, or until the due time of a delayed row announced meanwhile.
+    - a watchdog for the engine's sweep chain. The sweep re-enqueues itself as a delayed broker
+      row. If a cluster is killed while holding that row (dequeued rows stay locked for
+      ``retry`` seconds), the chain is gone, and so is crash recovery for every job. The pusher
+      of every live cluster therefore checks the chain's heartbeat every couple of seconds and
+      restarts it when it went quiet: one cache read per check, and recovery never waits for
+      django-q2's 30-second scheduler tick.
     """
 
     _next_check = 0.0
+    _listener: Listener | None = None
 
     def ping(self) -> bool:  # called once when a cluster starts
         self._sweep_watch()
@@ -57,22 +83,53 @@ class ClusterORM(ORM):
 
     def dequeue(self):  # type: ignore[no-untyped-def]
         self._sweep_watch()
-        return super().dequeue()
+        if connections[Conf.ORM].vendor != "postgresql":
+            return super().dequeue()
+        tasks = self._take()
+        if tasks:
+            return tasks
+        if not notify_enabled(Conf.ORM):
+            time.sleep(Conf.POLL)
+            return None
+        if self._listener is None:
+            self._listener = Listener((WAKE_CHANNEL,), alias=Conf.ORM)
+        wait = float(Conf.POLL)
+        due_in = self._listener.next_due_in(time.time())
+        if due_in is not None:  # a delayed row falls due before the poll: wake just after it
+            wait = min(wait, due_in + 0.002)
+        self._listener.wait(wait)
+        return None
+
+    def _take(self) -> list[tuple[int, str]]:
+        table = OrmQ._meta.db_table
+        now = timezone.now()
+        with connections[Conf.ORM].cursor() as cur:
+            cur.execute(
+                f'UPDATE "{table}" SET "lock" = %s WHERE "id" IN (SELECT "id" FROM "{table}" '
+                'WHERE "key" = %s AND "lock" < %s ORDER BY "id" LIMIT %s FOR UPDATE SKIP LOCKED) '
+                'RETURNING "id", "payload"',
+                [now + timedelta(seconds=Conf.RETRY), self.list_key, now, Conf.BULK],
+            )
+            return [(int(pk), payload) for pk, payload in cur.fetchall()]
 
     def _sweep_watch(self) -> None:
-        import logging
-        import time
-
-        from django.conf import settings
-
         now = time.monotonic()
         if now < self._next_check:
             return
         gait: dict[str, Any] = settings.GAIT  # type: ignore[assignment]
         self._next_check = now + max(1.0, float(gait["SWEEP_SECONDS"]))
         try:
-            from jobs.engine import sweep_kick
+            from jobs.engine import sweep_kick  # jobs.engine imports this module
 
             sweep_kick()
         except Exception:  # the broker must keep delivering even if the cache is down
-            logging.getLogger("gaitweb.engine").exception("sweep watchdog failed")
+            log.exception("sweep watchdog failed")
+
+
+def broker_row_to_task(sender: Any, task: dict[str, Any], **kwargs: Any) -> None:
+    """django-q2 ``pre_execute`` (in the worker, before the task runs): an ``advance`` task
+    acknowledges its own broker row, in the statement that claims the job (jobs.engine), rather
+    than in a commit of its own after it ran. The row id moves from the task's ``ack_id`` (which
+    the cluster's monitor would delete) into the task's arguments."""
+    if task.get("func") == ADVANCE_TASK and task.get("ack_id"):
+        task["kwargs"] = {**(task.get("kwargs") or {}), "broker_row": int(task.pop("ack_id"))}

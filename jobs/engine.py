@@ -49,6 +49,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
+from django_q.models import OrmQ
 
 from approvals.assignments import deployment_gate_status
 from gaitweb.actors import Actor, Scope
@@ -66,6 +67,7 @@ from jobs.models import (
 )
 from jobs.spec import PARKING_KINDS, SIGNAL_NAME_RE, step_backoff_seconds, step_gate_tool
 from jobs.steps import StepContext, StepResult, step_execute
+from jobs.wake import PREEMPT_CHANNEL, Listener, listens_for_stops
 
 log = logging.getLogger("gaitweb.engine")
 
@@ -97,8 +99,9 @@ def worker_name() -> str:
 
 
 def advance_enqueue(job_id: str, *, at: datetime | None = None) -> None:
-    """Deliver ``advance(job_id)`` now, or not before ``at`` (a delayed ORM broker row).
-    Call it after the commit that made the job runnable (jobs.wake.job_wake does)."""
+    """Deliver ``advance(job_id)`` now, or not before ``at`` (a delayed ORM broker row, written
+    with a NOTIFY on PostgreSQL: jobs/broker.py). Call it inside the transaction that made the
+    job runnable (jobs.wake.job_wake does): the row commits or rolls back with it."""
     from django_q.tasks import async_task
 
     from jobs.broker import DelayedORM
@@ -122,10 +125,6 @@ def advance_enqueue(job_id: str, *, at: datetime | None = None) -> None:
 def _q_timeout() -> int:
     q: dict[str, Any] = settings.Q_CLUSTER  # type: ignore[assignment]
     return int(q.get("timeout") or 0)
-
-
-def _enqueue_on_commit(job_id: str, at: datetime | None = None) -> None:
-    transaction.on_commit(lambda: advance_enqueue(job_id, at=at))
 
 
 # --- the heartbeat -----------------------------------------------------------------------------
@@ -159,19 +158,30 @@ class _Heartbeat:
                 self.runner = None
 
     def _loop(self) -> None:
+        # PostgreSQL: stops and cancels are announced (jobs.wake.job_preempt_notify), so the
+        # thread waits on LISTEN and looks at the status at once when its job is named; the
+        # status poll below stays as the fallback
+        listener = Listener((PREEMPT_CHANNEL,)) if listens_for_stops() else None
         while True:
             poll = float(_gait("STOP_POLL_SECONDS", 0.2))
-            self.wake.wait(poll)
-            self.wake.clear()
-            with self.lock:
-                runner = self.runner
+            named = False
+            if listener is not None:
+                got = listener.wait(poll)
+                with self.lock:
+                    runner = self.runner
+                named = runner is not None and any(p == runner.job_id for _, p in got)
+            else:
+                self.wake.wait(poll)
+                self.wake.clear()
+                with self.lock:
+                    runner = self.runner
             if runner is None:
                 if self.used_db:  # idle: give the connection back (it is reopened on demand)
                     self.used_db = False
                     connection.close()
                 continue
             try:
-                self.used_db = runner.heartbeat_tick() or self.used_db
+                self.used_db = runner.heartbeat_tick(look=named) or self.used_db
             except Exception:  # a broken connection must not kill the thread
                 log.exception("heartbeat failed for %s", runner.job_id)
                 try:
@@ -227,17 +237,19 @@ class _Runner:
     policy: Any = None
     # called before the runner's own writes (jobs.durable: writes its buffered calls first)
     before_write: Callable[[], None] | None = None
+    # the broker row that delivered this run, acknowledged by the claim (jobs.broker)
+    broker_row: int | None = None
 
     # -- heartbeat side (runs on the heartbeat thread) --
 
-    def heartbeat_tick(self) -> bool:
-        """Renew the lease when due; while a step runs, look for a stop. True if it used the
-        database."""
+    def heartbeat_tick(self, *, look: bool = False) -> bool:
+        """Renew the lease when due; while a step runs (or when ``look``: a stop of this job was
+        announced), look for a stop. True if it used the database."""
         now_m = time.monotonic()
         attempt = self.attempt
         lease_s = float(_gait("LEASE_SECONDS"))
         renew = now_m - self.last_renew >= float(_gait("HEARTBEAT_SECONDS"))
-        if not renew and attempt is None:
+        if not renew and attempt is None and not look:
             return False
         table = Job._meta.db_table
         with connection.cursor() as cur:
@@ -261,6 +273,7 @@ class _Runner:
             self.lease_lost = True
         elif row[0] in (S.EMERGENCY_STOPPED, S.CANCELLED):
             self.preempted = row[0]
+        attempt = self.attempt  # it may have started meanwhile (_run_step looks at preempted)
         if attempt is None:
             return True
         # python steps cannot be killed: a timeout only raises ctx.stopped (commands time out
@@ -377,8 +390,7 @@ class _Runner:
                     'RETURNING "id"), '
                     f'e AS (INSERT INTO "{JobEvent._meta.db_table}" ("job_id", "revision", "type", "actor", '
                     '"reason_code", "payload", "created_at", "prev_hash", "hash") '
-                    "SELECT j.id, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM j) "
-                    "SELECT count(*) FROM j"
+                    "SELECT j.id, %s, %s, %s, %s, %s::jsonb, %s, %s, %s FROM j)"
                 )
                 params = [
                     reason, self.token, job.lease_owner, lease, job.started_at, event.revision, event.hash, now,
@@ -388,9 +400,9 @@ class _Runner:
                 ]  # fmt: skip
             else:
                 sql = (
-                    f'UPDATE "{jt}" SET "lease_token" = %s, "lease_owner" = %s, "lease_expires_at" = %s, '
+                    f'WITH j AS (UPDATE "{jt}" SET "lease_token" = %s, "lease_owner" = %s, "lease_expires_at" = %s, '
                     '"updated_at" = %s WHERE "id" = %s AND "revision" = %s AND "status" = %s '
-                    'AND "lease_token" IS NULL RETURNING 1'
+                    'AND "lease_token" IS NULL RETURNING "id")'
                 )
                 params = [
                     self.token,
@@ -401,15 +413,39 @@ class _Runner:
                     old["revision"],
                     old["status"],
                 ]
+            runs = [_steprun_from_json(job, r) for r in job._runs]  # type: ignore[attr-defined]
+            # the delivery's broker row is deleted by the claim (its acknowledgement), and a
+            # non-idempotent step's ``started`` record rides on it: one commit for both
+            if self.broker_row is not None:
+                sql += f', q AS (DELETE FROM "{OrmQ._meta.db_table}" WHERE "id" = %s)'
+                params.append(self.broker_row)
+            start = self._claim_prestart(job, runs)
+            if start is not None:
+                step, attempt_no = start
+                sql += (
+                    f', n AS (INSERT INTO "{st}" ("job_id", "step_index", "step_name", "attempt", "status", '
+                    '"idempotency_key", "input", "output", "error", "stdout", "stderr", "worker", "started_at", '
+                    "\"finished_at\") SELECT j.id, %s, %s, %s, 'started', %s, %s::jsonb, NULL, NULL, '', '', %s, %s, NULL "
+                    'FROM j RETURNING "id") SELECT (SELECT count(*) FROM j), (SELECT "id" FROM n)'
+                )
+                params += [
+                    job.cursor, step["name"], attempt_no, self.idempotency_key(step),
+                    json.dumps(step["with"]), job.lease_owner, now,
+                ]  # fmt: skip
+            else:
+                sql += " SELECT (SELECT count(*) FROM j), NULL"
             with connection.cursor() as cur:
                 cur.execute(sql, params)
                 row = cur.fetchone()
+            self.broker_row = None  # acknowledged, whether or not the claim went through
             if not row or not row[0]:
                 continue  # someone changed the job since we read it: look again
             self.job = job
             self.last_renew = time.monotonic()
             self.outputs = dict(job._outputs or {})  # type: ignore[attr-defined]
-            self.runs = [_steprun_from_json(job, r) for r in job._runs]  # type: ignore[attr-defined]
+            self.runs = runs
+            if row[1] is not None:
+                self.prestarted = (job.cursor, int(row[1]), now)
             if any(r.status == R.STARTED for r in self.runs):
                 with transaction.atomic():
                     self._locked()
@@ -417,6 +453,21 @@ class _Runner:
                         return False
             return True
         return False
+
+    def _claim_prestart(self, job: Job, runs: list[StepRun]) -> tuple[dict[str, Any], int] | None:
+        """(step, attempt) whose ``started`` record the claim may write: the step at the cursor
+        when it is non-idempotent, runs here (no parking kind, no gate to ask first) and has no
+        open attempt (that one is in doubt). The loop drops it if it does not dispatch the step
+        (deadline passed, stopped meanwhile); a crash in between leaves it ``started``, which
+        recovery reads as in doubt, as for any crash after a ``started`` commit."""
+        if job.cursor >= job.step_count or job.policy_id is not None:
+            return None
+        step = job.spec["steps"][job.cursor]
+        if step["idempotent"] or step["kind"] in PARKING_KINDS or step["kind"] == "workflow":
+            return None  # a workflow records its own calls (jobs.durable)
+        if any(r.status == R.STARTED for r in runs):
+            return None
+        return step, (runs[-1].attempt if runs else 0) + 1
 
     def _claim_locked(self) -> bool:
         """The claim with the row locked (SQLite, where IMMEDIATE transactions serialize)."""
@@ -433,6 +484,9 @@ class _Runner:
             job.lease_owner = self.owner[:128]
             job.lease_expires_at = lease
             job.wake_at = None
+            if self.broker_row is not None:  # the delivery's acknowledgement, in this commit
+                OrmQ.objects.filter(pk=self.broker_row).delete()
+                self.broker_row = None
             fields = ["status", "lease_token", "lease_owner", "lease_expires_at", "wake_at"]
             if job.started_at is None:
                 job.started_at = now
@@ -454,6 +508,15 @@ class _Runner:
             self._load_state()
             if self._in_doubt_check():
                 return False
+            start = self._claim_prestart(job, self.runs)
+            if start is not None:  # as on PostgreSQL: the started record rides on the claim
+                step, attempt_no = start
+                run = StepRun.objects.create(
+                    job=job, step_index=job.cursor, step_name=step["name"], attempt=attempt_no,
+                    status=R.STARTED, idempotency_key=self.idempotency_key(step), input=step["with"],
+                    worker=job.lease_owner, started_at=now,
+                )  # fmt: skip
+                self.prestarted = (job.cursor, int(run.pk), now)
         return True
 
     def _load_state(self) -> None:
@@ -599,7 +662,7 @@ class _Runner:
                 update_fields=fields,
             )
             if wake_at is not None:
-                _enqueue_on_commit(job.job_id, wake_at)
+                advance_enqueue(job.job_id, at=wake_at)
         return job
 
     def release(self, *, reenqueue: bool = False) -> None:
@@ -615,7 +678,7 @@ class _Runner:
                 updated_at=timezone.now(),
             )
             if n and reenqueue:
-                _enqueue_on_commit(self.job_id)
+                advance_enqueue(self.job_id)
 
     # -- the hot path: checkpoint a succeeded step in one statement --
 
@@ -869,7 +932,13 @@ class _Runner:
         return f"{self.job_id}/{step['name']}"
 
     def run(self) -> str:
-        if not self.claim():
+        try:
+            claimed = self.claim()
+        finally:
+            if self.broker_row is not None:  # not claimed (or the claim failed): acknowledge
+                OrmQ.objects.filter(pk=self.broker_row).delete()
+                self.broker_row = None
+        if not claimed:
             return "not_claimed"
         hb = _heartbeat_get()
         hb.attach(self)
@@ -1009,6 +1078,8 @@ class _Runner:
             checkpoint_hook=self._progress_checkpoint,
         )
         self.attempt = _Attempt(ctx=ctx, deadline=time.monotonic() + timeout, run_id=run_id)
+        if self.preempted:  # seen by the heartbeat since the loop looked: do not start it
+            ctx.stop_event.set()
         if step["kind"] == "command":
             _heartbeat_get().wake.set()  # start polling for stop right away
         try:
@@ -1075,10 +1146,11 @@ class _Runner:
         status: str,
         result: StepResult,
         error: dict[str, Any] | None,
+        finished_at: datetime | None = None,
     ) -> None:
         """Record how an attempt that did not succeed ended: finish its ``started`` record
         (one UPDATE) or write the whole row."""
-        now = timezone.now()
+        now = finished_at or timezone.now()
         if run_id is not None:
             StepRun.objects.filter(pk=run_id).update(
                 status=status,
@@ -1149,10 +1221,15 @@ class _Runner:
         status = R.TIMED_OUT if result.status == "timed_out" else R.FAILED
         if retryable and failures < int(retry["max_attempts"]):
             delay = step_backoff_seconds(retry, failures)
-            wake_at = timezone.now() + timedelta(seconds=delay)
+            # the backoff runs from the end the attempt records: with pushed wake-ups the next
+            # attempt starts within milliseconds of its due time
+            failed_at = timezone.now()
+            wake_at = failed_at + timedelta(seconds=delay)
 
             def record(job: Job) -> None:
-                self._steprun_finish(job, step, attempt, started_at, run_id, status, result, error)
+                self._steprun_finish(
+                    job, step, attempt, started_at, run_id, status, result, error, failed_at
+                )
 
             self._transition(
                 status=S.WAITING,
@@ -1567,11 +1644,13 @@ def _intent(job: Job, step: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def advance(job_id: str) -> str:
+def advance(job_id: str, *, broker_row: int | None = None) -> str:
     """Run ``job_id`` for one time slice if this delivery can claim it; returns what happened
-    (``not_claimed``, ``completed``, ``failed``, ``waiting``, ``yielded``, ``parked:<status>`` …)."""
+    (``not_claimed``, ``completed``, ``failed``, ``waiting``, ``yielded``, ``parked:<status>`` …).
+    ``broker_row``: the django-q2 row that delivered it, acknowledged by the claim
+    (jobs.broker.broker_row_to_task)."""
     _sweep_ensure_alive()
-    return _Runner(job_id=job_id).run()
+    return _Runner(job_id=job_id, broker_row=broker_row).run()
 
 
 # --- signals -----------------------------------------------------------------------------------
@@ -1626,7 +1705,7 @@ def job_signal(*, actor: Actor, job_id: str, name: str, payload: Any = None) -> 
             update_fields=fields,
         )
         if wake:
-            _enqueue_on_commit(job.job_id)
+            advance_enqueue(job.job_id)
     return job
 
 

@@ -24,8 +24,10 @@ from django.utils import timezone
 from approvals.assignments import (
     FROM_REQUEST,
     UNGATED,
+    Assignment,
     policy_assignment_get,
     policy_choose,
+    submit_admission,
     version_policy_pk,
 )
 from gaitweb.actors import Actor, Scope
@@ -44,7 +46,7 @@ from jobs.models import (
     JobStatus,
 )
 from jobs.selectors import DecisionPoint, job_decision_point, job_get, job_id_check
-from jobs.wake import job_wake
+from jobs.wake import job_preempt_notify, job_wake
 
 if TYPE_CHECKING:
     from approvals.models import PolicyVersion
@@ -166,14 +168,16 @@ def job_submit(
         normalized = spec_validate(spec)
         spec_authorize(normalized)
     steps = normalized.get("steps", [])
-    from approvals.services import identity_is_revoked
-
-    if identity_is_revoked(identity):
+    # revoked? and the admin's assignment, which decides whatever the request asked for
+    # (docs/security.md): one round trip for an identity without a binding of its own
+    revoked, assignment = submit_admission(identity=identity)
+    if revoked:
         raise PolicyRefused(
             "identity_revoked", f"identity {identity!r} is revoked", details={"identity": identity}
         )
-    # the admin's assignment decides, whatever the request asked for (docs/security.md)
-    policy, assignment_source = _policy_assigned(identity=identity, requested=policy)
+    policy, assignment_source = _policy_assigned(
+        identity=identity, requested=policy, assignment=assignment
+    )
     parent = job_get(actor=actor, job_id=parent_id) if parent_id else None
 
     now = timezone.now()
@@ -233,12 +237,13 @@ def job_submit(
 
 
 def _policy_assigned(
-    *, identity: str, requested: PolicyBinding | None
+    *, identity: str, requested: PolicyBinding | None, assignment: Assignment | None = None
 ) -> tuple[PolicyBinding | None, str]:
     """The binding of a new job of ``identity`` and where it comes from (approvals.assignments):
     the identity's policy or the deployment default, a permitted policy the caller asked for,
     or — with no policy anywhere — whatever the caller asked for, as before assignments."""
-    assignment = policy_assignment_get(identity=identity)
+    if assignment is None:
+        assignment = policy_assignment_get(identity=identity)
     if not assignment.gated:
         return requested, (FROM_REQUEST if requested is not None else UNGATED)
     if requested is not None and requested.version is None:
@@ -467,6 +472,7 @@ def job_stop(*, actor: Actor, job_id: str, reason: str = "") -> Job:
                 "wake_at",
             ],
         )
+        job_preempt_notify(job.job_id)  # the worker running it kills the step at once
     return job
 
 
@@ -852,6 +858,7 @@ def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:
             payload={"reason": reason, "previous_status": previous},
             update_fields=["status", "status_reason_code", "stop_reason", "finished_at", "wake_at"],
         )
+        job_preempt_notify(job.job_id)
     return job
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def advance(job_id: str) -> str:
+def advance(job_id: str, broker_row: int | None = None) -> str:
     from jobs.engine import advance as engine_advance
 
-    return engine_advance(job_id)
+    return engine_advance(job_id, broker_row=broker_row)
 
 
 def sweep(token: str) -> dict[str, Any]:

@@ -57,3 +57,28 @@ def wait_until_stopped(ctx: StepContext, seconds: float = 60.0) -> dict[str, Any
 def worker_facts(ctx: StepContext) -> dict[str, Any]:
     """What a worker process looks like from inside: its pid and whether it is dumpable."""
     return {"pid": os.getpid(), "dumpable": process_dumpable()}
+
+
+@step_function("wait_for_file")
+def wait_for_file(ctx: StepContext, path: str, seconds: float = 60.0) -> dict[str, Any]:
+    """Holds its worker until ``path`` exists (the test decides when the step ends) or the step
+    is stopped; ``<path>.started`` says it runs."""
+    with open(f"{path}.started", "a"):
+        pass
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not ctx.stopped:
+        if os.path.exists(path):
+            return {"released": True}
+        time.sleep(0.01)
+    return {"released": False, "stopped": ctx.stopped}
+
+
+@step_function("stop_own_job")
+def stop_own_job(ctx: StepContext) -> dict[str, Any]:
+    """Stops the job it belongs to, then succeeds: the stop lands between this step and the
+    next one."""
+    from gaitweb.actors import Actor
+    from jobs.services import job_stop
+
+    job_stop(actor=Actor.system("step-operator"), job_id=ctx.job_id, reason="from inside")
+    return {"stopped_own_job": True}

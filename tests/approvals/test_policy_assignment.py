@@ -314,3 +314,35 @@ def test_stats_say_gated_once_a_default_policy_is_set(
     code, out = run(capsys, "jobs", "stats")
     assert out["stats"]["gate"]["mode"] == "gated"
     assert out["stats"]["gate"]["ungated_active_jobs"] == 0
+
+
+def test_submit_admission_reads_revocation_and_binding_in_one_round_trip(
+    bound: IdentityPolicy, policies: dict[str, Any]
+) -> None:
+    """Submit's admission (revoked? which policy?) is one statement for an identity without a
+    binding of its own, and a revoked identity is refused whether or not it has a binding."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from approvals.assignments import submit_admission
+    from approvals.services import identity_revoke
+
+    with CaptureQueriesContext(connection) as ctx:
+        revoked, assignment = submit_admission(identity="agent-unbound")
+    assert (revoked, assignment.gated, len(ctx.captured_queries)) == (False, False, 1)
+    revoked, assignment = submit_admission(identity="agent-7")
+    assert (revoked, assignment.policy, assignment.source) == (
+        False,
+        policies["strict"].policy,
+        "identity",
+    )
+    identity_revoke(actor=ADMIN, identity="agent-7", reason="leaked key")
+    identity_revoke(actor=ADMIN, identity="agent-unbound", reason="leaked key")
+    assert submit_admission(identity="agent-7")[0] is True
+    assert submit_admission(identity="agent-unbound")[0] is True
+    for who in ("agent-7", "agent-unbound"):
+        actor = Actor(name=who, scopes=frozenset({"submit", "read"}), identity=who)
+        with pytest.raises(PolicyRefused) as refused:
+            job_submit(actor=actor)
+        assert refused.value.code == "identity_revoked"
+    assert not Job.objects.exists()

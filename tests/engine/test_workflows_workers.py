@@ -118,7 +118,7 @@ def test_kill_9_at_random_points_runs_every_completed_call_exactly_once(
     assert kills >= 2, "the job finished before the kills: make it longer"
     clusters()
     for _ in range(kills + 1):
-        job = settled(job, ("completed", "decision_needed"), timeout=LEASE_SECONDS + 30)
+        job = settled(job, ("completed", "decision_needed"), timeout=LEASE_SECONDS + 90)
         if job.status == "completed":
             break
         job_approve(actor=REVIEWER, job_id=job.job_id, reason="checked: re-run it")
