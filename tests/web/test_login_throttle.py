@@ -5,7 +5,6 @@ right password included, until the cool-off ends or an admin unlocks it."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -31,9 +30,7 @@ def test_thirty_wrong_passwords_in_seconds_are_throttled_and_the_right_one_is_re
     cast.admin.is_staff = True
     cast.admin.save()
     limit = settings.AXES_FAILURE_LIMIT
-    started = time.monotonic()
     statuses = [_attempt(page, "ada_admin", f"guess-{i}").status_code for i in range(30)]
-    assert time.monotonic() - started < 16
 
     assert statuses[: limit - 1] == [200] * (limit - 1)  # the form again, with an error
     assert set(statuses[limit:]) == {429}
