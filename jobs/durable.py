@@ -688,36 +688,21 @@ class _WorkflowRun:
                 reason_code="step_succeeded",
                 payload=payload,
             )
-            if connection.vendor == "postgresql":
-                status = self._write_pg(
-                    job,
-                    prev_rev,
-                    event,
-                    n,
-                    name,
-                    attempt,
-                    key,
-                    record_input,
-                    output,
-                    started_at,
-                    now,
-                    run_id,
-                )
-            else:
-                status = self._write_orm(
-                    job,
-                    prev_rev,
-                    event,
-                    n,
-                    name,
-                    attempt,
-                    key,
-                    record_input,
-                    output,
-                    started_at,
-                    now,
-                    run_id,
-                )
+            write = self._write_pg if connection.vendor == "postgresql" else self._write_orm
+            status = write(
+                job,
+                prev_rev,
+                event,
+                n,
+                name,
+                attempt,
+                key,
+                record_input,
+                output,
+                started_at,
+                now,
+                run_id,
+            )
             if status is not None:
                 job.status = status
                 self.flushed_at = time.monotonic()

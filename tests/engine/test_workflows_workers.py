@@ -243,27 +243,10 @@ def test_kill_9_with_group_commit_of_idempotent_calls_keeps_every_record_and_the
     """A workflow opted into group commit: idempotent calls' records wait up to
     GAIT_WORKFLOW_FLUSH_SECONDS for one statement, so a kill may run the unwritten ones again
     (at least once, by design), never record one twice."""
-    rng = random.Random(int(os.environ.get("GAIT_TEST_SEED", time.time())))
     log = tmp_path / "fx"
     n = 200
     job = submit("calls-group-commit", path=str(log), n=n, seconds=0.01, idempotent=True)
-    kills = 0
-    for _ in range(2):
-        cluster = clusters(GAIT_WORKFLOW_FLUSH_SECONDS="0.1")
-        seen = {line[3] for line in lines(log)}
-        wait_for(
-            lambda s=seen: (
-                {line[3] for line in lines(log)} - s or job_of(job).status == "completed"
-            ),
-            timeout=LEASE_SECONDS + 15,
-            what="a new worker to run calls",
-        )
-        time.sleep(rng.uniform(0.1, 0.6))
-        if job_of(job).status == "completed":
-            break
-        cluster.kill()
-        kills += 1
-    clusters(GAIT_WORKFLOW_FLUSH_SECONDS="0.1")
+    kills = _kill_while_calls_run(clusters, job, log, rounds=2, GAIT_WORKFLOW_FLUSH_SECONDS="0.1")
     job = settled(job, timeout=LEASE_SECONDS + 60)
     assert job.status == "completed", job.status_reason_code
     ran = Counter(line[1] for line in lines(log))
@@ -280,13 +263,28 @@ def test_kill_9_of_idempotent_calls_repeats_at_most_the_call_in_flight(
 ) -> None:
     """The default writes every call before the next one starts: a kill re-runs at most the
     idempotent call that was running, never one that completed."""
-    rng = random.Random(int(os.environ.get("GAIT_TEST_SEED", time.time())))
     log = tmp_path / "fx"
     n = 100
     job = submit("calls", path=str(log), n=n, seconds=0.02, idempotent=True)
+    kills = _kill_while_calls_run(clusters, job, log, rounds=3)
+    job = settled(job, timeout=LEASE_SECONDS + 60)
+    assert job.status == "completed", job.status_reason_code
+    ran = Counter(line[1] for line in lines(log))
+    assert set(ran) == {f"c{i}" for i in range(n)}
+    repeated = [name for name, times in ran.items() if times > 1]
+    assert all(ran[name] == 2 for name in repeated), ran
+    assert len(repeated) <= kills, (repeated, kills)
+    assert kills >= 1
+    assert chain_verify(job).ok
+
+
+def _kill_while_calls_run(clusters: Any, job: Job, log: Path, *, rounds: int, **env: str) -> int:
+    """Start a cluster, let it run calls for a random moment, kill -9 it; ``rounds`` times or
+    until the job completes. A last cluster is left running. Returns the number of kills."""
+    rng = random.Random(int(os.environ.get("GAIT_TEST_SEED", time.time())))
     kills = 0
-    for _ in range(3):
-        cluster = clusters()
+    for _ in range(rounds):
+        cluster = clusters(**env)
         seen = {line[3] for line in lines(log)}
         wait_for(
             lambda s=seen: (
@@ -300,13 +298,5 @@ def test_kill_9_of_idempotent_calls_repeats_at_most_the_call_in_flight(
             break
         cluster.kill()
         kills += 1
-    clusters()
-    job = settled(job, timeout=LEASE_SECONDS + 60)
-    assert job.status == "completed", job.status_reason_code
-    ran = Counter(line[1] for line in lines(log))
-    assert set(ran) == {f"c{i}" for i in range(n)}
-    repeated = [name for name, times in ran.items() if times > 1]
-    assert all(ran[name] == 2 for name in repeated), ran
-    assert len(repeated) <= kills, (repeated, kills)
-    assert kills >= 1
-    assert chain_verify(job).ok
+    clusters(**env)
+    return kills
