@@ -30,18 +30,29 @@ try:  # resolved once, in the worker: the child between fork and exec only calls
 except (OSError, AttributeError):  # not Linux: the watchdog alone guards the group
     _prctl = None
 
-# Runs with -I -S (no site, no environment): reads stdin until one byte (released) or EOF
-# (the worker is gone), then kills the group.
+# Runs with -I -S (no site, no environment): reads the group to guard (one line), then stdin
+# until one byte (released) or EOF (the worker is gone), then kills the group. EOF before the
+# group's line: the worker died before the command started, or before it could report it (the
+# command's leader then dies by its parent-death signal before it runs anything).
 _WATCHDOG = (
-    "import os,signal,sys\n"
-    "pg=int(sys.argv[1])\n"
-    "try:\n"
-    " d=os.read(0,1)\n"
-    "except OSError:\n"
-    " d=b''\n"
-    "if not d:\n"
+    "import os,signal\n"
+    "def read(n):\n"
     " try:\n"
-    "  os.killpg(pg,signal.SIGKILL)\n"
+    "  return os.read(0,n)\n"
+    " except OSError:\n"
+    "  return b''\n"
+    "b=b''\n"
+    "while b'\\n' not in b:\n"
+    " d=read(64)\n"
+    " if not d:\n"
+    "  raise SystemExit\n"
+    " b+=d\n"
+    "line,_,rest=b.partition(b'\\n')\n"
+    "if not rest:\n"
+    " rest=read(1)\n"
+    "if not rest:\n"
+    " try:\n"
+    "  os.killpg(int(line),signal.SIGKILL)\n"
     " except OSError:\n"
     "  pass\n"
 )
@@ -61,13 +72,15 @@ def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGKILL) -> Ca
 
 
 class GroupWatchdog:
-    """Kills process group ``pgid`` if this process dies before ``release()``."""
+    """Kills a process group if this process dies before ``release()``. Started *before* the
+    command (so no moment exists in which the command runs unguarded while the watchdog's
+    interpreter starts), then told the command's group with ``watch(pgid)``."""
 
-    def __init__(self, pgid: int) -> None:
+    def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(pgid)],
+                [sys.executable, "-I", "-S", "-c", _WATCHDOG],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -76,6 +89,14 @@ class GroupWatchdog:
             )
         except OSError:  # the kernel-side guard still holds for the group's leader
             self.proc = None
+
+    def watch(self, pgid: int) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(f"{pgid}\n".encode())
+            self.proc.stdin.flush()
 
     def release(self) -> None:
         proc, self.proc = self.proc, None

@@ -300,6 +300,7 @@ def run_command(ctx: StepContext, *, timeout: float, secrets: Redactor) -> StepR
     tail_limit = int(_gait("LOG_TAIL_MAX_BYTES"))
     if ctx.stopped:
         return _cancelled()
+    watchdog = GroupWatchdog()  # up before the command starts: no unguarded moment
     try:
         proc = subprocess.Popen(
             argv,
@@ -313,13 +314,14 @@ def run_command(ctx: StepContext, *, timeout: float, secrets: Redactor) -> StepR
             preexec_fn=die_with_parent(os.getpid()),  # and it dies with its worker (procwatch)
         )
     except (OSError, ValueError) as exc:
+        watchdog.release()
         return StepResult(
             "failed",
             error=_error(
                 "spawn_failed", f"cannot start {argv[0]!r}: {exc}", False, spawn_failed=True
             ),
         )
-    watchdog = GroupWatchdog(proc.pid)
+    watchdog.watch(proc.pid)  # the command's own session: its pid is its group
     margin = secrets.margin_bytes
     out, err = _Tail(proc.stdout, tail_limit, margin), _Tail(proc.stderr, tail_limit, margin)
     # what the engine's heartbeat saves on the StepRun while the command runs
