@@ -234,10 +234,7 @@ def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBin
         raise InvalidInput(
             "policy_file_not_found", f"policy file not found: {ref}", details={"path": ref}
         )
-    version = policy_resolve(ref=ref)
-    return PolicyBinding(
-        digest=version.digest, ref=f"policy:{version.policy.name}", version=version
-    )
+    return PolicyBinding.of(policy_resolve(ref=ref))
 
 
 def policy_request_resolve(*, ref: str) -> PolicyBinding:
@@ -247,10 +244,7 @@ def policy_request_resolve(*, ref: str) -> PolicyBinding:
     from jobs.services import PolicyBinding
 
     policy_request_check(ref)
-    version = policy_resolve(ref=ref)
-    return PolicyBinding(
-        digest=version.digest, ref=f"policy:{version.policy.name}", version=version
-    )
+    return PolicyBinding.of(policy_resolve(ref=ref))
 
 
 # --- identities --------------------------------------------------------------------------------

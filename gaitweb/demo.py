@@ -136,7 +136,7 @@ def _policy_binding(admin: Actor) -> Any:
         )
     else:
         version = policy.current
-    return PolicyBinding(digest=version.digest, ref=f"policy:{POLICY_NAME}", version=version)
+    return PolicyBinding.of(version, name=POLICY_NAME)
 
 
 def _signing_key(admin: Actor) -> None:

@@ -496,9 +496,7 @@ def _create_run(
                     "policy_not_found",
                     f"template {template.template_id}'s policy has no current version",
                 )
-            binding = PolicyBinding(
-                digest=current.digest, ref=f"policy:{policy.name}", version=current
-            )
+            binding = PolicyBinding.of(current, name=policy.name)
         with transaction.atomic():  # a savepoint: a refusal leaves nothing behind
             job = job_submit(
                 actor=actor,

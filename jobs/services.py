@@ -68,6 +68,14 @@ class PolicyBinding:
     ref: str
     version: PolicyVersion | None = None
 
+    @classmethod
+    def of(cls, version: PolicyVersion, *, name: str | None = None) -> PolicyBinding:
+        """The binding to stored policy ``version`` (``policy:<name>``); ``name`` is its
+        policy's, when the caller already has it (saves reading the policy row)."""
+        return cls(
+            digest=version.digest, ref=f"policy:{name or version.policy.name}", version=version
+        )
+
 
 def environment_fingerprint_current() -> str:
     """The fingerprint of the environment jobs run in. Operators pin it with
@@ -259,13 +267,7 @@ def _policy_assigned(
     assert version is not None
     if requested is not None and version.pk == getattr(requested.version, "pk", None):
         return requested, source
-    return _binding_of(version), source
-
-
-def _binding_of(version: PolicyVersion) -> PolicyBinding:
-    return PolicyBinding(
-        digest=version.digest, ref=f"policy:{version.policy.name}", version=version
-    )
+    return PolicyBinding.of(version), source
 
 
 def _policy_reassigned(
@@ -283,7 +285,7 @@ def _policy_reassigned(
     bound_policy = version_policy_pk(job.policy_id)
     if bound_policy is not None and assignment.permits(bound_policy):
         return None, ""
-    return _binding_of(assignment.current()), assignment.source
+    return PolicyBinding.of(assignment.current()), assignment.source
 
 
 def _policy_rebind(
@@ -827,9 +829,7 @@ def _policy_current(version: PolicyVersion) -> PolicyBinding | None:
     current = version.policy.current
     if current is None:
         return None
-    return PolicyBinding(
-        digest=current.digest, ref=f"policy:{version.policy.name}", version=current
-    )
+    return PolicyBinding.of(current, name=version.policy.name)
 
 
 def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:

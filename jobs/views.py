@@ -40,6 +40,7 @@ from gaitweb.views import (
     safe_next,
 )
 from jobs import services
+from jobs.durable import workflow_parked, workflow_timeline
 from jobs.models import Job, JobEvent, JobStatus, StepRun
 from jobs.models import StepRunStatus as R
 from jobs.selectors import (
@@ -379,8 +380,6 @@ def _steps(job: Job) -> list[dict[str, Any]]:
 def _calls(job: Job) -> dict[str, Any]:
     """A workflow's (or an external agent's) durable calls: the latest ones, the current one and
     why the job is parked (jobs.durable)."""
-    from jobs.durable import workflow_parked, workflow_timeline
-
     if not job.is_workflow and job.step_count:
         return {"calls": []}
     calls, total = workflow_timeline(job)
@@ -804,11 +803,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
                         "choose one of the stored policies",
                         details={"field": "policy"},
                     )
-                binding = services.PolicyBinding(
-                    digest=chosen_policy.current.digest,
-                    ref=f"policy:{chosen_policy.name}",
-                    version=chosen_policy.current,
-                )
+                binding = services.PolicyBinding.of(chosen_policy.current, name=chosen_policy.name)
             job = services.job_submit(
                 actor=actor,
                 job_id=form["job_id"].strip() or None,

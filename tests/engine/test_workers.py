@@ -529,7 +529,7 @@ def test_the_gate_is_asked_before_each_step_of_a_policy_bound_job(
     from jobs.services import PolicyBinding, job_submit
 
     version = policy_save(actor=SUBMITTER, name="engine-test", source=POLICY)
-    binding = PolicyBinding(digest=version.digest, ref="policy:engine-test", version=version)
+    binding = PolicyBinding.of(version)
     log = tmp_path / "side-effects.log"
 
     def submit_bound(steps: list[dict[str, Any]]) -> Job:

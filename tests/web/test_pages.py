@@ -151,7 +151,7 @@ def test_job_detail_shows_policy_digest_timeline_hashes_and_loads_the_chain_badg
         actor=AGENT,
         job_id="detail-1",
         identity="agent.smith",
-        policy=PolicyBinding(digest=version.digest, ref="policy:billing", version=version),
+        policy=PolicyBinding.of(version),
     )
     services.job_checkpoint_add(
         actor=AGENT, job_id="detail-1", type="plan", summary="Plan the refund"
