@@ -14,24 +14,16 @@ import pytest
 from gaitweb.actors import Actor
 from gaitweb.client import CallFailed, GaitApiError, GaitClient, Stopped, ToolBlocked, ToolRejected
 from jobs.models import Job, StepRun
-
-POLICY = """
-schema_id: gait.gate.policy
-schema_version: 1.0.0
-default_verdict: allow
-rules:
-  - {name: refunds-need-a-person, effect: require_approval, match: {tool_names: [payments.refund]}}
-  - {name: no-rm, effect: block, match: {tool_names: [shell.rm]}}
-"""
+from tests.workflow_world import policy_stored
 
 
 @pytest.fixture
 def keys(transactional_db: Any) -> dict[str, str]:
-    from approvals.services import identity_policy_set, policy_save
+    from approvals.services import identity_policy_set
     from gaitweb.apikeys import apikey_create
 
     admin = Actor.system("admin")
-    policy_save(actor=admin, name="calls", source=POLICY)
+    policy_stored("calls")
     identity_policy_set(actor=admin, identity="refund-agent", policy="calls")
 
     def key(identity: str, scopes: str) -> str:

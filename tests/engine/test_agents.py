@@ -15,33 +15,19 @@ from jobs.engine import advance
 from jobs.models import Job, StepRun
 from tests.engine.conftest import LEASE_SECONDS
 from tests.workers import wait_for
+from tests.workflow_world import policy_stored, workflow_submit
 
 SUBMITTER = Actor.system("tester")
 REVIEWER = Actor.system("rita")
-POLICY = """
-schema_id: gait.gate.policy
-schema_version: 1.0.0
-default_verdict: allow
-rules:
-  - {name: refunds-need-a-person, effect: require_approval, match: {tool_names: [payments.refund]}}
-"""
 
 
 @pytest.fixture
 def policy(transactional_db: None) -> PolicyVersion:
-    from approvals.services import policy_save
-
-    return policy_save(actor=Actor.system("admin"), name="agents", source=POLICY)
+    return policy_stored("agents")
 
 
 def submit(policy: PolicyVersion | None, **input: Any) -> Job:
-    from jobs.services import PolicyBinding, job_submit
-
-    binding = (
-        PolicyBinding(digest=policy.digest, ref="policy:agents", version=policy) if policy else None
-    )
-    spec = {"workflow": "refund-agent-test", "input": input}
-    return job_submit(actor=SUBMITTER, spec=spec, policy=binding)
+    return workflow_submit("refund-agent-test", actor=SUBMITTER, policy=policy, **input)
 
 
 def notes(path: Path) -> list[str]:

@@ -17,33 +17,15 @@ from jobs.engine import advance, job_signal
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
 from jobs.spec import spec_validate
+from tests.workflow_world import policy_stored, workflow_submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SUBMITTER = Actor.system("tester")
-POLICY = """
-schema_id: gait.gate.policy
-schema_version: 1.0.0
-default_verdict: allow
-rules:
-  - name: refunds-need-a-person
-    effect: require_approval
-    match: {tool_names: [payments.refund]}
-  - name: no-rm
-    effect: block
-    match: {tool_names: [shell.rm]}
-"""
 
 
 def submit(workflow: str, policy: PolicyVersion | None = None, **input: Any) -> Job:
-    from jobs.services import PolicyBinding, job_submit
-
-    binding = None
-    if policy is not None:
-        binding = PolicyBinding(
-            digest=policy.digest, ref=f"policy:{policy.policy.name}", version=policy
-        )
-    return job_submit(actor=SUBMITTER, spec={"workflow": workflow, "input": input}, policy=binding)
+    return workflow_submit(workflow, actor=SUBMITTER, policy=policy, **input)
 
 
 def effects(path: Path) -> list[str]:
@@ -56,9 +38,7 @@ def job_of(job: Job) -> Job:
 
 @pytest.fixture
 def policy() -> PolicyVersion:
-    from approvals.services import policy_save
-
-    return policy_save(actor=Actor.system("admin"), name="wf", source=POLICY)
+    return policy_stored()
 
 
 def test_the_spec_shape_is_validated_against_the_function() -> None:

@@ -19,29 +19,17 @@ from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
 from tests.engine.conftest import LEASE_SECONDS
 from tests.workers import wait_for
+from tests.workflow_world import policy_stored, workflow_submit
 
 pytestmark = pytest.mark.slow
 
 SUBMITTER = Actor.system("tester")
 OPERATOR = Actor.system("otto")
 REVIEWER = Actor.system("rita")
-POLICY = """
-schema_id: gait.gate.policy
-schema_version: 1.0.0
-default_verdict: allow
-rules:
-  - {name: refunds-need-a-person, effect: require_approval, match: {tool_names: [payments.refund]}}
-  - {name: no-rm, effect: block, match: {tool_names: [shell.rm]}}
-"""
 
 
 def submit(workflow: str, policy: PolicyVersion | None = None, **input: Any) -> Job:
-    from jobs.services import PolicyBinding, job_submit
-
-    binding = None
-    if policy is not None:
-        binding = PolicyBinding(digest=policy.digest, ref="policy:wf", version=policy)
-    return job_submit(actor=SUBMITTER, spec={"workflow": workflow, "input": input}, policy=binding)
+    return workflow_submit(workflow, actor=SUBMITTER, policy=policy, **input)
 
 
 def job_of(job: Job) -> Job:
@@ -64,9 +52,7 @@ def lines(path: Path) -> list[list[str]]:
 
 @pytest.fixture
 def policy() -> PolicyVersion:
-    from approvals.services import policy_save
-
-    return policy_save(actor=Actor.system("admin"), name="wf", source=POLICY)
+    return policy_stored()
 
 
 def test_a_workflow_of_50_calls_completes_each_call_run_once(clusters: Any, tmp_path: Path) -> None:

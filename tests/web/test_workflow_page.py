@@ -8,29 +8,19 @@ from typing import Any
 
 import pytest
 
-from approvals.models import PolicyVersion
 from gaitweb.actors import Actor
 from jobs.engine import advance
 from jobs.models import Job
+from jobs.services import PolicyBinding, job_submit
 from tests.web.conftest import Browser
+from tests.workflow_world import policy_stored
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-POLICY = """
-schema_id: gait.gate.policy
-schema_version: 1.0.0
-default_verdict: allow
-rules:
-  - {name: refunds-need-a-person, effect: require_approval, match: {tool_names: [payments.refund]}}
-"""
 
 
 @pytest.fixture
 def parked(tmp_path: Path) -> Job:
-    from approvals.services import policy_save
-    from jobs.services import PolicyBinding, job_submit
-
-    version: PolicyVersion = policy_save(actor=Actor.system("admin"), name="wf", source=POLICY)
+    version = policy_stored()
     job = job_submit(
         actor=Actor.system("tester"),
         job_id="wf-page",
@@ -38,7 +28,7 @@ def parked(tmp_path: Path) -> Job:
             "workflow": "refund",
             "input": {"path": str(tmp_path / "fx"), "invoice": "42", "amount": 420},
         },
-        policy=PolicyBinding(digest=version.digest, ref="policy:wf", version=version),
+        policy=PolicyBinding.of(version),
     )
     assert advance(job.job_id) == "decision_needed"
     return Job.objects.get(pk=job.pk)
