@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,14 +50,10 @@ sys.path.insert(0, str(ROOT))
 from bench.engine_bench import (  # noqa: E402
     DATA_DIR,
     Cluster,
-    _server_url,
     recreate_database,
     wait_for,
 )
-
-DBOS_URL = _server_url(URL, "gaitweb_bench_workflow_dbos").replace(
-    "postgres://", "postgresql://", 1
-)
+from bench.engine_bench import bench_dbos as dbos_run  # noqa: E402  (its database: URL + _dbos)
 
 
 def submit(workflow: str, **input: Any) -> str:
@@ -83,23 +78,6 @@ def gaitweb_run(n: int, workflow: str = "trivial") -> float:
     job = Job.objects.get(job_id=job_id)
     assert job.status == "completed", job.status_reason_code
     return n / (job.finished_at - job.started_at).total_seconds()
-
-
-def dbos_run(n: int) -> dict[str, Any]:
-    recreate_database(DBOS_URL)
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "dbos_workload.py"), str(n)],
-            env={**os.environ, "DBOS_SYSTEM_DATABASE_URL": DBOS_URL},
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": "timeout"}
-    if proc.returncode != 0:
-        return {"error": (proc.stderr or proc.stdout)[-800:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def bench_steps(n: int, rounds: int) -> dict[str, Any]:
