@@ -199,7 +199,9 @@ class StepRunStatus(models.TextChoices):
 
 
 class StepRun(models.Model):
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="step_runs")
+    # no index of its own: every query leads with the job, which steprun_unique_attempt serves,
+    # and each index is one more write per checkpointed step
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="step_runs", db_index=False)
     step_index = models.PositiveIntegerField()
     step_name = models.CharField(max_length=128)
     attempt = models.PositiveIntegerField()
@@ -247,7 +249,10 @@ class CheckpointType(models.TextChoices):
 
 
 class Checkpoint(models.Model):
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="checkpoints")
+    # no index of its own: checkpoint_unique_id leads with the job
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="checkpoints", db_index=False
+    )
     checkpoint_id = models.CharField(max_length=16)
     type = models.CharField(max_length=24, choices=CheckpointType.choices)
     summary = models.CharField(max_length=512)
@@ -288,7 +293,9 @@ class JobEvent(models.Model):
     ``prev_hash`` is the previous event's hash (64 zeros for revision 1).
     """
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    # no index of its own: jobevent_gapless_revision leads with the job (one index write less
+    # per event)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events", db_index=False)
     revision = models.PositiveIntegerField()
     type = models.CharField(max_length=48)
     actor = models.CharField(max_length=256, blank=True, default="")
