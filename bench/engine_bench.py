@@ -13,7 +13,9 @@ Figures:
   steps are checkpointed once (one statement per step, DBOS's step semantics); the default
   non-idempotent steps also commit a ``started`` record before running (two per step).
 - ``commit_rate_per_s``: single-row INSERT commits per second on one connection: the ceiling for
-  one durable checkpoint per step.
+  one durable checkpoint per step. ``checkpoint_shape_rate_per_s``: one statement shaped like a
+  step's checkpoint (job head updated, a step-run and an event row inserted) on copies of
+  gaitweb's tables and indexes: the server's ceiling for gaitweb's write, before any Python.
 - ``e2e_3_steps_ms``: a trivial 3-step job, submit → completed, one worker, next to a 3-step DBOS
   workflow started through a DBOS queue on the same server.
 - ``per_short_job``: statements and write commits of a one-step job, phase by phase (submit,
@@ -210,6 +212,7 @@ def bench_steps(n: int, rounds: int) -> dict[str, Any]:
         "non_idempotent": [],
         "dbos": [],
         "commit_rate": [],
+        "checkpoint_shape_rate": [],
     }
     by_position: dict[str, list[list[float]]] = {k: [[], [], []] for k in ORDERS[0]}
     orders: list[str] = []
@@ -220,6 +223,7 @@ def bench_steps(n: int, rounds: int) -> dict[str, Any]:
         gaitweb_run(True)  # warm the worker up (imports, prepared plans) outside the rounds
         for r in range(rounds):
             runs["commit_rate"].append(bench_commit_rate())
+            runs["checkpoint_shape_rate"].append(bench_checkpoint_shape_rate())
             order = ORDERS[r % len(ORDERS)]
             orders.append(",".join(order))
             for pos, workload in enumerate(order):
@@ -241,11 +245,21 @@ def bench_steps(n: int, rounds: int) -> dict[str, Any]:
         "gaitweb_idempotent_steps_per_s": med["idempotent"],
         "gaitweb_non_idempotent_steps_per_s": med["non_idempotent"],
         "commit_rate_per_s": med["commit_rate"],
+        "checkpoint_shape_rate_per_s": med["checkpoint_shape_rate"],
         "all_runs": {k: [round(x, 1) for x in v] for k, v in runs.items()},
         "by_position": by_position,
         "share_of_commit_rate": {
             k: round(
                 statistics.median(runs[k][i] / runs["commit_rate"][i] for i in range(rounds)), 2
+            )
+            for k in ("idempotent", "non_idempotent")
+        },
+        "share_of_checkpoint_shape_rate": {
+            k: round(
+                statistics.median(
+                    runs[k][i] / runs["checkpoint_shape_rate"][i] for i in range(rounds)
+                ),
+                2,
             )
             for k in ("idempotent", "non_idempotent")
         },
@@ -307,6 +321,41 @@ def bench_commit_rate(n: int = 3000) -> float:
             conn.execute("INSERT INTO bench_commit_probe (v) VALUES (%s)", ("x",))
         elapsed = time.perf_counter() - t0
         conn.execute("DROP TABLE bench_commit_probe")
+    return round(n / elapsed, 1)
+
+
+def bench_checkpoint_shape_rate(n: int = 3000) -> float:
+    """Commits per second of one statement shaped like a step's checkpoint (the job row's
+    chain head updated, a step-run row and an event row inserted), on copies of gaitweb's own
+    tables with their indexes: what the server allows one durable checkpoint per step, before
+    any Python runs."""
+    import psycopg
+
+    with psycopg.connect(BENCH_URL, autocommit=True) as conn:
+        for probe, table in (("job", "jobs_job"), ("run", "jobs_steprun"), ("ev", "jobs_jobevent")):
+            conn.execute(f"DROP TABLE IF EXISTS bench_probe_{probe}")
+            conn.execute(f"CREATE TABLE bench_probe_{probe} (LIKE {table} INCLUDING ALL)")
+        conn.execute("INSERT INTO bench_probe_job SELECT * FROM jobs_job ORDER BY id LIMIT 1")
+        (job_pk,) = conn.execute("SELECT id FROM bench_probe_job").fetchone() or (None,)
+        sql = (
+            "WITH j AS (UPDATE bench_probe_job SET revision = revision + 1, last_event_hash = %s, "
+            "updated_at = now() WHERE id = %s RETURNING id, revision, status), "
+            "s AS (INSERT INTO bench_probe_run (job_id, step_index, step_name, attempt, status, "
+            "idempotency_key, input, output, stdout, stderr, worker, started_at, finished_at) "
+            "SELECT j.id, j.revision, 's', 1, 'succeeded', 'k', '{}', %s::jsonb, '', '', 'w', "
+            "now(), now() FROM j), "
+            "e AS (INSERT INTO bench_probe_ev (job_id, revision, type, actor, reason_code, payload, "
+            "created_at, prev_hash, hash) SELECT j.id, j.revision, 'step_succeeded', 'engine', "
+            "'step_succeeded', %s::jsonb, now(), %s, %s FROM j) SELECT status FROM j"
+        )
+        head = "0" * 64
+        payload = json.dumps({"step": "s", "step_index": 1, "attempt": 1, "duration_ms": 0})
+        t0 = time.perf_counter()
+        for _ in range(n):
+            conn.execute(sql, (head, job_pk, "1", payload, head, head), prepare=True)
+        elapsed = time.perf_counter() - t0
+        for probe in ("job", "run", "ev"):
+            conn.execute(f"DROP TABLE bench_probe_{probe}")
     return round(n / elapsed, 1)
 
 
