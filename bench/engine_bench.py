@@ -203,7 +203,7 @@ def bench_steps(n: int, rounds: int) -> dict[str, Any]:
             for i in range(n)
         ]
         job_id = submit(steps)
-        wait_for(lambda: status(job_id) == "completed", timeout=900, interval=0.01)
+        wait_for(lambda: status(job_id) == "completed", timeout=900, interval=0.25)
         job = Job.objects.get(job_id=job_id)
         return n / (job.finished_at - job.started_at).total_seconds()
 

@@ -74,7 +74,7 @@ def gaitweb_run(n: int, workflow: str = "trivial") -> float:
     from jobs.models import Job
 
     job_id = submit(workflow, n=n)
-    wait_for(lambda: status(job_id) in ("completed", "failed"), timeout=900, interval=0.01)
+    wait_for(lambda: status(job_id) in ("completed", "failed"), timeout=900, interval=0.25)
     job = Job.objects.get(job_id=job_id)
     assert job.status == "completed", job.status_reason_code
     return n / (job.finished_at - job.started_at).total_seconds()
