@@ -29,11 +29,11 @@ run: venv
 # the service layer is type-checked: views and templates are covered by tests
 TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine.py jobs/spec.py \
 	jobs/steps.py jobs/procwatch.py jobs/recurring.py jobs/allowlists.py jobs/egress.py jobs/secret_store.py jobs/hardening.py \
-	approvals/services.py approvals/assignments.py approvals/gate.py approvals/policy.py \
-	packs/services.py packs/spec.py packs/zipsafe.py packs/keys.py gaitweb/canonical.py \
-	gaitweb/errors.py gaitweb/actors.py gaitweb/validation.py gaitweb/apikeys.py \
+	approvals/services.py approvals/identities.py approvals/gate.py approvals/policy_format.py \
+	packs/services.py packs/spec.py packs/zipsafe.py packs/keys.py gaitweb/lib/canonical.py \
+	gaitweb/lib/errors.py gaitweb/lib/actors.py gaitweb/lib/validation.py gaitweb/apikeys.py \
 	approvals/selectors.py packs/selectors.py jobs/durable.py jobs/replay.py \
-	gaitweb/parsing.py gaitweb/middleware.py jobs/broker.py jobs/wake.py
+	gaitweb/lib/parsing.py gaitweb/lib/middleware.py jobs/broker.py jobs/wake.py
 
 test: dev-deps
 	$(VENV)/bin/ruff check .

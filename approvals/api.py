@@ -16,11 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from approvals.models import ApprovalRequest
-from gaitweb.actors import Scope
 from gaitweb.api import StrictInput, StrictQuery, int_param
 from gaitweb.api_views import ApiView
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import Interface, InvalidInput, NotFound
+from gaitweb.lib.actors import Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import Interface, InvalidInput, NotFound
 
 READ, SUBMIT, APPROVE, ADMIN = Scope.READ, Scope.SUBMIT, Scope.APPROVE, Scope.ADMIN
 
@@ -80,10 +80,10 @@ class GateEvaluateView(ApiView):
         "policy assigned to the caller's identity decides (docs/security.md).",
     )
     def post(self, request: Request) -> Response:
-        from approvals.assignments import policy_assigned_version
         from approvals.gate import gate_evaluate_for_actor
-        from approvals.policy import policy_parse
-        from approvals.services import policy_resolve
+        from approvals.identities import policy_assigned_version
+        from approvals.policies import policy_resolve
+        from approvals.policy_format import policy_parse
 
         data = self.input(GateEvaluateIn)
         if data.get("policy") and data.get("policy_source"):
@@ -316,7 +316,7 @@ class PoliciesView(ApiView):
         summary="Stored policies and their current versions",
     )
     def get(self, request: Request) -> Response:
-        from approvals.services import policy_list
+        from approvals.policies import policy_list
 
         rows = [_version_dict(p.current) for p in policy_list(actor=self.actor) if p.current]
         return Response(PolicyListOut({"results": rows}).data)
@@ -328,7 +328,7 @@ class PoliciesView(ApiView):
         summary="Store a policy (a new version if it changed; admins only)",
     )
     def post(self, request: Request) -> Response:
-        from approvals.services import policy_save
+        from approvals.policies import policy_save
 
         data = self.input(PolicySaveIn)
         version = policy_save(
@@ -350,7 +350,7 @@ class PolicyDetailView(ApiView):
         summary="A stored policy by NAME, NAME@N or digest",
     )
     def get(self, request: Request, ref: str) -> Response:
-        from approvals.services import policy_resolve
+        from approvals.policies import policy_resolve
 
         version = policy_resolve(ref=ref, actor=self.actor)
         return Response(PolicyDetailOut(_version_dict(version, full=True)).data)
@@ -366,7 +366,7 @@ class PolicyDigestView(ApiView):
         summary="Digest of a policy (stable under reformatting)",
     )
     def post(self, request: Request) -> Response:
-        from approvals.policy import policy_parse
+        from approvals.policy_format import policy_parse
 
         policy = policy_parse(self.input(PolicyDigestIn)["source"])
         return Response(
@@ -405,7 +405,7 @@ class IdentityRevocationsView(ApiView):
         summary="Revoke an agent identity (admins only): its dispatches, submits and resumes are refused",
     )
     def post(self, request: Request) -> Response:
-        from approvals.services import identity_revoke
+        from approvals.identities import identity_revoke
 
         data = self.input(RevokeIn)
         row = identity_revoke(
@@ -460,7 +460,7 @@ class IdentityPoliciesView(ApiView):
         summary="The policy bound to each identity, the deployment default and whether the deployment is gated (admins)",
     )
     def get(self, request: Request) -> Response:
-        from approvals.assignments import (
+        from approvals.identities import (
             binding_as_dict,
             deployment_gate_status,
             identity_policy_list,
@@ -478,8 +478,7 @@ class IdentityPoliciesView(ApiView):
         summary="Bind a stored policy to an identity (admins): its jobs are bound to it whatever they ask for",
     )
     def post(self, request: Request) -> Response:
-        from approvals.assignments import binding_as_dict
-        from approvals.services import identity_policy_set
+        from approvals.identities import binding_as_dict, identity_policy_set
 
         data = self.input(IdentityPolicyIn)
         row = identity_policy_set(
@@ -500,7 +499,7 @@ class IdentityPolicyDetailView(ApiView):
         summary="The policy an identity's jobs are bound to, and where it comes from (admins)",
     )
     def get(self, request: Request, identity: str) -> Response:
-        from approvals.assignments import identity_policy_show
+        from approvals.identities import identity_policy_show
 
         assignment = identity_policy_show(actor=self.actor, identity=identity)
         return Response(IdentityPolicyOut(assignment.as_dict()).data)
@@ -511,7 +510,7 @@ class IdentityPolicyDetailView(ApiView):
         summary="Remove an identity's binding (admins): it falls back to the default policy",
     )
     def delete(self, request: Request, identity: str) -> Response:
-        from approvals.services import identity_policy_clear
+        from approvals.identities import identity_policy_clear
 
         self.input(None)  # no body: any field is unknown
         if not identity_policy_clear(actor=self.actor, identity=identity):

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, Interface, InvalidInput
-from gaitweb.parsing import json_loads
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, Interface, InvalidInput
+from gaitweb.lib.parsing import json_loads
 
 
 def _read_text(path: str, what: str) -> str:
@@ -43,7 +43,7 @@ def _actor(args: Any) -> Actor:
 
 def _gate_eval(args: Any) -> tuple[int, dict[str, Any]]:
     from approvals.gate import gate_evaluate
-    from approvals.policy import policy_parse
+    from approvals.policy_format import policy_parse
 
     policy = policy_parse(_read_text(args.policy, "policy"))
     result = gate_evaluate(intent=_read_intent(args.intent), policy=policy)
@@ -56,7 +56,7 @@ def _gate_eval(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _policy_digest(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.policy import policy_parse
+    from approvals.policy_format import policy_parse
 
     policy = policy_parse(_read_text(args.file, "policy"))
     return EXIT_OK, {
@@ -68,7 +68,7 @@ def _policy_digest(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _version_dict(version: Any) -> dict[str, Any]:
-    from gaitweb.canonical import iso_utc
+    from gaitweb.lib.canonical import iso_utc
 
     return {
         "name": version.policy.name,
@@ -80,7 +80,7 @@ def _version_dict(version: Any) -> dict[str, Any]:
 
 
 def _policy_list(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import policy_list
+    from approvals.policies import policy_list
 
     versions = [_version_dict(p.current) for p in policy_list(actor=_actor(args)) if p.current]
     lines = [f"{v['name']} v{v['version']} {v['digest']}" for v in versions]
@@ -88,7 +88,7 @@ def _policy_list(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _policy_show(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import policy_resolve
+    from approvals.policies import policy_resolve
 
     version = policy_resolve(ref=args.ref, actor=_actor(args))
     data = _version_dict(version) | {"normalized": version.normalized, "source": version.source}
@@ -96,7 +96,7 @@ def _policy_show(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _policy_save(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import policy_save
+    from approvals.policies import policy_save
 
     version = policy_save(
         name=args.name, source=_read_text(args.file, "policy"), actor=_actor(args)
@@ -106,7 +106,7 @@ def _policy_save(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_revoke(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import identity_revoke
+    from approvals.identities import identity_revoke
 
     revoked = identity_revoke(identity=args.identity, reason=args.reason, actor=_actor(args))
     return EXIT_OK, {
@@ -117,8 +117,7 @@ def _identity_revoke(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_policy_set(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.assignments import binding_as_dict
-    from approvals.services import identity_policy_set
+    from approvals.identities import binding_as_dict, identity_policy_set
 
     row = identity_policy_set(
         actor=_actor(args),
@@ -134,7 +133,7 @@ def _identity_policy_set(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_policy_show(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.assignments import identity_policy_show
+    from approvals.identities import identity_policy_show
 
     data = identity_policy_show(actor=_actor(args), identity=args.identity).as_dict()
     if data["policy"] is None:
@@ -145,7 +144,7 @@ def _identity_policy_show(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_policy_list(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.assignments import binding_as_dict, deployment_gate_status, identity_policy_list
+    from approvals.identities import binding_as_dict, deployment_gate_status, identity_policy_list
 
     rows = [binding_as_dict(r) for r in identity_policy_list(actor=_actor(args))]
     gate = deployment_gate_status()
@@ -161,7 +160,7 @@ def _identity_policy_list(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_policy_clear(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import identity_policy_clear
+    from approvals.identities import identity_policy_clear
 
     cleared = identity_policy_clear(actor=_actor(args), identity=args.identity)
     return EXIT_OK, {
@@ -182,7 +181,7 @@ def _approval_expire(args: Any) -> tuple[int, dict[str, Any]]:
 
 def _approval_list(args: Any) -> tuple[int, dict[str, Any]]:
     from approvals.selectors import approval_pending_list
-    from gaitweb.canonical import iso_utc
+    from gaitweb.lib.canonical import iso_utc
 
     rows = [
         {

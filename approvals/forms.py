@@ -9,9 +9,9 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from approvals.models import Policy
-from approvals.policy import Intent, intent_parse, policy_parse
-from gaitweb.errors import InvalidInput
-from gaitweb.parsing import json_loads
+from approvals.policy_format import Intent, intent_parse, policy_parse
+from gaitweb.lib.errors import InvalidInput
+from gaitweb.lib.parsing import json_loads
 
 SOURCE_MAX_CHARS = 256 * 1024
 

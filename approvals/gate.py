@@ -16,15 +16,15 @@ from typing import Any
 from django.db import DatabaseError, transaction
 
 from approvals.models import PolicyVersion, RevokedIdentity
-from approvals.policy import (
+from approvals.policy_format import (
     Intent,
     Policy,
     intent_parse,
     policy_for_version,
     policy_from_normalized_cached,
 )
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import EXIT_APPROVAL_REQUIRED, EXIT_OK, EXIT_POLICY_BLOCKED, InvalidInput
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import EXIT_APPROVAL_REQUIRED, EXIT_OK, EXIT_POLICY_BLOCKED, InvalidInput
 from jobs.models import FINISHED_STATUSES, JobStatus
 from jobs.selectors import jobs_visible
 
@@ -163,7 +163,7 @@ def gate_evaluate_for_actor(
     never the body's. An intent naming another identity gets ``block``
     (``intent_identity_mismatch``) without consulting any policy, so claiming a trusted
     identity gains nothing. Writes nothing; the caller picks the policy (the API's default is
-    the caller's assigned one: ``approvals.assignments.policy_assigned_version``)."""
+    the caller's assigned one: ``approvals.identities.policy_assigned_version``)."""
     actor.require(Scope.READ)
     parsed = intent_parse(intent)
     identity = actor.identity or ""

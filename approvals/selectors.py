@@ -12,9 +12,9 @@ from __future__ import annotations
 from django.db.models import Exists, F, JSONField, OuterRef, QuerySet, Subquery
 
 from approvals.models import ApprovalRequest, ApprovalStatus
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import NotFound
-from gaitweb.validation import text_field
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import NotFound
+from gaitweb.lib.validation import text_field
 from jobs.models import FINISHED_STATUSES, Checkpoint, CheckpointType, JobEvent, JobStatus
 from jobs.selectors import identity_scoped, job_get
 

@@ -19,8 +19,8 @@ from django.views.decorators.http import require_GET, require_POST
 from approvals.queue import checkpoint_dom_id, decision_cards
 from approvals.selectors import approvals_visible
 from approvals.services import approval_decide, job_decide
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError, InvalidInput
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError, InvalidInput
 from gaitweb.views import (
     login_required,
     nav_pending_count,

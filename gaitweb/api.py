@@ -48,9 +48,9 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 from rest_framework.utils import json as drf_json
 
-from gaitweb.actors import Actor
-from gaitweb.errors import GaitError, Interface, InvalidInput
-from gaitweb.parsing import JSON_MAX_DEPTH, json_loads
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import GaitError, Interface, InvalidInput
+from gaitweb.lib.parsing import JSON_MAX_DEPTH, json_loads
 
 log = logging.getLogger("gaitweb.api")
 
@@ -194,8 +194,8 @@ class BoundedJSONParser(JSONParser):
 
     ``json.load`` recurses once per level: a body nested 20,000 deep raised ``RecursionError``
     (a 500) before ``json_safe_check`` could see the value. Here the body — already bounded by
-    the request size guard (gaitweb.middleware) — is read, its nesting counted without
-    recursion (gaitweb.parsing), and parsed only when it is at most ``JSON_MAX_DEPTH`` deep;
+    the request size guard (gaitweb.lib.middleware) — is read, its nesting counted without
+    recursion (gaitweb.lib.parsing), and parsed only when it is at most ``JSON_MAX_DEPTH`` deep;
     deeper is ``400 json_too_deep``."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:

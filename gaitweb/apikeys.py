@@ -19,8 +19,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import InvalidInput, NotFound
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import InvalidInput, NotFound
 from gaitweb.models import API_KEY_PREFIX_LEN, ApiKey
 
 KEY_PREFIX = "gw_"
@@ -229,7 +229,7 @@ def apikey_actor(row: ApiKey) -> Actor:
 
 
 def apikey_as_dict(row: ApiKey) -> dict[str, Any]:
-    from gaitweb.canonical import iso_utc
+    from gaitweb.lib.canonical import iso_utc
 
     return {
         "prefix": row.prefix,

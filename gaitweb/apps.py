@@ -8,6 +8,6 @@ class GaitwebConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from gaitweb.roles import roles_ensure_on_migrate
+        from gaitweb.lib.roles import roles_ensure_on_migrate
 
         post_migrate.connect(roles_ensure_on_migrate, dispatch_uid="gaitweb_roles")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from gaitweb.errors import EXIT_INTERNAL, EXIT_OK, GaitError, Interface
+from gaitweb.lib.errors import EXIT_INTERNAL, EXIT_OK, GaitError, Interface
 
 log = logging.getLogger("gaitweb.cli")
 

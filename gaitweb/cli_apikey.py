@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gaitweb.actors import Actor
 from gaitweb.apikeys import apikey_as_dict, apikey_create, apikey_list, apikey_revoke
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, NotFound
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, NotFound
 
 
 def _actor(args: Any) -> Actor:

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from gaitweb.errors import EXIT_OK, GaitError
+from gaitweb.lib.errors import EXIT_OK, GaitError
 
 API_KEY_ENV = "GAIT_MCP_API_KEY"
 

@@ -27,8 +27,8 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from gaitweb.actors import Actor
-from gaitweb.errors import GaitError
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import GaitError
 
 log = logging.getLogger("gaitweb.demo")
 
@@ -78,7 +78,7 @@ def demo_logins_ensure(*, reset: bool = False) -> DemoLogins:
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group, User
 
-    from gaitweb.roles import roles_ensure
+    from gaitweb.lib.roles import roles_ensure
 
     roles_ensure()
     path = Path(settings.DATA_DIR) / DEMO_PASSWORD_FILE
@@ -125,8 +125,7 @@ def demo_logins_ensure(*, reset: bool = False) -> DemoLogins:
 
 def _policy_binding(admin: Actor) -> Any:
     from approvals.models import Policy
-    from approvals.services import policy_save
-    from jobs.services import PolicyBinding
+    from approvals.policies import PolicyBinding, policy_save
 
     policy = Policy.objects.filter(name=POLICY_NAME).select_related("current").first()
     if policy is None or policy.current is None:

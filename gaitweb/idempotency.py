@@ -14,8 +14,8 @@ from typing import Any
 
 from django.db import IntegrityError
 
-from gaitweb.canonical import digest
-from gaitweb.errors import Conflict, GaitError, InvalidInput
+from gaitweb.lib.canonical import digest
+from gaitweb.lib.errors import Conflict, GaitError, InvalidInput
 from gaitweb.models import IdempotencyRecord
 from jobs.models import Job
 

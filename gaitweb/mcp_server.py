@@ -32,10 +32,10 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connections
 
-from gaitweb.actors import Actor, Scope
 from gaitweb.api import unknown_fields_check
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import GaitError, Interface, InvalidInput, LimitExceeded
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import GaitError, Interface, InvalidInput, LimitExceeded
 
 log = logging.getLogger("gaitweb.mcp")
 
@@ -283,7 +283,7 @@ def build_server(actor: Actor) -> Any:
         _jobs_enabled_check()
         binding = None
         if policy:
-            from approvals.services import policy_request_resolve
+            from approvals.policies import policy_request_resolve
 
             # managed policies only, never a server file; job_submit applies the assignment
             binding = policy_request_resolve(ref=policy)

@@ -22,10 +22,10 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError, Interface
-from gaitweb.middleware import body_limit, upload_max_bytes
-from gaitweb.roles import user_role
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError, Interface
+from gaitweb.lib.middleware import body_limit, upload_max_bytes
+from gaitweb.lib.roles import user_role
 
 
 def login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from gaitweb.errors import Forbidden
+from gaitweb.lib.errors import Forbidden
 from jobs.egress import DESTINATION_FORBIDDEN, host_literal_category, host_normalize
 from jobs.models import AllowedExecutable, AllowedHttpHost
 

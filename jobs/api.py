@@ -20,11 +20,11 @@ from rest_framework.response import Response
 
 from approvals.api import DecideOut
 from approvals.services import job_decide
-from gaitweb.actors import Actor, Scope
 from gaitweb.api import KeysetPagination, StrictInput, StrictQuery, page_serializer
 from gaitweb.api_views import ApiView
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import Interface, PolicyRefused
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import Interface, PolicyRefused
 from jobs import services
 from jobs.models import Checkpoint, Job, JobEvent, JobStatus, StepRun
 from jobs.selectors import (
@@ -280,7 +280,7 @@ def policy_binding(ref: str | None) -> services.PolicyBinding | None:
     """A stored policy named by the request. Unlike the CLI, the API never reads files."""
     if not ref:
         return None
-    from approvals.services import policy_request_resolve
+    from approvals.policies import policy_request_resolve
 
     return policy_request_resolve(ref=ref)
 

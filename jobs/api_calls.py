@@ -11,9 +11,9 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gaitweb.actors import Scope
 from gaitweb.api import StrictInput
 from gaitweb.api_views import ApiView
+from gaitweb.lib.actors import Scope
 from jobs import durable_api
 
 

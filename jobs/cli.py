@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from approvals.services import job_decide
-from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, EXIT_VERIFY_FAILED, Interface, InvalidInput
-from gaitweb.parsing import json_loads
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, EXIT_VERIFY_FAILED, Interface, InvalidInput
+from gaitweb.lib.parsing import json_loads
 from jobs import services
 from jobs.selectors import checkpoint_get, checkpoint_list, job_get, job_snapshot
 
@@ -39,7 +39,7 @@ def policy_binding_from_arg(value: str | None) -> services.PolicyBinding | None:
     """``--policy`` takes a YAML file (path) or the name of a policy managed in gaitweb."""
     if not value:
         return None
-    from approvals.services import policy_binding_resolve
+    from approvals.policies import policy_binding_resolve
 
     return policy_binding_resolve(ref=value)
 

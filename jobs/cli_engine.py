@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, InvalidInput
-from gaitweb.parsing import json_loads
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, InvalidInput
+from gaitweb.lib.parsing import json_loads
 
 
 def _stats(args: Any) -> tuple[int, dict[str, Any]]:

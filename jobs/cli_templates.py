@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, InvalidInput
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, InvalidInput
 from jobs import recurring, selectors
 
 

@@ -38,9 +38,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from gaitweb.actors import Actor
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import GaitError, InvalidInput
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import GaitError, InvalidInput
 from jobs.engine import (
     ENGINE_ACTOR,
     FAIL_NON_RETRYABLE,

@@ -19,8 +19,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import Conflict, InvalidInput, LimitExceeded
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import Conflict, InvalidInput, LimitExceeded
 from jobs.journal import event_append
 from jobs.models import FINISHED_STATUSES, Job, JobStatus, StepRun, StepRunStatus
 from jobs.replay import NONDETERMINISTIC, CallLog, CallRecord, nondeterminism_message, record_kind
@@ -128,8 +128,9 @@ def call_begin(
     require_approval → an approval request and ``wait``. A call whose name or kind differs from
     the one recorded at the position is refused with ``workflow_nondeterministic``."""
     from approvals.gate import gate_evaluate, job_policy
+    from approvals.identities import identity_is_revoked
     from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
-    from approvals.services import approval_request_create, identity_is_revoked
+    from approvals.services import approval_request_create
 
     actor.require(Scope.SUBMIT)
     position = _position(position)

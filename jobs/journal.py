@@ -14,8 +14,8 @@ from typing import Any
 import rfc8785
 from django.utils import timezone
 
-from gaitweb.canonical import ZERO_HASH, digest
-from gaitweb.errors import InvalidInput
+from gaitweb.lib.canonical import ZERO_HASH, digest
+from gaitweb.lib.errors import InvalidInput
 from jobs.models import Job, JobEvent
 
 

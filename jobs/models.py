@@ -117,7 +117,7 @@ class Job(models.Model):
         permissions = [
             ("submit_job", "Can submit jobs"),
             ("control_job", "Can pause, stop, resume, retry and cancel jobs"),
-            # gaitweb.actors.Scope.CROSS_IDENTITY (docs/security.md)
+            # gaitweb.lib.actors.Scope.CROSS_IDENTITY (docs/security.md)
             ("cross_identity", "Can see and act on every identity's jobs, templates and packs"),
         ]
         indexes = [
@@ -159,7 +159,7 @@ class Job(models.Model):
         return True
 
     def is_submitted_by(self, actor: Any) -> bool:
-        """Whether ``actor`` (gaitweb.actors.Actor) submitted this job or runs as its identity:
+        """Whether ``actor`` (gaitweb.lib.actors.Actor) submitted this job or runs as its identity:
         separation of duties keeps such an actor from deciding the job's approvals."""
         names = {actor.name, actor.identity} - {None, ""}
         if self.created_by in names or (self.identity and self.identity in names):
@@ -267,7 +267,7 @@ class Checkpoint(models.Model):
         return f"{self.job_id}:{self.checkpoint_id}"
 
     def as_dict(self) -> dict[str, Any]:
-        from gaitweb.canonical import iso_utc
+        from gaitweb.lib.canonical import iso_utc
 
         return {
             "checkpoint_id": self.checkpoint_id,
@@ -309,7 +309,7 @@ class JobEvent(models.Model):
 
     def record(self, job_id: str) -> dict[str, Any]:
         """The hashed fields, as they appear in ``job_events.jsonl`` (without ``hash``)."""
-        from gaitweb.canonical import iso_utc
+        from gaitweb.lib.canonical import iso_utc
 
         return {
             "job_id": job_id,

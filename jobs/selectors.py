@@ -27,9 +27,9 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import InvalidInput, NotFound
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import InvalidInput, NotFound
 from jobs.models import (
     JOB_ID_RE,
     Checkpoint,

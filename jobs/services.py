@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from approvals.assignments import (
+from approvals.identities import (
     FROM_REQUEST,
     UNGATED,
     Assignment,
@@ -30,9 +30,10 @@ from approvals.assignments import (
     submit_admission,
     version_policy_pk,
 )
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import Conflict, Hints, InvalidInput, LimitExceeded, PolicyRefused
-from gaitweb.validation import text_field
+from approvals.policies import PolicyBinding
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import Conflict, Hints, InvalidInput, LimitExceeded, PolicyRefused
+from gaitweb.lib.validation import text_field
 from jobs.allowlists import spec_authorize
 from jobs.journal import ChainReport, chain_verify, event_append, event_build
 from jobs.models import (
@@ -55,26 +56,6 @@ S = JobStatus
 
 LABELS_MAX = 32
 IDENTITY_MAX = 256
-
-
-@dataclass(frozen=True)
-class PolicyBinding:
-    """A policy a job is bound to, or re-evaluated against on resume.
-
-    ``version`` is set when the policy is managed in gaitweb (Django admin / API); a policy read
-    from a file by the CLI has only a digest and a ref (the path)."""
-
-    digest: str
-    ref: str
-    version: PolicyVersion | None = None
-
-    @classmethod
-    def of(cls, version: PolicyVersion, *, name: str | None = None) -> PolicyBinding:
-        """The binding to stored policy ``version`` (``policy:<name>``); ``name`` is its
-        policy's, when the caller already has it (saves reading the policy row)."""
-        return cls(
-            digest=version.digest, ref=f"policy:{name or version.policy.name}", version=version
-        )
 
 
 def environment_fingerprint_current() -> str:
@@ -247,7 +228,7 @@ def job_submit(
 def _policy_assigned(
     *, identity: str, requested: PolicyBinding | None, assignment: Assignment | None = None
 ) -> tuple[PolicyBinding | None, str]:
-    """The binding of a new job of ``identity`` and where it comes from (approvals.assignments):
+    """The binding of a new job of ``identity`` and where it comes from (approvals.identities):
     the identity's policy or the deployment default, a permitted policy the caller asked for,
     or — with no policy anywhere — whatever the caller asked for, as before assignments."""
     if assignment is None:
@@ -302,7 +283,7 @@ def _policy_rebind(
 
 
 def _spec_digest(spec: dict[str, Any]) -> str:
-    from gaitweb.canonical import digest
+    from gaitweb.lib.canonical import digest
 
     return digest(spec)
 
@@ -921,7 +902,7 @@ def job_verify_chain(*, actor: Actor | None, job_id: str) -> ChainReport:
 def job_inspect(*, actor: Actor | None, job_id: str, events_limit: int = 50) -> dict[str, Any]:
     """Everything an operator looks at first: the job, its checkpoints, its latest events and
     whether its journal verifies."""
-    from gaitweb.canonical import iso_utc
+    from gaitweb.lib.canonical import iso_utc
     from jobs.selectors import checkpoint_list, job_snapshot
 
     job = job_get(actor=actor, job_id=job_id)

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 import yaml
 from django.conf import settings
 
-from gaitweb.errors import InvalidInput, LimitExceeded
-from gaitweb.parsing import json_loads, yaml_load
+from gaitweb.lib.errors import InvalidInput, LimitExceeded
+from gaitweb.lib.parsing import json_loads, yaml_load
 from jobs.secret_store import SECRET_LITERAL_REFUSED, SECRET_NAME_RE, credential_like, secret_ref
 
 STEP_KINDS = ("python", "command", "http", "sleep", "wait_event", "approval")
@@ -480,7 +480,7 @@ def spec_load(text: str | bytes, *, source: str = "") -> dict[str, Any]:
     stripped = text.lstrip()
     what = source or "the spec"
     try:
-        # bounded parsers (gaitweb.parsing): no YAML anchors or aliases, no nesting that would
+        # bounded parsers (gaitweb.lib.parsing): no YAML anchors or aliases, no nesting that would
         # exhaust the stack; their refusals (yaml_alias_refused, json_too_deep, …) pass through
         data = (
             json_loads(text, what=what) if stripped.startswith("{") else yaml_load(text, what=what)

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from gaitweb.errors import GaitError
+from gaitweb.lib.errors import GaitError
 from jobs import egress
 from jobs.allowlists import allowlists_load, command_authorize
 from jobs.procwatch import GroupWatchdog, die_with_parent

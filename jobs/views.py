@@ -26,11 +26,11 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from approvals.assignments import deployment_gate_status
+from approvals.identities import deployment_gate_status
 from approvals.queue import decision_cards
 from approvals.services import job_decide
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError, InvalidInput
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError, InvalidInput
 from gaitweb.views import (
     login_required,
     nav_pending_count,
@@ -675,7 +675,7 @@ def _job_templates(actor: Actor) -> list[Any]:
 
 def _policies(actor: Actor) -> list[Any]:
     """The picker's policies: authored ones with a version (not the CLI's file copies)."""
-    from approvals.services import policy_list
+    from approvals.policies import policy_list
 
     return [p for p in policy_list(actor=actor, file_copies=False) if p.current_id is not None]
 

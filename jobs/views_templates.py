@@ -25,8 +25,8 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_GET, require_POST
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError
 from gaitweb.views import (
     login_required,
     nav_pending_count,

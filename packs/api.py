@@ -20,11 +20,11 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gaitweb.actors import Scope
 from gaitweb.api import StrictQuery
 from gaitweb.api_views import ApiView
-from gaitweb.errors import InvalidInput, LimitExceeded
-from gaitweb.middleware import upload_max_bytes
+from gaitweb.lib.actors import Scope
+from gaitweb.lib.errors import InvalidInput, LimitExceeded
+from gaitweb.lib.middleware import upload_max_bytes
 
 READ = Scope.READ
 CONTROL = Scope.CONTROL
@@ -209,7 +209,7 @@ class VerifyOut(serializers.Serializer):
 
 
 def _pack_dict(pack: Any, job_id: str | None = None) -> dict[str, Any]:
-    from gaitweb.canonical import iso_utc
+    from gaitweb.lib.canonical import iso_utc
 
     return {
         "pack_id": pack.pack_id,
@@ -322,7 +322,7 @@ class PackDownloadView(ApiView):
 class PackVerifyView(ApiView):
     required_scopes = {"POST": READ}
     parser_classes = [MultiPartParser, RawZipParser, OctetStreamParser]
-    body_max_bytes = staticmethod(upload_max_bytes)  # gaitweb.middleware
+    body_max_bytes = staticmethod(upload_max_bytes)  # gaitweb.lib.middleware
 
     @extend_schema(
         operation_id="packs_verify",

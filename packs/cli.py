@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, EXIT_VERIFY_FAILED, InvalidInput
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, EXIT_VERIFY_FAILED, InvalidInput
 from packs import keys, services
 
 

@@ -24,9 +24,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import Conflict, InvalidInput, NotFound
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import Conflict, InvalidInput, NotFound
 from packs.models import SigningKey, SigningKeyStatus
 from packs.spec import Signer, key_id_of, public_key_raw
 

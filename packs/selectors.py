@@ -11,8 +11,8 @@ import re
 
 from django.db.models import QuerySet
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import InvalidInput, NotFound
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import InvalidInput, NotFound
 from jobs.selectors import identity_scoped, job_get
 from packs.models import Pack
 

@@ -23,10 +23,10 @@ from typing import IO, Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.db import connection, transaction
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.canonical import ZERO_HASH, canonical_json, iso_utc, sha256_hex
-from gaitweb.errors import Conflict, InvalidInput
-from gaitweb.parsing import PACK_JSON_MAX_DEPTH, json_loads
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import ZERO_HASH, canonical_json, iso_utc, sha256_hex
+from gaitweb.lib.errors import Conflict, InvalidInput
+from gaitweb.lib.parsing import PACK_JSON_MAX_DEPTH, json_loads
 from jobs.journal import ChainReport, chain_check, event_append
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
 from jobs.selectors import job_get

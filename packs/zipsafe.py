@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from django.conf import settings
 
-from gaitweb.errors import InvalidInput
+from gaitweb.lib.errors import InvalidInput
 
 CHUNK = 1024 * 1024
 MiB = 1024 * 1024

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ Python's own parsers are not safe on hostile input of a size gaitweb otherwise a
   (``yaml_too_deep``): PyYAML's composer recurses too.
 
 Size is bounded by the callers (spec, policy and upload limits) and by the request size guard
-(gaitweb/middleware.py). docs/security.md, "Every input is bounded".
+(gaitweb/lib/middleware.py). docs/security.md, "Every input is bounded".
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from yaml.nodes import Node
 
-from gaitweb.errors import InvalidInput
+from gaitweb.lib.errors import InvalidInput
 
 # Deeper than any document gaitweb defines (a spec is about 6 levels, an event payload is
 # checked at 64 by gaitweb.api.json_safe_check) and far below the interpreter's recursion limit.

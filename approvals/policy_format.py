@@ -23,9 +23,9 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gaitweb.canonical import canonical_json, sha256_hex
-from gaitweb.errors import InvalidInput
-from gaitweb.parsing import yaml_compose
+from gaitweb.lib.canonical import canonical_json, sha256_hex
+from gaitweb.lib.errors import InvalidInput
+from gaitweb.lib.parsing import yaml_compose
 
 SCHEMA_ID = "gait.gate.policy"
 SCHEMA_VERSION = "1.0.0"
@@ -302,7 +302,7 @@ class _Walker:
 
 def _compose(source: str) -> Node | None:
     try:
-        # Anchors and aliases are refused before anything is composed (gaitweb.parsing): a
+        # Anchors and aliases are refused before anything is composed (gaitweb.lib.parsing): a
         # policy has no use for them, and an alias bomb would make the walk below exponential.
         return yaml_compose(source, what="a policy")
     except InvalidInput as exc:  # yaml_alias_refused, yaml_too_deep
