@@ -1,5 +1,5 @@
 """Durable calls of external agents over HTTP (jobs.durable_api; the client is
-``gaitweb.client.GaitClient.run``). Thin views: parse strictly, call one service, render."""
+``gaitclient.GaitClient.run``). Thin views: parse strictly, call one service, render."""
 
 from __future__ import annotations
 

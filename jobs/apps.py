@@ -10,7 +10,7 @@ class JobsConfig(AppConfig):
         # autodiscovery imports only ``admin``, so register it here
         from django.db.models.signals import post_delete, post_save
 
-        from jobs import admin_templates  # noqa: F401
+        from jobs import admin_job_templates  # noqa: F401
         from jobs.allowlists import allowlists_forget
         from jobs.hardening import process_harden
         from jobs.models import AllowedExecutable, AllowedHttpHost

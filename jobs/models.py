@@ -121,7 +121,7 @@ class Job(models.Model):
             ("cross_identity", "Can see and act on every identity's jobs, templates and packs"),
         ]
         indexes = [
-            # jobs list: newest first, filtered by status (jobs.selectors.job_list)
+            # jobs list: newest first, filtered by status (jobs.selectors.job_list with job_filter)
             models.Index(fields=["status", "-created_at"], name="job_status_created"),
             models.Index(fields=["-created_at", "-id"], name="job_created_id"),
             models.Index(fields=["identity", "-created_at"], name="job_identity_created"),

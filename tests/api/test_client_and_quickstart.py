@@ -70,7 +70,7 @@ def test_the_quickstart_drives_a_job_through_a_gated_approval_to_completion(
 def test_the_client_raises_the_envelope_and_replays_an_idempotent_submit(
     live_server: Any, keys: dict[str, str]
 ) -> None:
-    from gaitweb.client import GaitApiError, GaitClient
+    from gaitclient import GaitApiError, GaitClient
 
     with GaitClient(live_server.url, keys["agent"]) as gw:
         first = gw.submit(job_id="cl-1", idempotency_key="k1")
@@ -98,7 +98,7 @@ def test_the_client_builds_verifies_and_diffs_packs(live_server: Any, keys: dict
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from gaitweb.client import GaitClient
+    from gaitclient import GaitClient
     from packs.services import pack_render
     from packs.spec import Signer
 
@@ -129,7 +129,7 @@ def test_the_client_builds_verifies_and_diffs_packs(live_server: Any, keys: dict
 def test_the_client_assigns_policies_and_the_agent_cannot_escape_them(
     live_server: Any, keys: dict[str, str]
 ) -> None:
-    from gaitweb.client import GaitApiError, GaitClient
+    from gaitclient import GaitApiError, GaitClient
 
     trust = "default_verdict: block\nrules:\n  - {name: t, effect: allow, match: {identities: [trusted-bot]}}\n"
     with GaitClient(live_server.url, keys["admin"]) as admin:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gaitweb.client import CallFailed, GaitApiError, GaitClient, Stopped, ToolBlocked, ToolRejected
+from gaitclient import CallFailed, GaitApiError, GaitClient, Stopped, ToolBlocked, ToolRejected
 from gaitweb.lib.actors import Actor
 from jobs.models import Job, StepRun
 from tests.workflow_world import policy_stored

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand
 CLI_MODULES = [
     "jobs.cli",
     "jobs.cli_engine",
-    "jobs.cli_templates",
+    "jobs.cli_job_templates",
     "approvals.cli",
     "packs.cli",
     "gaitweb.cli_apikey",

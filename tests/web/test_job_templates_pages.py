@@ -15,7 +15,7 @@ from gaitweb.lib.actors import Actor
 from jobs import services
 from jobs.models import Job, JobStatus, JobTemplate, TemplateFire
 from jobs.recurring import recurring_fire_due, template_create, template_run_now
-from jobs.views_templates import cron_in_words
+from jobs.views_job_templates import cron_in_words
 from tests.web.conftest import Browser
 
 pytestmark = pytest.mark.django_db
