@@ -421,8 +421,8 @@ def _seed_workflow_job(binding: Any) -> None:
     """One run of examples/refund_agent.py's workflow, bound to the demo policy (which sends
     its refund to two reviewers)."""
     from jobs import services
-    from jobs.durable import workflow_versions
     from jobs.models import Job
+    from jobs.workflow_registry import workflow_versions
 
     if Job.objects.filter(job_id="demo-refund-agent").exists() or not workflow_versions(
         "refund-agent"

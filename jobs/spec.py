@@ -32,6 +32,7 @@ from django.conf import settings
 from gaitweb.lib.errors import InvalidInput, LimitExceeded
 from gaitweb.lib.parsing import json_loads, yaml_load
 from jobs.secret_store import SECRET_LITERAL_REFUSED, SECRET_NAME_RE, credential_like, secret_ref
+from jobs.workflow_registry import workflow_call_normalize
 
 STEP_KINDS = ("python", "command", "http", "sleep", "wait_event", "approval")
 # Kinds the engine executes itself (durable timers and decisions): they never run user code, so
@@ -543,14 +544,21 @@ def _spec_common(top: dict[str, Any]) -> dict[str, Any]:
 def _workflow_spec(raw: Mapping[str, Any]) -> dict[str, Any]:
     """``{"workflow": NAME, "input": {...}, "version"?, "deadline"?, "description"?}``: one step
     of kind ``workflow`` that runs the registered function (jobs.durable)."""
-    from jobs.durable import workflow_spec_normalize  # jobs.durable imports the engine
-
     top = _obj(raw, "", WORKFLOW_TOP_KEYS, {"workflow"})
     version = top.get("version")
     if version is not None and not isinstance(version, str):
         raise _fail("version", "must be a string")
-    step = workflow_spec_normalize(top["workflow"], top.get("input"), version=version, fail=_fail)
-    return {"workflow": step["with"]["workflow"], "steps": [step], **_spec_common(top)}
+    call = workflow_call_normalize(top["workflow"], top.get("input"), version=version, fail=_fail)
+    step = {
+        "name": call["workflow"],
+        "kind": "workflow",
+        "with": call,
+        "retry": dict(RETRY_DEFAULTS),
+        "timeout": float(settings.GAIT["STEP_TIMEOUT_MAX"]),
+        "idempotent": True,
+        "tool": "workflow",
+    }
+    return {"workflow": call["workflow"], "steps": [step], **_spec_common(top)}
 
 
 def step_backoff_seconds(retry: Mapping[str, Any], failures: int) -> float:
