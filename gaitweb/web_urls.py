@@ -22,7 +22,9 @@ urlpatterns = [
         name="jobs-action",
     ),
     path("templates/", job_template_views.templates_list, name="templates-list"),
-    path("templates/<str:template_id>/", job_template_views.template_detail, name="templates-detail"),
+    path(
+        "templates/<str:template_id>/", job_template_views.template_detail, name="templates-detail"
+    ),
     path(
         "templates/<str:template_id>/<str:action>/",
         job_template_views.template_action,

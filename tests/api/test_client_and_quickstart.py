@@ -198,3 +198,19 @@ def test_the_readme_quickstart_works_on_sqlite_against_a_live_manage_py_up(tmp_p
         assert " 500 " not in server.output  # gunicorn's access log: no server error on the way
     finally:
         server.stop()
+
+
+def test_the_client_imports_nothing_but_httpx_and_the_standard_library() -> None:
+    """gaitclient.py is the one file an agent copies: importing it in a fresh interpreter loads
+    neither Django nor any of the server's packages."""
+    root = Path(__file__).resolve().parents[2]
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import gaitclient; "
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", probe, str(root)], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(json.loads(out.replace("'", '"')))
+    assert "httpx" in loaded
+    assert not loaded & {"django", "rest_framework", "gaitweb", "jobs", "approvals", "packs"}
