@@ -25,6 +25,7 @@ from approvals.policy_format import (
 )
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.errors import EXIT_APPROVAL_REQUIRED, EXIT_OK, EXIT_POLICY_BLOCKED, InvalidInput
+from jobs.journal import event_append
 from jobs.models import FINISHED_STATUSES, JobStatus
 from jobs.selectors import jobs_visible
 
@@ -210,7 +211,6 @@ def gate_dispatch(
         raise InvalidInput(
             "invalid_dispatch_path", "path must be a short name such as 'api' or 'cli'"
         )
-    from jobs.journal import event_append
 
     try:
         with transaction.atomic():

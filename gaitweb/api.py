@@ -89,6 +89,8 @@ class ApiKeyAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        # settings.REST_FRAMEWORK names this module's classes, so DRF may import it before the
+        # app registry is ready: the models (and gaitweb.apikeys, which imports them) wait
         from gaitweb.apikeys import apikey_authenticate
 
         parts = get_authorization_header(request).split()
@@ -115,7 +117,7 @@ def actor_of(request: Request) -> Actor:
     cached = getattr(request, "_gait_actor", None)
     if cached is not None:
         return cached
-    from gaitweb.apikeys import apikey_actor
+    from gaitweb.apikeys import apikey_actor  # after app loading, as in ApiKeyAuthentication
     from gaitweb.models import ApiKey
 
     if isinstance(request.auth, ApiKey):
@@ -398,7 +400,7 @@ class ApiRateThrottle(BaseThrottle):
     across a window boundary; that is the price of one statement per request."""
 
     def _ident(self, request: Request) -> tuple[str, str]:
-        from gaitweb.models import ApiKey
+        from gaitweb.models import ApiKey  # after app loading, as in ApiKeyAuthentication
 
         if isinstance(request.auth, ApiKey):
             return "apikey", request.auth.prefix

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import InvalidInput, NotFound
 from gaitweb.models import API_KEY_PREFIX_LEN, ApiKey
 
@@ -229,8 +230,6 @@ def apikey_actor(row: ApiKey) -> Actor:
 
 
 def apikey_as_dict(row: ApiKey) -> dict[str, Any]:
-    from gaitweb.lib.canonical import iso_utc
-
     return {
         "prefix": row.prefix,
         "display": row.display_prefix,

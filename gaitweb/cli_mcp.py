@@ -12,13 +12,12 @@ import sys
 from typing import Any
 
 from gaitweb.lib.errors import EXIT_OK, GaitError
+from gaitweb.mcp_server import mcp_actor, serve_stdio
 
 API_KEY_ENV = "GAIT_MCP_API_KEY"
 
 
 def _serve(args: Any) -> int:
-    from gaitweb.mcp_server import mcp_actor, serve_stdio
-
     try:
         actor = mcp_actor(
             api_key=args.api_key or os.environ.get(API_KEY_ENV, ""),

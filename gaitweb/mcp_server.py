@@ -32,10 +32,19 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connections
 
+from approvals.gate import gate_dispatch
+from approvals.models import ApprovalStatus
+from approvals.policies import policy_request_resolve
+from approvals.selectors import approval_get, approval_list
 from gaitweb.api import unknown_fields_check
+from gaitweb.apikeys import apikey_actor, apikey_authenticate, scopes_parse
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import GaitError, Interface, InvalidInput, LimitExceeded
+from jobs import selectors, services  # selectors.job_list: an MCP tool has the same name
+from jobs.models import FINISHED_STATUSES, StepRun, StepRunStatus, TemplateFire
+from jobs.recurring import _jobs_enabled_check, template_run_now, template_snapshot
+from jobs.selectors import checkpoint_list, job_filter, job_get, job_snapshot
 
 log = logging.getLogger("gaitweb.mcp")
 
@@ -115,8 +124,6 @@ def _tool(fn: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
 def mcp_actor(*, api_key: str = "", identity: str = "", scopes: str = "") -> Actor:
     """The actor the server runs as. An API key wins over an identity; one of them is needed."""
     if api_key:
-        from gaitweb.apikeys import apikey_actor, apikey_authenticate
-
         row = apikey_authenticate(api_key.strip())
         if row is None:
             raise GaitError(
@@ -135,7 +142,6 @@ def mcp_actor(*, api_key: str = "", identity: str = "", scopes: str = "") -> Act
         )
     if len(identity) > 256:
         raise InvalidInput("invalid_identity", "identity is longer than 256 characters")
-    from gaitweb.apikeys import scopes_parse
 
     granted = frozenset(scopes_parse(scopes or "read,submit,control"))
     return Actor(name=identity, scopes=granted, identity=identity, kind="system")
@@ -162,9 +168,6 @@ def _page_size(limit: int | None) -> int:
 
 
 def _pending_approvals(actor: Actor, job_id: str) -> list[dict[str, Any]]:
-    from approvals.models import ApprovalStatus
-    from approvals.selectors import approval_list
-
     rows = approval_list(actor=actor, job_id=job_id).filter(status=ApprovalStatus.PENDING)
     return [_approval_dict(r) for r in rows]
 
@@ -185,8 +188,6 @@ def _approval_dict(r: Any) -> dict[str, Any]:
 
 
 def _template_of(job: Any) -> dict[str, Any] | None:
-    from jobs.models import TemplateFire
-
     fire = TemplateFire.objects.filter(job=job).select_related("template", "previous_job").first()
     if fire is None:
         return None
@@ -229,12 +230,6 @@ def _server_class() -> type:
 
 def build_server(actor: Actor) -> Any:
     """An ``MCPServer`` with gaitweb's tools, every call made as ``actor``."""
-    from approvals.gate import gate_dispatch
-    from approvals.selectors import approval_get, approval_list
-    from jobs import selectors, services  # selectors.job_list: the tool has the same name
-    from jobs.models import FINISHED_STATUSES, StepRun, StepRunStatus
-    from jobs.recurring import template_run_now, template_snapshot
-    from jobs.selectors import checkpoint_list, job_filter, job_get, job_snapshot
 
     server = _server_class()(name=SERVER_NAME, instructions=INSTRUCTIONS, version="1.0.0")
 
@@ -278,13 +273,10 @@ def build_server(actor: Actor) -> Any:
             if fire.job:
                 out["job"] = job_snapshot(fire.job)
             return out
-        from jobs.recurring import _jobs_enabled_check
 
         _jobs_enabled_check()
         binding = None
         if policy:
-            from approvals.policies import policy_request_resolve
-
             # managed policies only, never a server file; job_submit applies the assignment
             binding = policy_request_resolve(ref=policy)
         job = services.job_submit(

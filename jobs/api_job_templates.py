@@ -15,6 +15,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from approvals.policies import policy_resolve
 from gaitweb.api import KeysetPagination, StrictInput, page_serializer
 from gaitweb.api_views import ApiView
 from gaitweb.lib.actors import Scope
@@ -147,7 +148,6 @@ def _policy_ref(value: Any) -> Any:
     """The API names stored policies only: it never reads a file on the server."""
     if not value:
         return None
-    from approvals.policies import policy_resolve
 
     return policy_resolve(ref=value).policy
 

@@ -6,13 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from approvals.policies import policy_binding_resolve
 from approvals.services import job_decide
 from gaitweb.cli import add_json_flag, run_handler
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import EXIT_OK, EXIT_VERIFY_FAILED, Interface, InvalidInput
 from gaitweb.lib.parsing import json_loads
 from jobs import services
+from jobs.cli_engine import register_job_verbs
 from jobs.selectors import checkpoint_get, checkpoint_list, job_get, job_snapshot
+from jobs.spec import spec_load
 
 
 def _actor(args: Any, default: str = "cli") -> Actor:
@@ -39,7 +42,6 @@ def policy_binding_from_arg(value: str | None) -> services.PolicyBinding | None:
     """``--policy`` takes a YAML file (path) or the name of a policy managed in gaitweb."""
     if not value:
         return None
-    from approvals.policies import policy_binding_resolve
 
     return policy_binding_resolve(ref=value)
 
@@ -87,7 +89,6 @@ def _labels(values: list[str] | None) -> dict[str, str]:
 def _spec_from_file(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
-    from jobs.spec import spec_load
 
     return spec_load(_read_file(path, "spec"), source=path)
 
@@ -313,8 +314,4 @@ def register(groups: Any) -> None:
     _verb(sub, "inspect", _inspect, "inspect", "job, checkpoints, latest events and chain status")
     _verb(sub, "verify-chain", _verify_chain, "verify_chain", "recompute the journal's hash chain")
 
-    try:
-        from jobs.cli_engine import register_job_verbs
-    except ImportError:
-        return
     register_job_verbs(sub)

@@ -19,6 +19,8 @@ from gaitweb.cli import add_json_flag, run_handler
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import EXIT_OK, InvalidInput
 from jobs import recurring, selectors
+from jobs.cli import _labels as parse
+from jobs.cli import _spec_from_file
 
 
 def _actor(args: Any) -> Actor:
@@ -29,7 +31,6 @@ def _actor(args: Any) -> Actor:
 def _labels(values: list[str] | None) -> dict[str, str] | None:
     if not values:
         return None
-    from jobs.cli import _labels as parse
 
     return parse(values)
 
@@ -53,7 +54,6 @@ def _ok(
 def _spec_file(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
-    from jobs.cli import _spec_from_file
 
     return _spec_from_file(path)
 

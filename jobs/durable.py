@@ -36,6 +36,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from approvals.gate import gate_evaluate, job_policy
+from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind, PolicyVersion
+from approvals.services import approval_request_create
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import GaitError, InvalidInput
@@ -61,6 +64,7 @@ from jobs.replay import (
     nondeterminism_message,
     record_kind,
 )
+from jobs.services import checkpoint_write
 from jobs.spec import (
     RETRY_DEFAULTS,
     SIGNAL_NAME_RE,
@@ -68,7 +72,7 @@ from jobs.spec import (
     duration_parse,
     step_backoff_seconds,
 )
-from jobs.steps import StepContext, output_check
+from jobs.steps import StepContext, StepError, StepResult, output_check
 
 # workflow authors write `from jobs.durable import workflow` (docs/workflows.md)
 from jobs.workflow_registry import workflow as workflow
@@ -474,8 +478,6 @@ class _WorkflowRun:
         except GaitError as exc:
             error = {"type": exc.code, "message": exc.message[:2000], "retryable": False}
         except Exception as exc:
-            from jobs.steps import StepError
-
             retryable = exc.retryable if isinstance(exc, StepError) else True
             etype = exc.type if isinstance(exc, StepError) else type(exc).__name__
             error = {
@@ -951,8 +953,6 @@ class _WorkflowRun:
     def _gate(self, n: int, name: str, input: dict[str, Any]) -> dict[str, Any]:
         """The gate's verdict on tool ``name``: the name comes from the code, the identity and
         the job from the server (never from the workflow's input)."""
-        from approvals.gate import gate_evaluate, job_policy
-        from approvals.models import PolicyVersion
 
         job = self.job
         intent = _tool_intent(job, name, input)
@@ -994,8 +994,6 @@ class _WorkflowRun:
     ) -> None:  # fmt: skip
         """``require_approval``: approved → return (the call runs); pending → park; rejected →
         ``ToolRejected``; none yet → open a request with the call's arguments and park."""
-        from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
-        from approvals.services import approval_request_create
 
         runner = self.runner
         with transaction.atomic():
@@ -1059,8 +1057,6 @@ class _WorkflowRun:
     # -- checkpoints, timers, values --
 
     def checkpoint(self, type: str, summary: str) -> None:
-        from jobs.services import checkpoint_write
-
         n, decision = self._next(type, "checkpoint", True)
         if decision.action == "replay":
             return
@@ -1334,7 +1330,6 @@ def workflow_advance(runner: _Runner, step: dict[str, Any]) -> str:
     """Run the workflow of ``runner``'s job from the top (replaying recorded calls) until it
     returns, raises or parks; what the engine's loop should do next (``continue`` once the
     workflow's result is checkpointed)."""
-    from jobs.steps import StepResult
 
     job = runner.job
     assert job is not None

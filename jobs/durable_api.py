@@ -19,12 +19,17 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from approvals.gate import gate_evaluate, job_policy
+from approvals.identities import identity_is_revoked
+from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
+from approvals.services import approval_request_create
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.errors import Conflict, InvalidInput, LimitExceeded
 from jobs.journal import event_append
 from jobs.models import FINISHED_STATUSES, Job, JobStatus, StepRun, StepRunStatus
 from jobs.replay import NONDETERMINISTIC, CallLog, CallRecord, nondeterminism_message, record_kind
 from jobs.selectors import job_get
+from jobs.services import checkpoint_write
 from jobs.spec import SIGNAL_NAME_RE
 
 S = JobStatus
@@ -127,10 +132,6 @@ def call_begin(
     the job's identity (never the caller's claim): block → a final ``ToolBlocked`` error;
     require_approval → an approval request and ``wait``. A call whose name or kind differs from
     the one recorded at the position is refused with ``workflow_nondeterministic``."""
-    from approvals.gate import gate_evaluate, job_policy
-    from approvals.identities import identity_is_revoked
-    from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
-    from approvals.services import approval_request_create
 
     actor.require(Scope.SUBMIT)
     position = _position(position)
@@ -333,7 +334,6 @@ def _in_doubt(
 ) -> dict[str, Any]:
     """A non-idempotent call begun by an agent process that never finished it: a person decides
     (approve and resume runs it again), as for a worker's in-doubt step."""
-    from jobs.services import checkpoint_write
 
     StepRun.objects.filter(pk=record.id).update(
         status=R.IN_DOUBT, finished_at=timezone.now(),

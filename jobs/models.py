@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from gaitweb.lib.canonical import iso_utc
 from jobs.egress import host_normalize
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -267,8 +268,6 @@ class Checkpoint(models.Model):
         return f"{self.job_id}:{self.checkpoint_id}"
 
     def as_dict(self) -> dict[str, Any]:
-        from gaitweb.lib.canonical import iso_utc
-
         return {
             "checkpoint_id": self.checkpoint_id,
             "type": self.type,
@@ -309,7 +308,6 @@ class JobEvent(models.Model):
 
     def record(self, job_id: str) -> dict[str, Any]:
         """The hashed fields, as they appear in ``job_events.jsonl`` (without ``hash``)."""
-        from gaitweb.lib.canonical import iso_utc
 
         return {
             "job_id": job_id,

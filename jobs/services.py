@@ -30,8 +30,10 @@ from approvals.identities import (
     submit_admission,
     version_policy_pk,
 )
+from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
 from approvals.policies import PolicyBinding
 from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import digest, iso_utc
 from gaitweb.lib.errors import Conflict, Hints, InvalidInput, LimitExceeded, PolicyRefused
 from gaitweb.lib.validation import text_field
 from jobs.allowlists import spec_authorize
@@ -46,7 +48,15 @@ from jobs.models import (
     JobEvent,
     JobStatus,
 )
-from jobs.selectors import DecisionPoint, job_decision_point, job_get, job_id_check
+from jobs.selectors import (
+    DecisionPoint,
+    checkpoint_list,
+    job_decision_point,
+    job_get,
+    job_id_check,
+    job_snapshot,
+)
+from jobs.spec import spec_validate
 from jobs.wake import job_preempt_notify, job_wake
 
 if TYPE_CHECKING:
@@ -152,8 +162,6 @@ def job_submit(
     labels = _labels(labels)
     normalized: dict[str, Any] = {}
     if spec:
-        from jobs.spec import spec_validate
-
         normalized = spec_validate(spec)
         spec_authorize(normalized)
     steps = normalized.get("steps", [])
@@ -283,8 +291,6 @@ def _policy_rebind(
 
 
 def _spec_digest(spec: dict[str, Any]) -> str:
-    from gaitweb.lib.canonical import digest
-
     return digest(spec)
 
 
@@ -476,7 +482,6 @@ class PendingRequest:
 def _pending_requests(job: Job) -> list[PendingRequest]:
     """The job's pending approval requests, oldest first, with their approvals so far: one
     query."""
-    from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
 
     rows = (
         ApprovalRequest.objects.filter(job=job, status=ApprovalStatus.PENDING)
@@ -639,8 +644,6 @@ def job_reject(
 
 
 def _call_request(job: Job, request_id: str) -> bool:
-    from approvals.models import ApprovalRequest  # approvals.services imports this module
-
     return (job.is_workflow or job.step_count == 0) and ApprovalRequest.objects.filter(
         job=job, request_id=request_id, step_index__gte=1
     ).exists()
@@ -902,8 +905,6 @@ def job_verify_chain(*, actor: Actor | None, job_id: str) -> ChainReport:
 def job_inspect(*, actor: Actor | None, job_id: str, events_limit: int = 50) -> dict[str, Any]:
     """Everything an operator looks at first: the job, its checkpoints, its latest events and
     whether its journal verifies."""
-    from gaitweb.lib.canonical import iso_utc
-    from jobs.selectors import checkpoint_list, job_snapshot
 
     job = job_get(actor=actor, job_id=job_id)
     events = list(JobEvent.objects.filter(job=job).order_by("-revision")[:events_limit])

@@ -32,6 +32,7 @@ from django.conf import settings
 from gaitweb.lib.errors import InvalidInput, LimitExceeded
 from gaitweb.lib.parsing import json_loads, yaml_load
 from jobs.secret_store import SECRET_LITERAL_REFUSED, SECRET_NAME_RE, credential_like, secret_ref
+from jobs.steps import step_function_get
 from jobs.workflow_registry import workflow_call_normalize
 
 STEP_KINDS = ("python", "command", "http", "sleep", "wait_event", "approval")
@@ -245,8 +246,6 @@ def _retry(value: Any, path: str) -> dict[str, Any]:
 
 
 def _with_python(w: dict[str, Any], path: str) -> dict[str, Any]:
-    from jobs.steps import step_function_get
-
     name = _str(w["function"], f"{path}.function", max_len=200)
     if step_function_get(name) is None:
         raise _fail(

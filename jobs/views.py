@@ -27,6 +27,7 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from approvals.identities import deployment_gate_status
+from approvals.policies import policy_list
 from approvals.queue import decision_cards
 from approvals.services import job_decide
 from gaitweb.lib.actors import Actor, Scope
@@ -41,8 +42,10 @@ from gaitweb.views import (
 )
 from jobs import services
 from jobs.durable import workflow_parked, workflow_timeline
+from jobs.journal import chain_check, event_records
 from jobs.models import Job, JobEvent, JobStatus, StepRun
 from jobs.models import StepRunStatus as R
+from jobs.recurring import template_may_change, template_run_now
 from jobs.selectors import (
     JobFilter,
     job_counts,
@@ -51,8 +54,11 @@ from jobs.selectors import (
     job_get,
     job_list,
     jobs_visible,
+    template_list,
 )
-from jobs.spec import PARKING_KINDS, step_gate_tool
+from jobs.spec import PARKING_KINDS, spec_load, spec_validate, step_gate_tool
+from packs.models import Pack
+from packs.services import pack_build
 
 S = JobStatus
 PAGE_SIZE = 50
@@ -418,8 +424,6 @@ def _timeline(job: Job, before: int | None) -> tuple[list[JobEvent], int | None]
 
 
 def _detail_context(request: HttpRequest, job: Job, actor: Actor) -> dict[str, Any]:
-    from packs.models import Pack
-
     before = request.GET.get("before", "")
     before_rev = int(before) if before.isdigit() else None
     events, older = _timeline(job, before_rev)
@@ -483,7 +487,6 @@ _chain_memo: dict[int, dict[str, Any]] = {}
 def _chain_extend(job: Job, memo: dict[str, Any]) -> dict[str, Any] | None:
     """Check only the events appended since the last verified head. None on any doubt; the
     caller then re-hashes the whole journal, which also names the first bad revision."""
-    from jobs.journal import chain_check, event_records
 
     report = chain_check(
         job.job_id,
@@ -629,8 +632,6 @@ def job_action(request: HttpRequest, job_id: str, action: str) -> HttpResponse:
 @login_required
 @require_POST
 def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
-    from packs.services import pack_build
-
     job, actor = _get_job_for_user(request, job_id)
     try:
         result = pack_build(actor=actor, job_id=job.job_id)
@@ -663,8 +664,6 @@ def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
 def _job_templates(actor: Actor) -> list[Any]:
     """The saved job templates this user may run (jobs.recurring.template_may_change, or bound
     to no identity: then the run is theirs), enabled ones only."""
-    from jobs.recurring import template_may_change
-    from jobs.selectors import template_list
 
     return [
         t
@@ -675,7 +674,6 @@ def _job_templates(actor: Actor) -> list[Any]:
 
 def _policies(actor: Actor) -> list[Any]:
     """The picker's policies: authored ones with a version (not the CLI's file copies)."""
-    from approvals.policies import policy_list
 
     return [p for p in policy_list(actor=actor, file_copies=False) if p.current_id is not None]
 
@@ -685,7 +683,6 @@ def _run_template(
 ) -> Job | None:
     """Run a saved template now (jobs.recurring.template_run_now, which obeys its overlap
     rule). None when the run is held until the template's active run finishes."""
-    from jobs.recurring import template_run_now
 
     chosen = next((t for t in templates if t.template_id == form["template"]), None)
     if chosen is None:
@@ -754,7 +751,6 @@ FIELD_OF_CODE = {
 def job_new(request: HttpRequest) -> HttpResponse:
     """Run a job: pick a saved template or paste a spec (YAML or JSON). Validation errors name
     the offending field (``steps[2].retry.max_attempts``) next to the spec box."""
-    from jobs.spec import spec_load, spec_validate
 
     actor = require_read(request)
     templates = _job_templates(actor)

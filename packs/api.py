@@ -23,8 +23,12 @@ from rest_framework.response import Response
 from gaitweb.api import StrictQuery
 from gaitweb.api_views import ApiView
 from gaitweb.lib.actors import Scope
+from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import InvalidInput, LimitExceeded
 from gaitweb.lib.middleware import upload_max_bytes
+from packs.keys import public_key_parse
+from packs.selectors import pack_get, pack_list
+from packs.services import pack_build, pack_diff, pack_inspect, pack_verify
 
 READ = Scope.READ
 CONTROL = Scope.CONTROL
@@ -209,8 +213,6 @@ class VerifyOut(serializers.Serializer):
 
 
 def _pack_dict(pack: Any, job_id: str | None = None) -> dict[str, Any]:
-    from gaitweb.lib.canonical import iso_utc
-
     return {
         "pack_id": pack.pack_id,
         "job_id": job_id or pack.job.job_id,
@@ -257,8 +259,6 @@ class JobPacksView(ApiView):
         summary="Packs built for this job, newest first",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        from packs.selectors import pack_list
-
         packs = pack_list(actor=self.actor, job_id=job_id)
         return Response(PackListOut({"results": [_pack_dict(p, job_id) for p in packs]}).data)
 
@@ -269,8 +269,6 @@ class JobPacksView(ApiView):
         summary="Build (or return the stored) signed evidence pack of the job",
     )
     def post(self, request: Request, job_id: str) -> Response:
-        from packs.services import pack_build
-
         self.input(None)
         result = pack_build(actor=self.actor, job_id=job_id)
         out = {"created": result.created, "pack": _pack_dict(result.pack)}
@@ -286,8 +284,6 @@ class PackDetailView(ApiView):
         summary="A stored pack's metadata: job, revision, sha256, signing key, download link",
     )
     def get(self, request: Request, pack_id: str) -> Response:
-        from packs.selectors import pack_get
-
         return Response(PackOut(_pack_dict(pack_get(actor=self.actor, pack_id=pack_id))).data)
 
 
@@ -308,8 +304,6 @@ class PackDownloadView(ApiView):
         summary="The pack zip",
     )
     def get(self, request: Request, pack_id: str) -> HttpResponse:
-        from packs.selectors import pack_get
-
         self.query(DownloadQuery)
         pack = pack_get(actor=self.actor, pack_id=pack_id)
         response = HttpResponse(bytes(pack.data), content_type="application/zip")
@@ -332,9 +326,6 @@ class PackVerifyView(ApiView):
         summary="Verify an uploaded pack offline (ok false lists the findings)",
     )
     def post(self, request: Request) -> Response:
-        from packs.keys import public_key_parse
-        from packs.services import pack_verify
-
         q = self.query(VerifyQuery)
         self.body_fields("file")
         if q["allow_unsigned"] and q["require_signature"]:
@@ -367,8 +358,6 @@ class PackInspectView(ApiView):
         summary="Manifest and contents of an uploaded pack (no verification)",
     )
     def post(self, request: Request) -> Response:
-        from packs.services import pack_inspect
-
         self.body_fields("file")
         return Response(pack_inspect(source=_upload(request)))
 
@@ -385,8 +374,6 @@ class PackDiffView(ApiView):
         summary="Compare two uploaded packs by content: files, events, which side fails verification",
     )
     def post(self, request: Request) -> Response:
-        from packs.services import pack_diff
-
         self.body_fields("left", "right")
         diff = pack_diff(left=_upload(request, "left"), right=_upload(request, "right"))
         return Response(PackDiffOut(diff).data)
