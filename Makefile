@@ -34,7 +34,7 @@ TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine.py jobs/
 	packs/services.py packs/spec.py packs/zipsafe.py packs/keys.py gaitweb/lib/canonical.py \
 	gaitweb/lib/errors.py gaitweb/lib/actors.py gaitweb/lib/validation.py gaitweb/apikeys.py \
 	approvals/selectors.py packs/selectors.py jobs/durable.py jobs/replay.py \
-	gaitweb/lib/parsing.py gaitweb/lib/middleware.py gaitweb/lib/roles.py \
+	gaitweb/lib/parsing.py gaitweb/lib/middleware.py gaitweb/lib/roles.py gaitweb/lib/reasons.py \
 	jobs/broker.py jobs/wake.py jobs/workflow_registry.py gaitclient.py
 
 test: dev-deps

@@ -33,6 +33,7 @@ from approvals.selectors import approval_pending_list
 from approvals.services import approval_decide, approval_expire_due
 from gaitweb.api import StrictInput, StrictQuery, int_param
 from gaitweb.api_views import ApiView
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Scope
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import Interface, InvalidInput, NotFound
@@ -99,7 +100,7 @@ class GateEvaluateView(ApiView):
         data = self.input(GateEvaluateIn)
         if data.get("policy") and data.get("policy_source"):
             raise InvalidInput(
-                "invalid_policy_ref", "give either policy or policy_source, not both"
+                reasons.INVALID_POLICY_REF, "give either policy or policy_source, not both"
             )
         policy: Any = None
         if data.get("policy_source"):
@@ -497,7 +498,7 @@ class IdentityPolicyDetailView(ApiView):
         self.input(None)  # no body: any field is unknown
         if not identity_policy_clear(actor=self.actor, identity=identity):
             raise NotFound(
-                "identity_policy_not_found",
+                reasons.IDENTITY_POLICY_NOT_FOUND,
                 f"identity {identity!r} has no policy of its own",
                 details={"identity": identity},
             )

@@ -26,6 +26,7 @@ from approvals.policy_format import policy_parse
 from approvals.selectors import approval_pending_list
 from approvals.services import approval_decide, approval_expire_due
 from gaitweb.cli import add_json_flag, run_handler
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import EXIT_OK, Interface, InvalidInput
@@ -38,7 +39,10 @@ def _read_text(path: str, what: str) -> str:
             return sys.stdin.read()
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{what}_unreadable", f"cannot read {what} file {path}: {exc}") from None
+        raise InvalidInput(
+            reasons.for_field(reasons.FIELD_UNREADABLE, what),
+            f"cannot read {what} file {path}: {exc}",
+        ) from None
 
 
 def _read_intent(path: str) -> Any:
@@ -47,7 +51,8 @@ def _read_intent(path: str) -> Any:
         return json_loads(text, what=f"intent file {path}")
     except json.JSONDecodeError as exc:
         raise InvalidInput(
-            "intent_invalid", f"intent file {path} is not JSON: {exc.msg} at line {exc.lineno}"
+            reasons.INTENT_INVALID,
+            f"intent file {path} is not JSON: {exc.msg} at line {exc.lineno}",
         ) from None
 
 

@@ -23,6 +23,7 @@ from approvals.policy_format import (
     policy_for_version,
     policy_from_normalized_cached,
 )
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.errors import EXIT_APPROVAL_REQUIRED, EXIT_OK, EXIT_POLICY_BLOCKED, InvalidInput
 from jobs.journal import event_append
@@ -205,11 +206,12 @@ def gate_dispatch(
     parsed = intent_parse(intent)
     if parsed.job_id and parsed.job_id != job_id:
         raise InvalidInput(
-            "intent_job_mismatch", f"intent context.job_id '{parsed.job_id}' is not job '{job_id}'"
+            reasons.INTENT_JOB_MISMATCH,
+            f"intent context.job_id '{parsed.job_id}' is not job '{job_id}'",
         )
     if not isinstance(path, str) or not path or len(path) > 64:
         raise InvalidInput(
-            "invalid_dispatch_path", "path must be a short name such as 'api' or 'cli'"
+            reasons.INVALID_DISPATCH_PATH, "path must be a short name such as 'api' or 'cli'"
         )
 
     try:
@@ -218,7 +220,9 @@ def gate_dispatch(
             # one: no verdict from its policy, nothing journaled, no existence oracle
             job = jobs_visible(actor).select_for_update().filter(job_id=job_id).first()
             if job is None:
-                return _refusal("emergency_stop_state_unavailable", replace(parsed, job_id=job_id))
+                return _refusal(
+                    reasons.EMERGENCY_STOP_STATE_UNAVAILABLE, replace(parsed, job_id=job_id)
+                )
             identity = job.identity or actor.identity or ""
             claimed = parsed.identity if _identity_claim_refused(parsed, identity) else ""
             parsed = replace(parsed, job_id=job_id, identity=identity)
@@ -257,4 +261,4 @@ def gate_dispatch(
             return result
     except DatabaseError:
         # the job's state cannot be read (or the journal cannot be written): never allow
-        return _refusal("emergency_stop_state_unavailable", replace(parsed, job_id=job_id))
+        return _refusal(reasons.EMERGENCY_STOP_STATE_UNAVAILABLE, replace(parsed, job_id=job_id))

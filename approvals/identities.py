@@ -27,6 +27,7 @@ from django.db import connection, transaction
 
 from approvals.models import IdentityPolicy, Policy, PolicyVersion, RevokedIdentity
 from approvals.policies import policy_named
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import GaitError, Hints, InvalidInput, PolicyRefused
@@ -89,7 +90,7 @@ class Assignment:
         version = self.policy.current
         if version is None:
             raise PolicyAssignmentUnavailable(
-                "policy_assignment_unavailable",
+                reasons.POLICY_ASSIGNMENT_UNAVAILABLE,
                 f"policy {self.policy.name!r} assigned to identity {self.identity!r} has no version",
                 details={"identity": self.identity, "policy": self.policy.name},
                 hint=Hints(
@@ -171,7 +172,7 @@ def _default_assignment(identity: str) -> Assignment:
     policy = Policy.objects.select_related("current").filter(name=name).first()
     if policy is None:
         raise PolicyAssignmentUnavailable(
-            "policy_assignment_unavailable",
+            reasons.POLICY_ASSIGNMENT_UNAVAILABLE,
             f"GAIT_DEFAULT_POLICY names {name!r}, which is not a stored policy",
             details={"identity": identity, "policy": name},
             hint=Hints(
@@ -196,7 +197,7 @@ def policy_assigned_version(*, identity: str) -> PolicyVersion | None:
 def _not_allowed(assignment: Assignment, requested: PolicyVersion, why: str) -> PolicyRefused:
     assert assignment.policy is not None
     return PolicyRefused(
-        "policy_not_allowed",
+        reasons.POLICY_NOT_ALLOWED,
         f"jobs of identity {assignment.identity!r} are bound to policy "
         f"{assignment.policy.name!r} by an admin; {why}",
         details={
@@ -329,14 +330,14 @@ def identity_policy_set(
     assigned = policy_named(policy, "policy")
     if isinstance(may_request, str) or not all(isinstance(n, str) for n in may_request):
         raise InvalidInput(
-            "invalid_may_request",
+            reasons.INVALID_MAY_REQUEST,
             "may_request must be a list of stored policy names",
             details={"field": "may_request"},
         )
     names = sorted(set(may_request) - {assigned.name})
     if len(names) > MAX_MAY_REQUEST:
         raise InvalidInput(
-            "invalid_may_request",
+            reasons.INVALID_MAY_REQUEST,
             f"may_request names at most {MAX_MAY_REQUEST} policies",
             details={"field": "may_request"},
         )

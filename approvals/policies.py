@@ -18,6 +18,7 @@ from django.db.models import Max
 from approvals.models import Policy, PolicyVersion
 from approvals.policy_format import Policy as PolicyDoc
 from approvals.policy_format import policy_parse
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.errors import Hints, InvalidInput, NotFound, PolicyRefused
 from gaitweb.lib.validation import text_field
@@ -60,7 +61,7 @@ def policy_request_check(ref: Any) -> None:
     are looked up as a policy name (``policy_none_refused``)."""
     if isinstance(ref, str) and ref.strip().lower() in NONE_WORDS:
         raise PolicyRefused(
-            "policy_none_refused",
+            reasons.POLICY_NONE_REFUSED,
             f"a job cannot ask for no policy ({ref.strip()!r}); omit the field to get the "
             "policy an admin assigned",
             details={"field": "policy", "policy": ref.strip()},
@@ -101,12 +102,12 @@ def policy_save(
     name = text_field(name, "name", max_len=POLICY_NAME_MAX, required=True)
     if name.startswith(FILE_POLICY_PREFIX):
         raise InvalidInput(
-            "invalid_policy_name",
+            reasons.INVALID_POLICY_NAME,
             f"policy names starting with '{FILE_POLICY_PREFIX}' are reserved for policy files",
         )
     if name.lower() in NONE_WORDS:
         raise InvalidInput(
-            "invalid_policy_name",
+            reasons.INVALID_POLICY_NAME,
             f"{name!r} is reserved: a submit naming it asks for no policy, which is refused",
         )
     parsed = policy_parse(source)  # refuse before taking any lock
@@ -149,7 +150,9 @@ def policy_resolve(*, ref: str, actor: Actor | None = None) -> PolicyVersion:
         )
         if found is None:
             raise NotFound(
-                "policy_not_found", f"no stored policy has digest {hex_ref}", details={"ref": ref}
+                reasons.POLICY_NOT_FOUND,
+                f"no stored policy has digest {hex_ref}",
+                details={"ref": ref},
             )
         return found
     name, _, number = ref.rpartition("@") if "@" in ref else (ref, "", "")
@@ -157,7 +160,7 @@ def policy_resolve(*, ref: str, actor: Actor | None = None) -> PolicyVersion:
         digits = number.removeprefix("v")
         if not digits.isdigit():
             raise InvalidInput(
-                "invalid_policy_ref",
+                reasons.INVALID_POLICY_REF,
                 f"policy version must be a number: {ref}",
                 details={"ref": ref},
             )
@@ -168,13 +171,15 @@ def policy_resolve(*, ref: str, actor: Actor | None = None) -> PolicyVersion:
         )
         if found is None:
             raise NotFound(
-                "policy_not_found", f"policy {name} has no version {digits}", details={"ref": ref}
+                reasons.POLICY_NOT_FOUND,
+                f"policy {name} has no version {digits}",
+                details={"ref": ref},
             )
         return found
     policy = Policy.objects.filter(name=ref).select_related("current", "current__policy").first()
     if policy is None or policy.current is None:
         raise NotFound(
-            "policy_not_found",
+            reasons.POLICY_NOT_FOUND,
             f"no policy named {ref!r}",
             details={"ref": ref},
             hint=POLICY_LIST_HINTS,
@@ -188,7 +193,7 @@ def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBin
     single version of policy ``file:<name>@<digest12>``, so workers on any machine can evaluate
     it and resumes re-evaluate the same content (a file is pinned by what it said)."""
     if not isinstance(ref, str) or not ref.strip():
-        raise InvalidInput("invalid_policy_ref", "a policy file or name is required")
+        raise InvalidInput(reasons.INVALID_POLICY_REF, "a policy file or name is required")
     policy_request_check(ref)
     path = Path(ref)
     looks_like_file = ref.endswith((".yaml", ".yml", ".json")) or "/" in ref
@@ -197,7 +202,7 @@ def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBin
             source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInput(
-                "policy_file_unreadable",
+                reasons.POLICY_FILE_UNREADABLE,
                 f"cannot read policy file {ref}: {exc}",
                 details={"path": ref},
             ) from None
@@ -219,7 +224,7 @@ def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBin
         return PolicyBinding(digest=version.digest, ref=ref, version=version)
     if looks_like_file and "@" not in ref:
         raise InvalidInput(
-            "policy_file_not_found", f"policy file not found: {ref}", details={"path": ref}
+            reasons.POLICY_FILE_NOT_FOUND, f"policy file not found: {ref}", details={"path": ref}
         )
     return PolicyBinding.of(policy_resolve(ref=ref))
 
@@ -237,7 +242,7 @@ def policy_named(name: Any, field: str) -> Policy:
     policy = Policy.objects.filter(name=name).select_related("current").first()
     if policy is None or policy.current is None:
         raise NotFound(
-            "policy_not_found",
+            reasons.POLICY_NOT_FOUND,
             f"no stored policy named {name!r}",
             details={"field": field, "ref": name},
             hint=POLICY_LIST_HINTS,

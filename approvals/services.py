@@ -35,6 +35,7 @@ from approvals.models import (
 )
 from approvals.policies import policy_binding_resolve  # noqa: F401
 from approvals.selectors import approval_get, approvals_visible
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import (
@@ -76,7 +77,7 @@ def _gate_dict(gate_result: GateResult | Mapping[str, Any] | None) -> dict[str, 
 def _positive_int(value: Any, field: str, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
         raise InvalidInput(
-            f"invalid_{field}",
+            reasons.for_field(reasons.FIELD_INVALID, field),
             f"{field} must be an integer from 1 to {maximum}",
             details={"field": field},
         )
@@ -127,7 +128,7 @@ def approval_request_create(
         forbid_submitter = bool(gate.get("forbid_self_approval", True))
     if on_expiry not in ExpiryFallback.values:
         raise InvalidInput(
-            "invalid_on_expiry",
+            reasons.INVALID_ON_EXPIRY,
             f"on_expiry must be one of {', '.join(ExpiryFallback.values)}",
             details={"field": "on_expiry"},
         )
@@ -135,13 +136,13 @@ def approval_request_create(
         seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else expires_in
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
             raise InvalidInput(
-                "invalid_expires_in",
+                reasons.INVALID_EXPIRES_IN,
                 "expires_in must be a positive number of seconds",
                 details={"field": "expires_in"},
             )
         expires_at = timezone.now() + timedelta(seconds=seconds)
     if intent is not None and not isinstance(intent, Mapping):
-        raise InvalidInput("intent_invalid", "intent must be an object")
+        raise InvalidInput(reasons.INTENT_INVALID, "intent must be an object")
     tool_name = str((intent or {}).get("tool_name") or "")[:256]
 
     with transaction.atomic():
@@ -270,7 +271,7 @@ def _flow_actor(actor: Actor) -> Actor:
 def _decision_check(decision: Any) -> None:
     if decision not in DecisionKind.values:
         raise InvalidInput(
-            "invalid_decision",
+            reasons.INVALID_DECISION,
             "decision must be 'approve' or 'reject'",
             details={"field": "decision"},
         )
@@ -320,14 +321,14 @@ def approval_decide(
         request = ApprovalRequest.objects.select_for_update().get(request_id=request_id)
         if request.status != ApprovalStatus.PENDING:
             raise Conflict(
-                "approval_not_pending",
+                reasons.APPROVAL_NOT_PENDING,
                 f"approval request {request_id} is {request.status}",
                 details={"request_id": request_id, "status": request.status},
             )
         now = timezone.now()
         if request.expires_at is not None and request.expires_at <= now:
             raise Conflict(
-                "approval_expired",
+                reasons.APPROVAL_EXPIRED,
                 f"approval request {request_id} expired at {iso_utc(request.expires_at)}",
                 details={"request_id": request_id},
             )
@@ -335,7 +336,7 @@ def approval_decide(
             actor.require(Scope.ADMIN)
         if request.forbid_submitter and job.is_submitted_by(actor):
             raise PolicyRefused(
-                "self_approval_forbidden",
+                reasons.SELF_APPROVAL_FORBIDDEN,
                 f"{actor.name} submitted or runs job {job.job_id} and cannot decide its approval",
                 details={"request_id": request_id, "job_id": job.job_id},
             )
@@ -345,7 +346,7 @@ def approval_decide(
                 request.distinct_approvers and _same_person(earlier, actor)
             ):
                 raise Conflict(
-                    "approval_already_decided",
+                    reasons.APPROVAL_ALREADY_DECIDED,
                     f"{actor.name} already decided approval request {request_id}",
                     details={"request_id": request_id, "decided_by": earlier.actor},
                 )
@@ -356,7 +357,7 @@ def approval_decide(
             names = {d.actor for d in approvers} | {actor.name}
             if names == {job.stopped_by}:
                 raise PolicyRefused(
-                    "stopper_sole_approver",
+                    reasons.STOPPER_SOLE_APPROVER,
                     f"{job.stopped_by} stopped job {job.job_id} and cannot be the only approver of its resume",
                     details={"request_id": request_id, "stopped_by": job.stopped_by},
                     hint="another reviewer must approve",
@@ -373,7 +374,7 @@ def approval_decide(
                 )
         except IntegrityError:
             raise Conflict(
-                "approval_already_decided",
+                reasons.APPROVAL_ALREADY_DECIDED,
                 f"{actor.name} already decided approval request {request_id}",
                 details={"request_id": request_id},
             ) from None
@@ -525,7 +526,7 @@ def job_decide(
             f"{r.request_id} (“{r.summary}”)" if r.summary else r.request_id for r in pending
         )
         raise Conflict(
-            "approval_request_pending",
+            reasons.APPROVAL_REQUEST_PENDING,
             f"job {job.job_id} waits on {len(pending)} approval requests: {names}; "
             "decide each request",
             details={"job_id": job.job_id, "pending_requests": [r.request_id for r in pending]},
@@ -536,7 +537,7 @@ def job_decide(
         point = job_decision_point(locked)
         if checkpoint_id and (point.checkpoint_id != checkpoint_id or not point.waiting):
             raise Conflict(
-                "decision_not_pending",
+                reasons.DECISION_NOT_PENDING,
                 f"job {job.job_id} no longer waits on checkpoint {checkpoint_id}: "
                 "it was answered, or a newer question replaced it",
                 details={"job_id": job.job_id, "checkpoint_id": checkpoint_id},

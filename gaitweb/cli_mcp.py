@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+from gaitweb.cli import error_payload
 from gaitweb.lib.errors import EXIT_OK, GaitError
 from gaitweb.mcp_server import mcp_actor, serve_stdio
 
@@ -25,12 +26,7 @@ def _serve(args: Any) -> int:
             scopes=args.scopes or "",
         )
     except GaitError as exc:
-        sys.stderr.write(
-            json.dumps(
-                {"ok": False, "operation": "mcp", "error": exc.message, "error_code": exc.code}
-            )
-            + "\n"
-        )
+        sys.stderr.write(json.dumps(error_payload("mcp", exc), default=str) + "\n")
         return exc.exit_code
     serve_stdio(actor)
     return EXIT_OK

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_http_methods
 
 from approvals.selectors import decision_pending_count
 from gaitweb.lib.actors import Actor, Scope
-from gaitweb.lib.errors import GaitError, Interface
+from gaitweb.lib.errors import GaitError, dashboard_refusal
 from gaitweb.lib.middleware import body_limit, upload_max_bytes
 from gaitweb.lib.roles import user_role
 from packs.keys import public_key_parse
@@ -78,15 +78,6 @@ def page_context(request: HttpRequest, nav: str) -> dict[str, Any]:
         "nav_role": user_role(request.user),
         "nav_can_submit": actor.can(Scope.SUBMIT),
         "nav_pending_approvals": nav_pending_count(actor),
-    }
-
-
-def refusal_of(exc: GaitError) -> dict[str, Any]:
-    return {
-        "code": exc.code,
-        "message": exc.message,
-        "hint": exc.hint_for(Interface.DASHBOARD),
-        "details": exc.details,
     }
 
 
@@ -177,7 +168,7 @@ def pack_verify_page(request: HttpRequest) -> HttpResponse:
                     source=upload.file, allow_unsigned=allow_unsigned, public_keys=keys
                 )
             except GaitError as exc:
-                ctx["refusal"] = refusal_of(exc)
+                ctx["refusal"] = dashboard_refusal(exc)
                 status = exc.http_status
             else:
                 ctx["report"] = result.as_dict()

@@ -24,6 +24,7 @@ from approvals.services import job_decide
 from gaitweb.api import KeysetPagination, StrictInput, StrictQuery, page_serializer
 from gaitweb.api_views import ApiView
 from gaitweb.idempotency import job_submit_idempotent
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import Interface, PolicyRefused
@@ -271,7 +272,7 @@ def asserted_identity(actor: Actor, requested: str | None) -> str | None:
     if actor.kind == "apikey":
         if requested not in (None, "") and requested != actor.identity:
             raise PolicyRefused(
-                "identity_binding_mismatch",
+                reasons.IDENTITY_BINDING_MISMATCH,
                 f"this API key is bound to identity {actor.identity!r}, not {requested!r}",
                 details={"identity": requested, "key_identity": actor.identity},
             )

@@ -9,6 +9,7 @@ from typing import Any
 from approvals.policies import policy_binding_resolve
 from approvals.services import job_decide
 from gaitweb.cli import add_json_flag, run_handler
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import EXIT_OK, EXIT_VERIFY_FAILED, Interface, InvalidInput
 from gaitweb.lib.parsing import json_loads
@@ -28,11 +29,13 @@ def _read_file(path: str, what: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidInput(
-            f"{what}_file_not_found", f"{what} file not found: {path}", details={"path": path}
+            reasons.for_field(reasons.FIELD_FILE_NOT_FOUND, what),
+            f"{what} file not found: {path}",
+            details={"path": path},
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(
-            f"{what}_file_unreadable",
+            reasons.for_field(reasons.FIELD_FILE_UNREADABLE, what),
             f"cannot read {what} file {path}: {exc}",
             details={"path": path},
         ) from None
@@ -58,13 +61,13 @@ def revocations_from_file(path: str | None) -> set[str]:
             data = json_loads(stripped, what="the revocations file")
         except json.JSONDecodeError as exc:
             raise InvalidInput(
-                "invalid_revocations_file", f"revocations file is not valid JSON: {exc}"
+                reasons.INVALID_REVOCATIONS_FILE, f"revocations file is not valid JSON: {exc}"
             ) from None
         if isinstance(data, dict):
             data = data.get("revoked_identities")
         if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
             raise InvalidInput(
-                "invalid_revocations_file",
+                reasons.INVALID_REVOCATIONS_FILE,
                 "a JSON revocations file must be an array of strings or an object with revoked_identities",
             )
         return {x.strip() for x in data if x.strip()}
@@ -81,7 +84,7 @@ def _labels(values: list[str] | None) -> dict[str, str]:
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise InvalidInput("invalid_labels", f"labels are key=value, got {item!r}")
+            raise InvalidInput(reasons.INVALID_LABELS, f"labels are key=value, got {item!r}")
         labels[key] = value
     return labels
 

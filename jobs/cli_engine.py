@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from gaitweb.cli import add_json_flag, run_handler
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import EXIT_OK, InvalidInput
 from gaitweb.lib.parsing import json_loads
@@ -45,7 +46,7 @@ def _signal(args: Any) -> tuple[int, dict[str, Any]]:
             payload = json_loads(args.payload, what="--payload")
         except json.JSONDecodeError as exc:
             raise InvalidInput(
-                "invalid_signal_payload",
+                reasons.INVALID_SIGNAL_PAYLOAD,
                 f"--payload is not JSON: {exc}",
                 details={"field": "payload"},
             ) from None

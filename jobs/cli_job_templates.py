@@ -16,6 +16,7 @@ import argparse
 from typing import Any
 
 from gaitweb.cli import add_json_flag, run_handler
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import EXIT_OK, InvalidInput
 from jobs import recurring, selectors
@@ -79,7 +80,7 @@ def _create(args: Any) -> tuple[int, dict[str, Any]]:
         }
     elif not args.spec:
         raise InvalidInput(
-            "spec_or_template",
+            reasons.SPEC_OR_TEMPLATE,
             "give --spec FILE or --template ID",
             hint='gait jobs create "Daily brief" --spec brief.yaml --cron "@daily"',
         )

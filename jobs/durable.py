@@ -39,6 +39,7 @@ from django.utils import timezone
 from approvals.gate import gate_evaluate, job_policy
 from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind, PolicyVersion
 from approvals.services import approval_request_create
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import GaitError, InvalidInput
@@ -57,7 +58,6 @@ from jobs.engine import (
 from jobs.journal import event_append, event_build
 from jobs.models import CheckpointType, Job, JobEvent, JobStatus, StepRun, StepRunStatus
 from jobs.replay import (
-    NONDETERMINISTIC,
     CallLog,
     CallRecord,
     Decision,
@@ -80,8 +80,6 @@ from jobs.workflow_registry import workflow_versions
 
 S = JobStatus
 R = StepRunStatus
-VERSION_MISMATCH = "workflow_version_mismatch"
-UNKNOWN_WORKFLOW = "workflow_unknown"
 # the most calls one job may record (each is a row and an event)
 MAX_CALLS = 100_000
 # group commit of idempotent calls: at most this many records wait for one statement
@@ -262,7 +260,7 @@ class WorkflowContext:
         """A plan or progress checkpoint on the job's timeline, written once."""
         if type not in (CheckpointType.PLAN, CheckpointType.PROGRESS):
             raise InvalidInput(
-                "invalid_checkpoint_type",
+                reasons.INVALID_CHECKPOINT_TYPE,
                 "a workflow may add plan or progress checkpoints",
                 details={"field": "type"},
             )
@@ -277,7 +275,7 @@ class WorkflowContext:
         payload. With a ``timeout``, raises ``EventTimeout`` when none arrived in time."""
         signal = signal or name
         if not SIGNAL_NAME_RE.match(signal):
-            raise InvalidInput("invalid_signal_name", f"{signal!r} is not a signal name")
+            raise InvalidInput(reasons.INVALID_SIGNAL_NAME, f"{signal!r} is not a signal name")
         seconds = duration_parse(timeout, f"wait_event {name}") if timeout is not None else None
         return self._run.wait_event(name, signal, seconds)
 
@@ -305,7 +303,9 @@ def _targets(targets: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     out = []
     for t in targets:
         if not isinstance(t, Mapping) or not isinstance(t.get("value"), str):
-            raise InvalidInput("intent_invalid", "targets are objects with a kind and a value")
+            raise InvalidInput(
+                reasons.INTENT_INVALID, "targets are objects with a kind and a value"
+            )
         out.append({str(k): str(v) for k, v in t.items()})
     return out
 
@@ -343,14 +343,14 @@ class _WorkflowRun:
     def _next(self, name: str, kind: str, idempotent: bool) -> tuple[int, Decision]:
         if not isinstance(name, str) or not SIGNAL_NAME_RE.match(name):
             raise InvalidInput(
-                "invalid_call_name",
+                reasons.INVALID_CALL_NAME,
                 f"call names are 1-128 letters, digits and . _ : - (got {str(name)[:64]!r})",
             )
         self.position += 1
         n = self.position
         if n > MAX_CALLS:
             raise InvalidInput(
-                "workflow_too_many_calls", f"a workflow makes at most {MAX_CALLS} calls"
+                reasons.WORKFLOW_TOO_MANY_CALLS, f"a workflow makes at most {MAX_CALLS} calls"
             )
         decision = self.log.decide(n, name, kind, idempotent=idempotent)
         if decision.action == "mismatch":
@@ -1034,11 +1034,11 @@ class _WorkflowRun:
                     update_fields=fields,
                 )  # fmt: skip
             else:
-                reasons = ", ".join(gate.get("reason_codes") or []) or "policy"
+                why = ", ".join(gate.get("reason_codes") or []) or "policy"
                 approval_request_create(
                     actor=Actor.system(ENGINE_ACTOR),
                     job=job,
-                    summary=f"Tool call {name} (call {n}) needs approval: {reasons}"[:512],
+                    summary=f"Tool call {name} (call {n}) needs approval: {why}"[:512],
                     step_index=n,
                     step_name=name,
                     intent=_tool_intent(job, name, input),
@@ -1341,7 +1341,7 @@ def workflow_advance(runner: _Runner, step: dict[str, Any]) -> str:
     if fn is not None and getattr(fn, "__gait_group_commit__", False):
         run.flush_window = float(_gait("WORKFLOW_FLUSH_SECONDS"))
     if fn is None:
-        code = VERSION_MISMATCH if versions else UNKNOWN_WORKFLOW
+        code = reasons.WORKFLOW_VERSION_MISMATCH if versions else reasons.WORKFLOW_UNKNOWN
         run._fail_job(
             code,
             {
@@ -1361,7 +1361,9 @@ def workflow_advance(runner: _Runner, step: dict[str, Any]) -> str:
         return s.outcome
     except _Nondeterministic as nd:
         run._fail_job(
-            NONDETERMINISTIC, {"type": NONDETERMINISTIC, "message": nd.message}, **nd.details
+            reasons.WORKFLOW_NONDETERMINISTIC,
+            {"type": reasons.WORKFLOW_NONDETERMINISTIC, "message": nd.message},
+            **nd.details,
         )
         return "failed"
     except _LeaseLost:
@@ -1385,8 +1387,8 @@ def workflow_advance(runner: _Runner, step: dict[str, Any]) -> str:
             f"({recorded.kind} {recorded.name!r}) was recorded: the code changed under a running job"
         )
         run._fail_job(
-            NONDETERMINISTIC,
-            {"type": NONDETERMINISTIC, "message": message},
+            reasons.WORKFLOW_NONDETERMINISTIC,
+            {"type": reasons.WORKFLOW_NONDETERMINISTIC, "message": message},
             position=run.position + 1,
             recorded=recorded.name,
             called="",

@@ -32,6 +32,7 @@ from approvals.identities import (
 )
 from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
 from approvals.policies import PolicyBinding
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.canonical import digest, iso_utc
 from gaitweb.lib.errors import Conflict, Hints, InvalidInput, LimitExceeded, PolicyRefused
@@ -87,7 +88,7 @@ def _require_status(job: Job, action: str, allowed: Iterable[str] | None = None)
         return
     statuses = sorted(allowed if allowed is not None else ALLOWED_FROM[action])
     raise Conflict(
-        "invalid_transition",
+        reasons.INVALID_TRANSITION,
         f"cannot {action} a job that is {job.status}",
         details={
             "job_id": job.job_id,
@@ -104,13 +105,13 @@ def _labels(labels: Any) -> dict[str, str]:
         return {}
     if not isinstance(labels, dict) or len(labels) > LABELS_MAX:
         raise InvalidInput(
-            "invalid_labels", f"labels must be an object of at most {LABELS_MAX} string pairs"
+            reasons.INVALID_LABELS, f"labels must be an object of at most {LABELS_MAX} string pairs"
         )
     out = {}
     for k, v in labels.items():
         if not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > 64 or len(v) > 256:
             raise InvalidInput(
-                "invalid_labels",
+                reasons.INVALID_LABELS,
                 "label keys (1-64 chars) and values (≤256 chars) must be strings",
                 details={"label": str(k)[:64]},
             )
@@ -125,7 +126,7 @@ def jobs_enabled_check() -> None:
     """Operators can switch new jobs off (GAIT_JOBS_ENABLED=false) without stopping the server."""
     if not settings.GAIT.get("JOBS_ENABLED", True):
         raise LimitExceeded(
-            "jobs_disabled",
+            reasons.JOBS_DISABLED,
             "new jobs are switched off on this server (GAIT_JOBS_ENABLED=false)",
             details={"limit": "JOBS_ENABLED"},
             http_status=503,
@@ -170,7 +171,9 @@ def job_submit(
     revoked, assignment = submit_admission(identity=identity)
     if revoked:
         raise PolicyRefused(
-            "identity_revoked", f"identity {identity!r} is revoked", details={"identity": identity}
+            reasons.IDENTITY_REVOKED,
+            f"identity {identity!r} is revoked",
+            details={"identity": identity},
         )
     policy, assignment_source = _policy_assigned(
         identity=identity, requested=policy, assignment=assignment
@@ -227,7 +230,9 @@ def job_submit(
     except IntegrityError:
         if Job.objects.filter(job_id=job_id).exists():
             raise Conflict(
-                "job_exists", f"a job with id {job_id!r} already exists", details={"job_id": job_id}
+                reasons.JOB_EXISTS,
+                f"a job with id {job_id!r} already exists",
+                details={"job_id": job_id},
             ) from None
         raise
     return job
@@ -245,7 +250,7 @@ def _policy_assigned(
         return requested, (FROM_REQUEST if requested is not None else UNGATED)
     if requested is not None and requested.version is None:
         raise PolicyRefused(
-            "policy_not_allowed",
+            reasons.POLICY_NOT_ALLOWED,
             f"jobs of identity {identity!r} are bound to an admin-assigned policy; "
             f"{requested.ref or requested.digest[:12]} is not a stored policy",
             details={"identity": identity, "policy": requested.ref},
@@ -319,7 +324,7 @@ def job_checkpoint_add(
     actor.require(Scope.SUBMIT)
     if type not in CHECKPOINT_RULES:
         raise InvalidInput(
-            "invalid_checkpoint_type",
+            reasons.INVALID_CHECKPOINT_TYPE,
             f"checkpoint type must be one of {', '.join(CHECKPOINT_RULES)}",
             details={"field": "type", "allowed": list(CHECKPOINT_RULES)},
         )
@@ -329,7 +334,7 @@ def job_checkpoint_add(
     )
     if required_action and type != CheckpointType.DECISION_NEEDED:
         raise InvalidInput(
-            "required_action_not_allowed",
+            reasons.REQUIRED_ACTION_NOT_ALLOWED,
             "required_action is only for decision-needed checkpoints",
             details={"field": "required_action"},
         )
@@ -523,7 +528,7 @@ def _forbid_self_approval(job: Job, actor: Actor) -> None:
     """Separation of duties: whoever submitted a job (person or agent identity) cannot approve it."""
     if job.is_submitted_by(actor):
         raise PolicyRefused(
-            "self_approval_forbidden",
+            reasons.SELF_APPROVAL_FORBIDDEN,
             f"{actor.name} submitted or runs job {job.job_id} and cannot approve it",
             details={"job_id": job.job_id, "actor": actor.name},
         )
@@ -561,7 +566,7 @@ def job_approve(
             if pending:
                 first = pending[0]
                 raise Conflict(
-                    "approval_request_pending",
+                    reasons.APPROVAL_REQUEST_PENDING,
                     f"job {job_id} waits on approval request {first.describe()}: "
                     "the request is what gets approved",
                     details={
@@ -574,7 +579,7 @@ def job_approve(
         decision = job_decision_point(job)
         if decision.approvals and not _decided_request:
             raise Conflict(
-                "already_approved",
+                reasons.ALREADY_APPROVED,
                 f"job {job_id} already has an approval for its current decision",
                 details={"job_id": job_id, "approved_by": decision.approvals[-1].actor},
                 hint="resume the job, or wait for a new decision point",
@@ -596,7 +601,7 @@ def _refuse_the_stopper(job: Job, actor: Actor) -> None:
     names = {actor.name, actor.identity} - {None, ""}  # one person behind a login and a key
     if job.status == S.EMERGENCY_STOPPED and job.stopped_by in names:
         raise PolicyRefused(
-            "stopper_sole_approver",
+            reasons.STOPPER_SOLE_APPROVER,
             f"{actor.name} emergency-stopped job {job.job_id} and cannot approve its resume",
             details={"job_id": job.job_id, "stopped_by": job.stopped_by},
             hint="another reviewer must approve",
@@ -612,7 +617,7 @@ def job_reject(
     _decided_request: str = "",
 ) -> Job:
     actor.require(Scope.APPROVE)
-    reason = text_field(reason, "reason", max_len=1024, required=True, code="reason_too_long")
+    reason = text_field(reason, "reason", max_len=1024, required=True, code=reasons.REASON_TOO_LONG)
     with transaction.atomic():
         job = job_get(actor=actor, job_id=job_id, for_update=True)
         _require_status(job, "reject")
@@ -684,7 +689,7 @@ def job_resume(
                 question = f": {decision.question}" if decision.question else ""
                 message = f"job {job_id} needs an approval recorded after its last decision point{question}"
             raise PolicyRefused(
-                "approval_required",
+                reasons.APPROVAL_REQUIRED,
                 message,
                 details={
                     "job_id": job_id,
@@ -698,7 +703,7 @@ def job_resume(
         pending = _pending_requests(job)
         if pending:
             raise PolicyRefused(
-                "approval_required",
+                reasons.APPROVAL_REQUIRED,
                 f"job {job_id} waits on approval request {pending[0].describe()}"
                 + (f" and {len(pending) - 1} more" if len(pending) > 1 else ""),
                 details={"job_id": job_id, "pending_requests": [r.request_id for r in pending]},
@@ -722,7 +727,7 @@ def job_resume(
                 current = _policy_current(job.policy)
             if current is None:
                 raise PolicyRefused(
-                    "policy_evaluation_required",
+                    reasons.POLICY_EVALUATION_REQUIRED,
                     f"job {job_id} is bound to policy {job.policy_ref or job.policy_digest[:12]}; resume must re-evaluate it",
                     details={"job_id": job_id, "policy_digest": job.policy_digest},
                     hint=Hints(
@@ -745,7 +750,7 @@ def job_resume(
             asserted = actor.identity
         if job.identity and asserted is not None and asserted != job.identity:
             raise PolicyRefused(
-                "identity_binding_mismatch",
+                reasons.IDENTITY_BINDING_MISMATCH,
                 f"job {job_id} is bound to identity {job.identity!r}, not {asserted!r}",
                 details={"job_id": job_id, "bound_identity": job.identity, "identity": asserted},
             )
@@ -755,7 +760,9 @@ def job_resume(
         for who in sorted({w for w in (job.identity, asserted) if w}):
             if who in listed or identity_is_revoked(who):
                 raise PolicyRefused(
-                    "identity_revoked", f"identity {who!r} is revoked", details={"identity": who}
+                    reasons.IDENTITY_REVOKED,
+                    f"identity {who!r} is revoked",
+                    details={"identity": who},
                 )
         # (5) environment fingerprint
         env_now = environment_fingerprint or environment_fingerprint_current()
@@ -763,7 +770,7 @@ def job_resume(
         if job.environment_fingerprint and env_now != job.environment_fingerprint:
             if not allow_env_mismatch:
                 raise PolicyRefused(
-                    "environment_fingerprint_mismatch",
+                    reasons.ENVIRONMENT_FINGERPRINT_MISMATCH,
                     "the environment differs from the one the job was submitted in",
                     details={
                         "job_id": job_id,
@@ -823,11 +830,11 @@ def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:
         job = job_get(actor=actor, job_id=job_id, for_update=True)
         _require_status(job, "cancel")
         if job.status == S.QUEUED and job.started_at is None:
-            code = "job_cancelled_before_start"
+            code = reasons.JOB_CANCELLED_BEFORE_START
         elif job.status in (S.RUNNING, S.WAITING):
-            code = "job_cancelled_during_run"
+            code = reasons.JOB_CANCELLED_DURING_RUN
         else:
-            code = "cancelled"
+            code = reasons.CANCELLED
         previous = job.status
         job.status = S.CANCELLED
         job.status_reason_code = code
@@ -854,7 +861,7 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
         job = job_get(actor=actor, job_id=job_id, for_update=True)
         if not job.can("retry"):
             raise Conflict(
-                "invalid_transition",
+                reasons.INVALID_TRANSITION,
                 f"cannot retry a job that is {job.status}"
                 + (
                     ""

@@ -30,13 +30,13 @@ from approvals.identities import deployment_gate_status
 from approvals.policies import policy_list
 from approvals.queue import decision_cards
 from approvals.services import job_decide
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor, Scope
-from gaitweb.lib.errors import GaitError, InvalidInput
+from gaitweb.lib.errors import GaitError, InvalidInput, dashboard_refusal
 from gaitweb.views import (
     login_required,
     nav_pending_count,
     page_context,
-    refusal_of,
     require_read,
     safe_next,
 )
@@ -582,7 +582,7 @@ def _act(request: HttpRequest, actor: Actor, job: Job, action: str) -> tuple[Job
     else:
         if action == "stop" and request.POST.get("confirm") != "emergency-stop":
             raise InvalidInput(
-                "confirmation_required",
+                reasons.CONFIRMATION_REQUIRED,
                 "an emergency stop must be confirmed: tick the box that says you mean it",
             )
         job = ACTION_SERVICES[action](actor=actor, job_id=job.job_id, reason=reason)
@@ -602,7 +602,7 @@ def job_action(request: HttpRequest, job_id: str, action: str) -> HttpResponse:
     try:
         job, notice = _act(request, actor, job, action)
     except GaitError as exc:
-        refusal = refusal_of(exc)
+        refusal = dashboard_refusal(exc)
         if from_list and request.htmx:
             return render(
                 request,
@@ -642,7 +642,7 @@ def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
             actor,
             fragment=bool(request.htmx),
             status=200 if request.htmx else exc.http_status,
-            refusal=refusal_of(exc),
+            refusal=dashboard_refusal(exc),
         )
     pack = result.pack
     notice = (
@@ -687,7 +687,9 @@ def _run_template(
     chosen = next((t for t in templates if t.template_id == form["template"]), None)
     if chosen is None:
         raise InvalidInput(
-            "template_not_found", "choose one of the saved templates", details={"field": "template"}
+            reasons.TEMPLATE_NOT_FOUND,
+            "choose one of the saved templates",
+            details={"field": "template"},
         )
     fire = template_run_now(
         actor=actor,
@@ -714,7 +716,7 @@ def _labels_parse(text: str) -> dict[str, str]:
         key, sep, value = line.partition("=")
         if not sep or not key.strip():
             raise InvalidInput(
-                "invalid_labels",
+                reasons.INVALID_LABELS,
                 f"line {n}: write labels as key=value, one per line",
                 details={"field": "labels"},
             )
@@ -785,7 +787,9 @@ def job_new(request: HttpRequest) -> HttpResponse:
                 spec = spec_load(form["spec"])
             else:
                 raise InvalidInput(
-                    "spec_required", "paste a spec or choose a template", details={"field": "spec"}
+                    reasons.SPEC_REQUIRED,
+                    "paste a spec or choose a template",
+                    details={"field": "spec"},
                 )
             spec_validate(spec)  # fail on the spec first; job_submit validates it again
             labels = _labels_parse(form["labels"])
@@ -795,7 +799,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
                 chosen_policy = next((p for p in policies if p.name == form["policy"]), None)
                 if chosen_policy is None:
                     raise InvalidInput(
-                        "policy_not_found",
+                        reasons.POLICY_NOT_FOUND,
                         "choose one of the stored policies",
                         details={"field": "policy"},
                     )
@@ -819,7 +823,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
             if field in ctx["form"]:
                 errors[field] = f"{message} ({exc.code})"
             else:  # not about one field: say it at the top of the form
-                ctx["refusal"] = refusal_of(exc)
+                ctx["refusal"] = dashboard_refusal(exc)
             ctx["errors"] = errors
             status = exc.http_status
         else:

@@ -26,12 +26,11 @@ from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_GET, require_POST
 
 from gaitweb.lib.actors import Actor, Scope
-from gaitweb.lib.errors import GaitError
+from gaitweb.lib.errors import GaitError, dashboard_refusal
 from gaitweb.views import (
     login_required,
     nav_pending_count,
     page_context,
-    refusal_of,
     require_read,
     safe_next,
 )
@@ -316,7 +315,7 @@ def template_action(request: HttpRequest, template_id: str, action: str) -> Http
     try:
         notice, fire = _perform(actor, template, action)
     except GaitError as exc:
-        refusal = refusal_of(exc)
+        refusal = dashboard_refusal(exc)
         template = template_get(actor=actor, template_id=template.template_id)
         if from_list and request.htmx:
             row = _decorate(template, actor, timezone.now())

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 
 from gaitweb.api import StrictQuery
 from gaitweb.api_views import ApiView
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Scope
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import InvalidInput, LimitExceeded
@@ -49,7 +50,7 @@ class RawZipParser(BaseParser):
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:
             raise LimitExceeded(
-                "upload_too_large",
+                reasons.UPLOAD_TOO_LARGE,
                 f"uploads are limited to {limit} bytes",
                 details={"max_bytes": limit},
             )
@@ -230,7 +231,7 @@ def _upload(request: Request, field: str = "file") -> IO[bytes]:
     upload = request.data.get(field) if hasattr(request.data, "get") else None
     if upload is None or isinstance(upload, str):
         raise InvalidInput(
-            "missing_file",
+            reasons.MISSING_FILE,
             f"upload the pack as multipart file field {field!r}"
             + (" or as an application/zip body" if field == "file" else ""),
             details={"field": field},
@@ -238,7 +239,7 @@ def _upload(request: Request, field: str = "file") -> IO[bytes]:
     size = getattr(upload, "size", None)
     if size is not None and size > upload_max_bytes():
         raise LimitExceeded(
-            "upload_too_large", f"uploads are limited to {upload_max_bytes()} bytes"
+            reasons.UPLOAD_TOO_LARGE, f"uploads are limited to {upload_max_bytes()} bytes"
         )
     return upload
 
@@ -330,7 +331,7 @@ class PackVerifyView(ApiView):
         self.body_fields("file")
         if q["allow_unsigned"] and q["require_signature"]:
             raise InvalidInput(
-                "verify_options_conflict",
+                reasons.VERIFY_OPTIONS_CONFLICT,
                 "require_signature and allow_unsigned contradict each other",
                 details={"field": "allow_unsigned"},
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gaitweb.lib import reasons
 from gaitweb.lib.errors import Forbidden, PolicyRefused
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class Actor:
         template for another one is ``identity_binding_mismatch``."""
         if not self.sees_identity(identity):
             raise PolicyRefused(
-                "identity_binding_mismatch",
+                reasons.IDENTITY_BINDING_MISMATCH,
                 f"{self.name} is bound to identity {self.bound_identity!r}, not {identity!r}",
                 details={"identity": identity, "bound_identity": self.bound_identity},
             )
@@ -99,7 +100,7 @@ class Actor:
     def require(self, scope: str) -> None:
         if not self.can(scope):
             raise Forbidden(
-                "permission_denied",
+                reasons.PERMISSION_DENIED,
                 f"{self.name} lacks the '{scope}' permission",
                 details={"required_scope": scope},
             )

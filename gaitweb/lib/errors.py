@@ -1,7 +1,14 @@
-"""One error type for every refusal, with a stable reason code.
+"""One error type for every refusal, with a stable reason code (gaitweb.lib.reasons).
 
-Services raise ``GaitError``; the CLI turns it into ``{ok: false, error_code, …}`` and an exit
-code, the API into the error envelope and an HTTP status, the dashboard into an inline message.
+Services raise ``GaitError``; each interface shows it in its own shape, all built here on
+``GaitError.as_dict()`` (code, message, details) with the interface's own hint:
+
+- ``api_body``: the REST API's error envelope ``{"error": {code, message, details, hint}}``
+  (with ``http_status``);
+- ``refusal_payload``: ``{ok: false, error_code, error, retryable, hint, details}``, what the
+  CLI prints (with ``operation`` and an exit code) and what an MCP tool returns;
+- ``dashboard_refusal``: ``{code, message, details, hint}`` for an inline message.
+
 The reason code is the contract: messages may change, codes may not.
 """
 
@@ -111,3 +118,29 @@ class PolicyRefused(GaitError):
 
 class LimitExceeded(GaitError):
     http_status = 400
+
+
+# --- one renderer per interface -------------------------------------------------------------------
+
+
+def api_body(exc: GaitError) -> dict[str, Any]:
+    """The REST API's error envelope (docs/api.md, "Errors")."""
+    return {"error": {**exc.as_dict(), "hint": exc.hint_for(Interface.API)}}
+
+
+def refusal_payload(exc: GaitError, interface: Interface) -> dict[str, Any]:
+    """A refusal as the CLI prints it (``--json``) and an MCP tool returns it."""
+    error = exc.as_dict()
+    return {
+        "ok": False,
+        "error_code": error["code"],
+        "error": error["message"],
+        "retryable": exc.retryable,
+        "hint": exc.hint_for(interface),
+        "details": error["details"],
+    }
+
+
+def dashboard_refusal(exc: GaitError) -> dict[str, Any]:
+    """A refusal as the dashboard's templates show it inline."""
+    return {**exc.as_dict(), "hint": exc.hint_for(Interface.DASHBOARD)}

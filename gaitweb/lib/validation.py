@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gaitweb.lib import reasons
 from gaitweb.lib.errors import InvalidInput
 
 
@@ -22,15 +23,21 @@ def text_field(
     if value is None:
         value = ""
     if not isinstance(value, str):
-        raise InvalidInput("invalid_field", f"{field} must be a string", details={"field": field})
+        raise InvalidInput(
+            reasons.INVALID_FIELD, f"{field} must be a string", details={"field": field}
+        )
     value = value.strip()
     if required and not value:
-        raise InvalidInput(f"missing_{field}", f"{field} is required", details={"field": field})
+        raise InvalidInput(
+            reasons.for_field(reasons.FIELD_MISSING, field),
+            f"{field} is required",
+            details={"field": field},
+        )
     size = len(value.encode("utf-8")) if bytes_ else len(value)
     if size > max_len:
         unit = "bytes" if bytes_ else "characters"
         raise InvalidInput(
-            code or f"{field}_too_long",
+            code or reasons.for_field(reasons.FIELD_TOO_LONG, field),
             f"{field} is longer than {max_len} {unit}",
             details={"field": field, f"max_{unit}": max_len},
         )
