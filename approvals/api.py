@@ -1,5 +1,5 @@
 """The gate, approvals, policies and identity revocations over HTTP (docs/api.md): thin DRF views
-over approvals/gate.py and approvals/services.py.
+over approvals/gate.py, approvals/services.py, approvals/policies.py and approvals/identities.py.
 
 A gate verdict is an answer, not an error: ``block`` and ``require_approval`` come back as 200
 with the verdict (the agent must not run the tool); refusals of the request itself (bad intent,

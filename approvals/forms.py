@@ -22,7 +22,7 @@ def _policy_errors(exc: InvalidInput) -> ValidationError:
 
 
 class PolicyAdminForm(forms.ModelForm):
-    """Edits a policy's YAML; saving creates a new version (approvals.services.policy_save)."""
+    """Edits a policy's YAML; saving creates a new version (approvals.policies.policy_save)."""
 
     source = forms.CharField(
         label="Policy YAML",

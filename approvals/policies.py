@@ -232,7 +232,7 @@ def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBin
 def policy_request_resolve(*, ref: str) -> PolicyBinding:
     """The stored policy a submit or resume over the API, MCP or the dashboard asks for (never a
     file on the server). "No policy" is refused by name (``policy_none_refused``); whether the
-    identity may have this policy is decided by ``job_submit`` (approvals.assignments)."""
+    identity may have this policy is decided by ``job_submit`` (approvals.identities)."""
     policy_request_check(ref)
     return PolicyBinding.of(policy_resolve(ref=ref))
 
