@@ -29,20 +29,24 @@ run: venv
 # the service layer is type-checked: views and templates are covered by tests
 TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine.py jobs/spec.py \
 	jobs/steps.py jobs/procwatch.py jobs/recurring.py jobs/allowlists.py jobs/egress.py jobs/secret_store.py jobs/hardening.py \
-	approvals/services.py approvals/assignments.py approvals/gate.py approvals/policy.py \
-	packs/services.py packs/spec.py packs/zipsafe.py packs/keys.py gaitweb/canonical.py \
-	gaitweb/errors.py gaitweb/actors.py gaitweb/validation.py gaitweb/apikeys.py \
+	approvals/services.py approvals/identities.py approvals/policies.py approvals/gate.py \
+	approvals/policy_format.py \
+	packs/services.py packs/spec.py packs/zipsafe.py packs/keys.py gaitweb/lib/canonical.py \
+	gaitweb/lib/errors.py gaitweb/lib/actors.py gaitweb/lib/validation.py gaitweb/apikeys.py \
 	approvals/selectors.py packs/selectors.py jobs/durable.py jobs/replay.py \
-	gaitweb/parsing.py gaitweb/middleware.py jobs/broker.py jobs/wake.py
+	gaitweb/lib/parsing.py gaitweb/lib/middleware.py gaitweb/lib/roles.py gaitweb/lib/reasons.py \
+	jobs/broker.py jobs/wake.py jobs/workflow_registry.py gaitclient.py
 
 test: dev-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --follow-imports=silent $(TYPED)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: dev-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --follow-imports=silent $(TYPED)
 
 bench: dev-deps

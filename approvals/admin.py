@@ -17,9 +17,14 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from approvals.assignments import deployment_gate_status
 from approvals.forms import PolicyAdminForm, TryIntentForm
 from approvals.gate import gate_evaluate
+from approvals.identities import (
+    deployment_gate_status,
+    identity_policy_clear,
+    identity_policy_set,
+    identity_revoke,
+)
 from approvals.models import (
     ApprovalRequest,
     Decision,
@@ -29,15 +34,9 @@ from approvals.models import (
     PolicyVersion,
     RevokedIdentity,
 )
-from approvals.services import (
-    FILE_POLICY_PREFIX,
-    identity_policy_clear,
-    identity_policy_set,
-    identity_revoke,
-    policy_save,
-)
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError
+from approvals.policies import FILE_POLICY_PREFIX, policy_save
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError
 
 
 class PolicyVersionInline(admin.TabularInline):

@@ -1,5 +1,5 @@
 """The gate, approvals, policies and identity revocations over HTTP (docs/api.md): thin DRF views
-over approvals/gate.py and approvals/services.py.
+over approvals/gate.py, approvals/services.py, approvals/policies.py and approvals/identities.py.
 
 A gate verdict is an answer, not an error: ``block`` and ``require_approval`` come back as 200
 with the verdict (the agent must not run the tool); refusals of the request itself (bad intent,
@@ -15,12 +15,29 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from approvals.gate import gate_dispatch, gate_evaluate_for_actor
+from approvals.identities import (
+    binding_as_dict,
+    deployment_gate_status,
+    identity_policy_clear,
+    identity_policy_list,
+    identity_policy_set,
+    identity_policy_show,
+    identity_revoke,
+    policy_assigned_version,
+)
 from approvals.models import ApprovalRequest
-from gaitweb.actors import Scope
+from approvals.policies import policy_list, policy_resolve, policy_save
+from approvals.policy_format import policy_parse
+from approvals.selectors import approval_pending_list
+from approvals.services import approval_decide, approval_expire_due
 from gaitweb.api import StrictInput, StrictQuery, int_param
 from gaitweb.api_views import ApiView
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import Interface, InvalidInput, NotFound
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import Interface, InvalidInput, NotFound
+from jobs.selectors import job_id_check
 
 READ, SUBMIT, APPROVE, ADMIN = Scope.READ, Scope.SUBMIT, Scope.APPROVE, Scope.ADMIN
 
@@ -80,15 +97,10 @@ class GateEvaluateView(ApiView):
         "policy assigned to the caller's identity decides (docs/security.md).",
     )
     def post(self, request: Request) -> Response:
-        from approvals.assignments import policy_assigned_version
-        from approvals.gate import gate_evaluate_for_actor
-        from approvals.policy import policy_parse
-        from approvals.services import policy_resolve
-
         data = self.input(GateEvaluateIn)
         if data.get("policy") and data.get("policy_source"):
             raise InvalidInput(
-                "invalid_policy_ref", "give either policy or policy_source, not both"
+                reasons.INVALID_POLICY_REF, "give either policy or policy_source, not both"
             )
         policy: Any = None
         if data.get("policy_source"):
@@ -111,9 +123,6 @@ class GateDispatchView(ApiView):
         summary="Ask the gate before a tool call of this job (journaled on the job)",
     )
     def post(self, request: Request, job_id: str) -> Response:
-        from approvals.gate import gate_dispatch
-        from jobs.selectors import job_id_check
-
         job_id_check(job_id)
         data = self.input(GateDispatchIn)
         result = gate_dispatch(
@@ -226,8 +235,6 @@ class ApprovalsView(ApiView):
         summary="The reviewers' queue: pending approval requests, soonest expiry first",
     )
     def get(self, request: Request) -> Response:
-        from approvals.selectors import approval_pending_list
-
         q = self.query(ApprovalListQuery)
         limit = int_param(request, "limit", default=100, lo=1, hi=500)
         rows = approval_pending_list(actor=self.actor, job_id=q.get("job_id") or None)[:limit]
@@ -244,8 +251,6 @@ class ApprovalDecideView(ApiView):
         summary="Approve or reject a pending request; the last required approval resumes the job",
     )
     def post(self, request: Request, request_id: str) -> Response:
-        from approvals.services import approval_decide
-
         data = self.input(ApprovalDecideIn)
         outcome = approval_decide(
             actor=self.actor,
@@ -316,8 +321,6 @@ class PoliciesView(ApiView):
         summary="Stored policies and their current versions",
     )
     def get(self, request: Request) -> Response:
-        from approvals.services import policy_list
-
         rows = [_version_dict(p.current) for p in policy_list(actor=self.actor) if p.current]
         return Response(PolicyListOut({"results": rows}).data)
 
@@ -328,8 +331,6 @@ class PoliciesView(ApiView):
         summary="Store a policy (a new version if it changed; admins only)",
     )
     def post(self, request: Request) -> Response:
-        from approvals.services import policy_save
-
         data = self.input(PolicySaveIn)
         version = policy_save(
             actor=self.actor,
@@ -350,8 +351,6 @@ class PolicyDetailView(ApiView):
         summary="A stored policy by NAME, NAME@N or digest",
     )
     def get(self, request: Request, ref: str) -> Response:
-        from approvals.services import policy_resolve
-
         version = policy_resolve(ref=ref, actor=self.actor)
         return Response(PolicyDetailOut(_version_dict(version, full=True)).data)
 
@@ -366,8 +365,6 @@ class PolicyDigestView(ApiView):
         summary="Digest of a policy (stable under reformatting)",
     )
     def post(self, request: Request) -> Response:
-        from approvals.policy import policy_parse
-
         policy = policy_parse(self.input(PolicyDigestIn)["source"])
         return Response(
             PolicyDigestOut(
@@ -405,8 +402,6 @@ class IdentityRevocationsView(ApiView):
         summary="Revoke an agent identity (admins only): its dispatches, submits and resumes are refused",
     )
     def post(self, request: Request) -> Response:
-        from approvals.services import identity_revoke
-
         data = self.input(RevokeIn)
         row = identity_revoke(
             actor=self.actor, identity=data["identity"], reason=data.get("reason", "")
@@ -460,12 +455,6 @@ class IdentityPoliciesView(ApiView):
         summary="The policy bound to each identity, the deployment default and whether the deployment is gated (admins)",
     )
     def get(self, request: Request) -> Response:
-        from approvals.assignments import (
-            binding_as_dict,
-            deployment_gate_status,
-            identity_policy_list,
-        )
-
         rows = [binding_as_dict(r) for r in identity_policy_list(actor=self.actor)]
         gate = deployment_gate_status()
         out = {"default_policy": gate["default_policy"], "gate": gate, "results": rows}
@@ -478,9 +467,6 @@ class IdentityPoliciesView(ApiView):
         summary="Bind a stored policy to an identity (admins): its jobs are bound to it whatever they ask for",
     )
     def post(self, request: Request) -> Response:
-        from approvals.assignments import binding_as_dict
-        from approvals.services import identity_policy_set
-
         data = self.input(IdentityPolicyIn)
         row = identity_policy_set(
             actor=self.actor,
@@ -500,8 +486,6 @@ class IdentityPolicyDetailView(ApiView):
         summary="The policy an identity's jobs are bound to, and where it comes from (admins)",
     )
     def get(self, request: Request, identity: str) -> Response:
-        from approvals.assignments import identity_policy_show
-
         assignment = identity_policy_show(actor=self.actor, identity=identity)
         return Response(IdentityPolicyOut(assignment.as_dict()).data)
 
@@ -511,12 +495,10 @@ class IdentityPolicyDetailView(ApiView):
         summary="Remove an identity's binding (admins): it falls back to the default policy",
     )
     def delete(self, request: Request, identity: str) -> Response:
-        from approvals.services import identity_policy_clear
-
         self.input(None)  # no body: any field is unknown
         if not identity_policy_clear(actor=self.actor, identity=identity):
             raise NotFound(
-                "identity_policy_not_found",
+                reasons.IDENTITY_POLICY_NOT_FOUND,
                 f"identity {identity!r} has no policy of its own",
                 details={"identity": identity},
             )
@@ -537,7 +519,5 @@ class ApprovalExpireView(ApiView):
         summary="Apply the expiry fallback to overdue requests (admins)",
     )
     def post(self, request: Request) -> Response:
-        from approvals.services import approval_expire_due
-
         self.input(None)
         return Response(ApprovalExpireOut({"expired": approval_expire_due(actor=self.actor)}).data)

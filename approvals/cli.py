@@ -11,10 +11,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gaitweb.actors import Actor
+from approvals.gate import gate_evaluate
+from approvals.identities import (
+    binding_as_dict,
+    deployment_gate_status,
+    identity_policy_clear,
+    identity_policy_list,
+    identity_policy_set,
+    identity_policy_show,
+    identity_revoke,
+)
+from approvals.policies import policy_list, policy_resolve, policy_save
+from approvals.policy_format import policy_parse
+from approvals.selectors import approval_pending_list
+from approvals.services import approval_decide, approval_expire_due
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, Interface, InvalidInput
-from gaitweb.parsing import json_loads
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import EXIT_OK, Interface, InvalidInput
+from gaitweb.lib.parsing import json_loads
 
 
 def _read_text(path: str, what: str) -> str:
@@ -23,7 +39,10 @@ def _read_text(path: str, what: str) -> str:
             return sys.stdin.read()
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{what}_unreadable", f"cannot read {what} file {path}: {exc}") from None
+        raise InvalidInput(
+            reasons.for_field(reasons.FIELD_UNREADABLE, what),
+            f"cannot read {what} file {path}: {exc}",
+        ) from None
 
 
 def _read_intent(path: str) -> Any:
@@ -32,7 +51,8 @@ def _read_intent(path: str) -> Any:
         return json_loads(text, what=f"intent file {path}")
     except json.JSONDecodeError as exc:
         raise InvalidInput(
-            "intent_invalid", f"intent file {path} is not JSON: {exc.msg} at line {exc.lineno}"
+            reasons.INTENT_INVALID,
+            f"intent file {path} is not JSON: {exc.msg} at line {exc.lineno}",
         ) from None
 
 
@@ -42,9 +62,6 @@ def _actor(args: Any) -> Actor:
 
 
 def _gate_eval(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.gate import gate_evaluate
-    from approvals.policy import policy_parse
-
     policy = policy_parse(_read_text(args.policy, "policy"))
     result = gate_evaluate(intent=_read_intent(args.intent), policy=policy)
     payload = {
@@ -56,8 +73,6 @@ def _gate_eval(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _policy_digest(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.policy import policy_parse
-
     policy = policy_parse(_read_text(args.file, "policy"))
     return EXIT_OK, {
         "policy_digest": policy.digest,
@@ -68,8 +83,6 @@ def _policy_digest(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _version_dict(version: Any) -> dict[str, Any]:
-    from gaitweb.canonical import iso_utc
-
     return {
         "name": version.policy.name,
         "version": version.version,
@@ -80,24 +93,18 @@ def _version_dict(version: Any) -> dict[str, Any]:
 
 
 def _policy_list(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import policy_list
-
     versions = [_version_dict(p.current) for p in policy_list(actor=_actor(args)) if p.current]
     lines = [f"{v['name']} v{v['version']} {v['digest']}" for v in versions]
     return EXIT_OK, {"policies": versions, "summary": "\n".join(lines) or "no policies"}
 
 
 def _policy_show(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import policy_resolve
-
     version = policy_resolve(ref=args.ref, actor=_actor(args))
     data = _version_dict(version) | {"normalized": version.normalized, "source": version.source}
     return EXIT_OK, data | {"summary": version.source}
 
 
 def _policy_save(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import policy_save
-
     version = policy_save(
         name=args.name, source=_read_text(args.file, "policy"), actor=_actor(args)
     )
@@ -106,8 +113,6 @@ def _policy_save(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_revoke(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import identity_revoke
-
     revoked = identity_revoke(identity=args.identity, reason=args.reason, actor=_actor(args))
     return EXIT_OK, {
         "identity": revoked.identity,
@@ -117,9 +122,6 @@ def _identity_revoke(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_policy_set(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.assignments import binding_as_dict
-    from approvals.services import identity_policy_set
-
     row = identity_policy_set(
         actor=_actor(args),
         identity=args.identity,
@@ -134,8 +136,6 @@ def _identity_policy_set(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_policy_show(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.assignments import identity_policy_show
-
     data = identity_policy_show(actor=_actor(args), identity=args.identity).as_dict()
     if data["policy"] is None:
         summary = f"{args.identity}: UNGATED (no identity policy, no GAIT_DEFAULT_POLICY)"
@@ -145,8 +145,6 @@ def _identity_policy_show(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_policy_list(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.assignments import binding_as_dict, deployment_gate_status, identity_policy_list
-
     rows = [binding_as_dict(r) for r in identity_policy_list(actor=_actor(args))]
     gate = deployment_gate_status()
     lines = [f"{r['identity']} -> {r['policy']}" for r in rows]
@@ -161,8 +159,6 @@ def _identity_policy_list(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _identity_policy_clear(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import identity_policy_clear
-
     cleared = identity_policy_clear(actor=_actor(args), identity=args.identity)
     return EXIT_OK, {
         "identity": args.identity,
@@ -174,16 +170,11 @@ def _identity_policy_clear(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _approval_expire(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import approval_expire_due
-
     outcomes = approval_expire_due(actor=_actor(args))
     return EXIT_OK, {"expired": outcomes, "summary": f"{len(outcomes)} approval request(s) expired"}
 
 
 def _approval_list(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.selectors import approval_pending_list
-    from gaitweb.canonical import iso_utc
-
     rows = [
         {
             "request_id": r.request_id,
@@ -208,8 +199,6 @@ def _approval_list(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _approval_decide(args: Any) -> tuple[int, dict[str, Any]]:
-    from approvals.services import approval_decide
-
     # a person decides: the name is theirs, so separation of duties sees who it is
     actor = Actor.system(args.actor, identity=args.actor)
     outcome = approval_decide(

@@ -9,9 +9,9 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from approvals.models import Policy
-from approvals.policy import Intent, intent_parse, policy_parse
-from gaitweb.errors import InvalidInput
-from gaitweb.parsing import json_loads
+from approvals.policy_format import Intent, intent_parse, policy_parse
+from gaitweb.lib.errors import InvalidInput
+from gaitweb.lib.parsing import json_loads
 
 SOURCE_MAX_CHARS = 256 * 1024
 
@@ -22,7 +22,7 @@ def _policy_errors(exc: InvalidInput) -> ValidationError:
 
 
 class PolicyAdminForm(forms.ModelForm):
-    """Edits a policy's YAML; saving creates a new version (approvals.services.policy_save)."""
+    """Edits a policy's YAML; saving creates a new version (approvals.policies.policy_save)."""
 
     source = forms.CharField(
         label="Policy YAML",

@@ -16,15 +16,17 @@ from typing import Any
 from django.db import DatabaseError, transaction
 
 from approvals.models import PolicyVersion, RevokedIdentity
-from approvals.policy import (
+from approvals.policy_format import (
     Intent,
     Policy,
     intent_parse,
     policy_for_version,
     policy_from_normalized_cached,
 )
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import EXIT_APPROVAL_REQUIRED, EXIT_OK, EXIT_POLICY_BLOCKED, InvalidInput
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import EXIT_APPROVAL_REQUIRED, EXIT_OK, EXIT_POLICY_BLOCKED, InvalidInput
+from jobs.journal import event_append
 from jobs.models import FINISHED_STATUSES, JobStatus
 from jobs.selectors import jobs_visible
 
@@ -163,7 +165,7 @@ def gate_evaluate_for_actor(
     never the body's. An intent naming another identity gets ``block``
     (``intent_identity_mismatch``) without consulting any policy, so claiming a trusted
     identity gains nothing. Writes nothing; the caller picks the policy (the API's default is
-    the caller's assigned one: ``approvals.assignments.policy_assigned_version``)."""
+    the caller's assigned one: ``approvals.identities.policy_assigned_version``)."""
     actor.require(Scope.READ)
     parsed = intent_parse(intent)
     identity = actor.identity or ""
@@ -204,13 +206,13 @@ def gate_dispatch(
     parsed = intent_parse(intent)
     if parsed.job_id and parsed.job_id != job_id:
         raise InvalidInput(
-            "intent_job_mismatch", f"intent context.job_id '{parsed.job_id}' is not job '{job_id}'"
+            reasons.INTENT_JOB_MISMATCH,
+            f"intent context.job_id '{parsed.job_id}' is not job '{job_id}'",
         )
     if not isinstance(path, str) or not path or len(path) > 64:
         raise InvalidInput(
-            "invalid_dispatch_path", "path must be a short name such as 'api' or 'cli'"
+            reasons.INVALID_DISPATCH_PATH, "path must be a short name such as 'api' or 'cli'"
         )
-    from jobs.journal import event_append
 
     try:
         with transaction.atomic():
@@ -218,7 +220,9 @@ def gate_dispatch(
             # one: no verdict from its policy, nothing journaled, no existence oracle
             job = jobs_visible(actor).select_for_update().filter(job_id=job_id).first()
             if job is None:
-                return _refusal("emergency_stop_state_unavailable", replace(parsed, job_id=job_id))
+                return _refusal(
+                    reasons.EMERGENCY_STOP_STATE_UNAVAILABLE, replace(parsed, job_id=job_id)
+                )
             identity = job.identity or actor.identity or ""
             claimed = parsed.identity if _identity_claim_refused(parsed, identity) else ""
             parsed = replace(parsed, job_id=job_id, identity=identity)
@@ -257,4 +261,4 @@ def gate_dispatch(
             return result
     except DatabaseError:
         # the job's state cannot be read (or the journal cannot be written): never allow
-        return _refusal("emergency_stop_state_unavailable", replace(parsed, job_id=job_id))
+        return _refusal(reasons.EMERGENCY_STOP_STATE_UNAVAILABLE, replace(parsed, job_id=job_id))

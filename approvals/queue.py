@@ -23,7 +23,7 @@ from django.urls import reverse
 
 from approvals.models import ApprovalRequest, DecisionKind
 from approvals.selectors import approval_pending_list, decision_checkpoints_pending
-from gaitweb.actors import Actor, Scope
+from gaitweb.lib.actors import Actor, Scope
 from jobs.models import Checkpoint, Job, JobStatus
 
 REQUEST = "request"

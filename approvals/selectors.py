@@ -12,9 +12,10 @@ from __future__ import annotations
 from django.db.models import Exists, F, JSONField, OuterRef, QuerySet, Subquery
 
 from approvals.models import ApprovalRequest, ApprovalStatus
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import NotFound
-from gaitweb.validation import text_field
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import NotFound
+from gaitweb.lib.validation import text_field
 from jobs.models import FINISHED_STATUSES, Checkpoint, CheckpointType, JobEvent, JobStatus
 from jobs.selectors import identity_scoped, job_get
 
@@ -29,7 +30,7 @@ def approval_get(*, actor: Actor | None, request_id: str) -> ApprovalRequest:
     found = approvals_visible(actor).select_related("job").filter(request_id=request_id).first()
     if found is None:
         raise NotFound(
-            "approval_not_found",
+            reasons.APPROVAL_NOT_FOUND,
             f"no approval request {request_id!r}",
             details={"request_id": request_id},
         )

@@ -1,7 +1,8 @@
-"""Policies, identities and the approvals flow as services (docs/policy-format.md).
+"""Approval requests and their decisions as services (docs/policy-format.md, "Approvals").
 
-Permissions are checked here, not only in views: admins manage policies and identities
-(``Scope.ADMIN``), reviewers decide (``Scope.APPROVE``), anyone who can read sees the queue.
+Permissions are checked here, not only in views: reviewers decide (``Scope.APPROVE``), anyone
+who can read sees the queue. Stored policies are approvals/policies.py; identities, their
+policy bindings and revocation are approvals/identities.py.
 
 The approvals flow sits on top of the job lifecycle (jobs/services.py): every approve decision
 is recorded on the job with ``job_approve`` (one ``approved`` event per decision, so the
@@ -14,310 +15,52 @@ order as the engine, which locks the job and then creates the request.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 from django.utils import timezone
 
-from approvals.assignments import NONE_WORDS, policy_request_check
+# identity_is_revoked and policy_binding_resolve: imported from here by job_resume and
+# jobs/recurring.py, being rewritten in parallel (issue #15); drop them when those are merged
+from approvals.identities import identity_is_revoked  # noqa: F401
 from approvals.models import (
     ApprovalRequest,
     ApprovalStatus,
     Decision,
     DecisionKind,
     ExpiryFallback,
-    IdentityPolicy,
-    Policy,
-    PolicyVersion,
-    RevokedIdentity,
 )
-from approvals.policy import Policy as PolicyDoc
-from approvals.policy import policy_parse
+from approvals.policies import policy_binding_resolve  # noqa: F401
 from approvals.selectors import approval_get, approvals_visible
-from gaitweb.actors import Actor, Scope
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import (
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import (
     Conflict,
     GaitError,
     Hints,
     Interface,
     InvalidInput,
-    NotFound,
     PolicyRefused,
 )
-from gaitweb.validation import text_field
+from gaitweb.lib.validation import text_field
+from jobs.journal import event_append
+from jobs.models import Job, JobStatus
+from jobs.selectors import job_decision_point, job_get
+from jobs.services import job_approve, job_reject, job_resume
 
 if TYPE_CHECKING:
     from approvals.gate import GateResult
-    from jobs.models import Job
-    from jobs.services import PolicyBinding
 
-POLICY_NAME_MAX = 128
 REASON_MAX = 1024
 SUMMARY_MAX = 512
 MAX_REQUIRED_APPROVALS = 20
-MAX_MAY_REQUEST = 50
 # an escalated request's window: as long as the first one, never shorter than this, so admins
 # have time to see it (docs/policy-format.md)
 ESCALATION_WINDOW_MIN = timedelta(seconds=60)
-FILE_POLICY_PREFIX = "file:"
-# where each interface lists the stored policies
-POLICY_LIST_HINTS = Hints(
-    cli="gait policy list",
-    api="GET /api/v1/policies lists the stored policies",
-    dashboard="the stored policies are listed under Approvals › Policies in admin",
-    mcp="ask an admin which policies are stored",
-)
-
-
-# --- policies ----------------------------------------------------------------------------------
-
-
-def _policy_version_store(
-    *, policy: Policy, source: str, parsed: PolicyDoc, author: str
-) -> PolicyVersion:
-    """A new version of ``policy`` (row locked by the caller), unless ``parsed`` (the caller's
-    parse of ``source``, done before the lock) has the current version's digest: saving an
-    unchanged policy is a no-op."""
-    current = policy.current
-    if current is not None and current.digest == parsed.digest:
-        return current
-    last = PolicyVersion.objects.filter(policy=policy).aggregate(n=Max("version"))["n"] or 0
-    version = PolicyVersion.objects.create(
-        policy=policy,
-        version=last + 1,
-        source=source,
-        normalized=parsed.normalized(),
-        digest=parsed.digest,
-        author=author[:256],
-    )
-    policy.current = version
-    policy.save(update_fields=["current", "updated_at"])
-    return version
-
-
-def policy_save(
-    *, actor: Actor, name: str, source: str, description: str | None = None
-) -> PolicyVersion:
-    """Store ``source`` as the new current version of policy ``name`` (created if new).
-
-    Strict parse first: a bad policy raises ``InvalidInput`` (line and key named) and nothing is
-    written. Old versions stay resolvable by digest forever (jobs and packs refer to them)."""
-    actor.require(Scope.ADMIN)
-    name = text_field(name, "name", max_len=POLICY_NAME_MAX, required=True)
-    if name.startswith(FILE_POLICY_PREFIX):
-        raise InvalidInput(
-            "invalid_policy_name",
-            f"policy names starting with '{FILE_POLICY_PREFIX}' are reserved for policy files",
-        )
-    if name.lower() in NONE_WORDS:
-        raise InvalidInput(
-            "invalid_policy_name",
-            f"{name!r} is reserved: a submit naming it asks for no policy, which is refused",
-        )
-    parsed = policy_parse(source)  # refuse before taking any lock
-    with transaction.atomic():
-        policy, _ = Policy.objects.get_or_create(name=name)
-        policy = (
-            Policy.objects.select_for_update(of=("self",))
-            .select_related("current")
-            .get(pk=policy.pk)
-        )
-        if description is not None and description != policy.description:
-            policy.description = text_field(description, "description", max_len=512)
-            policy.save(update_fields=["description", "updated_at"])
-        return _policy_version_store(policy=policy, source=source, parsed=parsed, author=actor.name)
-
-
-def policy_list(*, actor: Actor, file_copies: bool = True) -> list[Policy]:
-    """Stored policies by name. ``file_copies=False`` leaves out the ``file:<name>@<digest>``
-    copies the CLI stores for ``--policy FILE`` (pickers offer only authored policies)."""
-    actor.require(Scope.READ)
-    qs = Policy.objects.select_related("current").order_by("name")
-    if not file_copies:
-        qs = qs.exclude(name__startswith=FILE_POLICY_PREFIX)
-    return list(qs)
-
-
-def policy_resolve(*, ref: str, actor: Actor | None = None) -> PolicyVersion:
-    """A stored version by ``NAME`` (its current version), ``NAME@N`` / ``NAME@vN``, or a
-    digest (64 hex, optionally ``sha256:``-prefixed; the oldest version with that digest)."""
-    if actor is not None:
-        actor.require(Scope.READ)
-    ref = text_field(ref, "ref", max_len=POLICY_NAME_MAX + 16, required=True)
-    hex_ref = ref.removeprefix("sha256:").lower()
-    if len(hex_ref) == 64 and all(c in "0123456789abcdef" for c in hex_ref):
-        found = (
-            PolicyVersion.objects.filter(digest=hex_ref)
-            .select_related("policy")
-            .order_by("created_at", "id")
-            .first()
-        )
-        if found is None:
-            raise NotFound(
-                "policy_not_found", f"no stored policy has digest {hex_ref}", details={"ref": ref}
-            )
-        return found
-    name, _, number = ref.rpartition("@") if "@" in ref else (ref, "", "")
-    if number:
-        digits = number.removeprefix("v")
-        if not digits.isdigit():
-            raise InvalidInput(
-                "invalid_policy_ref",
-                f"policy version must be a number: {ref}",
-                details={"ref": ref},
-            )
-        found = (
-            PolicyVersion.objects.filter(policy__name=name, version=int(digits))
-            .select_related("policy")
-            .first()
-        )
-        if found is None:
-            raise NotFound(
-                "policy_not_found", f"policy {name} has no version {digits}", details={"ref": ref}
-            )
-        return found
-    policy = Policy.objects.filter(name=ref).select_related("current", "current__policy").first()
-    if policy is None or policy.current is None:
-        raise NotFound(
-            "policy_not_found",
-            f"no policy named {ref!r}",
-            details={"ref": ref},
-            hint=POLICY_LIST_HINTS,
-        )
-    return policy.current
-
-
-def policy_binding_resolve(*, ref: str, actor: Actor | None = None) -> PolicyBinding:
-    """What ``--policy`` / a submit's policy field names: a YAML file, or a stored policy
-    (``policy_resolve`` forms). A file is parsed strictly and stored content-addressed as the
-    single version of policy ``file:<name>@<digest12>``, so workers on any machine can evaluate
-    it and resumes re-evaluate the same content (a file is pinned by what it said)."""
-    from jobs.services import PolicyBinding
-
-    if not isinstance(ref, str) or not ref.strip():
-        raise InvalidInput("invalid_policy_ref", "a policy file or name is required")
-    policy_request_check(ref)
-    path = Path(ref)
-    looks_like_file = ref.endswith((".yaml", ".yml", ".json")) or "/" in ref
-    if path.is_file():
-        try:
-            source = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(
-                "policy_file_unreadable",
-                f"cannot read policy file {ref}: {exc}",
-                details={"path": ref},
-            ) from None
-        parsed = policy_parse(source)
-        name = f"{FILE_POLICY_PREFIX}{path.name[:96]}@{parsed.digest[:12]}"
-        with transaction.atomic():
-            policy, _ = Policy.objects.get_or_create(name=name)
-            policy = (
-                Policy.objects.select_for_update(of=("self",))
-                .select_related("current")
-                .get(pk=policy.pk)
-            )
-            version = _policy_version_store(
-                policy=policy,
-                source=source,
-                parsed=parsed,
-                author=actor.name if actor else "file",
-            )
-        return PolicyBinding(digest=version.digest, ref=ref, version=version)
-    if looks_like_file and "@" not in ref:
-        raise InvalidInput(
-            "policy_file_not_found", f"policy file not found: {ref}", details={"path": ref}
-        )
-    return PolicyBinding.of(policy_resolve(ref=ref))
-
-
-def policy_request_resolve(*, ref: str) -> PolicyBinding:
-    """The stored policy a submit or resume over the API, MCP or the dashboard asks for (never a
-    file on the server). "No policy" is refused by name (``policy_none_refused``); whether the
-    identity may have this policy is decided by ``job_submit`` (approvals.assignments)."""
-    from jobs.services import PolicyBinding
-
-    policy_request_check(ref)
-    return PolicyBinding.of(policy_resolve(ref=ref))
-
-
-# --- identities --------------------------------------------------------------------------------
-
-
-def _stored_policy_named(name: Any, field: str) -> Policy:
-    name = text_field(name, field, max_len=POLICY_NAME_MAX, required=True)
-    policy = Policy.objects.filter(name=name).select_related("current").first()
-    if policy is None or policy.current is None:
-        raise NotFound(
-            "policy_not_found",
-            f"no stored policy named {name!r}",
-            details={"field": field, "ref": name},
-            hint=POLICY_LIST_HINTS,
-        )
-    return policy
-
-
-def identity_policy_set(
-    *, actor: Actor, identity: str, policy: str, may_request: Iterable[str] = ()
-) -> IdentityPolicy:
-    """Bind the stored policy ``policy`` to ``identity`` (admins only): every job of the
-    identity submitted, resumed or retried from now on is bound to its current version whatever
-    the request says. ``may_request`` names the stricter policies the identity may ask for
-    instead. Replaces an earlier binding of the identity; everything is checked first."""
-    actor.require(Scope.ADMIN)
-    identity = text_field(identity, "identity", max_len=256, required=True)
-    assigned = _stored_policy_named(policy, "policy")
-    if isinstance(may_request, str) or not all(isinstance(n, str) for n in may_request):
-        raise InvalidInput(
-            "invalid_may_request",
-            "may_request must be a list of stored policy names",
-            details={"field": "may_request"},
-        )
-    names = sorted(set(may_request) - {assigned.name})
-    if len(names) > MAX_MAY_REQUEST:
-        raise InvalidInput(
-            "invalid_may_request",
-            f"may_request names at most {MAX_MAY_REQUEST} policies",
-            details={"field": "may_request"},
-        )
-    extra = [_stored_policy_named(n, "may_request") for n in names]
-    with transaction.atomic():
-        row, _ = IdentityPolicy.objects.update_or_create(
-            identity=identity, defaults={"policy": assigned, "assigned_by": actor.name[:256]}
-        )
-        row.may_request.set(extra)
-    return row
-
-
-def identity_policy_clear(*, actor: Actor, identity: str) -> bool:
-    """Remove ``identity``'s binding (admins only): its jobs fall back to GAIT_DEFAULT_POLICY,
-    or run ungated if there is none. True if there was a binding."""
-    actor.require(Scope.ADMIN)
-    identity = text_field(identity, "identity", max_len=256, required=True)
-    deleted, _ = IdentityPolicy.objects.filter(identity=identity).delete()
-    return deleted > 0
-
-
-def identity_revoke(*, actor: Actor, identity: str, reason: str = "") -> RevokedIdentity:
-    """Revoke an agent identity: its dispatches are blocked (``identity_revoked``), it cannot
-    submit, and jobs bound to it cannot resume. Revoking twice keeps the first record."""
-    actor.require(Scope.ADMIN)
-    identity = text_field(identity, "identity", max_len=256, required=True)
-    reason = text_field(reason, "reason", max_len=512)
-    revoked, _ = RevokedIdentity.objects.get_or_create(
-        identity=identity, defaults={"reason": reason, "revoked_by": actor.name}
-    )
-    return revoked
-
-
-def identity_is_revoked(identity: str) -> bool:
-    return bool(identity) and RevokedIdentity.objects.filter(identity=identity).exists()
 
 
 # --- approval requests -------------------------------------------------------------------------
@@ -334,7 +77,7 @@ def _gate_dict(gate_result: GateResult | Mapping[str, Any] | None) -> dict[str, 
 def _positive_int(value: Any, field: str, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
         raise InvalidInput(
-            f"invalid_{field}",
+            reasons.for_field(reasons.FIELD_INVALID, field),
             f"{field} must be an integer from 1 to {maximum}",
             details={"field": field},
         )
@@ -368,8 +111,6 @@ def approval_request_create(
     <- the policy's ``forbid_self_approval`` (default true). Expiry: ``expires_at`` or
     ``expires_in`` (seconds or timedelta); ``on_expiry`` is ``reject`` or ``escalate``.
     """
-    from jobs.journal import event_append
-    from jobs.selectors import job_get
 
     actor.require(Scope.SUBMIT)
     summary = text_field(summary, "summary", max_len=SUMMARY_MAX)
@@ -387,7 +128,7 @@ def approval_request_create(
         forbid_submitter = bool(gate.get("forbid_self_approval", True))
     if on_expiry not in ExpiryFallback.values:
         raise InvalidInput(
-            "invalid_on_expiry",
+            reasons.INVALID_ON_EXPIRY,
             f"on_expiry must be one of {', '.join(ExpiryFallback.values)}",
             details={"field": "on_expiry"},
         )
@@ -395,13 +136,13 @@ def approval_request_create(
         seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else expires_in
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
             raise InvalidInput(
-                "invalid_expires_in",
+                reasons.INVALID_EXPIRES_IN,
                 "expires_in must be a positive number of seconds",
                 details={"field": "expires_in"},
             )
         expires_at = timezone.now() + timedelta(seconds=seconds)
     if intent is not None and not isinstance(intent, Mapping):
-        raise InvalidInput("intent_invalid", "intent must be an object")
+        raise InvalidInput(reasons.INTENT_INVALID, "intent must be an object")
     tool_name = str((intent or {}).get("tool_name") or "")[:256]
 
     with transaction.atomic():
@@ -530,7 +271,7 @@ def _flow_actor(actor: Actor) -> Actor:
 def _decision_check(decision: Any) -> None:
     if decision not in DecisionKind.values:
         raise InvalidInput(
-            "invalid_decision",
+            reasons.INVALID_DECISION,
             "decision must be 'approve' or 'reject'",
             details={"field": "decision"},
         )
@@ -539,7 +280,6 @@ def _decision_check(decision: Any) -> None:
 def _resume_on_decision(actor: Actor, job_id: str, reason: str) -> GaitError | None:
     """Resume the job on the decider's behalf (``_flow_actor``) in a savepoint: the decision
     stands whatever the resume checks say; the refusal, if any, is returned to be shown."""
-    from jobs.services import job_resume
 
     try:
         with transaction.atomic():
@@ -567,10 +307,6 @@ def approval_decide(
     and resumes the job through ``job_resume``. If a resume check refuses (revoked identity,
     changed environment …) the approval stands and ``resume_error`` says why.
     """
-    from jobs import services as jobs
-    from jobs.journal import event_append
-    from jobs.models import JobStatus
-    from jobs.selectors import job_get
 
     actor.require(Scope.APPROVE)
     _decision_check(decision)
@@ -585,14 +321,14 @@ def approval_decide(
         request = ApprovalRequest.objects.select_for_update().get(request_id=request_id)
         if request.status != ApprovalStatus.PENDING:
             raise Conflict(
-                "approval_not_pending",
+                reasons.APPROVAL_NOT_PENDING,
                 f"approval request {request_id} is {request.status}",
                 details={"request_id": request_id, "status": request.status},
             )
         now = timezone.now()
         if request.expires_at is not None and request.expires_at <= now:
             raise Conflict(
-                "approval_expired",
+                reasons.APPROVAL_EXPIRED,
                 f"approval request {request_id} expired at {iso_utc(request.expires_at)}",
                 details={"request_id": request_id},
             )
@@ -600,7 +336,7 @@ def approval_decide(
             actor.require(Scope.ADMIN)
         if request.forbid_submitter and job.is_submitted_by(actor):
             raise PolicyRefused(
-                "self_approval_forbidden",
+                reasons.SELF_APPROVAL_FORBIDDEN,
                 f"{actor.name} submitted or runs job {job.job_id} and cannot decide its approval",
                 details={"request_id": request_id, "job_id": job.job_id},
             )
@@ -610,7 +346,7 @@ def approval_decide(
                 request.distinct_approvers and _same_person(earlier, actor)
             ):
                 raise Conflict(
-                    "approval_already_decided",
+                    reasons.APPROVAL_ALREADY_DECIDED,
                     f"{actor.name} already decided approval request {request_id}",
                     details={"request_id": request_id, "decided_by": earlier.actor},
                 )
@@ -621,7 +357,7 @@ def approval_decide(
             names = {d.actor for d in approvers} | {actor.name}
             if names == {job.stopped_by}:
                 raise PolicyRefused(
-                    "stopper_sole_approver",
+                    reasons.STOPPER_SOLE_APPROVER,
                     f"{job.stopped_by} stopped job {job.job_id} and cannot be the only approver of its resume",
                     details={"request_id": request_id, "stopped_by": job.stopped_by},
                     hint="another reviewer must approve",
@@ -638,7 +374,7 @@ def approval_decide(
                 )
         except IntegrityError:
             raise Conflict(
-                "approval_already_decided",
+                reasons.APPROVAL_ALREADY_DECIDED,
                 f"{actor.name} already decided approval request {request_id}",
                 details={"request_id": request_id},
             ) from None
@@ -649,7 +385,7 @@ def approval_decide(
             request.resolved_at = now
             request.save(update_fields=["status", "resolved_at"])
             if job.status == JobStatus.DECISION_NEEDED:
-                jobs.job_reject(
+                job_reject(
                     actor=actor,
                     job_id=job.job_id,
                     reason=reason,
@@ -673,7 +409,7 @@ def approval_decide(
                 request.status = ApprovalStatus.APPROVED
                 request.resolved_at = now
                 request.save(update_fields=["status", "resolved_at"])
-            jobs.job_approve(
+            job_approve(
                 actor=actor,
                 job_id=job.job_id,
                 reason=reason,
@@ -768,8 +504,6 @@ def job_decide(
     ``checkpoint_id`` is the question the decider saw: if the job's decision point is no longer
     that checkpoint (answered meanwhile, or a newer question), ``decision_not_pending``.
     """
-    from jobs import services as jobs
-    from jobs.selectors import job_decision_point, job_get
 
     actor.require(Scope.APPROVE)
     _decision_check(decision)
@@ -792,7 +526,7 @@ def job_decide(
             f"{r.request_id} (“{r.summary}”)" if r.summary else r.request_id for r in pending
         )
         raise Conflict(
-            "approval_request_pending",
+            reasons.APPROVAL_REQUEST_PENDING,
             f"job {job.job_id} waits on {len(pending)} approval requests: {names}; "
             "decide each request",
             details={"job_id": job.job_id, "pending_requests": [r.request_id for r in pending]},
@@ -803,16 +537,16 @@ def job_decide(
         point = job_decision_point(locked)
         if checkpoint_id and (point.checkpoint_id != checkpoint_id or not point.waiting):
             raise Conflict(
-                "decision_not_pending",
+                reasons.DECISION_NOT_PENDING,
                 f"job {job.job_id} no longer waits on checkpoint {checkpoint_id}: "
                 "it was answered, or a newer question replaced it",
                 details={"job_id": job.job_id, "checkpoint_id": checkpoint_id},
                 hint="reload the queue",
             )
         if decision == DecisionKind.REJECT:
-            done = jobs.job_reject(actor=actor, job_id=job.job_id, reason=reason)
+            done = job_reject(actor=actor, job_id=job.job_id, reason=reason)
             return JobDecision(job=done, decision=decision, question=point.question)
-        done = jobs.job_approve(
+        done = job_approve(
             actor=actor, job_id=job.job_id, reason=reason, _decided_checkpoint=checkpoint_id
         )
     resumed, refusal = False, None
@@ -847,10 +581,6 @@ def approval_expire_due(
     hands the request to admins (``escalated``; only ``admin`` may decide it from then on) for
     one more window of the same length (at least ``ESCALATION_WINDOW_MIN``), journaled as ``approval_escalated``; if that expires
     too, it is rejected. Run by the engine's sweep or ``gait approval expire-due``."""
-    from jobs import services as jobs
-    from jobs.journal import event_append
-    from jobs.models import JobStatus
-    from jobs.selectors import job_get
 
     actor = actor or Actor.system("approval-expiry")
     actor.require(Scope.ADMIN)
@@ -895,7 +625,7 @@ def approval_expire_due(
             request.save(update_fields=["status", "resolved_at"])
             reason = f"approval request {request_id} expired"
             if job.status == JobStatus.DECISION_NEEDED:
-                jobs.job_reject(
+                job_reject(
                     actor=actor,
                     job_id=job_id,
                     reason=reason,

@@ -19,13 +19,13 @@ from django.views.decorators.http import require_GET, require_POST
 from approvals.queue import checkpoint_dom_id, decision_cards
 from approvals.selectors import approvals_visible
 from approvals.services import approval_decide, job_decide
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError, InvalidInput
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError, InvalidInput, dashboard_refusal
 from gaitweb.views import (
     login_required,
     nav_pending_count,
     page_context,
-    refusal_of,
     require_read,
     safe_next,
 )
@@ -101,7 +101,7 @@ def _job_refusal(
         actor,
         fragment=bool(request.htmx),
         status=200 if request.htmx else exc.http_status,
-        refusal=refusal_of(exc),
+        refusal=dashboard_refusal(exc),
         refusal_card=dom_id,
     )
 
@@ -112,7 +112,7 @@ def _queue_refusal(request: HttpRequest, actor: Actor, exc: GaitError, dom_id: s
     status = 200 if request.htmx else exc.http_status
     ctx = _queue_context(actor)
     shown = any(c.dom_id == dom_id for c in ctx["cards"])
-    ctx.update(refusal=refusal_of(exc), refusal_card=dom_id if shown else "")
+    ctx.update(refusal=dashboard_refusal(exc), refusal_card=dom_id if shown else "")
     if request.htmx:
         return render(request, "approvals/queue.html#queue", ctx, status=status)
     ctx.update(page_context(request, "approvals"))
@@ -157,7 +157,7 @@ def checkpoint_answer_view(request: HttpRequest, job_id: str, checkpoint_id: str
     try:
         if answer not in ANSWERS:
             raise InvalidInput(
-                "invalid_decision",
+                reasons.INVALID_DECISION,
                 "decision must be 'approve', 'reject' or 'cancel'",
                 details={"field": "decision"},
             )

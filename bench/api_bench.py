@@ -107,8 +107,8 @@ def _api_key(
     db_url: str, identity: str = "bench-agent", scopes: str = "submit,read,control"
 ) -> str:
     _django(db_url)
-    from gaitweb.actors import Actor
     from gaitweb.apikeys import apikey_create
+    from gaitweb.lib.actors import Actor
 
     return apikey_create(
         actor=Actor.system("bench"), identity=identity, scopes=scopes, name="api_bench"

@@ -145,7 +145,7 @@ def warm_up(n_clusters_expected: int = 1) -> None:
 
 
 def submit(steps: list[dict[str, Any]]) -> str:
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
     from jobs.services import job_submit
 
     return job_submit(actor=Actor.system("bench"), spec={"steps": steps}).job_id
@@ -153,7 +153,7 @@ def submit(steps: list[dict[str, Any]]) -> str:
 
 def cancel_unfinished() -> None:
     """Leave no runnable job behind for the next section (they would compete for workers)."""
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
     from jobs.models import Job
     from jobs.services import job_cancel
 
@@ -373,7 +373,7 @@ def _record_step(name: str, path: Path) -> dict[str, Any]:
 def bench_wake(samples: int) -> dict[str, Any]:
     from approvals.models import ApprovalRequest
     from approvals.services import approval_decide
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
 
     log = DATA_DIR / "wake.log"
     steps: list[dict[str, Any]] = []
@@ -452,7 +452,7 @@ def _alive(pid: int) -> bool:
 
 
 def bench_stop(samples: int) -> dict[str, Any]:
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
     from jobs.services import job_stop
 
     cluster = Cluster()

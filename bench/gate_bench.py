@@ -36,7 +36,7 @@ import django  # noqa: E402
 django.setup()
 
 from approvals.gate import gate_evaluate  # noqa: E402
-from approvals.policy import policy_parse  # noqa: E402
+from approvals.policy_format import policy_parse  # noqa: E402
 
 EFFECTS = ["allow", "dry_run", "require_approval", "block"]
 RISKS = ["low", "medium", "high", "critical"]
@@ -165,9 +165,9 @@ def bench_dispatch(rules: int, dispatches: int) -> dict:
     from django.db import connection
 
     from approvals.gate import gate_dispatch
-    from approvals.services import policy_save
-    from gaitweb.actors import Actor
-    from jobs.services import PolicyBinding, job_submit
+    from approvals.policies import PolicyBinding, policy_save
+    from gaitweb.lib.actors import Actor
+    from jobs.services import job_submit
 
     rng = random.Random(7)
     admin = Actor.system("bench")

@@ -173,7 +173,7 @@ def main() -> None:
     old_name = connection.settings_dict["NAME"]
     connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     try:
-        from gaitweb.actors import Actor
+        from gaitweb.lib.actors import Actor
         from packs.keys import key_export_public, key_init
         from packs.services import pack_build, pack_render, pack_verify
 

@@ -74,7 +74,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)
 
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
     from jobs.models import Job, TemplateFire
     from jobs.recurring import recurring_bootstrap, template_create, template_disable
 

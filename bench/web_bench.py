@@ -68,8 +68,8 @@ def _seed(n_jobs: int, n_events: int) -> dict[str, Any]:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from gaitweb.actors import Actor
-    from gaitweb.roles import roles_ensure
+    from gaitweb.lib.actors import Actor
+    from gaitweb.lib.roles import roles_ensure
     from jobs import services
     from jobs.journal import event_build
     from jobs.models import Job, JobEvent

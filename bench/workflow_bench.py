@@ -57,7 +57,7 @@ from bench.engine_bench import bench_dbos as dbos_run  # noqa: E402  (its databa
 
 
 def submit(workflow: str, **input: Any) -> str:
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
     from jobs.services import job_submit
 
     spec = {"workflow": workflow, "input": input}
@@ -128,7 +128,7 @@ def bench_steps(n: int, rounds: int) -> dict[str, Any]:
 
 def bench_replay(n: int, rounds: int) -> dict[str, Any]:
     """In this process: record ``n`` calls, park on a signal, then time the resume."""
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
     from jobs import durable
     from jobs.engine import advance, job_signal
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from gaitweb.client import GaitApiError, GaitClient  # noqa: E402
+from gaitclient import GaitApiError, GaitClient  # noqa: E402
 
 POLICY = """\
 schema_id: gait.gate.policy

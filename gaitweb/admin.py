@@ -10,9 +10,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from gaitweb.actors import Actor, Scope
 from gaitweb.apikeys import apikey_create, apikey_revoke
-from gaitweb.errors import GaitError
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError
 from gaitweb.models import ApiKey
 
 

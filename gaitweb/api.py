@@ -48,9 +48,10 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 from rest_framework.utils import json as drf_json
 
-from gaitweb.actors import Actor
-from gaitweb.errors import GaitError, Interface, InvalidInput
-from gaitweb.parsing import JSON_MAX_DEPTH, json_loads
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import Forbidden, GaitError, InvalidInput, NotFound, api_body
+from gaitweb.lib.parsing import JSON_MAX_DEPTH, json_loads
 
 log = logging.getLogger("gaitweb.api")
 
@@ -89,6 +90,8 @@ class ApiKeyAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        # settings.REST_FRAMEWORK names this module's classes, so DRF may import it before the
+        # app registry is ready: the models (and gaitweb.apikeys, which imports them) wait
         from gaitweb.apikeys import apikey_authenticate
 
         parts = get_authorization_header(request).split()
@@ -115,7 +118,7 @@ def actor_of(request: Request) -> Actor:
     cached = getattr(request, "_gait_actor", None)
     if cached is not None:
         return cached
-    from gaitweb.apikeys import apikey_actor
+    from gaitweb.apikeys import apikey_actor  # after app loading, as in ApiKeyAuthentication
     from gaitweb.models import ApiKey
 
     if isinstance(request.auth, ApiKey):
@@ -143,7 +146,7 @@ class ScopePermission(BasePermission):
         actor = actor_of(request)
         if not actor.can(scope):
             raise GaitError(
-                "permission_denied",
+                reasons.PERMISSION_DENIED,
                 f"{actor.name} lacks the '{scope}' permission",
                 details={"required_scope": scope},
                 http_status=403,
@@ -162,7 +165,7 @@ def unknown_fields_check(names: Iterable[Any], allowed: Iterable[str], where: st
     unknown = sorted({str(n) for n in names} - known)
     if unknown:
         raise InvalidInput(
-            "unknown_field",
+            reasons.UNKNOWN_FIELD,
             f"unknown {'field' if where == 'body' else 'parameter'}"
             f"{'s' if len(unknown) > 1 else ''} in the {where}: {', '.join(unknown)}",
             details={"field": unknown[0], "fields": unknown, "allowed": sorted(known)},
@@ -194,8 +197,8 @@ class BoundedJSONParser(JSONParser):
 
     ``json.load`` recurses once per level: a body nested 20,000 deep raised ``RecursionError``
     (a 500) before ``json_safe_check`` could see the value. Here the body — already bounded by
-    the request size guard (gaitweb.middleware) — is read, its nesting counted without
-    recursion (gaitweb.parsing), and parsed only when it is at most ``JSON_MAX_DEPTH`` deep;
+    the request size guard (gaitweb.lib.middleware) — is read, its nesting counted without
+    recursion (gaitweb.lib.parsing), and parsed only when it is at most ``JSON_MAX_DEPTH`` deep;
     deeper is ``400 json_too_deep``."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
@@ -221,7 +224,9 @@ def json_safe_check(value: Any, where: str = "body", _depth: int = 0) -> None:
     surrogates (PostgreSQL text/jsonb), nesting deeper than 64."""
 
     def bad(message: str) -> InvalidInput:
-        return InvalidInput("invalid_json_value", f"{where}: {message}", details={"field": where})
+        return InvalidInput(
+            reasons.INVALID_JSON_VALUE, f"{where}: {message}", details={"field": where}
+        )
 
     if _depth > JSON_MAX_DEPTH:
         raise bad("nested too deeply")
@@ -262,37 +267,27 @@ def set_rollback() -> None:
             db.set_rollback(True)
 
 
-def error_body(code: str, message: str, details: Any = None, hint: str = "") -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}, "hint": hint}}
-
-
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+def _as_gait_error(exc: Exception, context: dict[str, Any]) -> tuple[GaitError, dict[str, str]]:
+    """Any exception a view raised as the ``GaitError`` the API answers with (its reason code
+    and status), and the headers that go with it."""
     headers: dict[str, str] = {}
     if isinstance(exc, GaitError):
-        status, body = (
-            exc.http_status,
-            error_body(exc.code, exc.message, exc.details, exc.hint_for(Interface.API)),
-        )
-    elif isinstance(exc, Http404):
-        status, body = 404, error_body("not_found", "not found")
-    elif isinstance(exc, DjangoPermissionDenied):
-        status, body = 403, error_body("permission_denied", str(exc) or "permission denied")
-    elif isinstance(exc, exceptions.ValidationError):
+        return exc, headers
+    if isinstance(exc, Http404):
+        return NotFound(reasons.NOT_FOUND, "not found"), headers
+    if isinstance(exc, DjangoPermissionDenied):
+        return Forbidden(reasons.PERMISSION_DENIED, str(exc) or "permission denied"), headers
+    if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         fields = sorted(detail) if isinstance(detail, dict) else []
-        status = 400
-        body = error_body(
-            "invalid_input",
-            "invalid input: " + ", ".join(fields) if fields else "invalid input",
-            {"fields": detail},
-        )
-    elif isinstance(exc, exceptions.APIException):
-        status = exc.status_code
+        message = "invalid input: " + ", ".join(fields) if fields else "invalid input"
+        return InvalidInput(reasons.INVALID_INPUT, message, details={"fields": detail}), headers
+    if isinstance(exc, exceptions.APIException):
         code = str(exc.default_code)
         message = str(exc.detail) if not isinstance(exc.detail, list | dict) else code
         details: dict[str, Any] = {}
         if isinstance(exc, exceptions.PermissionDenied) and message.startswith("CSRF Failed"):
-            code = "csrf_failed"
+            code = reasons.CSRF_FAILED
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
         if isinstance(exc, exceptions.Throttled):
@@ -300,19 +295,26 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             headers["Retry-After"] = str(wait)
             details["retry_after"] = wait
             message = f"too many requests; retry in {wait} s"
-        body = error_body(code, message, details)
-    elif isinstance(exc, RequestDataTooBig):
-        status, body = 413, error_body("request_too_large", str(exc))
-    elif isinstance(exc, SuspiciousOperation):
-        status, body = 400, error_body("bad_request", str(exc))
-    elif isinstance(exc, DataError):
+        return GaitError(code, message, details=details, http_status=exc.status_code), headers
+    if isinstance(exc, RequestDataTooBig):
+        return GaitError(reasons.REQUEST_TOO_LARGE, str(exc), http_status=413), headers
+    if isinstance(exc, SuspiciousOperation):
+        return InvalidInput(reasons.BAD_REQUEST, str(exc)), headers
+    if isinstance(exc, DataError):
         # a value the database cannot hold (e.g. an integer out of range): the input's fault
-        status, body = 400, error_body("invalid_input", "a value is out of range for its field")
-    else:
-        log.exception("internal error in %s", context.get("view").__class__.__name__)
-        status, body = 500, error_body("internal_error", "internal error; see the server log")
+        return InvalidInput(reasons.INVALID_INPUT, "a value is out of range for its field"), headers
+    log.exception("internal error in %s", context.get("view").__class__.__name__)
+    internal = GaitError(
+        reasons.INTERNAL_ERROR, "internal error; see the server log", http_status=500
+    )
+    return internal, headers
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """Every error a view raises, answered with the one envelope (gaitweb.lib.errors.api_body)."""
+    error, headers = _as_gait_error(exc, context)
     set_rollback()
-    return Response(body, status=status, headers=headers)
+    return Response(api_body(error), status=error.http_status, headers=headers)
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -398,7 +400,7 @@ class ApiRateThrottle(BaseThrottle):
     across a window boundary; that is the price of one statement per request."""
 
     def _ident(self, request: Request) -> tuple[str, str]:
-        from gaitweb.models import ApiKey
+        from gaitweb.models import ApiKey  # after app loading, as in ApiKeyAuthentication
 
         if isinstance(request.auth, ApiKey):
             return "apikey", request.auth.prefix
@@ -441,7 +443,9 @@ def _encode(values: list[Any]) -> str:
 
 def _bad_cursor() -> InvalidInput:
     return InvalidInput(
-        "invalid_cursor", "the cursor is not one this API returned", details={"field": "cursor"}
+        reasons.INVALID_CURSOR,
+        "the cursor is not one this API returned",
+        details={"field": "cursor"},
     )
 
 
@@ -466,7 +470,7 @@ def int_param(request: Request, name: str, *, default: int, lo: int, hi: int) ->
         value = lo - 1
     if not lo <= value <= hi:
         raise InvalidInput(
-            f"invalid_{name}",
+            reasons.for_field(reasons.FIELD_INVALID, name),
             f"{name} must be an integer from {lo} to {hi}",
             details={"field": name},
         )

@@ -10,7 +10,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from approvals import api as approvals_api
 from gaitweb.api_views import NotFoundView
 from jobs import api as jobs_api
-from jobs import api_calls, api_templates
+from jobs import api_calls, api_job_templates
 from packs import api as packs_api
 
 urlpatterns = [
@@ -117,7 +117,7 @@ urlpatterns = [
         name="api-pack-download",
     ),
     # job templates and recurring jobs (docs/recurring.md)
-    *api_templates.urlpatterns,
+    *api_job_templates.urlpatterns,
     # anything else under /api/v1/: the error envelope, not an HTML 404
     re_path(r"^.*$", NotFoundView.as_view()),
 ]

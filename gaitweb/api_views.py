@@ -14,7 +14,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gaitweb.actors import Actor
 from gaitweb.api import (
     ApiKeyAuthentication,
     ApiRateThrottle,
@@ -26,6 +25,7 @@ from gaitweb.api import (
     json_safe_check,
     unknown_fields_check,
 )
+from gaitweb.lib.actors import Actor
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

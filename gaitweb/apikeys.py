@@ -19,8 +19,10 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import InvalidInput, NotFound
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import InvalidInput, NotFound
 from gaitweb.models import API_KEY_PREFIX_LEN, ApiKey
 
 KEY_PREFIX = "gw_"
@@ -51,7 +53,7 @@ def scopes_parse(value: Any) -> list[str]:
     unknown = sorted(set(items) - Scope.ALL)
     if unknown or not items:
         raise InvalidInput(
-            "invalid_scopes",
+            reasons.INVALID_SCOPES,
             f"scopes must be a non-empty list of {', '.join(sorted(Scope.ALL))}"
             + (f" (unknown: {', '.join(unknown)})" if unknown else ""),
             details={"field": "scopes", "allowed": sorted(Scope.ALL)},
@@ -74,13 +76,13 @@ def apikey_create(
         identity = user.get_username()
     if not identity or len(identity) > IDENTITY_MAX:
         raise InvalidInput(
-            "invalid_identity",
+            reasons.INVALID_IDENTITY,
             f"an identity of 1-{IDENTITY_MAX} characters is required",
             details={"field": "identity"},
         )
     name = (name or "").strip()
     if len(name) > NAME_MAX:
-        raise InvalidInput("name_too_long", f"name is longer than {NAME_MAX} characters")
+        raise InvalidInput(reasons.NAME_TOO_LONG, f"name is longer than {NAME_MAX} characters")
     parsed = scopes_parse(scopes)
     for _ in range(5):
         prefix = secrets.token_hex(API_KEY_PREFIX_LEN // 2)
@@ -117,7 +119,7 @@ def apikey_revoke(*, actor: Actor, prefix: str) -> ApiKey:
     row = ApiKey.objects.filter(prefix=bare).first()
     if row is None:
         raise NotFound(
-            "apikey_not_found", f"no API key with prefix {bare!r}", details={"prefix": bare}
+            reasons.APIKEY_NOT_FOUND, f"no API key with prefix {bare!r}", details={"prefix": bare}
         )
     if row.revoked_at is None:
         ApiKey.objects.filter(pk=row.pk, revoked_at__isnull=True).update(
@@ -229,8 +231,6 @@ def apikey_actor(row: ApiKey) -> Actor:
 
 
 def apikey_as_dict(row: ApiKey) -> dict[str, Any]:
-    from gaitweb.canonical import iso_utc
-
     return {
         "prefix": row.prefix,
         "display": row.display_prefix,

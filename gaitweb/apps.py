@@ -1,4 +1,7 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+from gaitweb.lib.roles import roles_ensure_on_migrate
 
 
 class GaitwebConfig(AppConfig):
@@ -6,8 +9,4 @@ class GaitwebConfig(AppConfig):
     verbose_name = "gaitweb"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_migrate
-
-        from gaitweb.roles import roles_ensure_on_migrate
-
         post_migrate.connect(roles_ensure_on_migrate, dispatch_uid="gaitweb_roles")

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from gaitweb.errors import EXIT_INTERNAL, EXIT_OK, GaitError, Interface
+from gaitweb.lib import reasons
+from gaitweb.lib.errors import EXIT_INTERNAL, EXIT_OK, GaitError, Interface, refusal_payload
 
 log = logging.getLogger("gaitweb.cli")
 
@@ -42,19 +43,11 @@ def emit(payload: dict[str, Any], *, as_json: bool, stream: Any = None) -> None:
         stream.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def error_payload(operation: str, exc: GaitError, **extra: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "ok": False,
-        "operation": operation,
-        "error": exc.message,
-        "error_code": exc.code,
-        "retryable": exc.retryable,
-        "hint": exc.hint_for(Interface.CLI),
-    }
-    if exc.details:
-        payload["details"] = exc.details
-    payload.update(extra)
-    return payload
+def error_payload(operation: str | None, exc: GaitError, **extra: Any) -> dict[str, Any]:
+    """The CLI's refusal (gaitweb.lib.errors.refusal_payload) of ``operation``; an argument
+    error has none (no verb ran)."""
+    head = {"operation": operation} if operation else {}
+    return {**head, **refusal_payload(exc, Interface.CLI), **extra}
 
 
 def run_handler(handler: Handler, args: Any, operation: str) -> int:
@@ -67,17 +60,13 @@ def run_handler(handler: Handler, args: Any, operation: str) -> int:
         return exc.exit_code
     except Exception as exc:  # the CLI's last resort: report, never a traceback on stdout
         log.exception("internal error in %s", operation)
-        emit(
-            {
-                "ok": False,
-                "operation": operation,
-                "error": f"internal error: {type(exc).__name__}",
-                "error_code": "internal_error",
-                "retryable": True,
-                "hint": "see the server log",
-            },
-            as_json=as_json,
+        internal = GaitError(
+            reasons.INTERNAL_ERROR,
+            f"internal error: {type(exc).__name__}",
+            hint="see the server log",
+            retryable=True,
         )
+        emit(error_payload(operation, internal), as_json=as_json)
         return EXIT_INTERNAL
     payload.setdefault("ok", code == EXIT_OK)
     payload.setdefault("operation", operation)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gaitweb.actors import Actor
 from gaitweb.apikeys import apikey_as_dict, apikey_create, apikey_list, apikey_revoke
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, NotFound
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, NotFound
 
 
 def _actor(args: Any) -> Actor:
@@ -27,7 +28,7 @@ def _create(args: Any) -> tuple[int, dict[str, Any]]:
         user = User.objects.filter(**{User.USERNAME_FIELD: args.user}).first()
         if user is None:
             raise NotFound(
-                "user_not_found", f"no user named {args.user!r}", details={"user": args.user}
+                reasons.USER_NOT_FOUND, f"no user named {args.user!r}", details={"user": args.user}
             )
     created = apikey_create(
         actor=_actor(args),

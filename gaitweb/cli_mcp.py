@@ -11,14 +11,14 @@ import os
 import sys
 from typing import Any
 
-from gaitweb.errors import EXIT_OK, GaitError
+from gaitweb.cli import error_payload
+from gaitweb.lib.errors import EXIT_OK, GaitError
+from gaitweb.mcp_server import mcp_actor, serve_stdio
 
 API_KEY_ENV = "GAIT_MCP_API_KEY"
 
 
 def _serve(args: Any) -> int:
-    from gaitweb.mcp_server import mcp_actor, serve_stdio
-
     try:
         actor = mcp_actor(
             api_key=args.api_key or os.environ.get(API_KEY_ENV, ""),
@@ -26,12 +26,7 @@ def _serve(args: Any) -> int:
             scopes=args.scopes or "",
         )
     except GaitError as exc:
-        sys.stderr.write(
-            json.dumps(
-                {"ok": False, "operation": "mcp", "error": exc.message, "error_code": exc.code}
-            )
-            + "\n"
-        )
+        sys.stderr.write(json.dumps(error_payload("mcp", exc), default=str) + "\n")
         return exc.exit_code
     serve_stdio(actor)
     return EXIT_OK

@@ -27,8 +27,20 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from gaitweb.actors import Actor
-from gaitweb.errors import GaitError
+from approvals.gate import gate_evaluate
+from approvals.models import Policy
+from approvals.policies import PolicyBinding, policy_save
+from approvals.services import approval_request_create
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import GaitError
+from gaitweb.lib.roles import roles_ensure
+from jobs import services
+from jobs.models import AllowedExecutable, Job, JobTemplate
+from jobs.recurring import template_create
+from jobs.workflow_registry import workflow_versions
+from packs.keys import key_init
+from packs.models import SigningKey, SigningKeyStatus
+from packs.services import pack_build
 
 log = logging.getLogger("gaitweb.demo")
 
@@ -78,8 +90,6 @@ def demo_logins_ensure(*, reset: bool = False) -> DemoLogins:
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group, User
 
-    from gaitweb.roles import roles_ensure
-
     roles_ensure()
     path = Path(settings.DATA_DIR) / DEMO_PASSWORD_FILE
     names = [name for name, _ in DEMO_USERS]
@@ -124,10 +134,6 @@ def demo_logins_ensure(*, reset: bool = False) -> DemoLogins:
 
 
 def _policy_binding(admin: Actor) -> Any:
-    from approvals.models import Policy
-    from approvals.services import policy_save
-    from jobs.services import PolicyBinding
-
     policy = Policy.objects.filter(name=POLICY_NAME).select_related("current").first()
     if policy is None or policy.current is None:
         source = (Path(settings.BASE_DIR) / "examples" / "policy.yaml").read_text()
@@ -140,9 +146,6 @@ def _policy_binding(admin: Actor) -> Any:
 
 
 def _signing_key(admin: Actor) -> None:
-    from packs.keys import key_init
-    from packs.models import SigningKey, SigningKeyStatus
-
     if not SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).exists():
         try:
             key_init(actor=admin)
@@ -153,9 +156,6 @@ def _signing_key(admin: Actor) -> None:
 def _approval(
     job_id: str, *, summary: str, intent: dict[str, Any], binding: Any, hours: float, **kw: Any
 ) -> None:
-    from approvals.gate import gate_evaluate
-    from approvals.services import approval_request_create
-
     gate = gate_evaluate(intent=intent, policy=binding.version).as_dict()
     approval_request_create(
         actor=Actor.system(AGENT),
@@ -174,8 +174,6 @@ def _agent_job(
     """Submit an agent-driven job with its plan and progress checkpoints, as an agent would.
     False (and nothing written) when the job exists already: the caller then skips the steps
     that put it in its demo status."""
-    from jobs import services
-    from jobs.models import Job
 
     if Job.objects.filter(job_id=job_id).exists():
         return False
@@ -194,8 +192,6 @@ def _agent_job(
 
 
 def _seed_agent_jobs(binding: Any) -> None:
-    from jobs import services
-
     agent = Actor.system(AGENT)
     ops = Actor.system("ops-oncall")
 
@@ -335,7 +331,6 @@ def _seed_agent_jobs(binding: Any) -> None:
             type="completed",
             summary="Report published to /reports/2026-11-21",
         )
-        from packs.services import pack_build
 
         pack_build(actor=Actor.system("demo-admin"), job_id="demo-nightly-report")
 
@@ -402,9 +397,6 @@ ENGINE_JOBS: dict[str, dict[str, Any]] = {
 
 
 def _seed_engine_jobs() -> None:
-    from jobs import services
-    from jobs.models import Job
-
     operator = Actor.system("demo-operator")
     for job_id, spec in ENGINE_JOBS.items():
         if Job.objects.filter(job_id=job_id).exists():
@@ -421,9 +413,6 @@ def _seed_engine_jobs() -> None:
 def _seed_workflow_job(binding: Any) -> None:
     """One run of examples/refund_agent.py's workflow, bound to the demo policy (which sends
     its refund to two reviewers)."""
-    from jobs import services
-    from jobs.durable import workflow_versions
-    from jobs.models import Job
 
     if Job.objects.filter(job_id="demo-refund-agent").exists() or not workflow_versions(
         "refund-agent"
@@ -441,8 +430,6 @@ def _seed_workflow_job(binding: Any) -> None:
 
 def _seed_templates() -> None:
     """Saved templates, so "Run a job" offers a choice (jobs.recurring; admins manage them)."""
-    from jobs.models import JobTemplate
-    from jobs.recurring import template_create
 
     if JobTemplate.objects.filter(template_id="demo-etl").exists():
         return
@@ -471,8 +458,6 @@ def demo_allowlist_ensure() -> None:
         return
     from django.core.exceptions import ValidationError
 
-    from jobs.models import AllowedExecutable
-
     for name in DEMO_EXECUTABLES:
         if AllowedExecutable.objects.filter(name=name).exists():
             continue
@@ -487,7 +472,6 @@ def demo_allowlist_ensure() -> None:
 
 def demo_seed() -> dict[str, Any]:
     """Create the demo jobs that are missing. Safe to run on every start."""
-    from jobs.models import Job
 
     before = Job.objects.filter(job_id__startswith="demo-").count()
     admin = Actor.system("demo-admin")

@@ -14,8 +14,9 @@ from typing import Any
 
 from django.db import IntegrityError
 
-from gaitweb.canonical import digest
-from gaitweb.errors import Conflict, GaitError, InvalidInput
+from gaitweb.lib import reasons
+from gaitweb.lib.canonical import digest
+from gaitweb.lib.errors import Conflict, GaitError, InvalidInput
 from gaitweb.models import IdempotencyRecord
 from jobs.models import Job
 
@@ -25,7 +26,7 @@ KEY_MAX = 255
 def idempotency_key_check(key: Any) -> str:
     if not isinstance(key, str) or not key.strip() or len(key) > KEY_MAX or not key.isprintable():
         raise InvalidInput(
-            "invalid_idempotency_key",
+            reasons.INVALID_IDEMPOTENCY_KEY,
             f"Idempotency-Key must be 1-{KEY_MAX} printable characters",
             details={"header": "Idempotency-Key"},
         )
@@ -62,9 +63,13 @@ def job_submit_idempotent(
     header (scoped to ``owner``, the caller), else the body's ``job_id`` (global, like job
     ids). Without either, this is a plain submit."""
     if header_key is not None:
-        rec_owner, key, code = owner, idempotency_key_check(header_key), "idempotency_key_reused"
+        rec_owner, key, code = (
+            owner,
+            idempotency_key_check(header_key),
+            reasons.IDEMPOTENCY_KEY_REUSED,
+        )
     elif body.get("job_id"):
-        rec_owner, key, code = "", f"job_id:{body['job_id']}", "job_exists"
+        rec_owner, key, code = "", f"job_id:{body['job_id']}", reasons.JOB_EXISTS
     else:
         return submit(None), False
     body_digest = digest(body)
@@ -88,4 +93,4 @@ def job_submit_idempotent(
             return found, True
         if isinstance(exc, GaitError):
             raise  # a job with this id exists, submitted without a record (CLI, dashboard)
-        raise Conflict("conflict", "a concurrent submit conflicted; retry") from None
+        raise Conflict(reasons.CONFLICT, "a concurrent submit conflicted; retry") from None

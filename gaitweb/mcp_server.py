@@ -32,10 +32,26 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connections
 
-from gaitweb.actors import Actor, Scope
+from approvals.gate import gate_dispatch
+from approvals.models import ApprovalStatus
+from approvals.policies import policy_request_resolve
+from approvals.selectors import approval_get, approval_list
 from gaitweb.api import unknown_fields_check
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import GaitError, Interface, InvalidInput, LimitExceeded
+from gaitweb.apikeys import apikey_actor, apikey_authenticate, scopes_parse
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import (
+    GaitError,
+    Interface,
+    InvalidInput,
+    LimitExceeded,
+    refusal_payload,
+)
+from jobs import selectors, services  # selectors.job_list: an MCP tool has the same name
+from jobs.models import FINISHED_STATUSES, StepRun, StepRunStatus, TemplateFire
+from jobs.recurring import _jobs_enabled_check, template_run_now, template_snapshot
+from jobs.selectors import checkpoint_list, job_filter, job_get, job_snapshot
 
 log = logging.getLogger("gaitweb.mcp")
 
@@ -61,16 +77,10 @@ def _result(payload: dict[str, Any], *, error: bool = False, text: str = "") -> 
     return CallToolResult(content=content, structured_content=payload, is_error=error)
 
 
-def _refusal(exc: GaitError) -> Any:
-    payload = {
-        "ok": False,
-        "error_code": exc.code,
-        "error": exc.message,
-        "retryable": exc.retryable,
-        "hint": exc.hint_for(Interface.MCP),
-        "details": exc.details,
-    }
-    return _result(payload, error=True, text=f"refused: {exc.code}: {exc.message}")
+def _refusal(exc: GaitError, text: str = "") -> Any:
+    """A refusal as an error result (gaitweb.lib.errors.refusal_payload)."""
+    payload = refusal_payload(exc, Interface.MCP)
+    return _result(payload, error=True, text=text or f"refused: {exc.code}: {exc.message}")
 
 
 def _tool(fn: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
@@ -87,18 +97,10 @@ def _tool(fn: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
             return _refusal(exc)
         except Exception:
             log.exception("MCP tool %s failed", fn.__name__)
-            return _result(
-                {
-                    "ok": False,
-                    "error_code": "internal_error",
-                    "error": "internal error (see the server log)",
-                    "retryable": True,
-                    "hint": "",
-                    "details": {},
-                },
-                error=True,
-                text="refused: internal_error",
+            internal = GaitError(
+                reasons.INTERNAL_ERROR, "internal error (see the server log)", retryable=True
             )
+            return _refusal(internal, text=f"refused: {reasons.INTERNAL_ERROR}")
         finally:
             # tools run on the SDK's worker threads, each with its own connection: close it
             # rather than leave one idle connection per thread the pool ever used
@@ -115,12 +117,10 @@ def _tool(fn: Callable[..., dict[str, Any]]) -> Callable[..., Any]:
 def mcp_actor(*, api_key: str = "", identity: str = "", scopes: str = "") -> Actor:
     """The actor the server runs as. An API key wins over an identity; one of them is needed."""
     if api_key:
-        from gaitweb.apikeys import apikey_actor, apikey_authenticate
-
         row = apikey_authenticate(api_key.strip())
         if row is None:
             raise GaitError(
-                "invalid_api_key",
+                reasons.INVALID_API_KEY,
                 "the API key is unknown, revoked or malformed",
                 http_status=401,
                 hint="create one with: gait apikey create …",
@@ -129,13 +129,12 @@ def mcp_actor(*, api_key: str = "", identity: str = "", scopes: str = "") -> Act
     identity = (identity or "").strip()
     if not identity:
         raise InvalidInput(
-            "mcp_identity_required",
+            reasons.MCP_IDENTITY_REQUIRED,
             "the MCP server acts as an API key (--api-key or GAIT_MCP_API_KEY) or an identity "
             "(--identity)",
         )
     if len(identity) > 256:
-        raise InvalidInput("invalid_identity", "identity is longer than 256 characters")
-    from gaitweb.apikeys import scopes_parse
+        raise InvalidInput(reasons.INVALID_IDENTITY, "identity is longer than 256 characters")
 
     granted = frozenset(scopes_parse(scopes or "read,submit,control"))
     return Actor(name=identity, scopes=granted, identity=identity, kind="system")
@@ -151,10 +150,10 @@ def _page_size(limit: int | None) -> int:
     if limit is None:
         return default
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidInput("invalid_limit", "limit must be a positive integer")
+        raise InvalidInput(reasons.INVALID_LIMIT, "limit must be a positive integer")
     if limit > maximum:
         raise LimitExceeded(
-            "page_size_too_large",
+            reasons.PAGE_SIZE_TOO_LARGE,
             f"limit {limit} is larger than the maximum page size {maximum}",
             details={"limit": "LIST_MAX_PAGE_SIZE", "max": maximum, "requested": limit},
         )
@@ -162,9 +161,6 @@ def _page_size(limit: int | None) -> int:
 
 
 def _pending_approvals(actor: Actor, job_id: str) -> list[dict[str, Any]]:
-    from approvals.models import ApprovalStatus
-    from approvals.selectors import approval_list
-
     rows = approval_list(actor=actor, job_id=job_id).filter(status=ApprovalStatus.PENDING)
     return [_approval_dict(r) for r in rows]
 
@@ -185,8 +181,6 @@ def _approval_dict(r: Any) -> dict[str, Any]:
 
 
 def _template_of(job: Any) -> dict[str, Any] | None:
-    from jobs.models import TemplateFire
-
     fire = TemplateFire.objects.filter(job=job).select_related("template", "previous_job").first()
     if fire is None:
         return None
@@ -229,12 +223,6 @@ def _server_class() -> type:
 
 def build_server(actor: Actor) -> Any:
     """An ``MCPServer`` with gaitweb's tools, every call made as ``actor``."""
-    from approvals.gate import gate_dispatch
-    from approvals.selectors import approval_get, approval_list
-    from jobs import selectors, services  # selectors.job_list: the tool has the same name
-    from jobs.models import FINISHED_STATUSES, StepRun, StepRunStatus
-    from jobs.recurring import template_run_now, template_snapshot
-    from jobs.selectors import checkpoint_list, job_filter, job_get, job_snapshot
 
     server = _server_class()(name=SERVER_NAME, instructions=INSTRUCTIONS, version="1.0.0")
 
@@ -256,14 +244,14 @@ def build_server(actor: Actor) -> Any:
     ) -> dict[str, Any]:
         if spec is not None and template_id:
             raise InvalidInput(
-                "spec_or_template",
+                reasons.SPEC_OR_TEMPLATE,
                 "give a spec or a template_id, not both",
                 details={"fields": ["spec", "template_id"]},
             )
         if template_id:
             if policy:
                 raise InvalidInput(
-                    "policy_from_template",
+                    reasons.POLICY_FROM_TEMPLATE,
                     "a job created from a template uses the template's policy",
                     details={"field": "policy"},
                 )
@@ -278,13 +266,10 @@ def build_server(actor: Actor) -> Any:
             if fire.job:
                 out["job"] = job_snapshot(fire.job)
             return out
-        from jobs.recurring import _jobs_enabled_check
 
         _jobs_enabled_check()
         binding = None
         if policy:
-            from approvals.services import policy_request_resolve
-
             # managed policies only, never a server file; job_submit applies the assignment
             binding = policy_request_resolve(ref=policy)
         job = services.job_submit(
@@ -453,8 +438,8 @@ def build_server(actor: Actor) -> Any:
         out = result.as_dict()
         out["job_id"] = job_id
         out["allowed"] = result.allowed
-        reasons = ", ".join(result.reason_codes)
-        out["_text"] = f"verdict: {result.verdict} ({reasons})" + (
+        why = ", ".join(result.reason_codes)
+        out["_text"] = f"verdict: {result.verdict} ({why})" + (
             "" if result.allowed else " — do not make this call"
         )
         return out
@@ -473,13 +458,13 @@ def build_server(actor: Actor) -> Any:
     ) -> dict[str, Any]:
         actor.require(Scope.READ)
         if not job_id and not request_id:
-            raise InvalidInput("missing_job_id", "give a job_id or a request_id")
+            raise InvalidInput(reasons.MISSING_JOB_ID, "give a job_id or a request_id")
         if (
             isinstance(timeout_seconds, bool)
             or not 0 <= timeout_seconds <= APPROVAL_WAIT_MAX_SECONDS
         ):
             raise InvalidInput(
-                "invalid_timeout",
+                reasons.INVALID_TIMEOUT,
                 f"timeout_seconds must be from 0 to {APPROVAL_WAIT_MAX_SECONDS:g}",
                 details={"field": "timeout_seconds", "max": APPROVAL_WAIT_MAX_SECONDS},
             )

@@ -69,7 +69,7 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [
-            # gaitweb.apikeys.submit_idempotent: one job per (owner, key), first writer wins
+            # gaitweb.idempotency.job_submit_idempotent: one job per (owner, key), first writer wins
             models.UniqueConstraint(fields=["owner", "key"], name="idempotency_unique_owner_key"),
             models.CheckConstraint(condition=~Q(key=""), name="idempotency_key_not_empty"),
         ]

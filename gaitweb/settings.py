@@ -96,9 +96,9 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    # before CSRF: their process_view runs before anything reads the body (gaitweb.middleware)
-    "gaitweb.middleware.RequestSizeLimitMiddleware",
-    "gaitweb.middleware.NulCharacterMiddleware",
+    # before CSRF: their process_view runs before anything reads the body (gaitweb.lib.middleware)
+    "gaitweb.lib.middleware.RequestSizeLimitMiddleware",
+    "gaitweb.lib.middleware.NulCharacterMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -330,7 +330,7 @@ GAIT = {
     "STEP_TIMEOUT_DEFAULT": env_float("GAIT_STEP_TIMEOUT_DEFAULT", 300.0),
     "STEP_TIMEOUT_MAX": env_float("GAIT_STEP_TIMEOUT_MAX", 86400.0),
     "SPEC_MAX_BYTES": env_int("GAIT_SPEC_MAX_BYTES", 256 * 1024),
-    # request bodies, refused by Content-Length before they are read (gaitweb.middleware):
+    # request bodies, refused by Content-Length before they are read (gaitweb.lib.middleware):
     # every endpoint, and the pack uploads (verify, inspect; diff takes two)
     "REQUEST_MAX_BYTES": env_int("GAIT_REQUEST_MAX_BYTES", 4 * 1024 * 1024),
     "UPLOAD_MAX_BYTES": env_int("GAIT_UPLOAD_MAX_BYTES", 256 * 1024 * 1024),
@@ -338,7 +338,7 @@ GAIT = {
     "LOG_TAIL_MAX_BYTES": env_int("GAIT_LOG_TAIL_MAX_BYTES", 16 * 1024),
     "ENV_FINGERPRINT": os.environ.get("GAIT_ENV_FINGERPRINT", ""),
     # the stored policy (by name) bound to jobs of identities an admin gave no policy of their
-    # own (approvals.assignments; docs/security.md); empty: those jobs run ungated
+    # own (approvals.identities; docs/security.md); empty: those jobs run ungated
     "DEFAULT_POLICY": os.environ.get("GAIT_DEFAULT_POLICY", "").strip(),
     "SIGNING_KEY_ENV": "GAIT_SIGNING_KEY",
     "KEYS_DIR": DATA_DIR / "keys",

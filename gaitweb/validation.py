@@ -1,37 +1,4 @@
-"""Input checks shared by every service: one place for the reason codes of a bad text field."""
+"""Old path of gaitweb.lib.validation, kept only while jobs/engine.py and jobs/recurring.py (being
+rewritten in parallel, issue #15) still import it: delete this file when they are merged."""
 
-from __future__ import annotations
-
-from typing import Any
-
-from gaitweb.errors import InvalidInput
-
-
-def text_field(
-    value: Any,
-    field: str,
-    *,
-    max_len: int,
-    bytes_: bool = False,
-    required: bool = False,
-    code: str = "",
-) -> str:
-    """``value`` stripped, or a refusal: ``invalid_field`` (not a string), ``missing_<field>``
-    (empty but required), ``<field>_too_long`` (over ``max_len`` characters, or UTF-8 bytes
-    with ``bytes_``, as Gait counts checkpoint summaries)."""
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise InvalidInput("invalid_field", f"{field} must be a string", details={"field": field})
-    value = value.strip()
-    if required and not value:
-        raise InvalidInput(f"missing_{field}", f"{field} is required", details={"field": field})
-    size = len(value.encode("utf-8")) if bytes_ else len(value)
-    if size > max_len:
-        unit = "bytes" if bytes_ else "characters"
-        raise InvalidInput(
-            code or f"{field}_too_long",
-            f"{field} is longer than {max_len} {unit}",
-            details={"field": field, f"max_{unit}": max_len},
-        )
-    return value
+from gaitweb.lib.validation import text_field  # noqa: F401

@@ -22,10 +22,13 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError, Interface
-from gaitweb.middleware import body_limit, upload_max_bytes
-from gaitweb.roles import user_role
+from approvals.selectors import decision_pending_count
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError, dashboard_refusal
+from gaitweb.lib.middleware import body_limit, upload_max_bytes
+from gaitweb.lib.roles import user_role
+from packs.keys import public_key_parse
+from packs.services import pack_verify
 
 
 def login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -62,7 +65,6 @@ def nav_pending_count(actor: Actor) -> int:
     """The header's count of what ``actor`` may see waiting for a reviewer: pending approval
     requests and unanswered decision-needed checkpoints (approvals.selectors). Fragments swap
     it out of band (``_nav_count.html``)."""
-    from approvals.selectors import decision_pending_count
 
     return decision_pending_count(actor=actor)
 
@@ -76,15 +78,6 @@ def page_context(request: HttpRequest, nav: str) -> dict[str, Any]:
         "nav_role": user_role(request.user),
         "nav_can_submit": actor.can(Scope.SUBMIT),
         "nav_pending_approvals": nav_pending_count(actor),
-    }
-
-
-def refusal_of(exc: GaitError) -> dict[str, Any]:
-    return {
-        "code": exc.code,
-        "message": exc.message,
-        "hint": exc.hint_for(Interface.DASHBOARD),
-        "details": exc.details,
     }
 
 
@@ -144,8 +137,6 @@ def pack_verify_page(request: HttpRequest) -> HttpResponse:
     The verdict is green only for a pack a trusted key signed; a pack accepted because the
     user ticked "allow unsigned" says so in amber, and no check is painted green next to a
     failing pack (templates/packs/verify.html)."""
-    from packs.keys import public_key_parse
-    from packs.services import pack_verify
 
     require_read(request)
     ctx: dict[str, Any] = page_context(request, "verify")
@@ -177,7 +168,7 @@ def pack_verify_page(request: HttpRequest) -> HttpResponse:
                     source=upload.file, allow_unsigned=allow_unsigned, public_keys=keys
                 )
             except GaitError as exc:
-                ctx["refusal"] = refusal_of(exc)
+                ctx["refusal"] = dashboard_refusal(exc)
                 status = exc.http_status
             else:
                 ctx["report"] = result.as_dict()

@@ -5,7 +5,7 @@ from django.urls import path
 from approvals import views as approval_views
 from gaitweb import views
 from jobs import views as job_views
-from jobs import views_templates as template_views
+from jobs import views_job_templates as job_template_views
 
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
@@ -21,11 +21,13 @@ urlpatterns = [
         job_views.job_action,
         name="jobs-action",
     ),
-    path("templates/", template_views.templates_list, name="templates-list"),
-    path("templates/<str:template_id>/", template_views.template_detail, name="templates-detail"),
+    path("templates/", job_template_views.templates_list, name="templates-list"),
+    path(
+        "templates/<str:template_id>/", job_template_views.template_detail, name="templates-detail"
+    ),
     path(
         "templates/<str:template_id>/<str:action>/",
-        template_views.template_action,
+        job_template_views.template_action,
         name="templates-action",
     ),
     path("approvals/", approval_views.approvals_queue, name="approvals-queue"),

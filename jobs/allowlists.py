@@ -25,14 +25,12 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from gaitweb.errors import Forbidden
-from jobs.egress import DESTINATION_FORBIDDEN, host_literal_category, host_normalize
+from gaitweb.lib import reasons
+from gaitweb.lib.errors import Forbidden
+from jobs.egress import host_literal_category, host_normalize
 from jobs.models import AllowedExecutable, AllowedHttpHost
 
 # reason codes (docs/security.md)
-COMMAND_STEPS_DISABLED = "command_steps_disabled"  # GAIT_COMMAND_STEPS is off
-COMMAND_SHELL_DISABLED = "command_shell_disabled"  # shell: true while GAIT_COMMAND_SHELL is off
-COMMAND_NOT_ALLOWED = "command_not_allowed"  # argv[0] is not on the executable allow-list
 
 SHELL = "/bin/sh"
 
@@ -99,7 +97,7 @@ def command_authorize(w: Mapping[str, Any], *, lists: Allowlists, path: str = "s
     ``details.path`` starts with ``path`` (the step's own, ``steps[2]``)."""
     if not _gait("COMMAND_STEPS"):
         raise Forbidden(
-            COMMAND_STEPS_DISABLED,
+            reasons.COMMAND_STEPS_DISABLED,
             "command steps are turned off in this deployment",
             details={"path": f"{path}.kind"},
             hint="an admin turns them on with GAIT_COMMAND_STEPS=true (docs/security.md)",
@@ -107,7 +105,7 @@ def command_authorize(w: Mapping[str, Any], *, lists: Allowlists, path: str = "s
     if w.get("shell"):
         if not _gait("COMMAND_SHELL"):
             raise Forbidden(
-                COMMAND_SHELL_DISABLED,
+                reasons.COMMAND_SHELL_DISABLED,
                 "shell: true is turned off in this deployment",
                 details={"path": f"{path}.with.shell"},
                 hint="use argv with an allow-listed executable, or ask an admin for "
@@ -118,7 +116,7 @@ def command_authorize(w: Mapping[str, Any], *, lists: Allowlists, path: str = "s
     executable = lists.executable(argv0)
     if executable is None:
         raise Forbidden(
-            COMMAND_NOT_ALLOWED,
+            reasons.COMMAND_NOT_ALLOWED,
             f"{argv0!r} is not an allowed executable",
             details={"path": f"{path}.with.argv[0]", "executable": argv0[:256]},
             hint="an admin adds executables under Jobs › Allowed executables; name them by "
@@ -139,7 +137,7 @@ def http_url_authorize(url: str, *, lists: Allowlists, path: str = "with.url") -
     category = host_literal_category(host)
     if category is not None and not lists.host_allowed(host, port):
         raise Forbidden(
-            DESTINATION_FORBIDDEN,
+            reasons.HTTP_DESTINATION_FORBIDDEN,
             f"{host} is a {category.replace('_', '-')} address: http steps may not reach it",
             details={"path": path, "host": host_normalize(host), "category": category},
             hint="an admin allow-lists internal hosts under Jobs › Allowed HTTP hosts",

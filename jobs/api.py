@@ -19,13 +19,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from approvals.api import DecideOut
+from approvals.policies import policy_request_resolve
 from approvals.services import job_decide
-from gaitweb.actors import Actor, Scope
 from gaitweb.api import KeysetPagination, StrictInput, StrictQuery, page_serializer
 from gaitweb.api_views import ApiView
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import Interface, PolicyRefused
+from gaitweb.idempotency import job_submit_idempotent
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import Interface, PolicyRefused
 from jobs import services
+from jobs.engine import SWEEP_BEAT_KEY, job_signal, job_stats
 from jobs.models import Checkpoint, Job, JobEvent, JobStatus, StepRun
 from jobs.selectors import (
     checkpoint_get,
@@ -268,7 +272,7 @@ def asserted_identity(actor: Actor, requested: str | None) -> str | None:
     if actor.kind == "apikey":
         if requested not in (None, "") and requested != actor.identity:
             raise PolicyRefused(
-                "identity_binding_mismatch",
+                reasons.IDENTITY_BINDING_MISMATCH,
                 f"this API key is bound to identity {actor.identity!r}, not {requested!r}",
                 details={"identity": requested, "key_identity": actor.identity},
             )
@@ -280,7 +284,6 @@ def policy_binding(ref: str | None) -> services.PolicyBinding | None:
     """A stored policy named by the request. Unlike the CLI, the API never reads files."""
     if not ref:
         return None
-    from approvals.services import policy_request_resolve
 
     return policy_request_resolve(ref=ref)
 
@@ -362,8 +365,6 @@ class JobsView(ApiView):
         summary="Submit a job (with a spec, or without steps for an agent-driven job)",
     )
     def post(self, request: Request) -> Response:
-        from gaitweb.idempotency import job_submit_idempotent
-
         data = self.input(JobSubmitIn)
         actor = self.actor
         identity = asserted_identity(actor, data.get("identity"))
@@ -514,8 +515,6 @@ class JobSignalView(ApiView):
         summary="Deliver a signal (a wait_event step consumes it)",
     )
     def post(self, request: Request, job_id: str, name: str) -> Response:
-        from jobs.engine import job_signal
-
         data = self.input(SignalIn)
         job = job_signal(actor=self.actor, job_id=job_id, name=name, payload=data.get("payload"))
         return _job_response(job, 202)
@@ -688,8 +687,6 @@ class StatsView(ApiView):
         summary="Counters: jobs by outcome, step attempts, queue depth, recent reason codes",
     )
     def get(self, request: Request) -> Response:
-        from jobs.engine import job_stats
-
         return Response(job_stats(actor=self.actor))
 
 
@@ -707,8 +704,6 @@ def worker_last_seen() -> dict[str, Any]:
 
     from django.conf import settings
     from django.core.cache import cache
-
-    from jobs.engine import SWEEP_BEAT_KEY
 
     gait: dict[str, Any] = settings.GAIT
     period = float(gait.get("SWEEP_SECONDS", 2.0))

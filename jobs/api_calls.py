@@ -1,5 +1,5 @@
 """Durable calls of external agents over HTTP (jobs.durable_api; the client is
-``gaitweb.client.GaitClient.run``). Thin views: parse strictly, call one service, render."""
+``gaitclient.GaitClient.run``). Thin views: parse strictly, call one service, render."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gaitweb.actors import Scope
 from gaitweb.api import StrictInput
 from gaitweb.api_views import ApiView
+from gaitweb.lib.actors import Scope
 from jobs import durable_api
 
 

@@ -6,11 +6,13 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # imports of the project stay inside ready(): models can be imported only once the app
+        # registry is loaded, which is what ready() signals.
         # the templates admin lives beside the read-only jobs admin (jobs/admin.py); Django's
         # autodiscovery imports only ``admin``, so register it here
         from django.db.models.signals import post_delete, post_save
 
-        from jobs import admin_templates  # noqa: F401
+        from jobs import admin_job_templates  # noqa: F401
         from jobs.allowlists import allowlists_forget
         from jobs.hardening import process_harden
         from jobs.models import AllowedExecutable, AllowedHttpHost

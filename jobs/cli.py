@@ -6,13 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from approvals.policies import policy_binding_resolve
 from approvals.services import job_decide
-from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, EXIT_VERIFY_FAILED, Interface, InvalidInput
-from gaitweb.parsing import json_loads
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, EXIT_VERIFY_FAILED, Interface, InvalidInput
+from gaitweb.lib.parsing import json_loads
 from jobs import services
+from jobs.cli_engine import register_job_verbs
 from jobs.selectors import checkpoint_get, checkpoint_list, job_get, job_snapshot
+from jobs.spec import spec_load
 
 
 def _actor(args: Any, default: str = "cli") -> Actor:
@@ -25,11 +29,13 @@ def _read_file(path: str, what: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidInput(
-            f"{what}_file_not_found", f"{what} file not found: {path}", details={"path": path}
+            reasons.for_field(reasons.FIELD_FILE_NOT_FOUND, what),
+            f"{what} file not found: {path}",
+            details={"path": path},
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(
-            f"{what}_file_unreadable",
+            reasons.for_field(reasons.FIELD_FILE_UNREADABLE, what),
             f"cannot read {what} file {path}: {exc}",
             details={"path": path},
         ) from None
@@ -39,7 +45,6 @@ def policy_binding_from_arg(value: str | None) -> services.PolicyBinding | None:
     """``--policy`` takes a YAML file (path) or the name of a policy managed in gaitweb."""
     if not value:
         return None
-    from approvals.services import policy_binding_resolve
 
     return policy_binding_resolve(ref=value)
 
@@ -56,13 +61,13 @@ def revocations_from_file(path: str | None) -> set[str]:
             data = json_loads(stripped, what="the revocations file")
         except json.JSONDecodeError as exc:
             raise InvalidInput(
-                "invalid_revocations_file", f"revocations file is not valid JSON: {exc}"
+                reasons.INVALID_REVOCATIONS_FILE, f"revocations file is not valid JSON: {exc}"
             ) from None
         if isinstance(data, dict):
             data = data.get("revoked_identities")
         if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
             raise InvalidInput(
-                "invalid_revocations_file",
+                reasons.INVALID_REVOCATIONS_FILE,
                 "a JSON revocations file must be an array of strings or an object with revoked_identities",
             )
         return {x.strip() for x in data if x.strip()}
@@ -79,7 +84,7 @@ def _labels(values: list[str] | None) -> dict[str, str]:
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise InvalidInput("invalid_labels", f"labels are key=value, got {item!r}")
+            raise InvalidInput(reasons.INVALID_LABELS, f"labels are key=value, got {item!r}")
         labels[key] = value
     return labels
 
@@ -87,7 +92,6 @@ def _labels(values: list[str] | None) -> dict[str, str]:
 def _spec_from_file(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
-    from jobs.spec import spec_load
 
     return spec_load(_read_file(path, "spec"), source=path)
 
@@ -313,8 +317,4 @@ def register(groups: Any) -> None:
     _verb(sub, "inspect", _inspect, "inspect", "job, checkpoints, latest events and chain status")
     _verb(sub, "verify-chain", _verify_chain, "verify_chain", "recompute the journal's hash chain")
 
-    try:
-        from jobs.cli_engine import register_job_verbs
-    except ImportError:
-        return
     register_job_verbs(sub)

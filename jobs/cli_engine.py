@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, InvalidInput
-from gaitweb.parsing import json_loads
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, InvalidInput
+from gaitweb.lib.parsing import json_loads
+from jobs.engine import engine_bootstrap, job_signal, job_stats
+from jobs.selectors import job_snapshot
 
 
 def _stats(args: Any) -> tuple[int, dict[str, Any]]:
-    from jobs.engine import job_stats
-
     stats = job_stats(actor=None)
     summary = (
         f"created {stats['created']}, started {stats['started']}, succeeded {stats['succeeded']}, "
@@ -39,16 +40,13 @@ def _stats(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _signal(args: Any) -> tuple[int, dict[str, Any]]:
-    from jobs.engine import job_signal
-    from jobs.selectors import job_snapshot
-
     payload: Any = None
     if args.payload is not None:
         try:
             payload = json_loads(args.payload, what="--payload")
         except json.JSONDecodeError as exc:
             raise InvalidInput(
-                "invalid_signal_payload",
+                reasons.INVALID_SIGNAL_PAYLOAD,
                 f"--payload is not JSON: {exc}",
                 details={"field": "payload"},
             ) from None
@@ -65,8 +63,6 @@ def _signal(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _bootstrap(args: Any) -> tuple[int, dict[str, Any]]:
-    from jobs.engine import engine_bootstrap
-
     result = engine_bootstrap()
     return EXIT_OK, {
         "ok": True,

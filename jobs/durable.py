@@ -24,10 +24,8 @@ Exception`` does not swallow it); the next claim replays up to the call that par
 
 from __future__ import annotations
 
-import inspect
 import json
 import random as _random
-import re
 import time
 import uuid as _uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -38,9 +36,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from gaitweb.actors import Actor
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import GaitError, InvalidInput
+from approvals.gate import gate_evaluate, job_policy
+from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind, PolicyVersion
+from approvals.services import approval_request_create
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import GaitError, InvalidInput
 from jobs.engine import (
     ENGINE_ACTOR,
     FAIL_NON_RETRYABLE,
@@ -56,13 +58,13 @@ from jobs.engine import (
 from jobs.journal import event_append, event_build
 from jobs.models import CheckpointType, Job, JobEvent, JobStatus, StepRun, StepRunStatus
 from jobs.replay import (
-    NONDETERMINISTIC,
     CallLog,
     CallRecord,
     Decision,
     nondeterminism_message,
     record_kind,
 )
+from jobs.services import checkpoint_write
 from jobs.spec import (
     RETRY_DEFAULTS,
     SIGNAL_NAME_RE,
@@ -70,16 +72,14 @@ from jobs.spec import (
     duration_parse,
     step_backoff_seconds,
 )
-from jobs.steps import StepContext, _load_step_modules, output_check
+from jobs.steps import StepContext, StepError, StepResult, output_check
+
+# workflow authors write `from jobs.durable import workflow` (docs/workflows.md)
+from jobs.workflow_registry import workflow as workflow
+from jobs.workflow_registry import workflow_versions
 
 S = JobStatus
 R = StepRunStatus
-WorkflowFunction = Callable[..., Any]
-_REGISTRY: dict[str, dict[str, WorkflowFunction]] = {}
-WORKFLOW_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
-VERSION_MISMATCH = "workflow_version_mismatch"
-UNKNOWN_WORKFLOW = "workflow_unknown"
 # the most calls one job may record (each is a row and an event)
 MAX_CALLS = 100_000
 # group commit of idempotent calls: at most this many records wait for one statement
@@ -91,137 +91,6 @@ REPLAY_STATS: dict[str, float] = {}
 
 def _gait(name: str) -> Any:
     return settings.GAIT[name]  # type: ignore[index]
-
-
-# --- the registry ------------------------------------------------------------------------------
-
-
-def workflow(
-    name: str, *, version: str = "1", group_commit: bool = False
-) -> Callable[[WorkflowFunction], WorkflowFunction]:
-    """Register ``fn`` as workflow ``name`` (only registered names can be submitted). It is
-    called as ``fn(ctx, **input)``. A job records the version it was submitted with and runs
-    only on that version: keep the old function registered under its version while jobs of it
-    are running (docs/workflows.md, "Versioning"). Every completed call is committed before the
-    next one starts, so a crash never runs a completed call again. ``group_commit=True`` opts a
-    workflow whose idempotent calls may safely run twice into writing them in batches (up to
-    ``GAIT_WORKFLOW_FLUSH_SECONDS`` apart): much faster, but a crash re-runs the unwritten ones."""
-    if not WORKFLOW_NAME_RE.match(name):
-        raise ValueError(f"workflow name {name!r} must match {WORKFLOW_NAME_RE.pattern}")
-    if not VERSION_RE.match(version):
-        raise ValueError(f"workflow version {version!r} must match {VERSION_RE.pattern}")
-
-    def register(fn: WorkflowFunction) -> WorkflowFunction:
-        versions = _REGISTRY.setdefault(name, {})
-        existing = versions.get(version)
-        if existing is not None and existing.__qualname__ != fn.__qualname__:
-            raise ValueError(f"workflow {name!r} version {version!r} is already registered")
-        versions[version] = fn
-        fn.__gait_workflow__ = (name, version)  # type: ignore[attr-defined]
-        fn.__gait_group_commit__ = group_commit  # type: ignore[attr-defined]
-        return fn
-
-    return register
-
-
-def workflow_versions(name: str) -> dict[str, WorkflowFunction]:
-    _load_step_modules()
-    return dict(_REGISTRY.get(name, {}))
-
-
-def workflow_names() -> list[str]:
-    _load_step_modules()
-    return sorted(_REGISTRY)
-
-
-def _latest(versions: Mapping[str, WorkflowFunction]) -> str:
-    """The newest registered version: the last one registered."""
-    return list(versions)[-1]
-
-
-# --- spec shape ----------------------------------------------------------------------------------
-
-
-def workflow_spec_normalize(
-    name: Any, input: Any, *, version: Any = None, fail: Callable[..., InvalidInput]
-) -> dict[str, Any]:
-    """The ``workflow`` step of a spec ``{"workflow": NAME, "input": {...}}`` (jobs.spec), with
-    the input checked against the function's signature: unknown or missing arguments, and
-    values of the wrong JSON type for an annotated ``str``/``int``/``float``/``bool``/``list``/
-    ``dict`` parameter, are refused with the path of the field."""
-    if not isinstance(name, str) or not WORKFLOW_NAME_RE.match(name):
-        raise fail("workflow", "must be a registered workflow name", "spec_unknown_workflow")
-    versions = workflow_versions(name)
-    if not versions:
-        raise fail(
-            "workflow",
-            f"no workflow is registered as {name!r}",
-            "spec_unknown_workflow",
-            workflow=name,
-        )
-    if version is None:
-        version = _latest(versions)
-    elif version not in versions:
-        raise fail(
-            "version",
-            f"workflow {name!r} has no version {str(version)[:32]!r}",
-            "spec_unknown_workflow",
-            versions=sorted(versions),
-        )
-    if input is None:
-        input = {}
-    if not isinstance(input, Mapping):
-        raise fail("input", "must be an object (the workflow's keyword arguments)")
-    _input_check(versions[version], dict(input), fail)
-    return {
-        "name": name,
-        "kind": "workflow",
-        "with": {"workflow": name, "version": version, "input": dict(input)},
-        "retry": dict(RETRY_DEFAULTS),
-        "timeout": float(_gait("STEP_TIMEOUT_MAX")),
-        "idempotent": True,
-        "tool": "workflow",
-    }
-
-
-_JSON_TYPES: dict[Any, tuple[type, ...]] = {
-    str: (str,),
-    "str": (str,),
-    int: (int,),
-    "int": (int,),
-    float: (int, float),
-    "float": (int, float),
-    bool: (bool,),
-    "bool": (bool,),
-    list: (list,),
-    "list": (list,),
-    dict: (dict,),
-    "dict": (dict,),
-}
-
-
-def _input_check(fn: WorkflowFunction, input: dict[str, Any], fail: Callable[..., Any]) -> None:
-    params = list(inspect.signature(fn).parameters.values())[1:]  # after ctx
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params)
-    named = {p.name: p for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    for key, value in input.items():
-        p = named.get(key)
-        if p is None:
-            if accepts_any:
-                continue
-            raise fail(
-                f"input.{key}",
-                f"unknown argument (the workflow takes: {', '.join(named) or 'none'})",
-                "spec_unknown_field",
-            )
-        allowed = _JSON_TYPES.get(p.annotation)
-        if allowed is not None and (
-            not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool))
-        ):
-            raise fail(f"input.{key}", f"must be of type {allowed[-1].__name__}")
-    for key, p in named.items():
-        if p.default is p.empty and key not in input:
-            raise fail(f"input.{key}", "is required", "spec_missing_field")
 
 
 # --- what the workflow sees ------------------------------------------------------------------------
@@ -391,7 +260,7 @@ class WorkflowContext:
         """A plan or progress checkpoint on the job's timeline, written once."""
         if type not in (CheckpointType.PLAN, CheckpointType.PROGRESS):
             raise InvalidInput(
-                "invalid_checkpoint_type",
+                reasons.INVALID_CHECKPOINT_TYPE,
                 "a workflow may add plan or progress checkpoints",
                 details={"field": "type"},
             )
@@ -406,7 +275,7 @@ class WorkflowContext:
         payload. With a ``timeout``, raises ``EventTimeout`` when none arrived in time."""
         signal = signal or name
         if not SIGNAL_NAME_RE.match(signal):
-            raise InvalidInput("invalid_signal_name", f"{signal!r} is not a signal name")
+            raise InvalidInput(reasons.INVALID_SIGNAL_NAME, f"{signal!r} is not a signal name")
         seconds = duration_parse(timeout, f"wait_event {name}") if timeout is not None else None
         return self._run.wait_event(name, signal, seconds)
 
@@ -434,7 +303,9 @@ def _targets(targets: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     out = []
     for t in targets:
         if not isinstance(t, Mapping) or not isinstance(t.get("value"), str):
-            raise InvalidInput("intent_invalid", "targets are objects with a kind and a value")
+            raise InvalidInput(
+                reasons.INTENT_INVALID, "targets are objects with a kind and a value"
+            )
         out.append({str(k): str(v) for k, v in t.items()})
     return out
 
@@ -472,14 +343,14 @@ class _WorkflowRun:
     def _next(self, name: str, kind: str, idempotent: bool) -> tuple[int, Decision]:
         if not isinstance(name, str) or not SIGNAL_NAME_RE.match(name):
             raise InvalidInput(
-                "invalid_call_name",
+                reasons.INVALID_CALL_NAME,
                 f"call names are 1-128 letters, digits and . _ : - (got {str(name)[:64]!r})",
             )
         self.position += 1
         n = self.position
         if n > MAX_CALLS:
             raise InvalidInput(
-                "workflow_too_many_calls", f"a workflow makes at most {MAX_CALLS} calls"
+                reasons.WORKFLOW_TOO_MANY_CALLS, f"a workflow makes at most {MAX_CALLS} calls"
             )
         decision = self.log.decide(n, name, kind, idempotent=idempotent)
         if decision.action == "mismatch":
@@ -607,8 +478,6 @@ class _WorkflowRun:
         except GaitError as exc:
             error = {"type": exc.code, "message": exc.message[:2000], "retryable": False}
         except Exception as exc:
-            from jobs.steps import StepError
-
             retryable = exc.retryable if isinstance(exc, StepError) else True
             etype = exc.type if isinstance(exc, StepError) else type(exc).__name__
             error = {
@@ -1084,8 +953,6 @@ class _WorkflowRun:
     def _gate(self, n: int, name: str, input: dict[str, Any]) -> dict[str, Any]:
         """The gate's verdict on tool ``name``: the name comes from the code, the identity and
         the job from the server (never from the workflow's input)."""
-        from approvals.gate import gate_evaluate, job_policy
-        from approvals.models import PolicyVersion
 
         job = self.job
         intent = _tool_intent(job, name, input)
@@ -1127,8 +994,6 @@ class _WorkflowRun:
     ) -> None:  # fmt: skip
         """``require_approval``: approved → return (the call runs); pending → park; rejected →
         ``ToolRejected``; none yet → open a request with the call's arguments and park."""
-        from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
-        from approvals.services import approval_request_create
 
         runner = self.runner
         with transaction.atomic():
@@ -1169,11 +1034,11 @@ class _WorkflowRun:
                     update_fields=fields,
                 )  # fmt: skip
             else:
-                reasons = ", ".join(gate.get("reason_codes") or []) or "policy"
+                why = ", ".join(gate.get("reason_codes") or []) or "policy"
                 approval_request_create(
                     actor=Actor.system(ENGINE_ACTOR),
                     job=job,
-                    summary=f"Tool call {name} (call {n}) needs approval: {reasons}"[:512],
+                    summary=f"Tool call {name} (call {n}) needs approval: {why}"[:512],
                     step_index=n,
                     step_name=name,
                     intent=_tool_intent(job, name, input),
@@ -1192,8 +1057,6 @@ class _WorkflowRun:
     # -- checkpoints, timers, values --
 
     def checkpoint(self, type: str, summary: str) -> None:
-        from jobs.services import checkpoint_write
-
         n, decision = self._next(type, "checkpoint", True)
         if decision.action == "replay":
             return
@@ -1467,7 +1330,6 @@ def workflow_advance(runner: _Runner, step: dict[str, Any]) -> str:
     """Run the workflow of ``runner``'s job from the top (replaying recorded calls) until it
     returns, raises or parks; what the engine's loop should do next (``continue`` once the
     workflow's result is checkpointed)."""
-    from jobs.steps import StepResult
 
     job = runner.job
     assert job is not None
@@ -1479,7 +1341,7 @@ def workflow_advance(runner: _Runner, step: dict[str, Any]) -> str:
     if fn is not None and getattr(fn, "__gait_group_commit__", False):
         run.flush_window = float(_gait("WORKFLOW_FLUSH_SECONDS"))
     if fn is None:
-        code = VERSION_MISMATCH if versions else UNKNOWN_WORKFLOW
+        code = reasons.WORKFLOW_VERSION_MISMATCH if versions else reasons.WORKFLOW_UNKNOWN
         run._fail_job(
             code,
             {
@@ -1499,7 +1361,9 @@ def workflow_advance(runner: _Runner, step: dict[str, Any]) -> str:
         return s.outcome
     except _Nondeterministic as nd:
         run._fail_job(
-            NONDETERMINISTIC, {"type": NONDETERMINISTIC, "message": nd.message}, **nd.details
+            reasons.WORKFLOW_NONDETERMINISTIC,
+            {"type": reasons.WORKFLOW_NONDETERMINISTIC, "message": nd.message},
+            **nd.details,
         )
         return "failed"
     except _LeaseLost:
@@ -1523,8 +1387,8 @@ def workflow_advance(runner: _Runner, step: dict[str, Any]) -> str:
             f"({recorded.kind} {recorded.name!r}) was recorded: the code changed under a running job"
         )
         run._fail_job(
-            NONDETERMINISTIC,
-            {"type": NONDETERMINISTIC, "message": message},
+            reasons.WORKFLOW_NONDETERMINISTIC,
+            {"type": reasons.WORKFLOW_NONDETERMINISTIC, "message": message},
             position=run.position + 1,
             recorded=recorded.name,
             called="",

@@ -19,12 +19,18 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import Conflict, InvalidInput, LimitExceeded
+from approvals.gate import gate_evaluate, job_policy
+from approvals.identities import identity_is_revoked
+from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
+from approvals.services import approval_request_create
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import Conflict, InvalidInput, LimitExceeded
 from jobs.journal import event_append
 from jobs.models import FINISHED_STATUSES, Job, JobStatus, StepRun, StepRunStatus
-from jobs.replay import NONDETERMINISTIC, CallLog, CallRecord, nondeterminism_message, record_kind
+from jobs.replay import CallLog, CallRecord, nondeterminism_message, record_kind
 from jobs.selectors import job_get
+from jobs.services import checkpoint_write
 from jobs.spec import SIGNAL_NAME_RE
 
 S = JobStatus
@@ -42,11 +48,11 @@ def _json_bounded(value: Any, field: str) -> Any:
         size = len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
     except (TypeError, ValueError):
         raise InvalidInput(
-            "invalid_json_value", f"{field} must be JSON", details={"field": field}
+            reasons.INVALID_JSON_VALUE, f"{field} must be JSON", details={"field": field}
         ) from None
     if size > _limit():
         raise LimitExceeded(
-            "call_value_too_large",
+            reasons.CALL_VALUE_TOO_LARGE,
             f"{field} is larger than {_limit()} bytes",
             details={"field": field, "max_bytes": _limit()},
         )
@@ -56,7 +62,7 @@ def _json_bounded(value: Any, field: str) -> Any:
 def _position(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_POSITION:
         raise InvalidInput(
-            "invalid_call_position",
+            reasons.INVALID_CALL_POSITION,
             f"position must be an integer from 1 to {MAX_POSITION}",
             details={"field": "position"},
         )
@@ -68,7 +74,7 @@ def _agent_job(actor: Actor, job_id: str) -> Job:
     job = job_get(actor=actor, job_id=job_id, for_update=True)
     if job.step_count:
         raise Conflict(
-            "calls_not_for_engine_jobs",
+            reasons.CALLS_NOT_FOR_ENGINE_JOBS,
             "gaitweb's workers record the calls of a job with steps or a workflow themselves",
             details={"job_id": job_id},
         )
@@ -127,25 +133,24 @@ def call_begin(
     the job's identity (never the caller's claim): block → a final ``ToolBlocked`` error;
     require_approval → an approval request and ``wait``. A call whose name or kind differs from
     the one recorded at the position is refused with ``workflow_nondeterministic``."""
-    from approvals.gate import gate_evaluate, job_policy
-    from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
-    from approvals.services import approval_request_create, identity_is_revoked
 
     actor.require(Scope.SUBMIT)
     position = _position(position)
     if not isinstance(name, str) or not SIGNAL_NAME_RE.match(name):
         raise InvalidInput(
-            "invalid_call_name",
+            reasons.INVALID_CALL_NAME,
             "call names are 1-128 letters, digits and . _ : - starting with a letter or digit",
             details={"field": "name"},
         )
     if kind not in EXTERNAL_KINDS:
         raise InvalidInput(
-            "invalid_call_kind", "kind must be step or tool", details={"field": "kind"}
+            reasons.INVALID_CALL_KIND, "kind must be step or tool", details={"field": "kind"}
         )
     args = _json_bounded(args if args is not None else {}, "args")
     if not isinstance(args, dict):
-        raise InvalidInput("invalid_call_args", "args must be an object", details={"field": "args"})
+        raise InvalidInput(
+            reasons.INVALID_CALL_ARGS, "args must be an object", details={"field": "args"}
+        )
     targets = _targets(targets)
     with transaction.atomic():
         job = _agent_job(actor, job_id)
@@ -164,12 +169,14 @@ def call_begin(
             }
         if job.status in FINISHED_STATUSES:
             raise Conflict(
-                "job_not_active", f"job {job_id} is {job.status}", details={"status": job.status}
+                reasons.JOB_NOT_ACTIVE,
+                f"job {job_id} is {job.status}",
+                details={"status": job.status},
             )
         log = _log(job)
         if position > log.last_position + 1:
             raise InvalidInput(
-                "call_position_gap",
+                reasons.CALL_POSITION_GAP,
                 f"the next new call is at position {log.last_position + 1}",
                 details={"field": "position", "next": log.last_position + 1},
             )
@@ -177,7 +184,7 @@ def call_begin(
         if decision.action == "mismatch":
             assert decision.record is not None
             raise Conflict(
-                NONDETERMINISTIC,
+                reasons.WORKFLOW_NONDETERMINISTIC,
                 nondeterminism_message(position, decision.record, name, kind),
                 details={"position": position, "recorded": decision.record.name, "called": name},
             )
@@ -295,7 +302,9 @@ def _targets(value: Any) -> list[dict[str, str]]:
         return []
     if not isinstance(value, list) or len(value) > 64:
         raise InvalidInput(
-            "intent_invalid", "targets must be a list (at most 64)", details={"field": "targets"}
+            reasons.INTENT_INVALID,
+            "targets must be a list (at most 64)",
+            details={"field": "targets"},
         )
     out = []
     for t in value:
@@ -307,7 +316,7 @@ def _targets(value: Any) -> list[dict[str, str]]:
             or "value" not in t
         ):
             raise InvalidInput(
-                "intent_invalid",
+                reasons.INTENT_INVALID,
                 "each target is an object of strings with a value",
                 details={"field": "targets"},
             )
@@ -332,7 +341,6 @@ def _in_doubt(
 ) -> dict[str, Any]:
     """A non-idempotent call begun by an agent process that never finished it: a person decides
     (approve and resume runs it again), as for a worker's in-doubt step."""
-    from jobs.services import checkpoint_write
 
     StepRun.objects.filter(pk=record.id).update(
         status=R.IN_DOUBT, finished_at=timezone.now(),
@@ -373,19 +381,21 @@ def call_finish(
     position = _position(position)
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise InvalidInput(
-            "invalid_call_attempt",
+            reasons.INVALID_CALL_ATTEMPT,
             "attempt must be a positive integer",
             details={"field": "attempt"},
         )
     if status not in ("succeeded", "failed"):
         raise InvalidInput(
-            "invalid_call_status", "status must be succeeded or failed", details={"field": "status"}
+            reasons.INVALID_CALL_STATUS,
+            "status must be succeeded or failed",
+            details={"field": "status"},
         )
     output = _json_bounded(output, "output")
     if status == "failed":
         if not isinstance(error, dict) or not isinstance(error.get("type"), str):
             raise InvalidInput(
-                "invalid_call_error",
+                reasons.INVALID_CALL_ERROR,
                 "error must be an object with a type",
                 details={"field": "error"},
             )
@@ -400,7 +410,9 @@ def call_finish(
         job = _agent_job(actor, job_id)
         if job.status in FINISHED_STATUSES:
             raise Conflict(
-                "job_not_active", f"job {job_id} is {job.status}", details={"status": job.status}
+                reasons.JOB_NOT_ACTIVE,
+                f"job {job_id} is {job.status}",
+                details={"status": job.status},
             )
         run = (
             StepRun.objects.select_for_update()
@@ -409,7 +421,7 @@ def call_finish(
         )
         if run is None or run.status != R.STARTED:
             raise Conflict(
-                "call_not_open",
+                reasons.CALL_NOT_OPEN,
                 f"call {position} attempt {attempt} was not begun (or is already recorded)",
                 details={"position": position, "attempt": attempt},
             )
@@ -422,7 +434,9 @@ def call_finish(
             with transaction.atomic():
                 run.save(update_fields=["status", "output", "error", "finished_at"])
         except IntegrityError:
-            raise Conflict("call_already_recorded", f"call {position} already succeeded") from None
+            raise Conflict(
+                reasons.CALL_ALREADY_RECORDED, f"call {position} already succeeded"
+            ) from None
         event_append(
             job,
             type="step_succeeded" if status == "succeeded" else "step_failed",

@@ -27,8 +27,9 @@ from typing import Any
 
 import httpx
 
+from gaitweb.lib import reasons
+
 # reason codes (docs/security.md)
-DESTINATION_FORBIDDEN = "http_destination_forbidden"  # loopback/private/… and not allow-listed
 DESTINATION_UNRESOLVABLE = "http_destination_unresolvable"  # DNS gave no address
 TOO_MANY_REDIRECTS = "http_too_many_redirects"
 REDIRECT_INVALID = "http_redirect_invalid"  # a Location that is not an http(s) URL
@@ -131,7 +132,7 @@ def destination_resolve(url: httpx.URL, allowed: HostAllowed) -> list[str]:
             category = address_category(address)
             if category is not None:
                 raise EgressRefused(
-                    DESTINATION_FORBIDDEN,
+                    reasons.HTTP_DESTINATION_FORBIDDEN,
                     f"{host} resolves to {address} ({category.replace('_', '-')}): http steps "
                     "may not reach it unless an admin allow-lists the host",
                     host=host,

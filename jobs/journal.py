@@ -14,8 +14,9 @@ from typing import Any
 import rfc8785
 from django.utils import timezone
 
-from gaitweb.canonical import ZERO_HASH, digest
-from gaitweb.errors import InvalidInput
+from gaitweb.lib import reasons
+from gaitweb.lib.canonical import ZERO_HASH, digest
+from gaitweb.lib.errors import InvalidInput
 from jobs.models import Job, JobEvent
 
 
@@ -49,7 +50,7 @@ def event_build(
     except rfc8785.CanonicalizationError as exc:
         # integers beyond ±2**53, NaN, lone surrogates: JSON that cannot be hashed canonically
         raise InvalidInput(
-            "invalid_json_value",
+            reasons.INVALID_JSON_VALUE,
             f"the event payload holds a value canonical JSON cannot represent: {exc}",
             details={"event_type": type},
         ) from None

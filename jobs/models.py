@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from gaitweb.lib.canonical import iso_utc
 from jobs.egress import host_normalize
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -117,11 +118,11 @@ class Job(models.Model):
         permissions = [
             ("submit_job", "Can submit jobs"),
             ("control_job", "Can pause, stop, resume, retry and cancel jobs"),
-            # gaitweb.actors.Scope.CROSS_IDENTITY (docs/security.md)
+            # gaitweb.lib.actors.Scope.CROSS_IDENTITY (docs/security.md)
             ("cross_identity", "Can see and act on every identity's jobs, templates and packs"),
         ]
         indexes = [
-            # jobs list: newest first, filtered by status (jobs.selectors.job_list)
+            # jobs list: newest first, filtered by status (jobs.selectors.job_list with job_filter)
             models.Index(fields=["status", "-created_at"], name="job_status_created"),
             models.Index(fields=["-created_at", "-id"], name="job_created_id"),
             models.Index(fields=["identity", "-created_at"], name="job_identity_created"),
@@ -159,7 +160,7 @@ class Job(models.Model):
         return True
 
     def is_submitted_by(self, actor: Any) -> bool:
-        """Whether ``actor`` (gaitweb.actors.Actor) submitted this job or runs as its identity:
+        """Whether ``actor`` (gaitweb.lib.actors.Actor) submitted this job or runs as its identity:
         separation of duties keeps such an actor from deciding the job's approvals."""
         names = {actor.name, actor.identity} - {None, ""}
         if self.created_by in names or (self.identity and self.identity in names):
@@ -272,8 +273,6 @@ class Checkpoint(models.Model):
         return f"{self.job_id}:{self.checkpoint_id}"
 
     def as_dict(self) -> dict[str, Any]:
-        from gaitweb.canonical import iso_utc
-
         return {
             "checkpoint_id": self.checkpoint_id,
             "type": self.type,
@@ -316,7 +315,6 @@ class JobEvent(models.Model):
 
     def record(self, job_id: str) -> dict[str, Any]:
         """The hashed fields, as they appear in ``job_events.jsonl`` (without ``hash``)."""
-        from gaitweb.canonical import iso_utc
 
         return {
             "job_id": job_id,

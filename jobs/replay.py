@@ -28,7 +28,6 @@ from typing import Any
 # call kinds; the ones the engine resolves itself (timers) keep a ``started`` record open
 CALL_KINDS = ("step", "tool", "checkpoint", "sleep", "wait_event", "value")
 TIMER_KINDS = frozenset({"sleep", "wait_event"})
-NONDETERMINISTIC = "workflow_nondeterministic"
 
 
 @dataclass

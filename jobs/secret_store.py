@@ -22,8 +22,6 @@ SECRET_ENV_PREFIX = "GAIT_SECRET_"
 SECRET_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
 
 # reason codes (docs/security.md)
-SECRET_MISSING = "secret_missing"  # a referenced secret is not in the worker's store
-SECRET_LITERAL_REFUSED = "secret_literal_refused"  # a credential-like field holds a literal
 
 # Header names that carry credentials whatever their suffix; other names are judged by their
 # words (``credential_like``).

@@ -27,9 +27,10 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import InvalidInput, NotFound
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import InvalidInput, NotFound
 from jobs.models import (
     JOB_ID_RE,
     Checkpoint,
@@ -50,10 +51,12 @@ LABEL_FILTER_MAX = 400
 
 def job_id_check(job_id: Any) -> str:
     if not isinstance(job_id, str) or not job_id:
-        raise InvalidInput("missing_job_id", "a job id is required", details={"field": "job_id"})
+        raise InvalidInput(
+            reasons.MISSING_JOB_ID, "a job id is required", details={"field": "job_id"}
+        )
     if not JOB_ID_RE.match(job_id):
         raise InvalidInput(
-            "invalid_job_id",
+            reasons.INVALID_JOB_ID,
             "job ids are 1-128 characters of letters, digits and . _ : - and start with a letter or digit",
             details={"field": "job_id", "pattern": JOB_ID_RE.pattern},
         )
@@ -63,7 +66,7 @@ def job_id_check(job_id: Any) -> str:
 def template_id_check(template_id: Any) -> str:
     if not isinstance(template_id, str) or not TEMPLATE_ID_RE.match(template_id):
         raise InvalidInput(
-            "invalid_template_id",
+            reasons.INVALID_TEMPLATE_ID,
             "template ids are 1-64 letters, digits and . _ - starting with a letter or digit",
             details={"field": "template_id", "pattern": TEMPLATE_ID_RE.pattern},
         )
@@ -93,7 +96,7 @@ def jobs_visible(actor: Actor | None) -> QuerySet[Job]:
 
 
 def _job_not_found(job_id: str) -> NotFound:
-    return NotFound("job_not_found", f"no job with id {job_id!r}", details={"job_id": job_id})
+    return NotFound(reasons.JOB_NOT_FOUND, f"no job with id {job_id!r}", details={"job_id": job_id})
 
 
 def job_get(*, actor: Actor | None, job_id: Any, for_update: bool = False) -> Job:
@@ -141,11 +144,13 @@ def _text(value: Any, field: str, max_len: int) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InvalidInput("invalid_field", f"{field} must be a string", details={"field": field})
+        raise InvalidInput(
+            reasons.INVALID_FIELD, f"{field} must be a string", details={"field": field}
+        )
     value = value.strip()
     if len(value) > max_len:
         raise InvalidInput(
-            f"{field}_too_long",
+            reasons.for_field(reasons.FIELD_TOO_LONG, field),
             f"{field} is longer than {max_len} characters",
             details={"field": field, "max_characters": max_len},
         )
@@ -163,7 +168,7 @@ def _moment(value: Any, field: str) -> datetime | None:
             parsed = None
     if parsed is None:
         raise InvalidInput(
-            f"invalid_{field}",
+            reasons.for_field(reasons.FIELD_INVALID, field),
             f"{field} must be an ISO 8601 date and time",
             details={"field": field},
         )
@@ -200,12 +205,14 @@ def job_filter(
     statuses: list[str] = []
     for item in _many(status):
         if not isinstance(item, str):
-            raise InvalidInput("invalid_status", "status must be text", details={"field": "status"})
+            raise InvalidInput(
+                reasons.INVALID_STATUS, "status must be text", details={"field": "status"}
+            )
         statuses += [s.strip() for s in item.split(",") if s.strip()]
     bad = sorted(set(statuses) - set(JobStatus.values))
     if bad:
         raise InvalidInput(
-            "invalid_status",
+            reasons.INVALID_STATUS,
             f"unknown status: {', '.join(bad)}",
             details={"field": "status", "allowed": JobStatus.values},
         )
@@ -213,21 +220,21 @@ def job_filter(
     items = _many(label)
     if len(items) > LABEL_FILTERS_MAX:
         raise InvalidInput(
-            "invalid_labels",
+            reasons.INVALID_LABELS,
             f"at most {LABEL_FILTERS_MAX} label filters",
             details={"field": "label"},
         )
     for item in items:
         if not isinstance(item, str) or not item.strip() or len(item) > LABEL_FILTER_MAX:
             raise InvalidInput(
-                "invalid_labels",
+                reasons.INVALID_LABELS,
                 f"label filters are key=value or key, at most {LABEL_FILTER_MAX} characters",
                 details={"field": "label"},
             )
         key, sep, value = item.partition("=")
         if not key.strip():
             raise InvalidInput(
-                "invalid_labels",
+                reasons.INVALID_LABELS,
                 f"label filters are key=value or key, got {item!r}",
                 details={"field": "label"},
             )
@@ -315,7 +322,7 @@ def checkpoint_get(*, actor: Actor | None, job_id: str, checkpoint_id: str) -> C
         return Checkpoint.objects.get(job=job, checkpoint_id=checkpoint_id)
     except Checkpoint.DoesNotExist:
         raise NotFound(
-            "checkpoint_not_found",
+            reasons.CHECKPOINT_NOT_FOUND,
             f"job {job_id} has no checkpoint {checkpoint_id!r}",
             details={"job_id": job_id, "checkpoint_id": checkpoint_id},
         ) from None
@@ -475,7 +482,7 @@ def template_get(*, actor: Actor | None, template_id: Any, for_update: bool = Fa
         return qs.get(template_id=template_id)
     except JobTemplate.DoesNotExist:
         raise NotFound(
-            "template_not_found",
+            reasons.TEMPLATE_NOT_FOUND,
             f"no job template with id {template_id!r}",
             details={"template_id": template_id},
         ) from None

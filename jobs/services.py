@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from approvals.assignments import (
+from approvals.identities import (
     FROM_REQUEST,
     UNGATED,
     Assignment,
@@ -30,9 +30,13 @@ from approvals.assignments import (
     submit_admission,
     version_policy_pk,
 )
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import Conflict, Hints, InvalidInput, LimitExceeded, PolicyRefused
-from gaitweb.validation import text_field
+from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
+from approvals.policies import PolicyBinding
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import digest, iso_utc
+from gaitweb.lib.errors import Conflict, Hints, InvalidInput, LimitExceeded, PolicyRefused
+from gaitweb.lib.validation import text_field
 from jobs.allowlists import spec_authorize
 from jobs.journal import ChainReport, chain_verify, event_append, event_build
 from jobs.models import (
@@ -45,7 +49,15 @@ from jobs.models import (
     JobEvent,
     JobStatus,
 )
-from jobs.selectors import DecisionPoint, job_decision_point, job_get, job_id_check
+from jobs.selectors import (
+    DecisionPoint,
+    checkpoint_list,
+    job_decision_point,
+    job_get,
+    job_id_check,
+    job_snapshot,
+)
+from jobs.spec import spec_validate
 from jobs.wake import job_preempt_notify, job_wake
 
 if TYPE_CHECKING:
@@ -55,26 +67,6 @@ S = JobStatus
 
 LABELS_MAX = 32
 IDENTITY_MAX = 256
-
-
-@dataclass(frozen=True)
-class PolicyBinding:
-    """A policy a job is bound to, or re-evaluated against on resume.
-
-    ``version`` is set when the policy is managed in gaitweb (Django admin / API); a policy read
-    from a file by the CLI has only a digest and a ref (the path)."""
-
-    digest: str
-    ref: str
-    version: PolicyVersion | None = None
-
-    @classmethod
-    def of(cls, version: PolicyVersion, *, name: str | None = None) -> PolicyBinding:
-        """The binding to stored policy ``version`` (``policy:<name>``); ``name`` is its
-        policy's, when the caller already has it (saves reading the policy row)."""
-        return cls(
-            digest=version.digest, ref=f"policy:{name or version.policy.name}", version=version
-        )
 
 
 def environment_fingerprint_current() -> str:
@@ -96,7 +88,7 @@ def _require_status(job: Job, action: str, allowed: Iterable[str] | None = None)
         return
     statuses = sorted(allowed if allowed is not None else ALLOWED_FROM[action])
     raise Conflict(
-        "invalid_transition",
+        reasons.INVALID_TRANSITION,
         f"cannot {action} a job that is {job.status}",
         details={
             "job_id": job.job_id,
@@ -113,13 +105,13 @@ def _labels(labels: Any) -> dict[str, str]:
         return {}
     if not isinstance(labels, dict) or len(labels) > LABELS_MAX:
         raise InvalidInput(
-            "invalid_labels", f"labels must be an object of at most {LABELS_MAX} string pairs"
+            reasons.INVALID_LABELS, f"labels must be an object of at most {LABELS_MAX} string pairs"
         )
     out = {}
     for k, v in labels.items():
         if not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > 64 or len(v) > 256:
             raise InvalidInput(
-                "invalid_labels",
+                reasons.INVALID_LABELS,
                 "label keys (1-64 chars) and values (≤256 chars) must be strings",
                 details={"label": str(k)[:64]},
             )
@@ -134,7 +126,7 @@ def jobs_enabled_check() -> None:
     """Operators can switch new jobs off (GAIT_JOBS_ENABLED=false) without stopping the server."""
     if not settings.GAIT.get("JOBS_ENABLED", True):
         raise LimitExceeded(
-            "jobs_disabled",
+            reasons.JOBS_DISABLED,
             "new jobs are switched off on this server (GAIT_JOBS_ENABLED=false)",
             details={"limit": "JOBS_ENABLED"},
             http_status=503,
@@ -171,8 +163,6 @@ def job_submit(
     labels = _labels(labels)
     normalized: dict[str, Any] = {}
     if spec:
-        from jobs.spec import spec_validate
-
         normalized = spec_validate(spec)
         spec_authorize(normalized)
     steps = normalized.get("steps", [])
@@ -181,7 +171,9 @@ def job_submit(
     revoked, assignment = submit_admission(identity=identity)
     if revoked:
         raise PolicyRefused(
-            "identity_revoked", f"identity {identity!r} is revoked", details={"identity": identity}
+            reasons.IDENTITY_REVOKED,
+            f"identity {identity!r} is revoked",
+            details={"identity": identity},
         )
     policy, assignment_source = _policy_assigned(
         identity=identity, requested=policy, assignment=assignment
@@ -238,7 +230,9 @@ def job_submit(
     except IntegrityError:
         if Job.objects.filter(job_id=job_id).exists():
             raise Conflict(
-                "job_exists", f"a job with id {job_id!r} already exists", details={"job_id": job_id}
+                reasons.JOB_EXISTS,
+                f"a job with id {job_id!r} already exists",
+                details={"job_id": job_id},
             ) from None
         raise
     return job
@@ -247,7 +241,7 @@ def job_submit(
 def _policy_assigned(
     *, identity: str, requested: PolicyBinding | None, assignment: Assignment | None = None
 ) -> tuple[PolicyBinding | None, str]:
-    """The binding of a new job of ``identity`` and where it comes from (approvals.assignments):
+    """The binding of a new job of ``identity`` and where it comes from (approvals.identities):
     the identity's policy or the deployment default, a permitted policy the caller asked for,
     or — with no policy anywhere — whatever the caller asked for, as before assignments."""
     if assignment is None:
@@ -256,7 +250,7 @@ def _policy_assigned(
         return requested, (FROM_REQUEST if requested is not None else UNGATED)
     if requested is not None and requested.version is None:
         raise PolicyRefused(
-            "policy_not_allowed",
+            reasons.POLICY_NOT_ALLOWED,
             f"jobs of identity {identity!r} are bound to an admin-assigned policy; "
             f"{requested.ref or requested.digest[:12]} is not a stored policy",
             details={"identity": identity, "policy": requested.ref},
@@ -302,8 +296,6 @@ def _policy_rebind(
 
 
 def _spec_digest(spec: dict[str, Any]) -> str:
-    from gaitweb.canonical import digest
-
     return digest(spec)
 
 
@@ -332,7 +324,7 @@ def job_checkpoint_add(
     actor.require(Scope.SUBMIT)
     if type not in CHECKPOINT_RULES:
         raise InvalidInput(
-            "invalid_checkpoint_type",
+            reasons.INVALID_CHECKPOINT_TYPE,
             f"checkpoint type must be one of {', '.join(CHECKPOINT_RULES)}",
             details={"field": "type", "allowed": list(CHECKPOINT_RULES)},
         )
@@ -342,7 +334,7 @@ def job_checkpoint_add(
     )
     if required_action and type != CheckpointType.DECISION_NEEDED:
         raise InvalidInput(
-            "required_action_not_allowed",
+            reasons.REQUIRED_ACTION_NOT_ALLOWED,
             "required_action is only for decision-needed checkpoints",
             details={"field": "required_action"},
         )
@@ -495,7 +487,6 @@ class PendingRequest:
 def _pending_requests(job: Job) -> list[PendingRequest]:
     """The job's pending approval requests, oldest first, with their approvals so far: one
     query."""
-    from approvals.models import ApprovalRequest, ApprovalStatus, DecisionKind
 
     rows = (
         ApprovalRequest.objects.filter(job=job, status=ApprovalStatus.PENDING)
@@ -537,7 +528,7 @@ def _forbid_self_approval(job: Job, actor: Actor) -> None:
     """Separation of duties: whoever submitted a job (person or agent identity) cannot approve it."""
     if job.is_submitted_by(actor):
         raise PolicyRefused(
-            "self_approval_forbidden",
+            reasons.SELF_APPROVAL_FORBIDDEN,
             f"{actor.name} submitted or runs job {job.job_id} and cannot approve it",
             details={"job_id": job.job_id, "actor": actor.name},
         )
@@ -575,7 +566,7 @@ def job_approve(
             if pending:
                 first = pending[0]
                 raise Conflict(
-                    "approval_request_pending",
+                    reasons.APPROVAL_REQUEST_PENDING,
                     f"job {job_id} waits on approval request {first.describe()}: "
                     "the request is what gets approved",
                     details={
@@ -588,7 +579,7 @@ def job_approve(
         decision = job_decision_point(job)
         if decision.approvals and not _decided_request:
             raise Conflict(
-                "already_approved",
+                reasons.ALREADY_APPROVED,
                 f"job {job_id} already has an approval for its current decision",
                 details={"job_id": job_id, "approved_by": decision.approvals[-1].actor},
                 hint="resume the job, or wait for a new decision point",
@@ -610,7 +601,7 @@ def _refuse_the_stopper(job: Job, actor: Actor) -> None:
     names = {actor.name, actor.identity} - {None, ""}  # one person behind a login and a key
     if job.status == S.EMERGENCY_STOPPED and job.stopped_by in names:
         raise PolicyRefused(
-            "stopper_sole_approver",
+            reasons.STOPPER_SOLE_APPROVER,
             f"{actor.name} emergency-stopped job {job.job_id} and cannot approve its resume",
             details={"job_id": job.job_id, "stopped_by": job.stopped_by},
             hint="another reviewer must approve",
@@ -626,7 +617,7 @@ def job_reject(
     _decided_request: str = "",
 ) -> Job:
     actor.require(Scope.APPROVE)
-    reason = text_field(reason, "reason", max_len=1024, required=True, code="reason_too_long")
+    reason = text_field(reason, "reason", max_len=1024, required=True, code=reasons.REASON_TOO_LONG)
     with transaction.atomic():
         job = job_get(actor=actor, job_id=job_id, for_update=True)
         _require_status(job, "reject")
@@ -658,8 +649,6 @@ def job_reject(
 
 
 def _call_request(job: Job, request_id: str) -> bool:
-    from approvals.models import ApprovalRequest  # approvals.services imports this module
-
     return (job.is_workflow or job.step_count == 0) and ApprovalRequest.objects.filter(
         job=job, request_id=request_id, step_index__gte=1
     ).exists()
@@ -700,7 +689,7 @@ def job_resume(
                 question = f": {decision.question}" if decision.question else ""
                 message = f"job {job_id} needs an approval recorded after its last decision point{question}"
             raise PolicyRefused(
-                "approval_required",
+                reasons.APPROVAL_REQUIRED,
                 message,
                 details={
                     "job_id": job_id,
@@ -714,7 +703,7 @@ def job_resume(
         pending = _pending_requests(job)
         if pending:
             raise PolicyRefused(
-                "approval_required",
+                reasons.APPROVAL_REQUIRED,
                 f"job {job_id} waits on approval request {pending[0].describe()}"
                 + (f" and {len(pending) - 1} more" if len(pending) > 1 else ""),
                 details={"job_id": job_id, "pending_requests": [r.request_id for r in pending]},
@@ -738,7 +727,7 @@ def job_resume(
                 current = _policy_current(job.policy)
             if current is None:
                 raise PolicyRefused(
-                    "policy_evaluation_required",
+                    reasons.POLICY_EVALUATION_REQUIRED,
                     f"job {job_id} is bound to policy {job.policy_ref or job.policy_digest[:12]}; resume must re-evaluate it",
                     details={"job_id": job_id, "policy_digest": job.policy_digest},
                     hint=Hints(
@@ -761,7 +750,7 @@ def job_resume(
             asserted = actor.identity
         if job.identity and asserted is not None and asserted != job.identity:
             raise PolicyRefused(
-                "identity_binding_mismatch",
+                reasons.IDENTITY_BINDING_MISMATCH,
                 f"job {job_id} is bound to identity {job.identity!r}, not {asserted!r}",
                 details={"job_id": job_id, "bound_identity": job.identity, "identity": asserted},
             )
@@ -771,7 +760,9 @@ def job_resume(
         for who in sorted({w for w in (job.identity, asserted) if w}):
             if who in listed or identity_is_revoked(who):
                 raise PolicyRefused(
-                    "identity_revoked", f"identity {who!r} is revoked", details={"identity": who}
+                    reasons.IDENTITY_REVOKED,
+                    f"identity {who!r} is revoked",
+                    details={"identity": who},
                 )
         # (5) environment fingerprint
         env_now = environment_fingerprint or environment_fingerprint_current()
@@ -779,7 +770,7 @@ def job_resume(
         if job.environment_fingerprint and env_now != job.environment_fingerprint:
             if not allow_env_mismatch:
                 raise PolicyRefused(
-                    "environment_fingerprint_mismatch",
+                    reasons.ENVIRONMENT_FINGERPRINT_MISMATCH,
                     "the environment differs from the one the job was submitted in",
                     details={
                         "job_id": job_id,
@@ -839,11 +830,11 @@ def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:
         job = job_get(actor=actor, job_id=job_id, for_update=True)
         _require_status(job, "cancel")
         if job.status == S.QUEUED and job.started_at is None:
-            code = "job_cancelled_before_start"
+            code = reasons.JOB_CANCELLED_BEFORE_START
         elif job.status in (S.RUNNING, S.WAITING):
-            code = "job_cancelled_during_run"
+            code = reasons.JOB_CANCELLED_DURING_RUN
         else:
-            code = "cancelled"
+            code = reasons.CANCELLED
         previous = job.status
         job.status = S.CANCELLED
         job.status_reason_code = code
@@ -870,7 +861,7 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
         job = job_get(actor=actor, job_id=job_id, for_update=True)
         if not job.can("retry"):
             raise Conflict(
-                "invalid_transition",
+                reasons.INVALID_TRANSITION,
                 f"cannot retry a job that is {job.status}"
                 + (
                     ""
@@ -921,8 +912,6 @@ def job_verify_chain(*, actor: Actor | None, job_id: str) -> ChainReport:
 def job_inspect(*, actor: Actor | None, job_id: str, events_limit: int = 50) -> dict[str, Any]:
     """Everything an operator looks at first: the job, its checkpoints, its latest events and
     whether its journal verifies."""
-    from gaitweb.canonical import iso_utc
-    from jobs.selectors import checkpoint_list, job_snapshot
 
     job = job_get(actor=actor, job_id=job_id)
     events = list(JobEvent.objects.filter(job=job).order_by("-revision")[:events_limit])

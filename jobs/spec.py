@@ -29,9 +29,12 @@ from urllib.parse import urlsplit
 import yaml
 from django.conf import settings
 
-from gaitweb.errors import InvalidInput, LimitExceeded
-from gaitweb.parsing import json_loads, yaml_load
-from jobs.secret_store import SECRET_LITERAL_REFUSED, SECRET_NAME_RE, credential_like, secret_ref
+from gaitweb.lib import reasons
+from gaitweb.lib.errors import InvalidInput, LimitExceeded
+from gaitweb.lib.parsing import json_loads, yaml_load
+from jobs.secret_store import SECRET_NAME_RE, credential_like, secret_ref
+from jobs.steps import step_function_get
+from jobs.workflow_registry import workflow_call_normalize
 
 STEP_KINDS = ("python", "command", "http", "sleep", "wait_event", "approval")
 # Kinds the engine executes itself (durable timers and decisions): they never run user code, so
@@ -67,8 +70,6 @@ RETRY_DEFAULTS = {
     "non_retryable": [],
 }
 MAX_ATTEMPTS_LIMIT = 100
-DURATION_TOO_LONG = "spec_duration_too_long"  # a duration above its bound (details.max_seconds)
-ENV_RESERVED = "spec_env_reserved"  # an env name the loader, the shell or gaitweb owns
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Variables read by the dynamic loader or the shell before the program's own code runs
 # (LD_PRELOAD turns any allow-listed executable into any code), PATH (the commands' PATH is the
@@ -84,7 +85,9 @@ def _gait(name: str) -> Any:
     return settings.GAIT[name]  # type: ignore[index]
 
 
-def _fail(path: str, message: str, code: str = "spec_invalid", **details: Any) -> InvalidInput:
+def _fail(
+    path: str, message: str, code: str = reasons.SPEC_INVALID, **details: Any
+) -> InvalidInput:
     return InvalidInput(
         code, f"{path}: {message}" if path else message, details={"path": path, **details}
     )
@@ -99,23 +102,27 @@ def duration_parse(
     if max_seconds is None:
         max_seconds = float(_gait("SPEC_DURATION_MAX"))
     if isinstance(value, bool):
-        raise _fail(path, "must be a duration such as 30s, 5m or 24h", "spec_invalid_duration")
+        raise _fail(
+            path, "must be a duration such as 30s, 5m or 24h", reasons.SPEC_INVALID_DURATION
+        )
     try:
         if isinstance(value, int | float):
             seconds = float(value)
         elif isinstance(value, str) and value.strip():
             seconds = _duration_text(value, path)
         else:
-            raise _fail(path, "must be a duration such as 30s, 5m or 24h", "spec_invalid_duration")
+            raise _fail(
+                path, "must be a duration such as 30s, 5m or 24h", reasons.SPEC_INVALID_DURATION
+            )
     except OverflowError:  # float() of an integer with hundreds of digits
         seconds = math.inf
     if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise _fail(path, "must be a positive duration", "spec_invalid_duration")
+        raise _fail(path, "must be a positive duration", reasons.SPEC_INVALID_DURATION)
     if seconds > max_seconds:
         raise _fail(
             path,
             f"must be at most {max_seconds:g} seconds",
-            DURATION_TOO_LONG,
+            reasons.SPEC_DURATION_TOO_LONG,
             max_seconds=max_seconds,
         )
     return seconds
@@ -137,7 +144,7 @@ def _duration_text(value: str, path: str) -> float:
         raise _fail(
             path,
             f"{value[:64]!r} is not a duration such as 30s, 5m or 24h",
-            "spec_invalid_duration",
+            reasons.SPEC_INVALID_DURATION,
         ) from None
 
 
@@ -150,12 +157,14 @@ def _obj(
         if not isinstance(key, str) or key not in allowed:
             sub = f"{path}.{key}" if path else str(key)
             raise _fail(
-                sub, f"unknown field (allowed: {', '.join(sorted(allowed))})", "spec_unknown_field"
+                sub,
+                f"unknown field (allowed: {', '.join(sorted(allowed))})",
+                reasons.SPEC_UNKNOWN_FIELD,
             )
     for key in sorted(required):
         if key not in value:
             sub = f"{path}.{key}" if path else key
-            raise _fail(sub, "is required", "spec_missing_field")
+            raise _fail(sub, "is required", reasons.SPEC_MISSING_FIELD)
     return dict(value)
 
 
@@ -205,7 +214,7 @@ def _value_map(value: Any, path: str, *, what: str) -> dict[str, Any]:
             raise _fail(sub, "must not contain NUL (nor, in a header, CR or LF)")
         if credential_like(k):
             raise InvalidInput(
-                SECRET_LITERAL_REFUSED,
+                reasons.SECRET_LITERAL_REFUSED,
                 f"{sub}: a {what} named like a credential must not hold a literal value",
                 details={"path": sub},
                 hint=f'refer to a secret instead: {{"{k}": {{"secret": "NAME"}}}}, set as '
@@ -244,14 +253,12 @@ def _retry(value: Any, path: str) -> dict[str, Any]:
 
 
 def _with_python(w: dict[str, Any], path: str) -> dict[str, Any]:
-    from jobs.steps import step_function_get
-
     name = _str(w["function"], f"{path}.function", max_len=200)
     if step_function_get(name) is None:
         raise _fail(
             f"{path}.function",
             f"no python step function is registered as {name!r}",
-            "spec_unknown_function",
+            reasons.SPEC_UNKNOWN_FUNCTION,
             function=name,
         )
     args = w.get("args", {})
@@ -267,13 +274,15 @@ def _with_command(w: dict[str, Any], path: str) -> dict[str, Any]:
         raise _fail(f"{path}.command", "give either argv or command, not both")
     if shell:
         if "command" not in w:
-            raise _fail(f"{path}.command", "is required when shell is true", "spec_missing_field")
+            raise _fail(
+                f"{path}.command", "is required when shell is true", reasons.SPEC_MISSING_FIELD
+            )
         out["command"] = _str(w["command"], f"{path}.command", max_len=16384)
     else:
         if "command" in w:
             raise _fail(f"{path}.command", "needs shell: true (use argv to run without a shell)")
         if "argv" not in w:
-            raise _fail(f"{path}.argv", "is required", "spec_missing_field")
+            raise _fail(f"{path}.argv", "is required", reasons.SPEC_MISSING_FIELD)
         argv = w["argv"]
         if not isinstance(argv, list) or not argv:
             raise _fail(f"{path}.argv", "must be a non-empty list of strings")
@@ -297,7 +306,7 @@ def _with_command(w: dict[str, Any], path: str) -> dict[str, Any]:
                 "is not a variable a spec may set (names are [A-Za-z_][A-Za-z0-9_]*; PATH, "
                 "LD_*, DYLD_*, GAIT_*, IFS, ENV, BASH_ENV… belong to the loader, the shell or "
                 "gaitweb)",
-                ENV_RESERVED,
+                reasons.SPEC_ENV_RESERVED,
             )
     out["env"] = _value_map(env, f"{path}.env", what="variable")
     return out
@@ -317,7 +326,7 @@ def _with_http(w: dict[str, Any], path: str) -> dict[str, Any]:
         raise _fail(f"{path}.url", "has an invalid port") from None
     if parts.username is not None or parts.password is not None:
         raise InvalidInput(
-            SECRET_LITERAL_REFUSED,
+            reasons.SECRET_LITERAL_REFUSED,
             f"{path}.url: credentials in the URL are stored and shown with the spec",
             details={"path": f"{path}.url"},
             hint='send them in a header that refers to a secret: {"Authorization": '
@@ -396,7 +405,7 @@ def _step(raw: Any, path: str) -> dict[str, Any]:
         raise _fail(
             f"{path}.kind",
             f"must be one of {', '.join(STEP_KINDS)}",
-            "spec_unknown_kind",
+            reasons.SPEC_UNKNOWN_KIND,
             kind=str(kind)[:64],
         )
     required, allowed = WITH_KEYS[kind]
@@ -465,7 +474,7 @@ def _size_check(size: int) -> None:
     limit = int(_gait("SPEC_MAX_BYTES"))
     if size > limit:
         raise LimitExceeded(
-            "spec_too_large",
+            reasons.SPEC_TOO_LARGE,
             f"the spec is larger than {limit} bytes",
             details={"path": "", "max_bytes": limit},
         )
@@ -480,7 +489,7 @@ def spec_load(text: str | bytes, *, source: str = "") -> dict[str, Any]:
     stripped = text.lstrip()
     what = source or "the spec"
     try:
-        # bounded parsers (gaitweb.parsing): no YAML anchors or aliases, no nesting that would
+        # bounded parsers (gaitweb.lib.parsing): no YAML anchors or aliases, no nesting that would
         # exhaust the stack; their refusals (yaml_alias_refused, json_too_deep, …) pass through
         data = (
             json_loads(text, what=what) if stripped.startswith("{") else yaml_load(text, what=what)
@@ -489,7 +498,7 @@ def spec_load(text: str | bytes, *, source: str = "") -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         line = (mark.line + 1) if mark is not None else getattr(exc, "lineno", None)
         raise InvalidInput(
-            "spec_unparseable",
+            reasons.SPEC_UNPARSEABLE,
             f"{source or 'spec'} is not valid YAML or JSON: {exc}",
             details={"path": "", "line": line, "source": source},
         ) from None
@@ -523,7 +532,7 @@ def spec_validate(raw: Any) -> dict[str, Any]:
             raise _fail(
                 f"steps[{i}].name",
                 f"duplicates the name of steps[{seen[step['name']]}]",
-                "spec_duplicate_step_name",
+                reasons.SPEC_DUPLICATE_STEP_NAME,
             )
         seen[step["name"]] = i
         steps.append(step)
@@ -543,14 +552,21 @@ def _spec_common(top: dict[str, Any]) -> dict[str, Any]:
 def _workflow_spec(raw: Mapping[str, Any]) -> dict[str, Any]:
     """``{"workflow": NAME, "input": {...}, "version"?, "deadline"?, "description"?}``: one step
     of kind ``workflow`` that runs the registered function (jobs.durable)."""
-    from jobs.durable import workflow_spec_normalize  # jobs.durable imports the engine
-
     top = _obj(raw, "", WORKFLOW_TOP_KEYS, {"workflow"})
     version = top.get("version")
     if version is not None and not isinstance(version, str):
         raise _fail("version", "must be a string")
-    step = workflow_spec_normalize(top["workflow"], top.get("input"), version=version, fail=_fail)
-    return {"workflow": step["with"]["workflow"], "steps": [step], **_spec_common(top)}
+    call = workflow_call_normalize(top["workflow"], top.get("input"), version=version, fail=_fail)
+    step = {
+        "name": call["workflow"],
+        "kind": "workflow",
+        "with": call,
+        "retry": dict(RETRY_DEFAULTS),
+        "timeout": float(_gait("STEP_TIMEOUT_MAX")),
+        "idempotent": True,
+        "tool": "workflow",
+    }
+    return {"workflow": call["workflow"], "steps": [step], **_spec_common(top)}
 
 
 def step_backoff_seconds(retry: Mapping[str, Any], failures: int) -> float:

@@ -33,11 +33,12 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from gaitweb.errors import GaitError
+from gaitweb.lib import reasons
+from gaitweb.lib.errors import GaitError
 from jobs import egress
 from jobs.allowlists import allowlists_load, command_authorize
 from jobs.procwatch import GroupWatchdog, die_with_parent
-from jobs.secret_store import SECRET_MISSING, Redactor, SecretMissing, credential_like
+from jobs.secret_store import Redactor, SecretMissing, credential_like
 
 log = logging.getLogger("gaitweb.engine")
 
@@ -475,7 +476,7 @@ def step_execute(ctx: StepContext, *, timeout: float) -> StepResult:
     try:
         result = EXECUTORS[ctx.step["kind"]](ctx, timeout=timeout, secrets=secrets)
     except SecretMissing as exc:
-        result = _refused(SECRET_MISSING, str(exc), secret=exc.name)
+        result = _refused(reasons.SECRET_MISSING, str(exc), secret=exc.name)
     except Exception as exc:
         log.error(
             "step %s of %s raised %s",

@@ -8,22 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.engine import advance as engine_advance
+from jobs.engine import sweep_kick as engine_sweep_kick
+from jobs.engine import sweep_run
+
 
 def advance(job_id: str, broker_row: int | None = None) -> str:
-    from jobs.engine import advance as engine_advance
-
     return engine_advance(job_id, broker_row=broker_row)
 
 
 def sweep(token: str) -> dict[str, Any]:
-    from jobs.engine import sweep_run
-
     return sweep_run(token)
 
 
 def sweep_kick() -> bool:
-    from jobs.engine import sweep_kick as engine_sweep_kick
-
     return engine_sweep_kick()
 
 

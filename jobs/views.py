@@ -26,23 +26,26 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from approvals.assignments import deployment_gate_status
+from approvals.identities import deployment_gate_status
+from approvals.policies import policy_list
 from approvals.queue import decision_cards
 from approvals.services import job_decide
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError, InvalidInput
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError, InvalidInput, dashboard_refusal
 from gaitweb.views import (
     login_required,
     nav_pending_count,
     page_context,
-    refusal_of,
     require_read,
     safe_next,
 )
 from jobs import services
 from jobs.durable import workflow_parked, workflow_timeline
+from jobs.journal import chain_check, event_records
 from jobs.models import Job, JobEvent, JobStatus, StepRun
 from jobs.models import StepRunStatus as R
+from jobs.recurring import template_may_change, template_run_now
 from jobs.selectors import (
     JobFilter,
     job_counts,
@@ -51,8 +54,11 @@ from jobs.selectors import (
     job_get,
     job_list,
     jobs_visible,
+    template_list,
 )
-from jobs.spec import PARKING_KINDS, step_gate_tool
+from jobs.spec import PARKING_KINDS, spec_load, spec_validate, step_gate_tool
+from packs.models import Pack
+from packs.services import pack_build
 
 S = JobStatus
 PAGE_SIZE = 50
@@ -418,8 +424,6 @@ def _timeline(job: Job, before: int | None) -> tuple[list[JobEvent], int | None]
 
 
 def _detail_context(request: HttpRequest, job: Job, actor: Actor) -> dict[str, Any]:
-    from packs.models import Pack
-
     before = request.GET.get("before", "")
     before_rev = int(before) if before.isdigit() else None
     events, older = _timeline(job, before_rev)
@@ -483,7 +487,6 @@ _chain_memo: dict[int, dict[str, Any]] = {}
 def _chain_extend(job: Job, memo: dict[str, Any]) -> dict[str, Any] | None:
     """Check only the events appended since the last verified head. None on any doubt; the
     caller then re-hashes the whole journal, which also names the first bad revision."""
-    from jobs.journal import chain_check, event_records
 
     report = chain_check(
         job.job_id,
@@ -579,7 +582,7 @@ def _act(request: HttpRequest, actor: Actor, job: Job, action: str) -> tuple[Job
     else:
         if action == "stop" and request.POST.get("confirm") != "emergency-stop":
             raise InvalidInput(
-                "confirmation_required",
+                reasons.CONFIRMATION_REQUIRED,
                 "an emergency stop must be confirmed: tick the box that says you mean it",
             )
         job = ACTION_SERVICES[action](actor=actor, job_id=job.job_id, reason=reason)
@@ -599,7 +602,7 @@ def job_action(request: HttpRequest, job_id: str, action: str) -> HttpResponse:
     try:
         job, notice = _act(request, actor, job, action)
     except GaitError as exc:
-        refusal = refusal_of(exc)
+        refusal = dashboard_refusal(exc)
         if from_list and request.htmx:
             return render(
                 request,
@@ -629,8 +632,6 @@ def job_action(request: HttpRequest, job_id: str, action: str) -> HttpResponse:
 @login_required
 @require_POST
 def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
-    from packs.services import pack_build
-
     job, actor = _get_job_for_user(request, job_id)
     try:
         result = pack_build(actor=actor, job_id=job.job_id)
@@ -641,7 +642,7 @@ def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
             actor,
             fragment=bool(request.htmx),
             status=200 if request.htmx else exc.http_status,
-            refusal=refusal_of(exc),
+            refusal=dashboard_refusal(exc),
         )
     pack = result.pack
     notice = (
@@ -663,8 +664,6 @@ def job_pack_build(request: HttpRequest, job_id: str) -> HttpResponse:
 def _job_templates(actor: Actor) -> list[Any]:
     """The saved job templates this user may run (jobs.recurring.template_may_change, or bound
     to no identity: then the run is theirs), enabled ones only."""
-    from jobs.recurring import template_may_change
-    from jobs.selectors import template_list
 
     return [
         t
@@ -675,7 +674,6 @@ def _job_templates(actor: Actor) -> list[Any]:
 
 def _policies(actor: Actor) -> list[Any]:
     """The picker's policies: authored ones with a version (not the CLI's file copies)."""
-    from approvals.services import policy_list
 
     return [p for p in policy_list(actor=actor, file_copies=False) if p.current_id is not None]
 
@@ -685,12 +683,13 @@ def _run_template(
 ) -> Job | None:
     """Run a saved template now (jobs.recurring.template_run_now, which obeys its overlap
     rule). None when the run is held until the template's active run finishes."""
-    from jobs.recurring import template_run_now
 
     chosen = next((t for t in templates if t.template_id == form["template"]), None)
     if chosen is None:
         raise InvalidInput(
-            "template_not_found", "choose one of the saved templates", details={"field": "template"}
+            reasons.TEMPLATE_NOT_FOUND,
+            "choose one of the saved templates",
+            details={"field": "template"},
         )
     fire = template_run_now(
         actor=actor,
@@ -717,7 +716,7 @@ def _labels_parse(text: str) -> dict[str, str]:
         key, sep, value = line.partition("=")
         if not sep or not key.strip():
             raise InvalidInput(
-                "invalid_labels",
+                reasons.INVALID_LABELS,
                 f"line {n}: write labels as key=value, one per line",
                 details={"field": "labels"},
             )
@@ -754,7 +753,6 @@ FIELD_OF_CODE = {
 def job_new(request: HttpRequest) -> HttpResponse:
     """Run a job: pick a saved template or paste a spec (YAML or JSON). Validation errors name
     the offending field (``steps[2].retry.max_attempts``) next to the spec box."""
-    from jobs.spec import spec_load, spec_validate
 
     actor = require_read(request)
     templates = _job_templates(actor)
@@ -789,7 +787,9 @@ def job_new(request: HttpRequest) -> HttpResponse:
                 spec = spec_load(form["spec"])
             else:
                 raise InvalidInput(
-                    "spec_required", "paste a spec or choose a template", details={"field": "spec"}
+                    reasons.SPEC_REQUIRED,
+                    "paste a spec or choose a template",
+                    details={"field": "spec"},
                 )
             spec_validate(spec)  # fail on the spec first; job_submit validates it again
             labels = _labels_parse(form["labels"])
@@ -799,7 +799,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
                 chosen_policy = next((p for p in policies if p.name == form["policy"]), None)
                 if chosen_policy is None:
                     raise InvalidInput(
-                        "policy_not_found",
+                        reasons.POLICY_NOT_FOUND,
                         "choose one of the stored policies",
                         details={"field": "policy"},
                     )
@@ -823,7 +823,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
             if field in ctx["form"]:
                 errors[field] = f"{message} ({exc.code})"
             else:  # not about one field: say it at the top of the form
-                ctx["refusal"] = refusal_of(exc)
+                ctx["refusal"] = dashboard_refusal(exc)
             ctx["errors"] = errors
             status = exc.http_status
         else:

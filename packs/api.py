@@ -20,11 +20,16 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gaitweb.actors import Scope
 from gaitweb.api import StrictQuery
 from gaitweb.api_views import ApiView
-from gaitweb.errors import InvalidInput, LimitExceeded
-from gaitweb.middleware import upload_max_bytes
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import InvalidInput, LimitExceeded
+from gaitweb.lib.middleware import upload_max_bytes
+from packs.keys import public_key_parse
+from packs.selectors import pack_get, pack_list
+from packs.services import pack_build, pack_diff, pack_inspect, pack_verify
 
 READ = Scope.READ
 CONTROL = Scope.CONTROL
@@ -45,7 +50,7 @@ class RawZipParser(BaseParser):
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:
             raise LimitExceeded(
-                "upload_too_large",
+                reasons.UPLOAD_TOO_LARGE,
                 f"uploads are limited to {limit} bytes",
                 details={"max_bytes": limit},
             )
@@ -209,8 +214,6 @@ class VerifyOut(serializers.Serializer):
 
 
 def _pack_dict(pack: Any, job_id: str | None = None) -> dict[str, Any]:
-    from gaitweb.canonical import iso_utc
-
     return {
         "pack_id": pack.pack_id,
         "job_id": job_id or pack.job.job_id,
@@ -228,7 +231,7 @@ def _upload(request: Request, field: str = "file") -> IO[bytes]:
     upload = request.data.get(field) if hasattr(request.data, "get") else None
     if upload is None or isinstance(upload, str):
         raise InvalidInput(
-            "missing_file",
+            reasons.MISSING_FILE,
             f"upload the pack as multipart file field {field!r}"
             + (" or as an application/zip body" if field == "file" else ""),
             details={"field": field},
@@ -236,7 +239,7 @@ def _upload(request: Request, field: str = "file") -> IO[bytes]:
     size = getattr(upload, "size", None)
     if size is not None and size > upload_max_bytes():
         raise LimitExceeded(
-            "upload_too_large", f"uploads are limited to {upload_max_bytes()} bytes"
+            reasons.UPLOAD_TOO_LARGE, f"uploads are limited to {upload_max_bytes()} bytes"
         )
     return upload
 
@@ -257,8 +260,6 @@ class JobPacksView(ApiView):
         summary="Packs built for this job, newest first",
     )
     def get(self, request: Request, job_id: str) -> Response:
-        from packs.selectors import pack_list
-
         packs = pack_list(actor=self.actor, job_id=job_id)
         return Response(PackListOut({"results": [_pack_dict(p, job_id) for p in packs]}).data)
 
@@ -269,8 +270,6 @@ class JobPacksView(ApiView):
         summary="Build (or return the stored) signed evidence pack of the job",
     )
     def post(self, request: Request, job_id: str) -> Response:
-        from packs.services import pack_build
-
         self.input(None)
         result = pack_build(actor=self.actor, job_id=job_id)
         out = {"created": result.created, "pack": _pack_dict(result.pack)}
@@ -286,8 +285,6 @@ class PackDetailView(ApiView):
         summary="A stored pack's metadata: job, revision, sha256, signing key, download link",
     )
     def get(self, request: Request, pack_id: str) -> Response:
-        from packs.selectors import pack_get
-
         return Response(PackOut(_pack_dict(pack_get(actor=self.actor, pack_id=pack_id))).data)
 
 
@@ -308,8 +305,6 @@ class PackDownloadView(ApiView):
         summary="The pack zip",
     )
     def get(self, request: Request, pack_id: str) -> HttpResponse:
-        from packs.selectors import pack_get
-
         self.query(DownloadQuery)
         pack = pack_get(actor=self.actor, pack_id=pack_id)
         response = HttpResponse(bytes(pack.data), content_type="application/zip")
@@ -322,7 +317,7 @@ class PackDownloadView(ApiView):
 class PackVerifyView(ApiView):
     required_scopes = {"POST": READ}
     parser_classes = [MultiPartParser, RawZipParser, OctetStreamParser]
-    body_max_bytes = staticmethod(upload_max_bytes)  # gaitweb.middleware
+    body_max_bytes = staticmethod(upload_max_bytes)  # gaitweb.lib.middleware
 
     @extend_schema(
         operation_id="packs_verify",
@@ -332,14 +327,11 @@ class PackVerifyView(ApiView):
         summary="Verify an uploaded pack offline (ok false lists the findings)",
     )
     def post(self, request: Request) -> Response:
-        from packs.keys import public_key_parse
-        from packs.services import pack_verify
-
         q = self.query(VerifyQuery)
         self.body_fields("file")
         if q["allow_unsigned"] and q["require_signature"]:
             raise InvalidInput(
-                "verify_options_conflict",
+                reasons.VERIFY_OPTIONS_CONFLICT,
                 "require_signature and allow_unsigned contradict each other",
                 details={"field": "allow_unsigned"},
             )
@@ -367,8 +359,6 @@ class PackInspectView(ApiView):
         summary="Manifest and contents of an uploaded pack (no verification)",
     )
     def post(self, request: Request) -> Response:
-        from packs.services import pack_inspect
-
         self.body_fields("file")
         return Response(pack_inspect(source=_upload(request)))
 
@@ -385,8 +375,6 @@ class PackDiffView(ApiView):
         summary="Compare two uploaded packs by content: files, events, which side fails verification",
     )
     def post(self, request: Request) -> Response:
-        from packs.services import pack_diff
-
         self.body_fields("left", "right")
         diff = pack_diff(left=_upload(request, "left"), right=_upload(request, "right"))
         return Response(PackDiffOut(diff).data)

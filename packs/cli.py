@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, EXIT_VERIFY_FAILED, InvalidInput
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, EXIT_VERIFY_FAILED, InvalidInput
 from packs import keys, services
 
 
@@ -27,11 +28,13 @@ def _public_keys(paths: list[str] | None) -> list[Any]:
             data = Path(path).read_bytes()
         except FileNotFoundError:
             raise InvalidInput(
-                "public_key_file_not_found", f"no such file: {path}", details={"path": path}
+                reasons.PUBLIC_KEY_FILE_NOT_FOUND, f"no such file: {path}", details={"path": path}
             ) from None
         except OSError as exc:
             raise InvalidInput(
-                "public_key_file_unreadable", f"cannot read {path}: {exc}", details={"path": path}
+                reasons.PUBLIC_KEY_FILE_UNREADABLE,
+                f"cannot read {path}: {exc}",
+                details={"path": path},
             ) from None
         out.append(keys.public_key_parse(data, source=path))
     return out
@@ -40,7 +43,7 @@ def _public_keys(paths: list[str] | None) -> list[Any]:
 def _build(args: Any) -> tuple[int, dict[str, Any]]:
     if args.type != services.PACK_TYPE_JOB:
         raise InvalidInput(
-            "pack_type_unsupported", f"gaitweb builds job packs, not {args.type!r} packs"
+            reasons.PACK_TYPE_UNSUPPORTED, f"gaitweb builds job packs, not {args.type!r} packs"
         )
     result = services.pack_build(actor=_actor(args), job_id=args.source)
     pack = result.pack
@@ -50,7 +53,7 @@ def _build(args: Any) -> tuple[int, dict[str, Any]]:
         out.write_bytes(bytes(pack.data))
     except OSError as exc:
         raise InvalidInput(
-            "pack_output_unwritable", f"cannot write {out}: {exc}", details={"path": str(out)}
+            reasons.PACK_OUTPUT_UNWRITABLE, f"cannot write {out}: {exc}", details={"path": str(out)}
         ) from None
     signed = f"signed by {pack.key_id[:16]}" if pack.key_id else "unsigned"
     return EXIT_OK, {
@@ -65,7 +68,7 @@ def _build(args: Any) -> tuple[int, dict[str, Any]]:
 def _verify(args: Any) -> tuple[int, dict[str, Any]]:
     if args.allow_unsigned and args.require_signature:
         raise InvalidInput(
-            "verify_options_conflict",
+            reasons.VERIFY_OPTIONS_CONFLICT,
             "--require-signature and --allow-unsigned contradict each other",
         )
     public_keys = _public_keys(args.public_key)
@@ -77,9 +80,9 @@ def _verify(args: Any) -> tuple[int, dict[str, Any]]:
         verdict = f"ACCEPTED UNSIGNED ({'; '.join(result.notes)})"
     else:
         verdict = "verified" if result.ok else "FAILED"
-    reasons = "" if result.ok else ": " + ", ".join(e["code"] for e in result.errors)
+    problems = "" if result.ok else ": " + ", ".join(e["code"] for e in result.errors)
     payload["summary"] = (
-        f"{verdict}: pack {result.pack_id or '?'} of {result.source_ref or '?'} (signature {result.signature_status}, chain {'ok' if result.chain_ok else 'broken'}){reasons}"
+        f"{verdict}: pack {result.pack_id or '?'} of {result.source_ref or '?'} (signature {result.signature_status}, chain {'ok' if result.chain_ok else 'broken'}){problems}"
     )
     return (EXIT_OK if result.ok else EXIT_VERIFY_FAILED), payload
 
@@ -149,7 +152,9 @@ def _keys_export(args: Any) -> tuple[int, dict[str, Any]]:
         try:
             Path(args.out).write_text(text)
         except OSError as exc:
-            raise InvalidInput("key_output_unwritable", f"cannot write {args.out}: {exc}") from None
+            raise InvalidInput(
+                reasons.KEY_OUTPUT_UNWRITABLE, f"cannot write {args.out}: {exc}"
+            ) from None
     return EXIT_OK, {
         "key_id": row.key_id,
         "format": args.format,

@@ -24,9 +24,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import Conflict, InvalidInput, NotFound
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import Conflict, InvalidInput, NotFound
 from packs.models import SigningKey, SigningKeyStatus
 from packs.spec import Signer, key_id_of, public_key_raw
 
@@ -53,24 +54,24 @@ def private_key_parse(text: str, *, source: str) -> Ed25519PrivateKey:
             key = serialization.load_pem_private_key(text.encode(), password=None)
         except (ValueError, TypeError) as exc:
             raise InvalidInput(
-                "signing_key_invalid", f"{source}: not an Ed25519 private key ({exc})"
+                reasons.SIGNING_KEY_INVALID, f"{source}: not an Ed25519 private key ({exc})"
             ) from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise InvalidInput("signing_key_invalid", f"{source}: not an Ed25519 private key")
+            raise InvalidInput(reasons.SIGNING_KEY_INVALID, f"{source}: not an Ed25519 private key")
         return key
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInput("signing_key_invalid", f"{source}: not base64") from None
+        raise InvalidInput(reasons.SIGNING_KEY_INVALID, f"{source}: not base64") from None
     if len(raw) not in (32, 64):
         raise InvalidInput(
-            "signing_key_invalid",
+            reasons.SIGNING_KEY_INVALID,
             f"{source}: an Ed25519 private key is 32 or 64 bytes, not {len(raw)}",
         )
     key = Ed25519PrivateKey.from_private_bytes(raw[:32])
     if len(raw) == 64 and raw[32:] != public_key_raw(key.public_key()):
         raise InvalidInput(
-            "signing_key_invalid", f"{source}: the public half does not match the seed"
+            reasons.SIGNING_KEY_INVALID, f"{source}: the public half does not match the seed"
         )
     return key
 
@@ -84,10 +85,10 @@ def public_key_parse(data: bytes, *, source: str, raw_ok: bool = True) -> Ed2551
             key = serialization.load_pem_public_key(stripped)
         except (ValueError, TypeError) as exc:
             raise InvalidInput(
-                "public_key_invalid", f"{source}: not a public key ({exc})"
+                reasons.PUBLIC_KEY_INVALID, f"{source}: not a public key ({exc})"
             ) from None
         if not isinstance(key, Ed25519PublicKey):
-            raise InvalidInput("public_key_invalid", f"{source}: not an Ed25519 public key")
+            raise InvalidInput(reasons.PUBLIC_KEY_INVALID, f"{source}: not an Ed25519 public key")
         return key
     raw: bytes | None = None
     if raw_ok and len(data) == 32:
@@ -106,7 +107,7 @@ def public_key_parse(data: bytes, *, source: str, raw_ok: bool = True) -> Ed2551
                 raw = None
     if raw is None or len(raw) != 32:
         raise InvalidInput(
-            "public_key_invalid",
+            reasons.PUBLIC_KEY_INVALID,
             f"{source}: not an Ed25519 public key (PEM, base64 or hex of 32 bytes)",
         )
     return Ed25519PublicKey.from_public_bytes(raw)
@@ -149,13 +150,13 @@ def _read_private_file(path: Path) -> Ed25519PrivateKey:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise Conflict(
-            "signing_key_unavailable",
+            reasons.SIGNING_KEY_UNAVAILABLE,
             f"the private key file {path} is missing",
             hint="gait keys rotate",
         ) from None
     if mode & 0o077:
         raise Conflict(
-            "signing_key_insecure",
+            reasons.SIGNING_KEY_INSECURE,
             f"the private key file {path} is readable by others (mode {oct(mode & 0o777)})",
             hint=f"chmod 600 {path}",
         )
@@ -189,7 +190,7 @@ def _register(key: Ed25519PublicKey, *, location: str) -> SigningKey:
             )
     except IntegrityError:
         raise Conflict(
-            "signing_key_exists",
+            reasons.SIGNING_KEY_EXISTS,
             "a signing key is already active (or this key is already registered)",
             hint="gait keys rotate",
         ) from None
@@ -201,13 +202,15 @@ def key_init(*, actor: Actor, from_env: bool = False) -> SigningKey:
     actor.require(Scope.ADMIN)
     if SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).exists():
         raise Conflict(
-            "signing_key_exists", "a signing key is already active", hint="gait keys rotate"
+            reasons.SIGNING_KEY_EXISTS, "a signing key is already active", hint="gait keys rotate"
         )
     if from_env:
         name = _env_name()
         text = os.environ.get(name, "")
         if not text.strip():
-            raise InvalidInput("signing_key_env_unset", f"environment variable {name} is not set")
+            raise InvalidInput(
+                reasons.SIGNING_KEY_ENV_UNSET, f"environment variable {name} is not set"
+            )
         key = private_key_parse(text, source=f"${name}")
         return _register(key.public_key(), location=ENV_PREFIX + name)
     key = Ed25519PrivateKey.generate()
@@ -252,7 +255,7 @@ def key_rotate(*, actor: Actor) -> KeyRotation:
     except IntegrityError:
         path.unlink(missing_ok=True)
         raise Conflict(
-            "signing_key_rotation_conflict",
+            reasons.SIGNING_KEY_ROTATION_CONFLICT,
             "another rotation won; run it again if needed",
             retryable=True,
         ) from None
@@ -276,14 +279,16 @@ def key_get(*, key_id: str | None = None) -> SigningKey:
         )
         if len(matches) != 1:
             raise NotFound(
-                "signing_key_not_found",
+                reasons.SIGNING_KEY_NOT_FOUND,
                 f"no single signing key matches {key_id!r}",
                 details={"key_id": key_id},
             )
         return matches[0]
     row = SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).first()
     if row is None:
-        raise NotFound("signing_key_not_found", "no active signing key", hint="gait keys init")
+        raise NotFound(
+            reasons.SIGNING_KEY_NOT_FOUND, "no active signing key", hint="gait keys init"
+        )
     return row
 
 
@@ -298,7 +303,7 @@ def key_export_public(*, key_id: str | None = None, fmt: str = "base64") -> str:
     if fmt == "base64":
         return base64.b64encode(public_key_raw(public)).decode("ascii") + "\n"
     raise InvalidInput(
-        "invalid_key_format",
+        reasons.INVALID_KEY_FORMAT,
         f"unknown public key format {fmt!r}",
         details={"allowed": ["base64", "pem", "hex"]},
     )
@@ -317,13 +322,13 @@ def signer_active() -> Signer | None:
         row = SigningKey.objects.filter(key_id=signer.key_id).first()
         if row is None:
             raise Conflict(
-                "signing_key_unregistered",
+                reasons.SIGNING_KEY_UNREGISTERED,
                 f"the key in ${_env_name()} is not registered",
                 hint="gait keys init --from-env",
             )
         if row.status != SigningKeyStatus.ACTIVE:
             raise Conflict(
-                "signing_key_retired",
+                reasons.SIGNING_KEY_RETIRED,
                 f"the key in ${_env_name()} was retired",
                 hint="set the new key or unset the variable",
             )
@@ -333,15 +338,15 @@ def signer_active() -> Signer | None:
         return None
     if row.private_location.startswith(ENV_PREFIX):
         raise Conflict(
-            "signing_key_unavailable",
+            reasons.SIGNING_KEY_UNAVAILABLE,
             f"the active key lives in ${row.private_location[len(ENV_PREFIX) :]}, which is not set",
         )
     if not row.private_location.startswith(FILE_PREFIX):
-        raise Conflict("signing_key_unavailable", "the active key has no private location")
+        raise Conflict(reasons.SIGNING_KEY_UNAVAILABLE, "the active key has no private location")
     signer = Signer.of(_read_private_file(Path(row.private_location[len(FILE_PREFIX) :])))
     if signer.key_id != row.key_id:
         raise Conflict(
-            "signing_key_mismatch", "the private key file does not match the registered key"
+            reasons.SIGNING_KEY_MISMATCH, "the private key file does not match the registered key"
         )
     return signer
 

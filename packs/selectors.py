@@ -11,8 +11,9 @@ import re
 
 from django.db.models import QuerySet
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import InvalidInput, NotFound
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import InvalidInput, NotFound
 from jobs.selectors import identity_scoped, job_get
 from packs.models import Pack
 
@@ -28,7 +29,9 @@ def pack_get(*, actor: Actor, pack_id: str) -> Pack:
     actor.require(Scope.READ)
     if not isinstance(pack_id, str) or not PACK_ID_RE.match(pack_id):
         raise InvalidInput(
-            "invalid_pack_id", "a pack id is 64 lowercase hex digits", details={"pack_id": pack_id}
+            reasons.INVALID_PACK_ID,
+            "a pack id is 64 lowercase hex digits",
+            details={"pack_id": pack_id},
         )
     pack = (
         packs_visible(actor)
@@ -38,7 +41,9 @@ def pack_get(*, actor: Actor, pack_id: str) -> Pack:
         .first()
     )
     if pack is None:
-        raise NotFound("pack_not_found", f"no pack with id {pack_id}", details={"pack_id": pack_id})
+        raise NotFound(
+            reasons.PACK_NOT_FOUND, f"no pack with id {pack_id}", details={"pack_id": pack_id}
+        )
     return pack
 
 

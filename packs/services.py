@@ -23,10 +23,11 @@ from typing import IO, Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.db import connection, transaction
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.canonical import ZERO_HASH, canonical_json, iso_utc, sha256_hex
-from gaitweb.errors import Conflict, InvalidInput
-from gaitweb.parsing import PACK_JSON_MAX_DEPTH, json_loads
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import ZERO_HASH, canonical_json, iso_utc, sha256_hex
+from gaitweb.lib.errors import Conflict, InvalidInput
+from gaitweb.lib.parsing import PACK_JSON_MAX_DEPTH, json_loads
 from jobs.journal import ChainReport, chain_check, event_append
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
 from jobs.selectors import job_get
@@ -143,7 +144,7 @@ def _render_events(job: Job, upto: int) -> tuple[bytes, dict[str, Any]]:
         body = line.replace(_hash_member(ev.hash), b"", 1)
         if ev.revision != expected or ev.prev_hash != prev or sha256_hex(body) != ev.hash:
             raise Conflict(
-                "journal_chain_broken",
+                reasons.JOURNAL_CHAIN_BROKEN,
                 f"the journal of {job.job_id} is broken at revision {expected}; no pack was built",
                 details={"job_id": job.job_id, "revision": expected},
             )
@@ -161,7 +162,7 @@ def _render_events(job: Job, upto: int) -> tuple[bytes, dict[str, Any]]:
         head = ev
     if expected - 1 != upto:
         raise Conflict(
-            "journal_chain_broken",
+            reasons.JOURNAL_CHAIN_BROKEN,
             f"the journal of {job.job_id} has {expected - 1} events, expected {upto}",
             details={"job_id": job.job_id, "revision": expected},
         )
@@ -580,14 +581,14 @@ def _consistency(
     source_ref = manifest.get("source_ref")
     if not isinstance(payload, dict) or not isinstance(state, dict):
         problems.add(
-            "job_payload_invalid", "job_payload.json and job_state.json must be JSON objects"
+            reasons.JOB_PAYLOAD_INVALID, "job_payload.json and job_state.json must be JSON objects"
         )
         return
     if payload.get("schema_id") != "gait.pack.job" or payload.get("schema_version") != "1.0.0":
-        problems.add("job_payload_invalid", "job_payload.json must be gait.pack.job 1.0.0")
+        problems.add(reasons.JOB_PAYLOAD_INVALID, "job_payload.json must be gait.pack.job 1.0.0")
     for key in ("job_id", "status", "stop_reason", "status_reason_code", "environment_fingerprint"):
         if not isinstance(payload.get(key), str) or not payload[key].strip():
-            problems.add("job_payload_invalid", f"job_payload.json: {key} is required")
+            problems.add(reasons.JOB_PAYLOAD_INVALID, f"job_payload.json: {key} is required")
     mismatches = []
     if payload.get("job_id") != source_ref:
         mismatches.append("job payload job_id does not match manifest source_ref")
@@ -615,7 +616,7 @@ def _consistency(
     if stream is not None and state.get("revision") != stream.count:
         mismatches.append("job_state revision does not match the number of events")
     for message in mismatches:
-        problems.add("job_payload_inconsistent", message)
+        problems.add(reasons.JOB_PAYLOAD_INCONSISTENT, message)
 
 
 def _proof_records_check(
@@ -631,7 +632,7 @@ def _proof_records_check(
     try:
         data = zf.read(spec.PROOF_RECORDS_PATH, max_bytes=DOCUMENT_MAX_BYTES)
     except InvalidInput as exc:
-        problems.add("proof_records_invalid", exc.message)
+        problems.add(reasons.PROOF_RECORDS_INVALID, exc.message)
         return
     declared = {
         c["path"]: c["sha256"] for c in manifest["contents"] if c["path"] != spec.PROOF_RECORDS_PATH
@@ -644,17 +645,19 @@ def _proof_records_check(
             integrity = record["integrity"]
             event = record["event"]
         except (ValueError, KeyError, TypeError, InvalidInput):
-            problems.add("proof_records_invalid", f"proof record {number} is not a proof record")
+            problems.add(
+                reasons.PROOF_RECORDS_INVALID, f"proof record {number} is not a proof record"
+            )
             return
         if spec.proof_record_hash(record) != integrity.get("record_hash"):
             problems.add(
-                "proof_records_invalid",
+                reasons.PROOF_RECORDS_INVALID,
                 f"proof record {number}: record_hash does not match its content",
             )
             return
         if integrity.get("previous_record_hash", "") != previous:
             problems.add(
-                "proof_records_invalid",
+                reasons.PROOF_RECORDS_INVALID,
                 f"proof record {number}: previous_record_hash breaks the chain",
             )
             return
@@ -669,7 +672,8 @@ def _proof_records_check(
         result.proof_records_verified += 1
     if covered != declared:
         problems.add(
-            "proof_records_invalid", "the proof records do not cover exactly the declared entries"
+            reasons.PROOF_RECORDS_INVALID,
+            "the proof records do not cover exactly the declared entries",
         )
 
 
@@ -767,7 +771,7 @@ def _signature_verdict(
         return
     if status == "failed":
         problems.add(
-            "signature_invalid",
+            reasons.SIGNATURE_INVALID,
             "the signature does not verify with a trusted key: "
             + ("; ".join(result.signature_errors) or "unknown reason"),
         )
@@ -780,13 +784,13 @@ def _signature_verdict(
         return
     if status == "missing":
         problems.add(
-            "pack_unsigned",
+            reasons.PACK_UNSIGNED,
             "the pack is not signed: nothing proves who built it, so it does not verify "
             "(allow_unsigned accepts it anyway)",
         )
     else:  # skipped: signed, but no key is trusted at all
         problems.add(
-            "signature_untrusted",
+            reasons.SIGNATURE_UNTRUSTED,
             "the pack is signed, but no trusted key can check the signature: pass the "
             "signer's public key (--public-key / public_key), or allow_unsigned",
             key_ids=result.key_ids,
@@ -800,30 +804,30 @@ def _verify_open(
     trusted: dict[str, Ed25519PublicKey],
 ) -> None:
     if spec.MANIFEST_PATH not in zf.infos:
-        problems.add("manifest_missing", f"the pack has no {spec.MANIFEST_PATH}")
+        problems.add(reasons.MANIFEST_MISSING, f"the pack has no {spec.MANIFEST_PATH}")
         return
     try:
         manifest = _json_document(zf, spec.MANIFEST_PATH, max_bytes=MANIFEST_MAX_BYTES)
     except _DocumentInvalid as exc:
-        problems.add("manifest_invalid", str(exc))
+        problems.add(reasons.MANIFEST_INVALID, str(exc))
         return
     invalid = _manifest_problems(manifest)
     if invalid:
         for message in invalid:
-            problems.add("manifest_invalid", message)
+            problems.add(reasons.MANIFEST_INVALID, message)
         return
     result.pack_id = str(manifest["pack_id"])
     result.pack_type = str(manifest.get("pack_type", ""))
     result.source_ref = str(manifest["source_ref"])
     if spec.pack_id_compute(manifest) != result.pack_id.lower():
         problems.add(
-            "pack_id_mismatch",
+            reasons.PACK_ID_MISMATCH,
             "pack_id does not match the manifest's content",
             expected=spec.pack_id_compute(manifest),
         )
     if result.pack_type != PACK_TYPE_JOB:
         problems.add(
-            "pack_type_unsupported",
+            reasons.PACK_TYPE_UNSUPPORTED,
             f"gaitweb verifies job packs; this is a {result.pack_type!r} pack",
         )
 
@@ -841,7 +845,8 @@ def _verify_open(
         missing_required = [p for p in JOB_REQUIRED if p not in declared]
         if missing_required:
             problems.add(
-                "job_pack_incomplete", f"a job pack must declare {', '.join(missing_required)}"
+                reasons.JOB_PACK_INCOMPLETE,
+                f"a job pack must declare {', '.join(missing_required)}",
             )
         try:
             if PAYLOAD_PATH in zf.infos:
@@ -849,7 +854,7 @@ def _verify_open(
             if STATE_PATH in zf.infos:
                 state = _json_document(zf, STATE_PATH)
         except _DocumentInvalid as exc:
-            problems.add("job_payload_invalid", str(exc))
+            problems.add(reasons.JOB_PAYLOAD_INVALID, str(exc))
 
     stream: _EventStream | None = None
     for path in sorted(declared):
@@ -880,7 +885,7 @@ def _verify_open(
         _proof_records_check(zf, manifest, trusted, result, problems)
     else:
         problems.add(
-            "proof_records_missing", f"the pack does not declare {spec.PROOF_RECORDS_PATH}"
+            reasons.PROOF_RECORDS_MISSING, f"the pack does not declare {spec.PROOF_RECORDS_PATH}"
         )
 
     record_sig_errors = list(result.signature_errors)
@@ -899,16 +904,16 @@ def pack_inspect(*, source: Source) -> dict[str, Any]:
     with zip_open(source) as zf:
         if spec.MANIFEST_PATH not in zf.infos:
             raise InvalidInput(
-                "manifest_missing", f"the file has no {spec.MANIFEST_PATH}; it is not a pack"
+                reasons.MANIFEST_MISSING, f"the file has no {spec.MANIFEST_PATH}; it is not a pack"
             )
         try:
             manifest = _json_document(zf, spec.MANIFEST_PATH, max_bytes=MANIFEST_MAX_BYTES)
         except _DocumentInvalid as exc:
-            raise InvalidInput("manifest_invalid", str(exc)) from None
+            raise InvalidInput(reasons.MANIFEST_INVALID, str(exc)) from None
         invalid = _manifest_problems(manifest)
         if invalid:
             raise InvalidInput(
-                "manifest_invalid", "; ".join(invalid), details={"problems": invalid}
+                reasons.MANIFEST_INVALID, "; ".join(invalid), details={"problems": invalid}
             )
         out: dict[str, Any] = {
             "pack_id": manifest["pack_id"],
@@ -1036,16 +1041,19 @@ def _events_diff(left: SafeZip, right: SafeZip) -> dict[str, Any]:
 def _manifest_of(zf: SafeZip, side: str) -> dict[str, Any]:
     if spec.MANIFEST_PATH not in zf.infos:
         raise InvalidInput(
-            "manifest_missing", f"the {side} file has no {spec.MANIFEST_PATH}; it is not a pack"
+            reasons.MANIFEST_MISSING,
+            f"the {side} file has no {spec.MANIFEST_PATH}; it is not a pack",
         )
     try:
         manifest = _json_document(zf, spec.MANIFEST_PATH, max_bytes=MANIFEST_MAX_BYTES)
     except _DocumentInvalid as exc:
-        raise InvalidInput("manifest_invalid", f"{side}: {exc}") from None
+        raise InvalidInput(reasons.MANIFEST_INVALID, f"{side}: {exc}") from None
     invalid = _manifest_problems(manifest)
     if invalid:
         raise InvalidInput(
-            "manifest_invalid", f"{side}: " + "; ".join(invalid), details={"problems": invalid}
+            reasons.MANIFEST_INVALID,
+            f"{side}: " + "; ".join(invalid),
+            details={"problems": invalid},
         )
     return manifest
 

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gaitweb.canonical import canonical_json, sha256_hex
+from gaitweb.lib.canonical import canonical_json, sha256_hex
 
 MANIFEST_PATH = "pack_manifest.json"
 PROOF_RECORDS_PATH = "proof_records.jsonl"
@@ -38,7 +38,7 @@ PROOF_PRODUCT = "gaitweb"
 
 
 def jcs(value: Any) -> bytes:
-    """RFC 8785 bytes of ``value`` (gaitweb.canonical's fast path)."""
+    """RFC 8785 bytes of ``value`` (gaitweb.lib.canonical's fast path)."""
     return canonical_json(value)
 
 

@@ -11,8 +11,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
-from gaitweb.actors import Actor
-from gaitweb.errors import Forbidden, InvalidInput, NotFound
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import Forbidden, InvalidInput, NotFound
 from packs.keys import keys_published
 from packs.models import Pack
 from packs.selectors import pack_get

@@ -26,7 +26,8 @@ from typing import IO, Any
 
 from django.conf import settings
 
-from gaitweb.errors import InvalidInput
+from gaitweb.lib import reasons
+from gaitweb.lib.errors import InvalidInput
 
 CHUNK = 1024 * 1024
 MiB = 1024 * 1024
@@ -85,13 +86,15 @@ class _CappedEntry(io.RawIOBase):
             data = self._raw.read(len(view))
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
             raise _refuse(
-                "zip_entry_corrupt", f"entry {self._name!r} is corrupt: {exc}", entry=self._name
+                reasons.ZIP_ENTRY_CORRUPT,
+                f"entry {self._name!r} is corrupt: {exc}",
+                entry=self._name,
             ) from None
         n = len(data)
         self.count += n
         if self.count > self._declared:
             raise _refuse(
-                "zip_entry_size_mismatch",
+                reasons.ZIP_ENTRY_SIZE_MISMATCH,
                 f"entry {self._name!r} inflates past its declared size of {self._declared} bytes",
                 entry=self._name,
                 declared_bytes=self._declared,
@@ -99,7 +102,7 @@ class _CappedEntry(io.RawIOBase):
         if n == 0 and len(view) > 0:
             if self.count != self._declared or self._crc != self._expected_crc:
                 raise _refuse(
-                    "zip_entry_corrupt",
+                    reasons.ZIP_ENTRY_CORRUPT,
                     f"entry {self._name!r} is corrupt: {self.count} of {self._declared} bytes, CRC mismatch",
                     entry=self._name,
                 )
@@ -149,7 +152,7 @@ class SafeZip:
             raw = self._zf.open(probe)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
             raise _refuse(
-                "zip_entry_corrupt", f"entry {name!r} cannot be opened: {exc}", entry=name
+                reasons.ZIP_ENTRY_CORRUPT, f"entry {name!r} cannot be opened: {exc}", entry=name
             ) from None
         return io.BufferedReader(
             _CappedEntry(raw, name, info.file_size, info.CRC), buffer_size=CHUNK
@@ -166,7 +169,9 @@ class SafeZip:
             hasher.update(chunk)
         return hasher.hexdigest()
 
-    def read(self, name: str, *, max_bytes: int, code: str = "pack_document_too_large") -> bytes:
+    def read(
+        self, name: str, *, max_bytes: int, code: str = reasons.PACK_DOCUMENT_TOO_LARGE
+    ) -> bytes:
         """A small document (manifest, payload, state) whole, refusing anything over ``max_bytes``."""
         size = self.infos[name].file_size
         if size > max_bytes:
@@ -194,7 +199,7 @@ def _declared_entry_count(fh: IO[bytes]) -> int:
     # (and the zip64 one) exactly as ZipFile is about to.
     end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
     if end is None:
-        raise _refuse("pack_not_a_zip", "the file is not a zip archive")
+        raise _refuse(reasons.PACK_NOT_A_ZIP, "the file is not a zip archive")
     return int(end[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
 
 
@@ -225,23 +230,23 @@ def _check_entries(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> dict[str,
         key = name.casefold()
         if name in seen or key in folded:
             raise _refuse(
-                "zip_duplicate_entry", f"entry {name!r} appears more than once", entry=name
+                reasons.ZIP_DUPLICATE_ENTRY, f"entry {name!r} appears more than once", entry=name
             )
         mode = info.external_attr >> 16
         if info.create_system == 3 and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
             code = "zip_symlink_entry" if stat.S_ISLNK(mode) else "zip_special_file"
             raise _refuse(code, f"entry {name!r} is not a regular file", entry=name, mode=oct(mode))
         if info.flag_bits & 0x1:
-            raise _refuse("zip_encrypted_entry", f"entry {name!r} is encrypted", entry=name)
+            raise _refuse(reasons.ZIP_ENCRYPTED_ENTRY, f"entry {name!r} is encrypted", entry=name)
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise _refuse(
-                "zip_unsupported_compression",
+                reasons.ZIP_UNSUPPORTED_COMPRESSION,
                 f"entry {name!r} uses compression method {info.compress_type}; packs use deflate",
                 entry=name,
             )
         if info.file_size > limits.max_entry_bytes:
             raise _refuse(
-                "zip_entry_too_large",
+                reasons.ZIP_ENTRY_TOO_LARGE,
                 f"entry {name!r} declares {info.file_size} bytes; the limit is {limits.max_entry_bytes}",
                 entry=name,
                 declared_bytes=info.file_size,
@@ -251,7 +256,7 @@ def _check_entries(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> dict[str,
             ratio = info.file_size / max(info.compress_size, 1)
             if ratio > limits.max_ratio:
                 raise _refuse(
-                    "zip_compression_ratio",
+                    reasons.ZIP_COMPRESSION_RATIO,
                     f"entry {name!r} inflates {ratio:.0f}:1; the limit is {limits.max_ratio:.0f}:1",
                     entry=name,
                     ratio=round(ratio, 1),
@@ -260,7 +265,7 @@ def _check_entries(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> dict[str,
         total += info.file_size
         if total > limits.max_total_bytes:
             raise _refuse(
-                "zip_total_too_large",
+                reasons.ZIP_TOTAL_TOO_LARGE,
                 f"entries declare more than {limits.max_total_bytes} bytes in total",
                 max_bytes=limits.max_total_bytes,
             )
@@ -281,11 +286,13 @@ def zip_open(source: str | Path | IO[bytes], *, limits: ZipLimits | None = None)
             owned = open(source, "rb")  # noqa: SIM115 - SafeZip closes it
         except FileNotFoundError:
             raise InvalidInput(
-                "pack_file_not_found", f"no such file: {source}", details={"path": str(source)}
+                reasons.PACK_FILE_NOT_FOUND,
+                f"no such file: {source}",
+                details={"path": str(source)},
             ) from None
         except OSError as exc:
             raise InvalidInput(
-                "pack_file_unreadable",
+                reasons.PACK_FILE_UNREADABLE,
                 f"cannot read {source}: {exc}",
                 details={"path": str(source)},
             ) from None
@@ -296,7 +303,7 @@ def zip_open(source: str | Path | IO[bytes], *, limits: ZipLimits | None = None)
         size = _source_size(fh)
         if size > limits.max_archive_bytes:
             raise _refuse(
-                "zip_archive_too_large",
+                reasons.ZIP_ARCHIVE_TOO_LARGE,
                 f"the archive is {size} bytes; the limit is {limits.max_archive_bytes}",
                 size_bytes=size,
                 max_bytes=limits.max_archive_bytes,
@@ -304,7 +311,7 @@ def zip_open(source: str | Path | IO[bytes], *, limits: ZipLimits | None = None)
         count = _declared_entry_count(fh)
         if count > limits.max_entries:
             raise _refuse(
-                "zip_too_many_entries",
+                reasons.ZIP_TOO_MANY_ENTRIES,
                 f"the archive declares {count} entries; the limit is {limits.max_entries}",
                 entries=count,
                 max_entries=limits.max_entries,
@@ -314,13 +321,13 @@ def zip_open(source: str | Path | IO[bytes], *, limits: ZipLimits | None = None)
             zf = zipfile.ZipFile(fh)
         except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as exc:
             raise _refuse(
-                "pack_not_a_zip", f"the file is not a readable zip archive: {exc}"
+                reasons.PACK_NOT_A_ZIP, f"the file is not a readable zip archive: {exc}"
             ) from None
         infos = zf.infolist()
         if len(infos) > limits.max_entries:  # the EOCD count and the directory disagree
             zf.close()
             raise _refuse(
-                "zip_too_many_entries",
+                reasons.ZIP_TOO_MANY_ENTRIES,
                 f"the archive holds {len(infos)} entries",
                 entries=len(infos),
                 max_entries=limits.max_entries,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 
 # Gait's published compatibility vectors, when a checkout of them is at hand (.ci/run points
 # here when it finds one): tests that read them skip with a reason otherwise. The project's own
@@ -131,7 +131,7 @@ def _make_user(username: str, role: str | None) -> Any:
 
 @pytest.fixture
 def cast(db: Any) -> Cast:
-    from gaitweb.roles import roles_ensure
+    from gaitweb.lib.roles import roles_ensure
 
     roles_ensure()
     return Cast(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from tests.api.conftest import POLICY_YAML
 
 A = "agent-a"
@@ -45,7 +45,9 @@ def world_build() -> World:
     """Create both identities' objects through the services, as the local operator would."""
     from django.utils import timezone
 
-    from approvals.services import approval_request_create, identity_policy_set, policy_save
+    from approvals.identities import identity_policy_set
+    from approvals.policies import policy_save
+    from approvals.services import approval_request_create
     from jobs import services
     from jobs.models import Job, StepRun
     from jobs.recurring import template_create

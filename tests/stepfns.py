@@ -77,7 +77,7 @@ def wait_for_file(ctx: StepContext, path: str, seconds: float = 60.0) -> dict[st
 def stop_own_job(ctx: StepContext) -> dict[str, Any]:
     """Stops the job it belongs to, then succeeds: the stop lands between this step and the
     next one."""
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
     from jobs.services import job_stop
 
     job_stop(actor=Actor.system("step-operator"), job_id=ctx.job_id, reason="from inside")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from approvals.policy import policy_parse
+from approvals.policy_format import policy_parse
 from jobs.spec import spec_load
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -48,8 +48,8 @@ def test_the_refund_agent_example_parks_for_two_reviewers_then_completes(
     import examples.refund_agent  # noqa: F401  (demo mode registers it: gaitweb.settings)
     from approvals.models import ApprovalRequest
     from approvals.services import approval_decide
-    from gaitweb.actors import Actor
     from gaitweb.demo import demo_seed
+    from gaitweb.lib.actors import Actor
     from jobs.engine import advance
     from jobs.models import Job, StepRun
 

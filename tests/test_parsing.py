@@ -1,4 +1,4 @@
-"""gaitweb.parsing: JSON with a nesting guard, YAML without anchors or aliases."""
+"""gaitweb.lib.parsing: JSON with a nesting guard, YAML without anchors or aliases."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from gaitweb.errors import InvalidInput
-from gaitweb.parsing import JSON_MAX_DEPTH, json_depth, json_loads, yaml_compose, yaml_load
+from gaitweb.lib.errors import InvalidInput
+from gaitweb.lib.parsing import JSON_MAX_DEPTH, json_depth, json_loads, yaml_compose, yaml_load
 from tests.hostile import alias_bomb, cheaply, deep_json
 
 

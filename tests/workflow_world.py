@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from approvals.models import PolicyVersion
-from approvals.services import policy_save
-from gaitweb.actors import Actor
+from approvals.policies import PolicyBinding, policy_save
+from gaitweb.lib.actors import Actor
 from jobs.models import Job
-from jobs.services import PolicyBinding, job_submit
+from jobs.services import job_submit
 
 # refunds wait for a person, shell.rm is blocked, everything else is allowed
 POLICY = """

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 
 POLICY_YAML = """\
 schema_id: gait.gate.policy

@@ -47,8 +47,8 @@ def test_keys_are_stored_hashed_and_looked_up_by_prefix(make_key: Any) -> None:
 
 
 def test_a_revoked_key_stops_working_at_once(make_key: Any) -> None:
-    from gaitweb.actors import Actor
     from gaitweb.apikeys import apikey_revoke
+    from gaitweb.lib.actors import Actor
 
     raw = make_key("read")
     client = APIClient()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,7 +70,7 @@ def test_the_quickstart_drives_a_job_through_a_gated_approval_to_completion(
 def test_the_client_raises_the_envelope_and_replays_an_idempotent_submit(
     live_server: Any, keys: dict[str, str]
 ) -> None:
-    from gaitweb.client import GaitApiError, GaitClient
+    from gaitclient import GaitApiError, GaitClient
 
     with GaitClient(live_server.url, keys["agent"]) as gw:
         first = gw.submit(job_id="cl-1", idempotency_key="k1")
@@ -98,7 +98,7 @@ def test_the_client_builds_verifies_and_diffs_packs(live_server: Any, keys: dict
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from gaitweb.client import GaitClient
+    from gaitclient import GaitClient
     from packs.services import pack_render
     from packs.spec import Signer
 
@@ -129,7 +129,7 @@ def test_the_client_builds_verifies_and_diffs_packs(live_server: Any, keys: dict
 def test_the_client_assigns_policies_and_the_agent_cannot_escape_them(
     live_server: Any, keys: dict[str, str]
 ) -> None:
-    from gaitweb.client import GaitApiError, GaitClient
+    from gaitclient import GaitApiError, GaitClient
 
     trust = "default_verdict: block\nrules:\n  - {name: t, effect: allow, match: {identities: [trusted-bot]}}\n"
     with GaitClient(live_server.url, keys["admin"]) as admin:
@@ -198,3 +198,19 @@ def test_the_readme_quickstart_works_on_sqlite_against_a_live_manage_py_up(tmp_p
         assert " 500 " not in server.output  # gunicorn's access log: no server error on the way
     finally:
         server.stop()
+
+
+def test_the_client_imports_nothing_but_httpx_and_the_standard_library() -> None:
+    """gaitclient.py is the one file an agent copies: importing it in a fresh interpreter loads
+    neither Django nor any of the server's packages."""
+    root = Path(__file__).resolve().parents[2]
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import gaitclient; "
+        "print(sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", probe, str(root)], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(json.loads(out.replace("'", '"')))
+    assert "httpx" in loaded
+    assert not loaded & {"django", "rest_framework", "gaitweb", "jobs", "approvals", "packs"}

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from gaitweb.actors import Actor
-from gaitweb.client import CallFailed, GaitApiError, GaitClient, Stopped, ToolBlocked, ToolRejected
+from gaitclient import CallFailed, GaitApiError, GaitClient, Stopped, ToolBlocked, ToolRejected
+from gaitweb.lib.actors import Actor
 from jobs.models import Job, StepRun
 from tests.workflow_world import policy_stored
 
 
 @pytest.fixture
 def keys(transactional_db: Any) -> dict[str, str]:
-    from approvals.services import identity_policy_set
+    from approvals.identities import identity_policy_set
     from gaitweb.apikeys import apikey_create
 
     admin = Actor.system("admin")

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rest_framework.test import APIClient
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.models import JobEvent
 from tests.api.conftest import POLICY_YAML, error_code, submit
 
@@ -446,8 +446,8 @@ def test_an_unknown_policy_and_a_file_bound_resume_answer_with_api_hints(
 ) -> None:
     """The API user names a policy that is not stored, and resumes a job an operator bound to a
     policy file from the CLI: each hint names the API's way, never a CLI command or flag."""
-    from approvals.services import policy_binding_resolve
-    from gaitweb.actors import Actor
+    from approvals.policies import policy_binding_resolve
+    from gaitweb.lib.actors import Actor
     from jobs import services as jobs
 
     r = agent.post("/api/v1/jobs", {"job_id": "hint-1", "policy": "nope"}, format="json")

@@ -10,8 +10,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from approvals.models import IdentityPolicy
-from approvals.services import policy_save
-from gaitweb.actors import Actor
+from approvals.policies import policy_save
+from gaitweb.lib.actors import Actor
 from jobs.models import Job, JobEvent
 from tests.api.conftest import error_code, submit
 

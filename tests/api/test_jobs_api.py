@@ -113,7 +113,7 @@ def test_a_retried_submit_with_the_same_client_job_id_returns_the_job_and_a_diff
 
 
 def test_a_job_id_taken_outside_the_api_is_a_409_job_exists(agent: APIClient) -> None:
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
     from jobs.services import job_submit
 
     job_submit(actor=Actor.system("cli"), job_id="j-cli")

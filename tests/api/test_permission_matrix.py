@@ -22,7 +22,7 @@ import pytest
 from django.db import transaction
 from rest_framework.test import APIClient
 
-from gaitweb.roles import ROLE_SCOPES
+from gaitweb.lib.roles import ROLE_SCOPES
 from tests.identity_world import (
     ELSEWHERE,
     POLICY,

@@ -31,8 +31,8 @@ class Seeded:
 def seeded(transactional_db: Any) -> Seeded:
     """Committed keys and one identity's job (with a checkpoint and a pack) and template, so
     generated requests meet real rows too."""
-    from gaitweb.actors import Actor
     from gaitweb.apikeys import apikey_create
+    from gaitweb.lib.actors import Actor
     from jobs.recurring import template_create
     from jobs.services import job_checkpoint_add, job_submit
     from packs.services import pack_build

@@ -12,7 +12,7 @@ import anyio
 import pytest
 from rest_framework.test import APIClient
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.models import Job, JobTemplate
 from tests.api.conftest import error_code, submit
 from tests.web.conftest import Browser

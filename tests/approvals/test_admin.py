@@ -12,9 +12,10 @@ from django.test import Client
 from django.urls import reverse
 
 from approvals.models import ApprovalRequest, Identity, Policy, PolicyVersion, RevokedIdentity
-from approvals.policy import policy_parse
-from approvals.services import approval_request_create, policy_save
-from gaitweb.actors import Actor
+from approvals.policies import policy_save
+from approvals.policy_format import policy_parse
+from approvals.services import approval_request_create
+from gaitweb.lib.actors import Actor
 from jobs import services as jobs
 
 pytestmark = pytest.mark.django_db

@@ -11,18 +11,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals.gate import gate_evaluate
+from approvals.identities import identity_revoke
 from approvals.models import ApprovalRequest, Decision
-from approvals.policy import policy_parse
+from approvals.policy_format import policy_parse
 from approvals.selectors import approval_pending_list
 from approvals.services import (
     DecideOutcome,
     approval_decide,
     approval_expire_due,
     approval_request_create,
-    identity_revoke,
 )
-from gaitweb.actors import Actor
-from gaitweb.errors import Conflict, Forbidden, GaitError, InvalidInput, PolicyRefused
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import Conflict, Forbidden, GaitError, InvalidInput, PolicyRefused
 from jobs import services as jobs
 from jobs.journal import chain_verify, event_append
 from jobs.models import Job, JobEvent

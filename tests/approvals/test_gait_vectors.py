@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from approvals.gate import gate_evaluate
-from approvals.policy import policy_parse
+from approvals.policy_format import policy_parse
 from jobs.management.commands.gait import main
 from tests.conftest import GAIT_COMPAT as BUNDLED
 from tests.conftest import GAIT_VECTORS

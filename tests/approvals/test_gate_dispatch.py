@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from approvals.gate import gate_dispatch, gate_evaluate
-from approvals.services import identity_revoke, policy_binding_resolve, policy_save
-from gaitweb.actors import Actor
-from gaitweb.errors import Forbidden, InvalidInput
+from approvals.identities import identity_revoke
+from approvals.policies import policy_binding_resolve, policy_save
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import Forbidden, InvalidInput
 from jobs import services as jobs
 from jobs.journal import chain_verify
 from jobs.models import Job, JobEvent

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from approvals.models import ApprovalRequest, Decision
 from approvals.services import approval_request_create, job_decide
-from gaitweb.actors import Actor
-from gaitweb.errors import Conflict, GaitError, Hints, Interface, PolicyRefused
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import Conflict, GaitError, Hints, Interface, PolicyRefused
 from jobs import services as jobs
 from jobs.management.commands.gait import main
 from jobs.models import Job, JobEvent

@@ -8,18 +8,13 @@ from typing import Any
 import pytest
 
 from approvals.gate import gate_dispatch
+from approvals.identities import identity_revoke
 from approvals.models import Policy, RevokedIdentity
+from approvals.policies import policy_list, policy_save
 from approvals.selectors import approval_pending_list
-from approvals.services import (
-    approval_decide,
-    approval_expire_due,
-    approval_request_create,
-    identity_revoke,
-    policy_list,
-    policy_save,
-)
-from gaitweb.actors import Actor
-from gaitweb.errors import Forbidden
+from approvals.services import approval_decide, approval_expire_due, approval_request_create
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import Forbidden
 from jobs import services as jobs
 from jobs.models import JobEvent
 

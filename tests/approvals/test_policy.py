@@ -1,4 +1,4 @@
-"""Policy parsing, normalization, digest and evaluation (approvals/policy.py), table-driven."""
+"""Policy parsing, normalization, digest and evaluation (approvals/policy_format.py), table-driven."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 import rfc8785
 
-from approvals.policy import (
+from approvals.policy_format import (
     Policy,
     intent_parse,
     policy_evaluate,
     policy_parse,
 )
-from gaitweb.errors import InvalidInput
+from gaitweb.lib.errors import InvalidInput
 from tests.conftest import GAIT_COMPAT
 
 

@@ -9,16 +9,11 @@ from typing import Any
 
 import pytest
 
+from approvals.identities import identity_policy_clear, identity_policy_set
 from approvals.models import IdentityPolicy
-from approvals.services import (
-    identity_policy_clear,
-    identity_policy_set,
-    policy_binding_resolve,
-    policy_request_resolve,
-    policy_save,
-)
-from gaitweb.actors import Actor
-from gaitweb.errors import Forbidden, GaitError, NotFound, PolicyRefused
+from approvals.policies import policy_binding_resolve, policy_request_resolve, policy_save
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import Forbidden, GaitError, NotFound, PolicyRefused
 from jobs.management.commands.gait import main
 from jobs.models import Job, JobEvent
 from jobs.services import job_cancel, job_pause, job_resume, job_retry, job_submit
@@ -324,8 +319,7 @@ def test_submit_admission_reads_revocation_and_binding_in_one_round_trip(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from approvals.assignments import submit_admission
-    from approvals.services import identity_revoke
+    from approvals.identities import identity_revoke, submit_admission
 
     with CaptureQueriesContext(connection) as ctx:
         revoked, assignment = submit_admission(identity="agent-unbound")

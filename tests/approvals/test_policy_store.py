@@ -14,15 +14,11 @@ from django.utils import timezone
 
 from approvals.gate import gate_evaluate
 from approvals.models import ApprovalRequest, Policy, PolicyVersion, RevokedIdentity
-from approvals.policy import policy_parse
-from approvals.services import (
-    approval_request_create,
-    policy_binding_resolve,
-    policy_resolve,
-    policy_save,
-)
-from gaitweb.actors import Actor
-from gaitweb.errors import InvalidInput, NotFound
+from approvals.policies import policy_binding_resolve, policy_resolve, policy_save
+from approvals.policy_format import policy_parse
+from approvals.services import approval_request_create
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import InvalidInput, NotFound
 from jobs import services as jobs
 from jobs.management.commands.gait import main
 

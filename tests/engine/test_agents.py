@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from approvals.models import ApprovalRequest, PolicyVersion
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.engine import advance
 from jobs.models import Job, StepRun
 from tests.engine.conftest import LEASE_SECONDS

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.management.commands.gait import main
 from jobs.models import Job, JobEvent
 

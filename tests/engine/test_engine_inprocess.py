@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.engine import advance
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun

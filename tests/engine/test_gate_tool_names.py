@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from approvals.gate import gate_evaluate
-from approvals.policy import policy_parse
-from approvals.services import identity_policy_set, policy_save
-from gaitweb.actors import Actor
+from approvals.identities import identity_policy_set
+from approvals.policies import policy_save
+from approvals.policy_format import policy_parse
+from gaitweb.lib.actors import Actor
 from jobs.engine import _intent, advance
 from jobs.models import Checkpoint, Job, StepRun
 from jobs.services import job_submit

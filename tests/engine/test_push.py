@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django_q.models import OrmQ
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.broker import ADVANCE_TASK, ClusterORM, broker_row_to_task
 from jobs.engine import _Runner, advance
 from jobs.models import Job, JobEvent, StepRun

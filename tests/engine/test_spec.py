@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gaitweb.errors import InvalidInput, LimitExceeded
+from gaitweb.lib.errors import InvalidInput, LimitExceeded
 from jobs.spec import duration_parse, spec_load, spec_validate, step_backoff_seconds
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from gaitweb.actors import Actor
-from gaitweb.errors import Forbidden, InvalidInput
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import Forbidden, InvalidInput
 from jobs.egress import address_category
 from jobs.engine import advance
 from jobs.models import AllowedExecutable, Job, JobEvent, StepRun

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
 from tests.engine.conftest import LEASE_SECONDS
@@ -525,8 +525,9 @@ def test_the_gate_is_asked_before_each_step_of_a_policy_bound_job(
 ) -> None:
     allow_commands("sh", "python3")
     from approvals.models import ApprovalRequest
-    from approvals.services import approval_decide, policy_save
-    from jobs.services import PolicyBinding, job_submit
+    from approvals.policies import PolicyBinding, policy_save
+    from approvals.services import approval_decide
+    from jobs.services import job_submit
 
     version = policy_save(actor=SUBMITTER, name="engine-test", source=POLICY)
     binding = PolicyBinding.of(version)

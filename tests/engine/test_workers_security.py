@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.engine import job_signal
 from jobs.models import AllowedExecutable, AllowedHttpHost, Job, JobEvent, StepRun
 from tests.api.conftest import make_key as make_key  # noqa: F401  (a fixture)

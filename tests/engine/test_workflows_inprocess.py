@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from approvals.models import ApprovalRequest, PolicyVersion
-from gaitweb.actors import Actor
-from gaitweb.errors import InvalidInput
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import InvalidInput
 from jobs.durable import workflow_timeline
 from jobs.engine import advance, job_signal
 from jobs.journal import chain_verify

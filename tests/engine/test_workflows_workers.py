@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from approvals.models import ApprovalRequest, PolicyVersion
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
 from tests.engine.conftest import LEASE_SECONDS

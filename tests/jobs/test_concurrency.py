@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from gaitweb.actors import Actor
-from gaitweb.errors import GaitError
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import GaitError
 from jobs import services
 from jobs.journal import chain_verify
 from jobs.models import Job, JobEvent, JobStatus

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gaitweb.actors import Actor
-from gaitweb.canonical import ZERO_HASH, digest
-from gaitweb.errors import Conflict
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.canonical import ZERO_HASH, digest
+from gaitweb.lib.errors import Conflict
 from jobs import services
 from jobs.journal import chain_verify
 from jobs.models import Job, JobEvent
@@ -104,7 +104,7 @@ def test_event_revisions_are_unique_per_job_in_the_database(job: Job) -> None:
 
 
 def test_a_payload_canonical_json_cannot_represent_is_refused_and_writes_nothing(job: Job) -> None:
-    from gaitweb.errors import InvalidInput
+    from gaitweb.lib.errors import InvalidInput
     from jobs.journal import event_append
 
     with pytest.raises(InvalidInput) as info:

@@ -8,12 +8,12 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from gaitweb.actors import Actor
-from gaitweb.canonical import ZERO_HASH
-from gaitweb.errors import Conflict, Forbidden, GaitError, InvalidInput, NotFound, PolicyRefused
+from approvals.policies import PolicyBinding
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.canonical import ZERO_HASH
+from gaitweb.lib.errors import Conflict, Forbidden, GaitError, InvalidInput, NotFound, PolicyRefused
 from jobs import services
 from jobs.models import Checkpoint, Job, JobEvent, JobStatus
-from jobs.services import PolicyBinding
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from tests.identity_world import A, B, World, world_build, world_fingerprint
 from tests.mcp.test_mcp_stdio import TOOLS
 

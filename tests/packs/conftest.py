@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.models import Job
 from tests.packs.helpers import job_with_history
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from gaitweb.canonical import ZERO_HASH, canonical_json
+from gaitweb.lib.canonical import ZERO_HASH, canonical_json
 from jobs.journal import event_append, event_hash
 from jobs.models import Checkpoint, Job, StepRun
 from packs import spec

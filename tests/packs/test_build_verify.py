@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.canonical import canonical_json, digest, sha256_hex
-from gaitweb.errors import Forbidden, NotFound
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import canonical_json, digest, sha256_hex
+from gaitweb.lib.errors import Forbidden, NotFound
 from jobs.journal import chain_verify
 from jobs.models import Job, JobEvent
 from packs import spec

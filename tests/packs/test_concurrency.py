@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.journal import chain_verify
 from jobs.models import Job, JobEvent
 from packs.models import Pack

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gaitweb.errors import InvalidInput
+from gaitweb.lib.errors import InvalidInput
 from jobs.models import Job
 from packs.services import pack_build, pack_diff, pack_inspect, pack_verify
 from packs.zipsafe import zip_open
@@ -188,6 +188,6 @@ def test_inspect_and_diff_refuse_hostile_zips_too(tmp_path: Any) -> None:
 
 
 def _system() -> Any:
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
 
     return Actor.system("tester")

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gaitweb.actors import Actor
-from gaitweb.errors import Conflict, Forbidden, InvalidInput
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import Conflict, Forbidden, InvalidInput
 from jobs.models import Job
 from packs import keys
 from packs.keys import (

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gaitweb.actors import Actor
-from gaitweb.canonical import canonical_json, digest
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.canonical import canonical_json, digest
 from jobs.models import Job
 from packs import spec
 from packs.keys import key_init

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.models import Job
 from packs.keys import key_init, key_rotate
 from packs.services import pack_build, pack_verify

@@ -13,7 +13,7 @@ import pytest
 from django.utils import timezone
 
 import tests.recurring.stepfns  # noqa: F401  (the test process validates specs naming them)
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.models import Job, JobStatus, TemplateFire
 from jobs.recurring import _tick_enqueue, template_create, template_disable
 from tests.workers import wait_for

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from tests.conftest import PASSWORD, Cast
 from tests.engine.conftest import clusters, pg, worker_env  # noqa: F401 (real workers for pages)
 

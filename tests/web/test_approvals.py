@@ -7,7 +7,7 @@ import re
 import pytest
 
 from approvals.models import ApprovalRequest, Decision
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.models import Job
 from tests.web.conftest import Browser, pending_request
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.models import Job
 from tests.conftest import PASSWORD
 from tests.web.conftest import agent_job, pending_request

@@ -20,7 +20,7 @@ from django.utils import timezone
 from approvals.models import ApprovalRequest
 from approvals.queue import checkpoint_dom_id
 from approvals.services import approval_request_create
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs import services
 from jobs.engine import advance
 from jobs.models import Job, JobEvent, StepRun

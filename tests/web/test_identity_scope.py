@@ -22,7 +22,7 @@ def world(db: None, settings: Any, tmp_path: Any) -> World:
 
 
 def _own_job(cast: Any) -> None:
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
     from jobs.services import job_submit
 
     me = cast.integrator.username

@@ -83,7 +83,7 @@ def test_jobs_list_shows_counts_status_progress_identity_and_newest_first(cast):
 
 
 def test_jobs_list_filters_by_status_identity_label_and_job_id_text(cast):
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
 
     agent_job("refund-1", "paused")
     agent_job("refund-2", "running", submitter=Actor.system("other", identity="agent.other"))
@@ -139,10 +139,9 @@ def test_jobs_list_poll_answers_204_until_a_visible_row_changes(cast):
 
 
 def test_job_detail_shows_policy_digest_timeline_hashes_and_loads_the_chain_badge(cast):
-    from approvals.services import policy_save
-    from gaitweb.actors import Actor
+    from approvals.policies import PolicyBinding, policy_save
+    from gaitweb.lib.actors import Actor
     from jobs.models import JobEvent
-    from jobs.services import PolicyBinding
 
     version = policy_save(
         actor=Actor.system("admin"), name="billing", source="default_verdict: allow\nrules: []\n"

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from approvals.services import identity_policy_set, policy_save
-from gaitweb.actors import Actor
+from approvals.identities import identity_policy_set
+from approvals.policies import policy_save
+from gaitweb.lib.actors import Actor
 from jobs.models import Job
 from jobs.services import job_submit
 from tests.web.conftest import Browser

@@ -1,4 +1,4 @@
-"""The dashboard's request guards (gaitweb/middleware.py, docs/security.md "Every input is
+"""The dashboard's request guards (gaitweb/lib/middleware.py, docs/security.md "Every input is
 bounded"): a NUL character anywhere a dashboard or admin view reads it is a 400 with a reason
 code (it was a 500 on PostgreSQL, which cannot store NUL), and a body over the limit is refused
 by its Content-Length before a byte is read or spooled."""
@@ -56,7 +56,7 @@ FORMS = {
 @pytest.fixture
 def scene(cast: Any) -> dict[str, str]:
     from approvals.models import ApprovalRequest
-    from gaitweb.actors import Actor
+    from gaitweb.lib.actors import Actor
     from jobs.recurring import template_create
 
     agent_job("nul-1", "running")

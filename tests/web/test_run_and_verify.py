@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs.models import Job
 from tests.web.conftest import Browser, agent_job
 
@@ -91,7 +91,7 @@ def test_a_duplicate_job_id_is_refused_next_to_the_job_id(cast):
 
 
 def test_a_stored_policy_can_be_bound_at_submit(cast):
-    from approvals.services import policy_save
+    from approvals.policies import policy_save
 
     version = policy_save(
         actor=Actor.system("admin"), name="web-policy", source="default_verdict: allow\nrules: []\n"

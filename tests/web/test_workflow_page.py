@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from gaitweb.actors import Actor
+from approvals.policies import PolicyBinding
+from gaitweb.lib.actors import Actor
 from jobs.engine import advance
 from jobs.models import Job
-from jobs.services import PolicyBinding, job_submit
+from jobs.services import job_submit
 from tests.web.conftest import Browser
 from tests.workflow_world import policy_stored
 

@@ -28,7 +28,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from gaitweb.demo import DEMO_USERS, demo_logins_ensure, demo_seed
+from jobs.engine import engine_bootstrap
 from jobs.procwatch import die_with_parent
+from jobs.recurring import recurring_bootstrap
 
 ROOT_WARNING = (
     "\n  WARNING: running as root. The worker runs job commands as this user, so a command step\n"
@@ -113,14 +116,10 @@ class Command(BaseCommand):
         call_command("collectstatic", interactive=False, verbosity=0)
         login = "  no demo logins (--no-demo): create one with `manage.py createsuperuser`\n"
         if not opts["no_demo"]:
-            from gaitweb.demo import demo_logins_ensure, demo_seed
-
             login = self._login_text(demo_logins_ensure(reset=opts["reset_demo_passwords"]))
             demo_seed()
         # the engine's sweep chain and the recurring-jobs loop, kept alive by django-q2
         # Schedules: queued now, run as soon as the worker below starts
-        from jobs.engine import engine_bootstrap
-        from jobs.recurring import recurring_bootstrap
 
         engine_bootstrap()
         recurring_bootstrap()
@@ -221,7 +220,6 @@ class Command(BaseCommand):
                 f"  demo logins exist, but their password is not known here ({logins.path} is "
                 "gone): --reset-demo-passwords sets a new one\n"
             )
-        from gaitweb.demo import DEMO_USERS
 
         shown = [name for name, _ in DEMO_USERS if name not in logins.changed]
         text = (

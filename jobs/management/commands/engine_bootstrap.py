@@ -10,11 +10,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from jobs.engine import engine_bootstrap
+
 
 class Command(BaseCommand):
     help = "Create the engine's sweep schedule and start the sweep (idempotent)"
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from jobs.engine import engine_bootstrap
-
         self.stdout.write(json.dumps(engine_bootstrap(), sort_keys=True))

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from gaitweb.cli import error_payload
+from gaitweb.lib import reasons
+from gaitweb.lib.errors import EXIT_INVALID_INPUT, InvalidInput
+
 CLI_MODULES = [
     "jobs.cli",
     "jobs.cli_engine",
-    "jobs.cli_templates",
+    "jobs.cli_job_templates",
     "approvals.cli",
     "packs.cli",
     "gaitweb.cli_apikey",
@@ -31,21 +36,9 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         if _Parser.wants_json:
-            import json
-
-            sys.stdout.write(
-                json.dumps(
-                    {
-                        "ok": False,
-                        "error": message,
-                        "error_code": "invalid_arguments",
-                        "retryable": False,
-                        "hint": f"{self.prog} --help",
-                    }
-                )
-                + "\n"
-            )
-        sys.exit(6)
+            refusal = InvalidInput(reasons.INVALID_ARGUMENTS, message, hint=f"{self.prog} --help")
+            sys.stdout.write(json.dumps(error_payload(None, refusal)) + "\n")
+        sys.exit(EXIT_INVALID_INPUT)
 
 
 def build_parser() -> argparse.ArgumentParser:

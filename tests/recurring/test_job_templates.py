@@ -9,8 +9,8 @@ import pytest
 from django.utils import timezone
 
 import tests.recurring.stepfns  # noqa: F401  (registers the test step functions)
-from gaitweb.actors import Actor
-from gaitweb.errors import Conflict, Forbidden, GaitError, InvalidInput
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import Conflict, Forbidden, GaitError, InvalidInput
 from jobs.models import Job, JobStatus, JobTemplate, TemplateFire
 from jobs.recurring import (
     continuity_for,
@@ -286,7 +286,8 @@ def test_update_validates_and_reschedules_a_new_cron(system: Actor) -> None:
 def test_a_template_run_is_bound_to_its_identity_policy_whatever_the_template_says(
     system: Actor,
 ) -> None:
-    from approvals.services import identity_policy_set, policy_save
+    from approvals.identities import identity_policy_set
+    from approvals.policies import policy_save
 
     policy_save(actor=system, name="strict", source="default_verdict: block\n")
     policy_save(actor=system, name="lenient", source="default_verdict: allow\n")

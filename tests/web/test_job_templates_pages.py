@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.test import Client
 
-from gaitweb.actors import Actor
+from gaitweb.lib.actors import Actor
 from jobs import services
 from jobs.models import Job, JobStatus, JobTemplate, TemplateFire
 from jobs.recurring import recurring_fire_due, template_create, template_run_now
-from jobs.views_templates import cron_in_words
+from jobs.views_job_templates import cron_in_words
 from tests.web.conftest import Browser
 
 pytestmark = pytest.mark.django_db
@@ -115,7 +115,7 @@ def test_the_list_polls_and_gets_204_until_a_template_changes(cast):
 
 
 def test_the_template_page_shows_spec_labels_identity_policy_rules_and_next_run(cast):
-    from approvals.services import policy_save
+    from approvals.policies import policy_save
 
     version = policy_save(actor=SYSTEM, name="briefs", source="default_verdict: allow\nrules: []\n")
     t = _template(policy="briefs", continuity="resume", overlap="queue", catch_up="skip")

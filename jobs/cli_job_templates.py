@@ -15,10 +15,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gaitweb.actors import Actor
 from gaitweb.cli import add_json_flag, run_handler
-from gaitweb.errors import EXIT_OK, InvalidInput
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor
+from gaitweb.lib.errors import EXIT_OK, InvalidInput
 from jobs import recurring, selectors
+from jobs.cli import _labels as parse
+from jobs.cli import _spec_from_file
 
 
 def _actor(args: Any) -> Actor:
@@ -29,7 +32,6 @@ def _actor(args: Any) -> Actor:
 def _labels(values: list[str] | None) -> dict[str, str] | None:
     if not values:
         return None
-    from jobs.cli import _labels as parse
 
     return parse(values)
 
@@ -53,7 +55,6 @@ def _ok(
 def _spec_file(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
-    from jobs.cli import _spec_from_file
 
     return _spec_from_file(path)
 
@@ -79,7 +80,7 @@ def _create(args: Any) -> tuple[int, dict[str, Any]]:
         }
     elif not args.spec:
         raise InvalidInput(
-            "spec_or_template",
+            reasons.SPEC_OR_TEMPLATE,
             "give --spec FILE or --template ID",
             hint='gait jobs create "Daily brief" --spec brief.yaml --cron "@daily"',
         )

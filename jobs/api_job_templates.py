@@ -15,9 +15,10 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gaitweb.actors import Scope
+from approvals.policies import policy_resolve
 from gaitweb.api import KeysetPagination, StrictInput, page_serializer
 from gaitweb.api_views import ApiView
+from gaitweb.lib.actors import Scope
 from jobs import recurring
 from jobs.api import JobOut, PageQuery, asserted_identity
 from jobs.models import (
@@ -147,7 +148,6 @@ def _policy_ref(value: Any) -> Any:
     """The API names stored policies only: it never reads a file on the server."""
     if not value:
         return None
-    from approvals.services import policy_resolve
 
     return policy_resolve(ref=value).policy
 

@@ -25,10 +25,10 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
+from gaitweb.lib import reasons
+from gaitweb.lib.errors import GaitError, api_body
+
 API_PREFIX = "/api/"
-REQUEST_TOO_LARGE = "request_too_large"
-UPLOAD_TOO_LARGE = "upload_too_large"
-NUL_CHARACTER = "nul_character"
 
 
 def request_max_bytes() -> int:
@@ -44,7 +44,7 @@ def upload_max_bytes() -> int:
 
 
 def body_limit(
-    max_bytes: Callable[[], int], code: str = UPLOAD_TOO_LARGE
+    max_bytes: Callable[[], int], code: str = reasons.UPLOAD_TOO_LARGE
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a function view its own body limit (a callable, read per request, so settings
     overrides apply)."""
@@ -63,9 +63,9 @@ def _limit_of(view_func: Any) -> tuple[int, str]:
         limit = getattr(holder, "body_max_bytes", None)
         if limit is not None:
             return int(limit() if callable(limit) else limit), str(
-                getattr(holder, "body_limit_code", UPLOAD_TOO_LARGE)
+                getattr(holder, "body_limit_code", reasons.UPLOAD_TOO_LARGE)
             )
-    return request_max_bytes(), REQUEST_TOO_LARGE
+    return request_max_bytes(), reasons.REQUEST_TOO_LARGE
 
 
 def refusal_response(
@@ -73,8 +73,8 @@ def refusal_response(
 ) -> HttpResponse:
     """The error envelope for the API, a standalone page for the dashboard and the admin."""
     if request.path_info.startswith(API_PREFIX):
-        body = {"error": {"code": code, "message": message, "details": details, "hint": ""}}
-        return JsonResponse(body, status=status)
+        refusal = GaitError(code, message, details=details, http_status=status)
+        return JsonResponse(api_body(refusal), status=status)
     html = render_to_string("refused.html", {"status": status, "code": code, "message": message})
     return HttpResponse(html, status=status)
 
@@ -100,7 +100,7 @@ class RequestSizeLimitMiddleware:
             return refusal_response(
                 request,
                 400,
-                "invalid_content_length",
+                reasons.INVALID_CONTENT_LENGTH,
                 "the Content-Length header is not a number of bytes",
                 {},
             )
@@ -142,7 +142,7 @@ class NulCharacterMiddleware:
         return refusal_response(
             request,
             400,
-            NUL_CHARACTER,
+            reasons.NUL_CHARACTER,
             f"the {where} contains a NUL character, which gaitweb never accepts",
             {"field": where},
         )

@@ -14,7 +14,7 @@ Python's own parsers are not safe on hostile input of a size gaitweb otherwise a
   (``yaml_too_deep``): PyYAML's composer recurses too.
 
 Size is bounded by the callers (spec, policy and upload limits) and by the request size guard
-(gaitweb/middleware.py). docs/security.md, "Every input is bounded".
+(gaitweb/lib/middleware.py). docs/security.md, "Every input is bounded".
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from typing import Any
 import yaml
 from yaml.nodes import Node
 
-from gaitweb.errors import InvalidInput
+from gaitweb.lib import reasons
+from gaitweb.lib.errors import InvalidInput
 
 # Deeper than any document gaitweb defines (a spec is about 6 levels, an event payload is
 # checked at 64 by gaitweb.api.json_safe_check) and far below the interpreter's recursion limit.
@@ -80,7 +81,7 @@ def json_depth_check(
     if raw.count(b"[") + raw.count(b"{") <= max_depth:
         return
     if json_depth(raw, stop_after=max_depth) > max_depth:
-        raise _too_deep("json_too_deep", what, max_depth)
+        raise _too_deep(reasons.JSON_TOO_DEEP, what, max_depth)
 
 
 def json_loads(
@@ -93,7 +94,7 @@ def json_loads(
     try:
         return json.loads(data, **kwargs)
     except RecursionError:  # the scan bounds the depth; this only guards a tiny stack
-        raise _too_deep("json_too_deep", what, max_depth) from None
+        raise _too_deep(reasons.JSON_TOO_DEEP, what, max_depth) from None
 
 
 class _BoundedSafeLoader(yaml.SafeLoader):
@@ -114,7 +115,7 @@ class _BoundedSafeLoader(yaml.SafeLoader):
             line = event.start_mark.line + 1 if event.start_mark is not None else 1
             kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
             raise InvalidInput(
-                "yaml_alias_refused",
+                reasons.YAML_ALIAS_REFUSED,
                 f"line {line}: {self.what} may not use YAML anchors or aliases "
                 f"({kind}{anchor}); write the value out",
                 details={"line": line, "anchor": str(anchor)},
@@ -125,7 +126,7 @@ class _BoundedSafeLoader(yaml.SafeLoader):
         try:
             if self._depth > self.max_depth:
                 line = event.start_mark.line + 1 if event.start_mark is not None else 1
-                raise _too_deep("yaml_too_deep", self.what, self.max_depth, line=line)
+                raise _too_deep(reasons.YAML_TOO_DEEP, self.what, self.max_depth, line=line)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1

@@ -1,4 +1,4 @@
-"""The five roles as Django groups, each a set of scope permissions (gaitweb/actors.py).
+"""The five roles as Django groups, each a set of scope permissions (gaitweb/lib/actors.py).
 
 Groups are (re)created after every migrate, so a fresh database always has them; an admin may
 add users to groups in Django admin. ``integrator`` is for service accounts behind API keys:
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gaitweb.actors import SCOPE_PERMISSIONS, Scope
+from gaitweb.lib.actors import SCOPE_PERMISSIONS, Scope
 
 # The staff roles see every identity's objects (cross_identity); an integrator is an agent's
 # account and sees only the jobs, templates, approvals and packs of its own identity (its

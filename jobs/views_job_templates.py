@@ -6,7 +6,7 @@ and obeys the overlap rule (``template_run_active``), ``template_enable``/``temp
 need the control scope, and all three need the template to be the user's (its identity is
 theirs) or the user to be an admin (``template_not_owner``). The pages only hide the buttons a
 user may not press; a refusal comes back inline with its reason code, nothing written. Like the jobs pages, one view serves a page
-and its fragments (``jobs/templates_list.html#rows``, ``#row``; ``jobs/template_detail.html#live``)
+and its fragments (``jobs/job_templates_list.html#rows``, ``#row``; ``jobs/job_template_detail.html#live``)
 and polls get 204 while nothing changed.
 """
 
@@ -25,13 +25,12 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_GET, require_POST
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError, dashboard_refusal
 from gaitweb.views import (
     login_required,
     nav_pending_count,
     page_context,
-    refusal_of,
     require_read,
     safe_next,
 )
@@ -189,9 +188,9 @@ def templates_list(request: HttpRequest) -> HttpResponse:
     if htmx_poll(request) and request.GET.get("fp") == ctx["fp"]:
         return HttpResponse(status=204)
     if request.htmx and request.GET.get("fragment") == "rows":
-        return render(request, "jobs/templates_list.html#rows", ctx)
+        return render(request, "jobs/job_templates_list.html#rows", ctx)
     ctx.update(page_context(request, "templates"))
-    return render(request, "jobs/templates_list.html", ctx)
+    return render(request, "jobs/job_templates_list.html", ctx)
 
 
 # --- a template's page -------------------------------------------------------------------------
@@ -260,9 +259,9 @@ def _render_detail(
         ctx["nav_pending_approvals"] = nav_pending_count(
             actor
         )  # swapped out of band with the fragment
-        return render(request, "jobs/template_detail.html#live", ctx, status=status)
+        return render(request, "jobs/job_template_detail.html#live", ctx, status=status)
     ctx.update(page_context(request, "templates"))
-    return render(request, "jobs/template_detail.html", ctx, status=status)
+    return render(request, "jobs/job_template_detail.html", ctx, status=status)
 
 
 @login_required
@@ -316,12 +315,12 @@ def template_action(request: HttpRequest, template_id: str, action: str) -> Http
     try:
         notice, fire = _perform(actor, template, action)
     except GaitError as exc:
-        refusal = refusal_of(exc)
+        refusal = dashboard_refusal(exc)
         template = template_get(actor=actor, template_id=template.template_id)
         if from_list and request.htmx:
             row = _decorate(template, actor, timezone.now())
             return render(
-                request, "jobs/templates_list.html#row", {"t": row, "row_refusal": refusal}
+                request, "jobs/job_templates_list.html#row", {"t": row, "row_refusal": refusal}
             )
         return _render_detail(
             request,
@@ -338,7 +337,7 @@ def template_action(request: HttpRequest, template_id: str, action: str) -> Http
             row = _decorate(template, actor, timezone.now())
             return render(
                 request,
-                "jobs/templates_list.html#row",
+                "jobs/job_templates_list.html#row",
                 {"t": row, "row_notice": notice, "notice_url": job_url},
             )
         return _render_detail(

@@ -15,9 +15,9 @@ from django.db.models import QuerySet
 from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.errors import GaitError
-from gaitweb.parsing import json_depth_check
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.errors import GaitError
+from gaitweb.lib.parsing import json_depth_check
 from jobs import recurring
 from jobs.models import JobTemplate, TemplateFire
 

@@ -23,9 +23,10 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gaitweb.canonical import canonical_json, sha256_hex
-from gaitweb.errors import InvalidInput
-from gaitweb.parsing import yaml_compose
+from gaitweb.lib import reasons
+from gaitweb.lib.canonical import canonical_json, sha256_hex
+from gaitweb.lib.errors import InvalidInput
+from gaitweb.lib.parsing import yaml_compose
 
 SCHEMA_ID = "gait.gate.policy"
 SCHEMA_VERSION = "1.0.0"
@@ -170,7 +171,7 @@ class _Walker:
             return self._constructor.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, TypeError) as exc:  # e.g. `!!python/…` or `!!int x`
             problem = getattr(exc, "problem", None) or str(exc)
-            self.problem(node, "", "", "policy_invalid_value", f"unreadable value: {problem}")
+            self.problem(node, "", "", reasons.POLICY_INVALID_VALUE, f"unreadable value: {problem}")
             return _UNREADABLE
 
     def mapping(
@@ -183,7 +184,7 @@ class _Walker:
                 node,
                 path,
                 path.rsplit(".", 1)[-1],
-                "policy_invalid_value",
+                reasons.POLICY_INVALID_VALUE,
                 f"{path or 'the policy'} must be a mapping",
             )
             return {}
@@ -196,7 +197,7 @@ class _Walker:
                     key_node,
                     path,
                     str(key),
-                    "policy_invalid_value",
+                    reasons.POLICY_INVALID_VALUE,
                     f"keys in {what} must be strings",
                 )
                 continue
@@ -205,7 +206,7 @@ class _Walker:
                     key_node,
                     where,
                     key,
-                    "policy_duplicate_key",
+                    reasons.POLICY_DUPLICATE_KEY,
                     f"key '{key}' appears twice in {what}",
                 )
                 continue
@@ -214,7 +215,7 @@ class _Walker:
                     key_node,
                     where,
                     key,
-                    "policy_unsupported_key",
+                    reasons.POLICY_UNSUPPORTED_KEY,
                     f"key '{key}' in {what} is a Gait policy feature not supported by gaitweb; "
                     "it would not be enforced, so the policy is refused",
                 )
@@ -224,7 +225,7 @@ class _Walker:
                     key_node,
                     where,
                     key,
-                    "policy_unknown_key",
+                    reasons.POLICY_UNKNOWN_KEY,
                     f"unknown key '{key}' in {what} (allowed: {', '.join(sorted(allowed))})",
                 )
                 continue
@@ -235,7 +236,7 @@ class _Walker:
         value = self.scalar(node) if isinstance(node, ScalarNode) else None
         if not isinstance(value, str) or not value.strip():
             self.problem(
-                node, path, key, "policy_invalid_value", f"'{key}' must be a non-empty string"
+                node, path, key, reasons.POLICY_INVALID_VALUE, f"'{key}' must be a non-empty string"
             )
             return None
         value = value.strip()
@@ -252,14 +253,16 @@ class _Walker:
     ) -> int | None:
         value = self.scalar(node) if isinstance(node, ScalarNode) else None
         if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(node, path, key, "policy_invalid_value", f"'{key}' must be an integer")
+            self.problem(
+                node, path, key, reasons.POLICY_INVALID_VALUE, f"'{key}' must be an integer"
+            )
             return None
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             self.problem(
                 node,
                 path,
                 key,
-                "policy_invalid_value",
+                reasons.POLICY_INVALID_VALUE,
                 f"'{key}' must be between {minimum} and {maximum}",
             )
             return None
@@ -268,7 +271,9 @@ class _Walker:
     def boolean(self, node: Node, path: str, key: str) -> bool | None:
         value = self.scalar(node) if isinstance(node, ScalarNode) else None
         if not isinstance(value, bool):
-            self.problem(node, path, key, "policy_invalid_value", f"'{key}' must be true or false")
+            self.problem(
+                node, path, key, reasons.POLICY_INVALID_VALUE, f"'{key}' must be true or false"
+            )
             return None
         return value
 
@@ -279,7 +284,7 @@ class _Walker:
                 node,
                 path,
                 key,
-                "policy_invalid_value",
+                reasons.POLICY_INVALID_VALUE,
                 f"'{key}' must be one of {', '.join(VERDICTS)}, not '{value}'",
             )
             return None
@@ -288,7 +293,7 @@ class _Walker:
     def string_list(self, node: Node, path: str, key: str, *, lower: bool) -> list[str] | None:
         if not isinstance(node, SequenceNode):
             self.problem(
-                node, path, key, "policy_invalid_value", f"'{key}' must be a list of strings"
+                node, path, key, reasons.POLICY_INVALID_VALUE, f"'{key}' must be a list of strings"
             )
             return None
         values: list[str] = []
@@ -302,7 +307,7 @@ class _Walker:
 
 def _compose(source: str) -> Node | None:
     try:
-        # Anchors and aliases are refused before anything is composed (gaitweb.parsing): a
+        # Anchors and aliases are refused before anything is composed (gaitweb.lib.parsing): a
         # policy has no use for them, and an alias bomb would make the walk below exponential.
         return yaml_compose(source, what="a policy")
     except InvalidInput as exc:  # yaml_alias_refused, yaml_too_deep
@@ -349,10 +354,10 @@ def policy_parse(source: str) -> Policy:
     """Parse policy YAML strictly. Raises ``InvalidInput`` naming the line and key of every
     problem (``details["problems"]``); the first one is the error's code and message."""
     if not isinstance(source, str):
-        raise InvalidInput("policy_invalid_value", "policy source must be text")
+        raise InvalidInput(reasons.POLICY_INVALID_VALUE, "policy source must be text")
     if len(source) > POLICY_MAX_CHARS:
         raise InvalidInput(
-            "policy_too_large",
+            reasons.POLICY_TOO_LARGE,
             f"a policy is at most {POLICY_MAX_CHARS} characters",
             details={"max_chars": POLICY_MAX_CHARS},
         )
@@ -372,7 +377,7 @@ def policy_parse(source: str) -> Policy:
                 top["schema_id"][1],
                 "schema_id",
                 "schema_id",
-                "policy_invalid_value",
+                reasons.POLICY_INVALID_VALUE,
                 f"'schema_id' must be {SCHEMA_ID}",
             )
     if "schema_version" in top:
@@ -384,7 +389,7 @@ def policy_parse(source: str) -> Policy:
                 node,
                 "schema_version",
                 "schema_version",
-                "policy_invalid_value",
+                reasons.POLICY_INVALID_VALUE,
                 f"'schema_version' must be {SCHEMA_VERSION}",
             )
 
@@ -398,7 +403,7 @@ def policy_parse(source: str) -> Policy:
                 top["default_action"][1],
                 "default_action",
                 "default_action",
-                "policy_invalid_value",
+                reasons.POLICY_INVALID_VALUE,
                 "'default_action' must match 'default_verdict'",
             )
         default_verdict = default_verdict or action
@@ -420,7 +425,7 @@ def policy_parse(source: str) -> Policy:
                 rules_node,
                 "rules",
                 "rules",
-                "policy_invalid_value",
+                reasons.POLICY_INVALID_VALUE,
                 "'rules' must be a list of rules",
             )
         else:
@@ -434,7 +439,7 @@ def policy_parse(source: str) -> Policy:
                         rule_node,
                         f"rules[{index}].name",
                         "name",
-                        "policy_invalid_value",
+                        reasons.POLICY_INVALID_VALUE,
                         f"'name' {rule.name!r} is used by two rules (also rules[{names[rule.name]}])",
                     )
                     continue
@@ -460,7 +465,9 @@ def _parse_rule(w: _Walker, node: Node, path: str) -> Rule | None:
         return None
     name = w.string(keys["name"][1], f"{path}.name", "name") if "name" in keys else None
     if "name" not in keys:
-        w.problem(node, f"{path}.name", "name", "policy_missing_key", f"{path} needs a 'name'")
+        w.problem(
+            node, f"{path}.name", "name", reasons.POLICY_MISSING_KEY, f"{path} needs a 'name'"
+        )
     what = f"rule '{name}'" if name else path
     effect = w.verdict(keys["effect"][1], f"{path}.effect", "effect") if "effect" in keys else None
     if "action" in keys:  # Gait's alias for effect
@@ -470,7 +477,7 @@ def _parse_rule(w: _Walker, node: Node, path: str) -> Rule | None:
                 keys["action"][1],
                 f"{path}.action",
                 "action",
-                "policy_invalid_value",
+                reasons.POLICY_INVALID_VALUE,
                 f"'action' must match 'effect' in {what}",
             )
         effect = effect or action
@@ -479,7 +486,7 @@ def _parse_rule(w: _Walker, node: Node, path: str) -> Rule | None:
             node,
             f"{path}.effect",
             "effect",
-            "policy_missing_key",
+            reasons.POLICY_MISSING_KEY,
             f"{what} needs an 'effect' ({', '.join(VERDICTS)})",
         )
     priority = (
@@ -506,7 +513,7 @@ def _parse_rule(w: _Walker, node: Node, path: str) -> Rule | None:
                 "require_distinct_approvers",
             )
         )
-    reasons = (
+    reason_codes = (
         w.string_list(keys["reason_codes"][1], f"{path}.reason_codes", "reason_codes", lower=False)
         if "reason_codes" in keys
         else []
@@ -540,7 +547,7 @@ def _parse_rule(w: _Walker, node: Node, path: str) -> Rule | None:
                             value_node,
                             f"{path}.match.{key}",
                             key,
-                            "policy_invalid_value",
+                            reasons.POLICY_INVALID_VALUE,
                             f"'{key}' has an unknown endpoint class '{value}' (known: {', '.join(sorted(ENDPOINT_CLASSES))})",
                         )
             match[target].extend(values)
@@ -552,7 +559,7 @@ def _parse_rule(w: _Walker, node: Node, path: str) -> Rule | None:
         priority=priority,
         effect=effect,
         match={key: tuple(sorted(set(values))) for key, values in match.items()},
-        reason_codes=tuple(sorted(set(reasons or []))),
+        reason_codes=tuple(sorted(set(reason_codes or []))),
         violations=tuple(sorted(set(violations or []))),
         min_approvals=min_approvals,
         # Gait: more than one approval implies distinct approvers
@@ -737,7 +744,7 @@ def _infer_endpoint_class(kind: str, operation: str, tool_name: str) -> str:
 
 
 def _intent_error(path: str, message: str) -> InvalidInput:
-    return InvalidInput("intent_invalid", f"{path}: {message}", details={"path": path})
+    return InvalidInput(reasons.INTENT_INVALID, f"{path}: {message}", details={"path": path})
 
 
 def _opt_str(value: Any, path: str) -> str:

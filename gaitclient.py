@@ -1,6 +1,6 @@
 """A small Python client for the gaitweb REST API (docs/api.md), with the CLI's verbs.
 
-    from gaitweb.client import GaitClient, GaitApiError
+    from gaitclient import GaitClient, GaitApiError
 
     gw = GaitClient("http://127.0.0.1:8000", api_key="gw_…")
     job = gw.submit(job_id="refund-42", policy="payments")
@@ -13,7 +13,9 @@
         inv = run.step("fetch-invoice", fetch_invoice, "42")
         receipt = run.tool("payments.refund", {"amount": inv["total"]}, run=do_refund)
 
-Uses httpx only (no Django import), so agents can vendor this one file. Every error is a
+Its own module, outside the server's packages: it needs httpx and the standard library only
+(no Django; an import-linter contract in pyproject.toml holds it to that), so an agent can copy
+this one file into its project, or get it with ``pip install gaitweb``. Every error is a
 ``GaitApiError`` carrying the API's envelope: ``code`` (the same reason codes as the CLI),
 ``message``, ``details``, ``status``. ``submit`` sends an ``Idempotency-Key`` and retries
 network errors, 429 and 5xx with the same key, so a retried submit never creates a second job.
