@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from approvals.models import ApprovalRequest
 from approvals.policy_format import policy_parse
+from approvals.services import approval_decide
+from gaitweb.demo import demo_seed
+from gaitweb.lib.actors import Actor
+from jobs.engine import advance
+from jobs.management.commands.gait import main
+from jobs.models import Job, StepRun
 from jobs.spec import spec_load
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -30,8 +37,6 @@ def test_every_example_spec_submits_through_the_cli_in_demo_mode(
 ) -> None:
     import json
 
-    from jobs.management.commands.gait import main
-
     assert (
         main(["job", "submit", "--identity", "agent.example", "--spec", str(path), "--json"]) == 0
     )
@@ -46,12 +51,6 @@ def test_the_refund_agent_example_parks_for_two_reviewers_then_completes(
     demo_mode: None,
 ) -> None:
     import examples.refund_agent  # noqa: F401  (demo mode registers it: gaitweb.settings)
-    from approvals.models import ApprovalRequest
-    from approvals.services import approval_decide
-    from gaitweb.demo import demo_seed
-    from gaitweb.lib.actors import Actor
-    from jobs.engine import advance
-    from jobs.models import Job, StepRun
 
     demo_seed()
     job = Job.objects.get(job_id="demo-refund-agent")

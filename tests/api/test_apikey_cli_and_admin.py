@@ -10,13 +10,12 @@ import pytest
 from rest_framework.test import APIClient
 
 from gaitweb.models import ApiKey
+from jobs.management.commands.gait import main
 
 pytestmark = pytest.mark.django_db
 
 
 def gait(capsys: Any, *argv: str) -> tuple[int, dict]:
-    from jobs.management.commands.gait import main
-
     code = main([*argv, "--json"])
     return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 

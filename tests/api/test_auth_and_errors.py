@@ -7,7 +7,11 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from gaitweb.models import ApiKey
+from gaitweb.api_views import ApiView
+from gaitweb.apikeys import apikey_revoke
+from gaitweb.lib.actors import Actor
+from gaitweb.models import ApiKey, ThrottleCounter
+from jobs.models import Job
 from tests.api.conftest import error_code, submit
 
 pytestmark = pytest.mark.django_db
@@ -47,9 +51,6 @@ def test_keys_are_stored_hashed_and_looked_up_by_prefix(make_key: Any) -> None:
 
 
 def test_a_revoked_key_stops_working_at_once(make_key: Any) -> None:
-    from gaitweb.apikeys import apikey_revoke
-    from gaitweb.lib.actors import Actor
-
     raw = make_key("read")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
@@ -78,7 +79,6 @@ def test_session_writes_without_a_csrf_token_are_refused(session_client: Any) ->
     client = session_client("operator")
     r = submit(client, job_id="j-csrf")
     assert r.status_code == 403 and error_code(r) == "csrf_failed"
-    from jobs.models import Job
 
     assert not Job.objects.filter(job_id="j-csrf").exists()
 
@@ -150,8 +150,6 @@ def test_an_outsider_with_a_session_is_forbidden(session_client: Any) -> None:
 def test_every_error_uses_the_envelope_with_a_stable_code(
     agent: APIClient, method: str, path: str, kwargs: dict, status: int, code: str
 ) -> None:
-    from jobs.models import Job
-
     before = Job.objects.count()
     r = getattr(agent, method)(path, **kwargs)
     assert r.status_code == status, r.content
@@ -177,8 +175,6 @@ def test_throttling_answers_429_with_retry_after_per_key(settings: Any, key_clie
 def test_throttle_counters_are_shared_through_the_database_when_there_is_no_redis(
     settings: Any, make_key: Any
 ) -> None:
-    from gaitweb.models import ThrottleCounter
-
     # the fallback store, whatever this run's cache is (CI runs with Redis)
     settings.CACHES = {
         "default": {
@@ -211,8 +207,6 @@ def test_with_a_cache_backend_the_throttle_counts_in_the_cache(
 ) -> None:
     from django.core.cache import caches
 
-    from gaitweb.models import ThrottleCounter
-
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
@@ -242,8 +236,6 @@ def test_with_redis_the_throttle_counts_in_redis_with_an_expiry(
     except redis.RedisError:
         pytest.skip(f"no Redis at {url}")
     from django.core.cache import caches
-
-    from gaitweb.models import ThrottleCounter
 
     prefix = f"gaitweb-test-{uuid.uuid4().hex}"
     settings.CACHES = {
@@ -297,8 +289,6 @@ def test_every_operation_in_swagger_has_its_own_summary_and_no_inherited_descrip
 
     import yaml
     from django.test import Client
-
-    from gaitweb.api_views import ApiView
 
     schema = yaml.safe_load(Client().get("/api/v1/schema/").content)
     base_doc = inspect.cleandoc(ApiView.__doc__ or "")

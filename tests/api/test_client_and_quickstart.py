@@ -10,15 +10,17 @@ from typing import Any
 
 import pytest
 
+from gaitweb.apikeys import apikey_create
 from gaitweb.lib.actors import Actor
+from jobs.models import Job, JobEvent
+from packs.services import pack_render
+from packs.spec import Signer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def keys(transactional_db: Any) -> dict[str, str]:
-    from gaitweb.apikeys import apikey_create
-
     def key(identity: str, scopes: str) -> str:
         return apikey_create(actor=Actor.system("test"), identity=identity, scopes=scopes).key
 
@@ -53,7 +55,6 @@ def test_the_quickstart_drives_a_job_through_a_gated_approval_to_completion(
     gates = {s["tool"]: s["verdict"] for s in steps if s["step"] == "gate"}
     assert gates == {"invoices.read": "allow", "payments.refund": "require_approval"}
     assert [s["step"] for s in steps][-3:] == ["approved", "resumed", "completed"]
-    from jobs.models import Job, JobEvent
 
     job = Job.objects.get(job_id="qs-1")
     # bound by the admin's assignment: the agent's submit named no policy
@@ -99,8 +100,6 @@ def test_the_client_builds_verifies_and_diffs_packs(live_server: Any, keys: dict
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     from gaitclient import GaitClient
-    from packs.services import pack_render
-    from packs.spec import Signer
 
     with GaitClient(live_server.url, keys["agent"]) as gw:
         gw.submit(job_id="cl-pk")

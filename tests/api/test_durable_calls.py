@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from approvals.identities import identity_policy_set
 from gaitclient import CallFailed, GaitApiError, GaitClient, Stopped, ToolBlocked, ToolRejected
+from gaitweb.apikeys import apikey_create
 from gaitweb.lib.actors import Actor
 from jobs.models import Job, StepRun
 from tests.workflow_world import policy_stored
@@ -19,9 +21,6 @@ from tests.workflow_world import policy_stored
 
 @pytest.fixture
 def keys(transactional_db: Any) -> dict[str, str]:
-    from approvals.identities import identity_policy_set
-    from gaitweb.apikeys import apikey_create
-
     admin = Actor.system("admin")
     policy_stored("calls")
     identity_policy_set(actor=admin, identity="refund-agent", policy="calls")

@@ -11,8 +11,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rest_framework.test import APIClient
 
+from approvals.policies import policy_binding_resolve
+from approvals.services import approval_request_create
 from gaitweb.lib.actors import Actor
+from jobs import services as jobs
 from jobs.models import JobEvent
+from jobs.services import job_checkpoint_add
+from packs.keys import key_init
+from packs.services import pack_render
+from packs.spec import Signer
 from tests.api.conftest import POLICY_YAML, error_code, submit
 
 pytestmark = pytest.mark.django_db
@@ -109,9 +116,6 @@ def test_gate_dispatch_of_an_unknown_job_fails_closed(agent: APIClient) -> None:
 
 
 def _request_on(job_id: str, required: int = 1) -> str:
-    from approvals.services import approval_request_create
-    from jobs.services import job_checkpoint_add
-
     job_checkpoint_add(
         actor=Actor.system("agent-7"), job_id=job_id, type="decision-needed", summary="refund?"
     )
@@ -223,8 +227,6 @@ def test_only_admins_revoke_identities(agent: APIClient, admin_key: APIClient) -
 
 
 def test_packs_build_list_download_and_verify_the_upload(agent: APIClient) -> None:
-    from packs.keys import key_init
-
     key_init(actor=Actor.system("test"))
     submit(agent, job_id="pk1")
     agent.post(
@@ -305,9 +307,6 @@ def test_verify_trusts_a_public_key_named_in_the_request(agent: APIClient) -> No
 
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from packs.services import pack_render
-    from packs.spec import Signer
-
     submit(agent, job_id="pk-outside")
     outside = Ed25519PrivateKey.generate()
     data = pack_render(job_id="pk-outside", signer=Signer.of(outside)).data
@@ -379,8 +378,6 @@ def test_pack_diff_compares_two_uploaded_packs(agent: APIClient) -> None:
 
 
 def _signed_pack_of(agent: APIClient, job_id: str) -> bytes:
-    from packs.keys import key_init
-
     key_init(actor=Actor.system("test"))
     submit(agent, job_id=job_id)
     return agent.get(agent.post(f"/api/v1/jobs/{job_id}/packs").json()["pack"]["download"]).content
@@ -446,9 +443,6 @@ def test_an_unknown_policy_and_a_file_bound_resume_answer_with_api_hints(
 ) -> None:
     """The API user names a policy that is not stored, and resumes a job an operator bound to a
     policy file from the CLI: each hint names the API's way, never a CLI command or flag."""
-    from approvals.policies import policy_binding_resolve
-    from gaitweb.lib.actors import Actor
-    from jobs import services as jobs
 
     r = agent.post("/api/v1/jobs", {"job_id": "hint-1", "policy": "nope"}, format="json")
     assert error_code(r) == "policy_not_found", r.content

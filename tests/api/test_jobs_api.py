@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from gaitweb.lib.actors import Actor
+from jobs.engine import SWEEP_BEAT_KEY
 from jobs.models import Job, JobEvent, StepRun
+from jobs.services import job_submit
 from tests.api.conftest import error_code, submit
 
 pytestmark = pytest.mark.django_db
@@ -113,9 +116,6 @@ def test_a_retried_submit_with_the_same_client_job_id_returns_the_job_and_a_diff
 
 
 def test_a_job_id_taken_outside_the_api_is_a_409_job_exists(agent: APIClient) -> None:
-    from gaitweb.lib.actors import Actor
-    from jobs.services import job_submit
-
     job_submit(actor=Actor.system("cli"), job_id="j-cli")
     r = submit(agent, job_id="j-cli")
     assert r.status_code == 409 and error_code(r) == "job_exists"
@@ -505,8 +505,6 @@ def test_health_sees_a_worker_from_the_engines_sweep_beat() -> None:
     import time
 
     from django.core.cache import cache
-
-    from jobs.engine import SWEEP_BEAT_KEY
 
     cache.set(SWEEP_BEAT_KEY, time.time() - 1, None)
     body = APIClient().get("/api/v1/health").json()

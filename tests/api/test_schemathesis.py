@@ -16,6 +16,12 @@ from typing import Any
 
 import pytest
 
+from gaitweb.apikeys import apikey_create
+from gaitweb.lib.actors import Actor
+from jobs.recurring import template_create
+from jobs.services import job_checkpoint_add, job_submit
+from packs.services import pack_build
+
 MAX_EXAMPLES = 6
 SEED_IDENTITY = "seed-agent"
 
@@ -31,11 +37,6 @@ class Seeded:
 def seeded(transactional_db: Any) -> Seeded:
     """Committed keys and one identity's job (with a checkpoint and a pack) and template, so
     generated requests meet real rows too."""
-    from gaitweb.apikeys import apikey_create
-    from gaitweb.lib.actors import Actor
-    from jobs.recurring import template_create
-    from jobs.services import job_checkpoint_add, job_submit
-    from packs.services import pack_build
 
     seed = Actor.system("seed", identity=SEED_IDENTITY)
     job_submit(actor=seed, job_id="seed-job", identity=SEED_IDENTITY)

@@ -13,6 +13,7 @@ import yaml
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
+from jobs.models import Job
 from tests.api.conftest import error_code
 from tests.api.test_permission_matrix import OPERATIONS, Op, _path
 from tests.identity_world import World, world_build, world_fingerprint
@@ -76,7 +77,6 @@ def test_every_operation_with_a_body_or_a_query_refuses_an_unknown_field(
 
 def test_a_misspelt_policy_is_an_error_not_an_ungated_job(agent: APIClient) -> None:
     """The attack: ``{"polcy": "strict"}`` used to give 201 and a job bound to no policy."""
-    from jobs.models import Job
 
     r = agent.post("/api/v1/jobs", {"job_id": "typo", "polcy": "strict"}, format="json")
     assert r.status_code == 400 and error_code(r) == "unknown_field"

@@ -13,7 +13,10 @@ import pytest
 from rest_framework.test import APIClient
 
 from gaitweb.lib.actors import Actor
+from gaitweb.mcp_server import build_server
+from jobs.management.commands.gait import main
 from jobs.models import Job, JobTemplate
+from jobs.recurring import recurring_fire_due, template_create, template_run_now
 from tests.api.conftest import error_code, submit
 from tests.web.conftest import Browser
 
@@ -41,8 +44,6 @@ def test_the_api_submits_a_workflow_and_refuses_bad_input(agent: APIClient) -> N
 
 
 def test_the_cli_submits_a_workflow_from_a_yaml_file(capsys: Any, tmp_path: Path) -> None:
-    from jobs.management.commands.gait import main
-
     spec = tmp_path / "wf.yaml"
     spec.write_text("workflow: calls\ninput:\n  path: /tmp/gaitweb-wf-unused\n  n: 2\n")
     code = main(["job", "submit", "--id", "wf-cli", "--spec", str(spec), "--json"])
@@ -76,8 +77,6 @@ def test_a_template_fires_workflow_jobs_on_run_now_and_on_its_cron() -> None:
 
     from django.utils import timezone
 
-    from jobs.recurring import recurring_fire_due, template_create, template_run_now
-
     system = Actor.system("tester")
     template = template_create(actor=system, name="Nightly agent", spec=WORKFLOW, cron="* * * * *")
     fire = template_run_now(actor=system, template_id=template.template_id)
@@ -96,8 +95,6 @@ def test_a_template_fires_workflow_jobs_on_run_now_and_on_its_cron() -> None:
 
 
 def test_mcp_creates_a_workflow_job(transactional_db: None) -> None:
-    from gaitweb.mcp_server import build_server
-
     actor = Actor(
         name="agent-7",
         scopes=frozenset({"read", "submit", "control"}),

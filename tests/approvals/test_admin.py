@@ -11,12 +11,20 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from approvals.models import ApprovalRequest, Identity, Policy, PolicyVersion, RevokedIdentity
+from approvals.models import (
+    ApprovalRequest,
+    Identity,
+    IdentityPolicy,
+    Policy,
+    PolicyVersion,
+    RevokedIdentity,
+)
 from approvals.policies import policy_save
 from approvals.policy_format import policy_parse
 from approvals.services import approval_request_create
 from gaitweb.lib.actors import Actor
 from jobs import services as jobs
+from jobs.management.commands.gait import main
 
 pytestmark = pytest.mark.django_db
 
@@ -213,8 +221,6 @@ def test_the_identity_list_marks_the_revoked_identities(cast: Any) -> None:
 
 
 def test_an_admin_binds_a_policy_to_an_identity_and_an_operator_cannot(cast: Any) -> None:
-    from approvals.models import IdentityPolicy
-
     strict = policy_save(actor=Actor.system("t"), name="strict", source=GOOD).policy
     stricter = policy_save(
         actor=Actor.system("t"), name="stricter", source="default_verdict: block\n"
@@ -247,7 +253,6 @@ def test_policy_files_stored_by_the_cli_are_hidden_from_the_picker_and_grouped_i
 ) -> None:
     """`gait job submit --policy allow.yaml` stores the file as `file:allow.yaml@<digest>`:
     the dashboard's picker offers authored policies only, the admin list shows them apart."""
-    from jobs.management.commands.gait import main
 
     policy_save(actor=cast.actor("admin"), name="billing", source=GOOD)
     for n in range(3):  # three edits of the same file: three stored copies

@@ -16,6 +16,7 @@ from approvals.models import ApprovalRequest, Decision
 from approvals.policy_format import policy_parse
 from approvals.selectors import approval_pending_list
 from approvals.services import (
+    ESCALATION_WINDOW_MIN,
     DecideOutcome,
     approval_decide,
     approval_expire_due,
@@ -462,7 +463,6 @@ def test_requests_of_a_cancelled_job_leave_the_queue(cast: Any) -> None:
 
 def test_an_escalation_window_is_never_shorter_than_the_documented_minimum(cast: Any) -> None:
     """docs/policy-format.md: a request that expired after 5 s gets 60 s with the admins."""
-    from approvals.services import ESCALATION_WINDOW_MIN
 
     assert ESCALATION_WINDOW_MIN == timedelta(seconds=60)
     parked_job()

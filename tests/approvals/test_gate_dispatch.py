@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from approvals.gate import gate_dispatch, gate_evaluate
+from approvals.gate import gate_dispatch, gate_evaluate, job_policy
 from approvals.identities import identity_revoke
 from approvals.policies import policy_binding_resolve, policy_save
 from gaitweb.lib.actors import Actor
@@ -191,8 +191,6 @@ def test_concurrent_dispatches_keep_the_journal_gapless(db: None) -> None:
 
 
 def test_job_policy_gives_the_engine_the_bound_policy_from_the_cache() -> None:
-    from approvals.gate import job_policy
-
     job = job_with_policy()
     assert job_policy(job).digest == job.policy_digest
     assert job_policy(jobs.job_submit(actor=AGENT, job_id="job_none")) is None

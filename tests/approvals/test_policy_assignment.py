@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from approvals.identities import identity_policy_clear, identity_policy_set
+from approvals.identities import (
+    identity_policy_clear,
+    identity_policy_set,
+    identity_revoke,
+    submit_admission,
+)
 from approvals.models import IdentityPolicy
 from approvals.policies import policy_binding_resolve, policy_request_resolve, policy_save
 from gaitweb.lib.actors import Actor
@@ -318,8 +323,6 @@ def test_submit_admission_reads_revocation_and_binding_in_one_round_trip(
     binding of its own, and a revoked identity is refused whether or not it has a binding."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
-
-    from approvals.identities import identity_revoke, submit_admission
 
     with CaptureQueriesContext(connection) as ctx:
         revoked, assignment = submit_admission(identity="agent-unbound")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from approvals.models import ApprovalRequest, PolicyVersion
+from approvals.services import approval_decide
 from gaitweb.lib.actors import Actor
 from jobs.engine import advance
 from jobs.models import Job, StepRun
@@ -35,8 +36,6 @@ def notes(path: Path) -> list[str]:
 
 
 def approve(job: Job) -> None:
-    from approvals.services import approval_decide
-
     request = ApprovalRequest.objects.get(job=job, status="pending")
     approval_decide(actor=REVIEWER, request_id=request.request_id, decision="approve")
 
@@ -75,7 +74,6 @@ def test_a_requires_approval_tool_needs_a_gaitweb_approval_without_any_policy(
     assert advance(job.job_id) == "decision_needed"
     request = ApprovalRequest.objects.get(job=job)
     assert "tool_requires_approval" in request.gate_result["reason_codes"]
-    from approvals.services import approval_decide
 
     approval_decide(
         actor=REVIEWER, request_id=request.request_id, decision="reject", reason="wrong invoice"

@@ -10,6 +10,7 @@ import pytest
 from gaitweb.lib.actors import Actor
 from jobs.management.commands.gait import main
 from jobs.models import Job, JobEvent
+from jobs.services import job_cancel, job_submit
 
 
 def run(capsys: Any, *argv: str) -> tuple[int, dict[str, Any]]:
@@ -19,8 +20,6 @@ def run(capsys: Any, *argv: str) -> tuple[int, dict[str, Any]]:
 
 @pytest.mark.django_db
 def test_jobs_stats_counts_jobs_by_outcome_and_recent_reason_codes(capsys: Any) -> None:
-    from jobs.services import job_cancel, job_submit
-
     spec = {"steps": [{"name": "a", "kind": "sleep", "with": {"duration": "1h"}}]}
     job_submit(actor=Actor.system("t"), spec=spec)
     job_submit(actor=Actor.system("t"), spec=spec)
@@ -37,8 +36,6 @@ def test_jobs_stats_counts_jobs_by_outcome_and_recent_reason_codes(capsys: Any) 
 
 @pytest.mark.django_db
 def test_job_signal_journals_the_payload_and_refuses_bad_input(capsys: Any) -> None:
-    from jobs.services import job_submit
-
     job = job_submit(
         actor=Actor.system("t"),
         spec={"steps": [{"name": "w", "kind": "wait_event", "with": {"signal": "go"}}]},

@@ -15,13 +15,12 @@ from gaitweb.lib.actors import Actor
 from jobs.engine import advance
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
+from jobs.services import job_pause, job_submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def submit(steps: list[dict[str, Any]]) -> Job:
-    from jobs.services import job_submit
-
     return job_submit(actor=Actor.system("tester"), spec={"steps": steps})
 
 
@@ -95,8 +94,6 @@ def test_a_job_yields_at_the_end_of_its_time_slice(settings: Any) -> None:
 
 
 def test_a_paused_job_is_not_dispatched() -> None:
-    from jobs.services import job_pause
-
     job = submit([{"name": "a", "kind": "python", "with": {"function": "noop"}}])
     job_pause(actor=Actor.system("op"), job_id=job.job_id)
     assert advance(job.job_id) == "not_claimed"

@@ -18,8 +18,10 @@ from django_q.models import OrmQ
 
 from gaitweb.lib.actors import Actor
 from jobs.broker import ADVANCE_TASK, ClusterORM, broker_row_to_task
-from jobs.engine import _Runner, advance
+from jobs.engine import _Runner, advance, advance_enqueue
 from jobs.models import Job, JobEvent, StepRun
+from jobs.services import job_cancel, job_stop, job_submit
+from jobs.wake import WAKE_CHANNEL, Listener, job_preempt_notify
 from tests.workers import wait_for
 
 SUBMITTER = Actor.system("tester")
@@ -28,8 +30,6 @@ PG = pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL 
 
 
 def submit(steps: list[dict[str, Any]], **kwargs: Any) -> Job:
-    from jobs.services import job_submit
-
     return job_submit(actor=SUBMITTER, spec={"steps": steps}, **kwargs)
 
 
@@ -138,8 +138,6 @@ def test_a_crash_after_a_claim_that_wrote_the_started_record_is_in_doubt() -> No
 
 @pytest.mark.django_db(transaction=True)
 def test_stop_and_cancel_announce_themselves_only_on_postgresql() -> None:
-    from jobs.services import job_cancel, job_stop
-
     a, b = submit([noop("a")]), submit([noop("b")])
     with CaptureQueriesContext(connection) as ctx:
         job_stop(actor=OPERATOR, job_id=a.job_id, reason="x")
@@ -154,8 +152,6 @@ def test_stop_and_cancel_announce_themselves_only_on_postgresql() -> None:
 @PG
 @pytest.mark.django_db(transaction=True)
 def test_a_waiting_pusher_is_woken_by_the_notify_of_a_commit_and_not_by_a_rollback() -> None:
-    from jobs.wake import WAKE_CHANNEL, Listener
-
     listener = Listener((WAKE_CHANNEL,))
     try:
         assert listener.wait(0.0) == []
@@ -180,7 +176,6 @@ def test_without_notifications_jobs_still_run_and_stops_still_land(
 ) -> None:
     """A lost NOTIFY: this process sends none (as if every one were lost) and, on PostgreSQL,
     the workers' listening connections are killed too. The polls carry the work."""
-    from jobs.services import job_stop
 
     settings.GAIT = {**settings.GAIT, "PG_NOTIFY": False}
     clusters(GAIT_Q_WORKERS="1")
@@ -212,9 +207,6 @@ def test_notifications_for_a_job_another_worker_holds_change_nothing(
 ) -> None:
     """A wake-up for a job whose lease another worker holds is delivered and dropped; a stop of
     one job leaves the job running next to it alone."""
-    from jobs.engine import advance_enqueue
-    from jobs.services import job_stop
-    from jobs.wake import job_preempt_notify
 
     # three workers: whichever holds what, one is free for the duplicate (a pusher hands what it
     # takes to its own cluster's workers)
@@ -278,7 +270,6 @@ def test_a_stop_arriving_between_two_steps_dispatches_nothing_more(
 def test_due_times_that_passed_are_dropped_so_the_pusher_never_spins() -> None:
     """A pusher waits until the due time of a delayed row it heard about; once that passed (it
     looked for the row right before), the hint is gone and the wait is the poll again."""
-    from jobs.wake import Listener
 
     listener = Listener(("unused",))
     listener.dues = [100.0, 100.5, 103.0]

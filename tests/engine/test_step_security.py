@@ -14,12 +14,16 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from gaitweb.demo import demo_allowlist_ensure
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import Forbidden, InvalidInput
 from jobs.egress import address_category
 from jobs.engine import advance
-from jobs.models import AllowedExecutable, Job, JobEvent, StepRun
-from jobs.spec import spec_validate
+from jobs.models import AllowedExecutable, AllowedHttpHost, Job, JobEvent, JobTemplate, StepRun
+from jobs.recurring import template_create
+from jobs.secret_store import Redactor, SecretMissing
+from jobs.services import job_submit
+from jobs.spec import duration_parse, spec_validate
 from jobs.steps import StepContext, step_execute
 from tests.api.conftest import error_code
 from tests.api.conftest import make_key as make_key  # noqa: F401  (a fixture)
@@ -130,9 +134,6 @@ def test_shell_true_needs_its_own_switch(agent: APIClient, allow_commands: Any) 
 
 
 def test_a_template_with_a_refused_command_step_is_not_saved(allow_commands: Any) -> None:
-    from jobs.models import JobTemplate
-    from jobs.recurring import template_create
-
     with pytest.raises(Forbidden) as info:
         template_create(actor=Actor.system("ada"), name="t", spec={"steps": [cmd("id")]})
     assert info.value.code == "command_steps_disabled" and not JobTemplate.objects.exists()
@@ -142,8 +143,6 @@ def test_a_template_with_a_refused_command_step_is_not_saved(allow_commands: Any
 def test_an_executable_removed_after_submit_is_refused_before_it_runs(
     allow_commands: Any, tmp_path: Any
 ) -> None:
-    from jobs.services import job_submit
-
     allow_commands("touch")
     marker = tmp_path / "ran"
     job = job_submit(
@@ -412,7 +411,6 @@ def test_a_secret_echoed_by_a_command_is_redacted_from_everything_stored(
 ) -> None:
     """In-process; test_workers_security.py runs the same attack through a real worker and
     also looks at the /steps API and a built pack."""
-    from jobs.services import job_submit
 
     monkeypatch.setenv("GAIT_SECRET_BILLING_TOKEN", TOKEN)
     allow_commands("sh")
@@ -471,8 +469,6 @@ def test_a_secret_echoed_by_an_http_service_is_redacted_from_the_output(
 def test_a_missing_secret_fails_the_attempt_at_once_naming_the_secret(
     allow_commands: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    from jobs.services import job_submit
-
     monkeypatch.delenv("GAIT_SECRET_BILLING_TOKEN", raising=False)
     allow_commands("touch")
     marker = tmp_path / "ran"
@@ -541,8 +537,6 @@ def test_a_huge_duration_is_a_400_with_a_reason_code_and_a_path(
 
 
 def test_an_integer_too_large_for_a_float_is_a_duration_too_long() -> None:
-    from jobs.spec import duration_parse
-
     with pytest.raises(InvalidInput) as info:  # YAML or a Python caller: JSON refuses it earlier
         duration_parse(10**400, "deadline")
     assert info.value.code == "spec_duration_too_long"
@@ -558,7 +552,6 @@ def test_the_longest_allowed_deadline_is_accepted(agent: APIClient, settings: An
 
 
 def test_admins_manage_the_allow_lists_in_django_admin(cast: Any) -> None:
-    from jobs.models import AllowedHttpHost
     from tests.approvals.test_admin import post, staff_client
 
     client = staff_client(cast.admin)
@@ -577,8 +570,6 @@ def test_admins_manage_the_allow_lists_in_django_admin(cast: Any) -> None:
 
 
 def test_the_demo_allow_list_exists_only_in_demo_mode(demo_mode: None, settings: Any) -> None:
-    from gaitweb.demo import demo_allowlist_ensure
-
     assert list(AllowedExecutable.objects.values_list("name", flat=True)) == ["echo"]
     AllowedExecutable.objects.all().delete()
     settings.GAIT = {**settings.GAIT, "DEMO": False}
@@ -587,8 +578,6 @@ def test_the_demo_allow_list_exists_only_in_demo_mode(demo_mode: None, settings:
 
 
 def test_os_environ_is_untouched_by_resolving_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs.secret_store import Redactor, SecretMissing
-
     monkeypatch.setenv("GAIT_SECRET_A_B", "value-of-a-b")
     before = dict(os.environ)
     red = Redactor()

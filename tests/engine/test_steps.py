@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from jobs.models import AllowedExecutable
 from jobs.spec import spec_validate
 from jobs.steps import StepContext, step_execute, step_function, step_function_get
 
@@ -79,8 +80,6 @@ def test_a_command_past_its_timeout_is_killed_with_its_children(commands: None) 
 
 
 def test_a_missing_executable_is_a_spawn_failure_that_does_not_retry(commands: None) -> None:
-    from jobs.models import AllowedExecutable
-
     AllowedExecutable.objects.create(name="tool", path="/nonexistent/tool")  # listed, since gone
     r = step_execute(ctx_for(cmd(["tool"])), timeout=5)
     assert r.error["type"] == "spawn_failed" and not r.error["retryable"]

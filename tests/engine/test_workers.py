@@ -15,9 +15,23 @@ from typing import Any
 
 import pytest
 
+from approvals.models import ApprovalRequest
+from approvals.policies import PolicyBinding, policy_save
+from approvals.services import approval_decide
 from gaitweb.lib.actors import Actor
+from jobs.engine import advance_enqueue, job_signal
 from jobs.journal import chain_verify
+from jobs.management.commands.gait import main
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
+from jobs.services import (
+    job_approve,
+    job_cancel,
+    job_pause,
+    job_resume,
+    job_retry,
+    job_stop,
+    job_submit,
+)
 from tests.engine.conftest import LEASE_SECONDS
 from tests.workers import wait_for
 
@@ -29,8 +43,6 @@ REVIEWER = Actor.system("rita")
 
 
 def submit(steps: list[dict[str, Any]], **spec: Any) -> Job:
-    from jobs.services import job_submit
-
     return job_submit(actor=SUBMITTER, spec={"steps": steps, **spec})
 
 
@@ -183,8 +195,6 @@ def test_a_command_that_keeps_failing_fails_the_job_with_job_non_zero_exit(
 def test_operator_retry_resumes_at_the_failed_step_keeping_completed_outputs(
     clusters: Any, tmp_path: Path
 ) -> None:
-    from jobs.services import job_retry
-
     clusters()
     log = tmp_path / "side-effects.log"
     job = submit(
@@ -247,8 +257,6 @@ def test_kill_9_at_random_points_still_completes_every_step_exactly_once(
 def test_a_non_idempotent_step_cut_by_kill_9_goes_to_decision_needed(
     clusters: Any, tmp_path: Path
 ) -> None:
-    from jobs.services import job_approve, job_resume
-
     log = tmp_path / "side-effects.log"
     # "transfer" follows a quick step, so its started record rides on that step's checkpoint
     transfer = record("transfer", log, seconds=30)
@@ -281,8 +289,6 @@ def test_a_non_idempotent_step_cut_by_kill_9_goes_to_decision_needed(
 def test_stop_kills_a_running_sleep_60_command_and_its_group_in_under_a_second(
     clusters: Any, tmp_path: Path, allow_commands: Any
 ) -> None:
-    from jobs.services import job_stop
-
     allow_commands(shell=True)
     clusters()
     pidfile = tmp_path / "pids"
@@ -327,8 +333,6 @@ def _alive(pid: int) -> bool:
 
 
 def test_sleep_and_wait_event_park_the_job_and_a_signal_wakes_it(clusters: Any) -> None:
-    from jobs.engine import job_signal
-
     clusters(GAIT_Q_WORKERS="1")
     job = submit(
         [
@@ -362,8 +366,6 @@ def test_sleep_and_wait_event_park_the_job_and_a_signal_wakes_it(clusters: Any) 
 
 
 def test_a_signal_sent_before_the_wait_is_buffered(clusters: Any) -> None:
-    from jobs.engine import job_signal
-
     job = submit(
         [
             {"name": "nap", "kind": "sleep", "with": {"duration": "0.5s"}},
@@ -377,8 +379,6 @@ def test_a_signal_sent_before_the_wait_is_buffered(clusters: Any) -> None:
 
 
 def test_two_clusters_never_run_one_job_at_the_same_time(clusters: Any, tmp_path: Path) -> None:
-    from jobs.engine import advance_enqueue
-
     clusters()
     clusters()
     log = tmp_path / "side-effects.log"
@@ -402,8 +402,6 @@ def test_two_clusters_never_run_one_job_at_the_same_time(clusters: Any, tmp_path
 
 
 def test_pause_takes_effect_at_the_next_step_boundary(clusters: Any, tmp_path: Path) -> None:
-    from jobs.services import job_pause, job_resume
-
     clusters()
     log = tmp_path / "side-effects.log"
     job = submit([record("a", log, seconds=1.0), record("b", log), record("c", log)])
@@ -427,9 +425,6 @@ def test_pause_takes_effect_at_the_next_step_boundary(clusters: Any, tmp_path: P
 def test_an_approval_step_parks_until_approved_and_a_rejection_blocks(
     clusters: Any, cast: Any
 ) -> None:
-    from approvals.models import ApprovalRequest
-    from approvals.services import approval_decide
-
     clusters()
     step = {"name": "review", "kind": "approval", "with": {"summary": "Refund 420 EUR?"}}
     after = {
@@ -458,8 +453,6 @@ def test_an_approval_step_parks_until_approved_and_a_rejection_blocks(
 
 
 def test_an_expired_approval_is_rejected_by_the_sweep_without_anyone_acting(clusters: Any) -> None:
-    from approvals.models import ApprovalRequest
-
     clusters()
     step = {
         "name": "review",
@@ -524,10 +517,6 @@ def test_the_gate_is_asked_before_each_step_of_a_policy_bound_job(
     clusters: Any, cast: Any, tmp_path: Path, allow_commands: Any
 ) -> None:
     allow_commands("sh", "python3")
-    from approvals.models import ApprovalRequest
-    from approvals.policies import PolicyBinding, policy_save
-    from approvals.services import approval_decide
-    from jobs.services import job_submit
 
     version = policy_save(actor=SUBMITTER, name="engine-test", source=POLICY)
     binding = PolicyBinding.of(version)
@@ -576,8 +565,6 @@ def test_the_gate_is_asked_before_each_step_of_a_policy_bound_job(
 def test_a_python_step_sees_stopped_and_the_next_dispatch_is_journaled_as_blocked(
     clusters: Any, tmp_path: Path
 ) -> None:
-    from jobs.services import job_stop
-
     clusters()
     log = tmp_path / "side-effects.log"
     job = submit(
@@ -667,8 +654,6 @@ def test_an_http_step_retries_5xx_with_the_same_idempotency_key_until_it_succeed
 def test_cancel_kills_a_running_command_and_finishes_the_job(
     clusters: Any, tmp_path: Path, allow_commands: Any
 ) -> None:
-    from jobs.services import job_cancel
-
     allow_commands(shell=True)
     clusters()
     pidfile = tmp_path / "pid"
@@ -763,8 +748,6 @@ def test_a_recovered_attempt_of_an_idempotent_command_is_numbered_after_the_lost
 def test_jobs_stats_counts_step_attempts_retries_and_failures(clusters: Any, capsys: Any) -> None:
     """`gait jobs stats` after a flaky step (two retries) and a step that gives up."""
     import json as _json
-
-    from jobs.management.commands.gait import main
 
     clusters()
     retry = {"max_attempts": 3, "initial_interval": "0.1s", "backoff": 1.0}

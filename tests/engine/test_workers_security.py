@@ -17,6 +17,8 @@ from rest_framework.test import APIClient
 from gaitweb.lib.actors import Actor
 from jobs.engine import job_signal
 from jobs.models import AllowedExecutable, AllowedHttpHost, Job, JobEvent, StepRun
+from jobs.services import job_submit
+from packs.services import pack_build
 from tests.api.conftest import make_key as make_key  # noqa: F401  (a fixture)
 from tests.engine.test_workers import settled
 
@@ -27,8 +29,6 @@ SUBMITTER = Actor.system("tester")
 
 
 def submit(steps: list[dict[str, Any]]) -> Job:
-    from jobs.services import job_submit
-
     return job_submit(actor=SUBMITTER, spec={"steps": steps})
 
 
@@ -43,8 +43,6 @@ def test_a_secret_echoed_by_a_command_is_in_no_steprun_event_output_response_or_
     allow_commands: Any,
     make_key: Any,  # noqa: F811
 ) -> None:
-    from packs.services import pack_build
-
     allow_commands("sh")
     clusters(GAIT_SECRET_BILLING_TOKEN=TOKEN)  # the store: the workers' environment only
     agent = APIClient()

@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 
 from approvals.models import ApprovalRequest, PolicyVersion
+from approvals.services import approval_decide
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import InvalidInput
 from jobs.durable import workflow_timeline
 from jobs.engine import advance, job_signal
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
+from jobs.services import job_stop
 from jobs.spec import spec_validate
 from tests.workflow_world import policy_stored, workflow_submit
 
@@ -146,8 +148,6 @@ def test_a_blocked_tool_raises_into_the_workflow(policy: PolicyVersion, tmp_path
 def test_an_approval_parks_and_the_approved_call_runs_once(
     policy: PolicyVersion, tmp_path: Path
 ) -> None:
-    from approvals.services import approval_decide
-
     path = tmp_path / "fx"
     job = submit("refund", policy=policy, path=str(path), invoice="42", amount=420)
     assert advance(job.job_id) == "decision_needed"
@@ -171,8 +171,6 @@ def test_an_approval_parks_and_the_approved_call_runs_once(
 def test_a_rejection_raises_tool_rejected_with_the_reason(
     policy: PolicyVersion, tmp_path: Path
 ) -> None:
-    from approvals.services import approval_decide
-
     path = tmp_path / "fx"
     job = submit("refund", policy=policy, path=str(path), invoice="7", amount=1)
     assert advance(job.job_id) == "decision_needed"
@@ -206,8 +204,6 @@ def test_a_failing_call_is_retried_with_backoff_then_raises(tmp_path: Path) -> N
 
 
 def test_stop_preempts_at_the_next_call(tmp_path: Path) -> None:
-    from jobs.services import job_stop
-
     job = submit("trivial", n=5, stop_at=3)
     assert advance(job.job_id) == "waiting"
     job_stop(actor=Actor.system("otto"), job_id=job.job_id, reason="x")

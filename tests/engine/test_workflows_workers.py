@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 
 from approvals.models import ApprovalRequest, PolicyVersion
+from approvals.services import approval_decide
 from gaitweb.lib.actors import Actor
+from jobs.engine import job_signal
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
+from jobs.services import job_approve, job_resume, job_retry, job_stop
 from tests.engine.conftest import LEASE_SECONDS
 from tests.workers import wait_for
 from tests.workflow_world import policy_stored, workflow_submit
@@ -73,8 +76,6 @@ def test_a_workflow_of_50_calls_completes_each_call_run_once(clusters: Any, tmp_
 def test_kill_9_at_random_points_runs_every_completed_call_exactly_once(
     clusters: Any, tmp_path: Path
 ) -> None:
-    from jobs.services import job_approve, job_resume
-
     rng = random.Random(int(os.environ.get("GAIT_TEST_SEED", time.time())))
     log = tmp_path / "fx"
     job = submit("calls", path=str(log), n=50, seconds=0.04)
@@ -130,8 +131,6 @@ def test_kill_9_at_random_points_runs_every_completed_call_exactly_once(
 def test_an_approval_parks_without_a_worker_and_earlier_calls_are_not_repeated(
     clusters: Any, tmp_path: Path, policy: PolicyVersion
 ) -> None:
-    from approvals.services import approval_decide
-
     log = tmp_path / "fx"
     cluster = clusters()
     job = settled(
@@ -152,8 +151,6 @@ def test_an_approval_parks_without_a_worker_and_earlier_calls_are_not_repeated(
 
 
 def test_nondeterminism_is_detected_and_both_names_are_given(clusters: Any, tmp_path: Path) -> None:
-    from jobs.engine import job_signal
-
     log = tmp_path / "fx"
     clusters()
     job = submit("changes", path=str(log))
@@ -167,7 +164,6 @@ def test_nondeterminism_is_detected_and_both_names_are_given(clusters: Any, tmp_
     # make the recorded run look unfinished (as if it crashed before its result was stored)
     StepRun.objects.filter(job=job, step_index=0).delete()
     Job.objects.filter(pk=job.pk).update(status="failed", cursor=0)
-    from jobs.services import job_retry
 
     job_retry(actor=OPERATOR, job_id=job.job_id)
     job = settled(job)
@@ -197,8 +193,6 @@ def test_a_blocked_tool_raises_into_the_workflow(
 def test_stop_preempts_between_calls_and_later_calls_are_dispatch_blocked(
     clusters: Any, tmp_path: Path
 ) -> None:
-    from jobs.services import job_stop
-
     log = tmp_path / "fx"
     clusters()
     job = submit("calls", path=str(log), n=40, seconds=0.1, idempotent=True)

@@ -6,9 +6,9 @@ import pytest
 
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.canonical import ZERO_HASH, digest
-from gaitweb.lib.errors import Conflict
+from gaitweb.lib.errors import Conflict, InvalidInput
 from jobs import services
-from jobs.journal import chain_verify
+from jobs.journal import chain_verify, event_append
 from jobs.models import Job, JobEvent
 
 pytestmark = pytest.mark.django_db
@@ -104,9 +104,6 @@ def test_event_revisions_are_unique_per_job_in_the_database(job: Job) -> None:
 
 
 def test_a_payload_canonical_json_cannot_represent_is_refused_and_writes_nothing(job: Job) -> None:
-    from gaitweb.lib.errors import InvalidInput
-    from jobs.journal import event_append
-
     with pytest.raises(InvalidInput) as info:
         event_append(job, type="note", payload={"n": 2**60})
     assert info.value.code == "invalid_json_value"

@@ -8,11 +8,13 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from approvals.models import RevokedIdentity
 from approvals.policies import PolicyBinding
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.canonical import ZERO_HASH
 from gaitweb.lib.errors import Conflict, Forbidden, GaitError, InvalidInput, NotFound, PolicyRefused
 from jobs import services
+from jobs.journal import event_append
 from jobs.models import Checkpoint, Job, JobEvent, JobStatus
 
 pytestmark = pytest.mark.django_db
@@ -133,8 +135,6 @@ def test_submit_refuses_a_duplicate_job_id() -> None:
 
 
 def test_submit_refuses_a_revoked_identity() -> None:
-    from approvals.models import RevokedIdentity
-
     RevokedIdentity.objects.create(identity="worker_1", reason="leaked key")
     with pytest.raises(PolicyRefused) as info:
         submit()
@@ -477,7 +477,6 @@ def test_the_stopper_cannot_lock_an_emergency_stopped_job_by_approving_it_first(
 def test_a_stoppers_approval_already_on_record_does_not_use_up_the_decision_point() -> None:
     """An approval by the stopper recorded before the up-front refusal existed (or through the
     journal by other means) counts for nothing: a second reviewer can still approve."""
-    from jobs.journal import event_append
 
     job = to_status(JobStatus.EMERGENCY_STOPPED)
     event_append(job, type="approved", actor="secops", reason_code="approval_recorded", payload={})
@@ -521,8 +520,6 @@ def test_resume_check_4_refuses_another_identity() -> None:
 
 
 def test_resume_check_4_refuses_a_revoked_identity_from_the_file_or_the_database() -> None:
-    from approvals.models import RevokedIdentity
-
     to_status(JobStatus.PAUSED)
     assert_refused_without_writes(
         PolicyRefused, "identity_revoked", lambda: resume(revoked_identities={"worker_1"})

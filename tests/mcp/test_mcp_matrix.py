@@ -16,7 +16,10 @@ from typing import Any
 import anyio
 import pytest
 
+from gaitweb.apikeys import apikey_actor, apikey_create
 from gaitweb.lib.actors import Actor
+from gaitweb.mcp_server import build_server
+from jobs.models import Job
 from tests.identity_world import A, B, World, world_build, world_fingerprint
 from tests.mcp.test_mcp_stdio import TOOLS
 
@@ -50,8 +53,6 @@ def _cases(world: World) -> list[Case]:
 
 
 def call(actor: Actor, tool: str, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-    from gaitweb.mcp_server import build_server
-
     server = build_server(actor)
 
     async def go() -> Any:
@@ -79,8 +80,6 @@ SESSIONS = {
 
 
 def _key_actor(scopes: str, identity: str) -> Actor:
-    from gaitweb.apikeys import apikey_actor, apikey_create
-
     row = apikey_create(actor=Actor.system("test"), identity=identity, scopes=scopes).api_key
     return apikey_actor(row)
 
@@ -126,7 +125,6 @@ def test_the_owning_identitys_session_gets_its_objects_from_every_tool(
         if case.tool == "gate_evaluate":
             assert out["verdict"] == "allow", out
     # the writes happened, on A's objects
-    from jobs.models import Job
 
     assert Job.objects.get(job_id=World.run).status == "completed"
     assert Job.objects.get(job_id=World.paused).status == "cancelled"
@@ -146,8 +144,6 @@ def test_a_cross_identity_session_sees_every_identitys_jobs_and_templates(
 
 
 def test_every_tool_has_cases(transactional_db: None) -> None:
-    from gaitweb.mcp_server import build_server
-
     world = world_build()
     server = build_server(Actor.system("test"))
 
@@ -178,8 +174,6 @@ def test_docs_mcp_md_lists_gate_evaluates_arguments_as_the_tool_declares_them(
     """An agent author reads docs/mcp.md: the argument table is the tool's input schema."""
     import re
     from pathlib import Path
-
-    from gaitweb.mcp_server import build_server
 
     server = build_server(Actor.system("test"))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import anyio
 
+from approvals.identities import identity_policy_set
+from approvals.policies import policy_save
 from gaitweb.lib.actors import Actor
 from jobs.models import Job
 from tests.mcp.test_mcp_stdio import _call, _session
@@ -15,9 +17,6 @@ ADMIN = Actor.system("ada")
 def test_mcp_job_create_cannot_choose_a_weaker_policy_and_is_gated_by_the_assigned_one(
     transactional_db: None,
 ) -> None:
-    from approvals.identities import identity_policy_set
-    from approvals.policies import policy_save
-
     policy_save(
         actor=ADMIN,
         name="strict",

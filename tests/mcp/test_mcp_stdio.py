@@ -13,8 +13,12 @@ import anyio
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from approvals.services import approval_decide, approval_request_create
+from gaitweb.apikeys import apikey_create
 from gaitweb.lib.actors import Actor
 from jobs.models import Job, JobEvent
+from jobs.recurring import template_create
+from jobs.services import job_stop
 from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,8 +57,6 @@ async def _call(session: Any, tool: str, **arguments: Any) -> tuple[bool, dict[s
 def test_an_agent_lists_tools_creates_a_job_checkpoints_it_and_is_blocked_after_a_stop(
     transactional_db: None,
 ) -> None:
-    from jobs.services import job_stop
-
     async def agent() -> None:
         async with _session("--identity", "agent-7") as s:
             tools = await s.list_tools()
@@ -113,9 +115,6 @@ def test_an_agent_lists_tools_creates_a_job_checkpoints_it_and_is_blocked_after_
 def test_an_api_key_limits_the_agent_to_its_scopes_and_templates_create_linked_jobs(
     transactional_db: None,
 ) -> None:
-    from gaitweb.apikeys import apikey_create
-    from jobs.recurring import template_create
-
     admin = Actor.system("ada")
     # a read-only key of the template's identity (another identity's would see no template)
     reader = apikey_create(actor=admin, identity="brief-bot", scopes="read").key
@@ -174,16 +173,12 @@ def test_an_api_key_limits_the_agent_to_its_scopes_and_templates_create_linked_j
 
 
 def _open_request() -> str:
-    from approvals.services import approval_request_create
-
     return approval_request_create(
         actor=Actor.system("gaitweb-engine"), job="brief-1", summary="send the brief?"
     ).request_id
 
 
 def _approve(request_id: str) -> None:
-    from approvals.services import approval_decide
-
     approval_decide(actor=Actor.system("rita"), request_id=request_id, decision="approve")
 
 

@@ -13,7 +13,7 @@ import pytest
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.canonical import canonical_json, digest, sha256_hex
 from gaitweb.lib.errors import Forbidden, NotFound
-from jobs.journal import chain_verify
+from jobs.journal import chain_verify, event_append
 from jobs.models import Job, JobEvent
 from packs import spec
 from packs.keys import key_init
@@ -199,7 +199,6 @@ def test_building_a_pack_stores_it_and_journals_pack_built_on_the_job(job: Job) 
 def test_a_job_that_moved_on_gets_a_new_pack_covering_the_pack_built_event(job: Job) -> None:
     key_init(actor=SYSTEM)
     first = pack_build(actor=SYSTEM, job_id=job.job_id)
-    from jobs.journal import event_append
 
     j = Job.objects.get(pk=job.pk)
     event_append(j, type="labelled", actor="otto", reason_code="labelled")

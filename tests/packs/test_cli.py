@@ -9,9 +9,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from jobs.journal import event_append
 from jobs.management.commands.gait import main
 from jobs.models import Job
+from packs.keys import public_key_pem
 from packs.models import Pack
+from packs.services import pack_render
+from packs.spec import Signer
 from tests.packs.helpers import entries_of, job_with_history, reassemble, rezip
 
 pytestmark = pytest.mark.django_db
@@ -131,10 +135,6 @@ def test_pack_verify_exits_2_for_a_stripped_signature_unless_allow_unsigned(
 
 
 def test_pack_verify_trusts_a_public_key_file(job: Job, tmp_path: Path, capsys: Any) -> None:
-    from packs.keys import public_key_pem
-    from packs.services import pack_render
-    from packs.spec import Signer
-
     outside = Ed25519PrivateKey.generate()
     (tmp_path / "pub.pem").write_text(public_key_pem(outside.public_key()))
     (tmp_path / "p.zip").write_bytes(pack_render(job_id=job.job_id, signer=Signer.of(outside)).data)
@@ -209,8 +209,6 @@ def test_pack_diff_exits_0_for_identical_packs(
 def test_pack_diff_exits_2_and_names_the_events_that_differ(
     job: Job, pack_file: Path, tmp_path: Path, capsys: Any
 ) -> None:
-    from jobs.journal import event_append
-
     event_append(Job.objects.get(pk=job.pk), type="labelled", actor="otto", reason_code="labelled")
     later = tmp_path / "later.zip"
     gait(capsys, "pack", "build", "--from", job.job_id, "--out", str(later))

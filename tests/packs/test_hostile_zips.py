@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import InvalidInput
 from jobs.models import Job
 from packs.services import pack_build, pack_diff, pack_inspect, pack_verify
@@ -188,6 +189,4 @@ def test_inspect_and_diff_refuse_hostile_zips_too(tmp_path: Any) -> None:
 
 
 def _system() -> Any:
-    from gaitweb.lib.actors import Actor
-
     return Actor.system("tester")

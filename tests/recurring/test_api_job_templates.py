@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from gaitweb.apikeys import apikey_create
 from gaitweb.lib.actors import Actor
 from jobs.models import Job, JobTemplate
 
@@ -25,8 +26,6 @@ def _no_throttle(settings: Any) -> None:
 
 
 def _client(scopes: str, identity: str = "brief-bot") -> APIClient:
-    from gaitweb.apikeys import apikey_create
-
     key = apikey_create(actor=Actor.system("test"), identity=identity, scopes=scopes).key
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")

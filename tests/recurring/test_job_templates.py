@@ -9,6 +9,9 @@ import pytest
 from django.utils import timezone
 
 import tests.recurring.stepfns  # noqa: F401  (registers the test step functions)
+from approvals.identities import identity_policy_set
+from approvals.models import RevokedIdentity
+from approvals.policies import policy_save
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import Conflict, Forbidden, GaitError, InvalidInput
 from jobs.models import Job, JobStatus, JobTemplate, TemplateFire
@@ -233,8 +236,6 @@ def test_run_now_refuses_while_a_run_is_active_when_overlap_is_skip(system: Acto
 
 @pytest.mark.django_db
 def test_run_now_passes_on_a_submit_refusal_and_writes_nothing(system: Actor) -> None:
-    from approvals.models import RevokedIdentity
-
     t = _make(system, identity="agent-7")
     RevokedIdentity.objects.create(identity="agent-7")
     with pytest.raises(GaitError) as exc:
@@ -286,9 +287,6 @@ def test_update_validates_and_reschedules_a_new_cron(system: Actor) -> None:
 def test_a_template_run_is_bound_to_its_identity_policy_whatever_the_template_says(
     system: Actor,
 ) -> None:
-    from approvals.identities import identity_policy_set
-    from approvals.policies import policy_save
-
     policy_save(actor=system, name="strict", source="default_verdict: block\n")
     policy_save(actor=system, name="lenient", source="default_verdict: allow\n")
     identity_policy_set(actor=system, identity="agent-7", policy="strict")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.models import Job, JobEvent
+from packs.models import Pack
 from tests.web.conftest import Browser, agent_job
 
 pytestmark = pytest.mark.django_db
@@ -184,9 +185,6 @@ def test_outsider_cannot_act_on_a_job(cast):
 
 
 def test_a_viewer_cannot_build_a_pack_building_journals_an_event(cast):
-    from jobs.models import JobEvent
-    from packs.models import Pack
-
     agent_job("pack-0", "completed")
     viewer = Browser(cast.viewer)
     assert "Build pack" not in viewer.get("/jobs/pack-0/").content.decode()
@@ -204,7 +202,6 @@ def test_an_operator_builds_a_pack_and_a_viewer_downloads_it(cast):
     response = b.post("/jobs/pack-1/pack/", htmx=True)
     html = response.content.decode()
     assert "built" in html
-    from packs.models import Pack
 
     pack = Pack.objects.get(job__job_id="pack-1")
     assert f'href="/packs/{pack.pack_id}/download"' in html
@@ -220,7 +217,6 @@ def test_rebuilding_an_unchanged_job_returns_the_same_pack(cast):
     assert b.post("/jobs/pack-3/pack/").status_code == 302
     again = b.post("/jobs/pack-3/pack/", htmx=True).content.decode()
     assert "unchanged" in again
-    from packs.models import Pack
 
     assert Pack.objects.filter(job__job_id="pack-3").count() == 1
 

@@ -15,8 +15,13 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from approvals.queue import checkpoint_dom_id
 from gaitweb.lib.actors import Actor
+from jobs import services
+from jobs.engine import advance
 from jobs.models import Job
+from jobs.services import job_submit
+from packs.keys import key_init
 from tests.conftest import PASSWORD
 from tests.web.conftest import agent_job, pending_request
 
@@ -135,8 +140,6 @@ def test_a_downloaded_pack_verifies_on_the_upload_page(
 ):
     from playwright.sync_api import expect
 
-    from packs.keys import key_init
-
     settings.GAIT = {**settings.GAIT, "KEYS_DIR": tmp_path / "keys"}
     monkeypatch.delenv(settings.GAIT["SIGNING_KEY_ENV"], raising=False)
     key_init(actor=Actor.system("admin"))
@@ -165,8 +168,6 @@ def test_a_downloaded_pack_verifies_on_the_upload_page(
 def test_the_jobs_list_updates_live_when_a_job_changes_in_the_background(login, live_server, shots):
     from playwright.sync_api import expect
 
-    from jobs import services
-
     agent_job("web-live")
     agent_job("web-steps", "queued", steps=True)
     page = login("viewer")
@@ -192,8 +193,6 @@ def test_a_reviewer_sees_an_in_doubt_question_in_the_queue_and_answers_it(
     arguments, approves and resumes it in place, and the step runs again."""
     from playwright.sync_api import expect
 
-    from approvals.queue import checkpoint_dom_id
-    from jobs.engine import advance
     from tests.web.test_decision_queue import in_doubt_job
 
     log = tmp_path / "transfers.log"
@@ -232,8 +231,6 @@ def test_an_operator_watches_a_command_steps_output_grow_while_it_runs(
     open and sees the step running (attempt 1, elapsed time) with its output growing, without
     reloading, then the step and the job complete."""
     from playwright.sync_api import expect
-
-    from jobs.services import job_submit
 
     allow_commands(shell=True)
     clusters()

@@ -7,6 +7,11 @@ from typing import Any
 
 import pytest
 
+from approvals.models import ApprovalRequest
+from gaitweb.demo import DEMO_USERS, ENGINE_JOBS, demo_logins_ensure, demo_seed
+from jobs.models import AllowedExecutable, Job, JobTemplate
+from jobs.services import job_verify_chain
+from packs.models import Pack
 from tests.web.conftest import Browser
 
 pytestmark = pytest.mark.django_db
@@ -21,12 +26,6 @@ def _keys(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_demo_seed_shows_every_status_the_services_reach_a_pending_approval_and_a_signed_pack(
     cast, demo_mode
 ):
-    from approvals.models import ApprovalRequest
-    from gaitweb.demo import ENGINE_JOBS, demo_seed
-    from jobs.models import Job, JobTemplate
-    from jobs.services import job_verify_chain
-    from packs.models import Pack
-
     first = demo_seed()
     statuses = set(Job.objects.values_list("status", flat=True))
     # without a worker the engine's jobs stay queued; `make run` starts one next to the web
@@ -62,8 +61,6 @@ def test_demo_logins_keep_their_password_across_starts_in_a_0600_file(settings, 
     from django.contrib.auth import authenticate
     from django.http import HttpRequest
 
-    from gaitweb.demo import DEMO_USERS, demo_logins_ensure
-
     settings.DATA_DIR = tmp_path
     first = demo_logins_ensure()
     hashes = {name: _password_of(name) for name, _ in DEMO_USERS}
@@ -82,8 +79,6 @@ def test_demo_logins_keep_their_password_across_starts_in_a_0600_file(settings, 
 def test_a_changed_demo_password_is_kept_and_not_printed_and_reset_replaces_all(settings, tmp_path):
     from django.contrib.auth.models import User
 
-    from gaitweb.demo import demo_logins_ensure
-
     settings.DATA_DIR = tmp_path
     first = demo_logins_ensure()
     viewer = User.objects.get(username="viewer")
@@ -101,8 +96,6 @@ def test_a_changed_demo_password_is_kept_and_not_printed_and_reset_replaces_all(
 
 
 def test_without_the_password_file_existing_demo_logins_are_left_alone(settings, tmp_path):
-    from gaitweb.demo import demo_logins_ensure
-
     settings.DATA_DIR = tmp_path
     demo_logins_ensure()
     before = _password_of("admin")
@@ -199,6 +192,5 @@ def test_up_runs_in_demo_mode_and_warns_when_it_runs_as_root(tmp_path: Path) -> 
     assert "demo mode" in text, text + err_path.read_text()
     warned = "WARNING: running as root" in err_path.read_text()
     assert warned is (os.geteuid() == 0)
-    from jobs.models import AllowedExecutable
 
     assert list(AllowedExecutable.objects.values_list("name", flat=True)) == ["echo"]

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from gaitweb.lib.actors import Actor
 from jobs.models import Job
+from jobs.services import job_submit
 from tests.identity_world import A, B, World, world_build, world_fingerprint
 from tests.web.conftest import Browser
 
@@ -22,9 +24,6 @@ def world(db: None, settings: Any, tmp_path: Any) -> World:
 
 
 def _own_job(cast: Any) -> None:
-    from gaitweb.lib.actors import Actor
-    from jobs.services import job_submit
-
     me = cast.integrator.username
     job_submit(actor=Actor.system(me, identity=me), job_id="mine", identity=me)
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.test import Client
 
+from approvals.policies import policy_save
 from gaitweb.lib.actors import Actor
 from jobs import services
 from jobs.models import Job, JobStatus, JobTemplate, TemplateFire
@@ -115,8 +116,6 @@ def test_the_list_polls_and_gets_204_until_a_template_changes(cast):
 
 
 def test_the_template_page_shows_spec_labels_identity_policy_rules_and_next_run(cast):
-    from approvals.policies import policy_save
-
     version = policy_save(actor=SYSTEM, name="briefs", source="default_verdict: allow\nrules: []\n")
     t = _template(policy="briefs", continuity="resume", overlap="queue", catch_up="skip")
     html = Browser(cast.viewer).get("/templates/brief/").content.decode()

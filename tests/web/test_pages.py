@@ -7,7 +7,11 @@ import re
 import pytest
 from django.test import Client
 
+from approvals.policies import PolicyBinding, policy_save
+from gaitweb.lib.actors import Actor
 from jobs import services
+from jobs.engine import advance
+from jobs.models import Job, JobEvent, StepRun
 from tests.conftest import PASSWORD
 from tests.web.conftest import AGENT, Browser, agent_job, pending_request
 
@@ -83,8 +87,6 @@ def test_jobs_list_shows_counts_status_progress_identity_and_newest_first(cast):
 
 
 def test_jobs_list_filters_by_status_identity_label_and_job_id_text(cast):
-    from gaitweb.lib.actors import Actor
-
     agent_job("refund-1", "paused")
     agent_job("refund-2", "running", submitter=Actor.system("other", identity="agent.other"))
     agent_job("export-3", "running")
@@ -139,10 +141,6 @@ def test_jobs_list_poll_answers_204_until_a_visible_row_changes(cast):
 
 
 def test_job_detail_shows_policy_digest_timeline_hashes_and_loads_the_chain_badge(cast):
-    from approvals.policies import PolicyBinding, policy_save
-    from gaitweb.lib.actors import Actor
-    from jobs.models import JobEvent
-
     version = policy_save(
         actor=Actor.system("admin"), name="billing", source="default_verdict: allow\nrules: []\n"
     )
@@ -174,8 +172,6 @@ def test_job_detail_shows_policy_digest_timeline_hashes_and_loads_the_chain_badg
 
 
 def test_chain_badge_reports_a_tampered_journal(cast):
-    from jobs.models import JobEvent
-
     agent_job("tamper-1", "paused")
     JobEvent.objects.filter(job__job_id="tamper-1", revision=1).update(payload={"forged": True})
     badge = Browser(cast.viewer).get("/jobs/tamper-1/chain/", htmx=True).content.decode()
@@ -257,8 +253,6 @@ def test_the_timeline_pages_through_a_long_journal_newest_first(cast, monkeypatc
 
 
 def test_chain_badge_checks_new_events_and_catches_a_forged_one(cast):
-    from jobs.models import JobEvent
-
     agent_job("grow-1")
     b = Browser(cast.viewer)
     assert "chain verified · 1 event" in b.get("/jobs/grow-1/chain/", htmx=True).content.decode()
@@ -281,8 +275,6 @@ def test_a_poll_after_the_session_ended_sends_the_browser_to_the_login_page(cast
 
 def test_a_failed_attempt_waiting_for_its_retry_shows_retry_due_not_next(cast):
     """A flaky step failed once; its retry is an hour away. The job page says so."""
-    from jobs.engine import advance
-    from jobs.models import Job
 
     services.job_submit(
         actor=AGENT,
@@ -312,8 +304,6 @@ def test_a_paused_job_whose_step_is_still_running_says_the_step_is_finishing(cas
     import uuid
 
     from django.utils import timezone
-
-    from jobs.models import Job, StepRun
 
     services.job_submit(
         actor=AGENT,

@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from approvals.models import ApprovalRequest
+from gaitweb.lib.actors import Actor
 from jobs.models import Job, JobEvent
+from jobs.recurring import template_create
 from tests.web.conftest import Browser, agent_job
 
 pytestmark = pytest.mark.django_db
@@ -55,10 +58,6 @@ FORMS = {
 
 @pytest.fixture
 def scene(cast: Any) -> dict[str, str]:
-    from approvals.models import ApprovalRequest
-    from gaitweb.lib.actors import Actor
-    from jobs.recurring import template_create
-
     agent_job("nul-1", "running")
     agent_job("nul-2", "decision_needed")
     template_create(

@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from approvals.policies import policy_save
 from gaitweb.lib.actors import Actor
 from jobs.models import Job
+from jobs.recurring import template_create
+from packs.keys import key_init, signer_active
+from packs.services import pack_build
 from tests.web.conftest import Browser, agent_job
 
 pytestmark = pytest.mark.django_db
@@ -91,8 +95,6 @@ def test_a_duplicate_job_id_is_refused_next_to_the_job_id(cast):
 
 
 def test_a_stored_policy_can_be_bound_at_submit(cast):
-    from approvals.policies import policy_save
-
     version = policy_save(
         actor=Actor.system("admin"), name="web-policy", source="default_verdict: allow\nrules: []\n"
     )
@@ -120,9 +122,6 @@ def test_roles_without_submit_cannot_run_jobs(cast, role):
 
 @pytest.fixture
 def signed_pack(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
-    from packs.keys import key_init
-    from packs.services import pack_build
-
     settings.GAIT = {**settings.GAIT, "KEYS_DIR": tmp_path / "keys"}
     monkeypatch.delenv(settings.GAIT["SIGNING_KEY_ENV"], raising=False)
     key_init(actor=Actor.system("admin"))
@@ -179,7 +178,6 @@ def test_a_valid_signature_next_to_a_broken_chain_says_the_pack_fails(cast, sign
     """A trusted signature over a pack whose chain does not hold (the key holder signed a
     history with its last event cut off): the signature check passes, and the page must still
     say the pack fails and paint nothing green."""
-    from packs.keys import signer_active
     from tests.packs.helpers import entries_of, reassemble
 
     files = entries_of(signed_pack)
@@ -233,8 +231,6 @@ def test_an_outsider_cannot_use_the_verify_page(cast, signed_pack):
 
 
 def test_an_admin_runs_a_saved_template_and_a_second_run_is_refused_while_one_is_active(cast):
-    from jobs.recurring import template_create
-
     template_create(
         actor=Actor.system("admin"),
         name="Nightly export",
@@ -267,8 +263,6 @@ def test_an_admin_runs_a_saved_template_and_a_second_run_is_refused_while_one_is
 
 
 def test_with_htmx_a_template_run_held_behind_the_active_one_redirects_the_browser(cast):
-    from jobs.recurring import template_create
-
     template_create(
         actor=Actor.system("admin"),
         name="Queued export",
