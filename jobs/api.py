@@ -514,7 +514,7 @@ class JobSignalView(ApiView):
         summary="Deliver a signal (a wait_event step consumes it)",
     )
     def post(self, request: Request, job_id: str, name: str) -> Response:
-        from jobs.engine import job_signal
+        from jobs.services import job_signal
 
         data = self.input(SignalIn)
         job = job_signal(actor=self.actor, job_id=job_id, name=name, payload=data.get("payload"))
@@ -688,7 +688,7 @@ class StatsView(ApiView):
         summary="Counters: jobs by outcome, step attempts, queue depth, recent reason codes",
     )
     def get(self, request: Request) -> Response:
-        from jobs.engine import job_stats
+        from jobs.selectors import job_stats
 
         return Response(job_stats(actor=self.actor))
 
@@ -708,7 +708,7 @@ def worker_last_seen() -> dict[str, Any]:
     from django.conf import settings
     from django.core.cache import cache
 
-    from jobs.engine import SWEEP_BEAT_KEY
+    from jobs.engine.sweep import SWEEP_BEAT_KEY
 
     gait: dict[str, Any] = settings.GAIT
     period = float(gait.get("SWEEP_SECONDS", 2.0))

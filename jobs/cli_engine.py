@@ -16,7 +16,7 @@ from gaitweb.parsing import json_loads
 
 
 def _stats(args: Any) -> tuple[int, dict[str, Any]]:
-    from jobs.engine import job_stats
+    from jobs.selectors import job_stats
 
     stats = job_stats(actor=None)
     summary = (
@@ -39,8 +39,8 @@ def _stats(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _signal(args: Any) -> tuple[int, dict[str, Any]]:
-    from jobs.engine import job_signal
     from jobs.selectors import job_snapshot
+    from jobs.services import job_signal
 
     payload: Any = None
     if args.payload is not None:
@@ -65,7 +65,7 @@ def _signal(args: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _bootstrap(args: Any) -> tuple[int, dict[str, Any]]:
-    from jobs.engine import engine_bootstrap
+    from jobs.engine.sweep import engine_bootstrap
 
     result = engine_bootstrap()
     return EXIT_OK, {

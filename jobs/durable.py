@@ -32,7 +32,7 @@ import time
 import uuid as _uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -41,18 +41,8 @@ from django.utils import timezone
 from gaitweb.actors import Actor
 from gaitweb.canonical import iso_utc
 from gaitweb.errors import GaitError, InvalidInput
-from jobs.engine import (
-    ENGINE_ACTOR,
-    FAIL_NON_RETRYABLE,
-    FAIL_RUNTIME,
-    FAIL_TIMEOUT,
-    _Attempt,
-    _error_summary,
-    _LeaseLost,
-    _preempt_reason,
-    _Runner,
-    _token_param,
-)
+from jobs.engine.lease import ENGINE_ACTOR, _Attempt, _LeaseLost, _preempt_reason, _token_param
+from jobs.engine.retries import _error_summary
 from jobs.journal import event_append, event_build
 from jobs.models import CheckpointType, Job, JobEvent, JobStatus, StepRun, StepRunStatus
 from jobs.replay import (
@@ -70,7 +60,11 @@ from jobs.spec import (
     duration_parse,
     step_backoff_seconds,
 )
+from jobs.states import FAIL_NON_RETRYABLE, FAIL_RUNTIME, FAIL_TIMEOUT
 from jobs.steps import StepContext, _load_step_modules, output_check
+
+if TYPE_CHECKING:
+    from jobs.engine.runner import _Runner  # the runner imports this module
 
 S = JobStatus
 R = StepRunStatus

@@ -13,7 +13,7 @@ two chains of the fire loop, can never create two runs for one slot.
 
 **On time.** django-q2's scheduler ticks every 30 s, too coarse for "within a few seconds of
 the slot". The fire loop is a task that re-enqueues itself through the delayed ORM broker
-(jobs/broker.py) for the earliest ``next_fire_at`` (at most ``RECURRING_TICK_SECONDS`` ahead),
+(jobs/enqueue.py) for the earliest ``next_fire_at`` (at most ``RECURRING_TICK_SECONDS`` ahead),
 so it wakes at the slot with the broker's poll precision. Each link is enqueued twice (on time
 and a backup) and claimed once, so a worker killed while holding a link costs seconds. One
 chain runs at a time (a token in the cache, like the engine's sweep); a django-q2 Schedule
@@ -37,7 +37,6 @@ late), ``skip`` runs only an on-time slot and records the rest as skipped. Never
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -56,6 +55,7 @@ from gaitweb.canonical import iso_utc
 from gaitweb.errors import Conflict, Forbidden, GaitError, InvalidInput, NotFound
 from gaitweb.validation import text_field
 from jobs.allowlists import spec_authorize
+from jobs.enqueue import CHAIN_BACKUP_SECONDS, TaskChain
 from jobs.models import (
     FINISHED_STATUSES,
     FireStatus,
@@ -75,12 +75,7 @@ SCHEDULER_ACTOR = "gaitweb-scheduler"
 TICK_TASK = "jobs.recurring.recurring_tick"
 KICK_TASK = "jobs.recurring.recurring_kick"
 SCHEDULE_NAME = "gaitweb-recurring-kick"
-TOKEN_KEY = "gaitweb:recurring:token"
-BEAT_KEY = "gaitweb:recurring:beat"
-CLAIM_KEY = "gaitweb:recurring:link"
-# a chain link's claim outlives a normal link (milliseconds) and expires before its backup runs
-CHAIN_CLAIM_SECONDS = 2
-CHAIN_BACKUP_SECONDS = 3.0
+FIRE_LOOP = TaskChain(task=TICK_TASK, key="gaitweb:recurring", label="gaitweb recurring")
 
 CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 NAME_MAX = 200
@@ -427,7 +422,7 @@ def _after_schedule_change(template: JobTemplate) -> None:
         try:
             recurring_schedule_ensure()
             recurring_kick()
-            _tick_enqueue("", 0, at=at)  # a one-shot tick at the slot: on time even if the
+            FIRE_LOOP.link_enqueue("", 0, at=at)  # a one-shot tick at the slot: on time even if the
             # running chain sleeps longer (it wakes at most RECURRING_TICK_SECONDS apart)
         except Exception:  # the Schedule repairs the chain within a minute
             log.exception("cannot kick the recurring fire loop")
@@ -792,19 +787,6 @@ def template_snapshot(template: JobTemplate, *, fires: int = 0) -> dict[str, Any
 # --- the fire loop (django-q2 tasks) -----------------------------------------------------------
 
 
-def _tick_enqueue(token: str, seq: int = 0, *, at: datetime | None) -> None:
-    from django_q.tasks import async_task
-
-    from jobs.broker import DelayedORM
-
-    async_task(
-        TICK_TASK,
-        token,
-        seq,
-        q_options={"broker": DelayedORM(at=at), "save": False, "task_name": "gaitweb recurring"},
-    )
-
-
 def _next_wake(now: datetime) -> datetime:
     """When the chain should run next: the earliest slot, at most RECURRING_TICK_SECONDS away
     (sooner while a queued fire waits for its previous run)."""
@@ -818,28 +800,15 @@ def _next_wake(now: datetime) -> datetime:
 
 
 def recurring_tick(token: str = "", seq: int = 0) -> dict[str, Any]:
-    """One link of the fire loop.
+    """One link of the fire loop (``FIRE_LOOP``, jobs.enqueue.TaskChain).
 
-    With a ``token`` it is the chain: it fires what is due and enqueues link ``seq + 1`` for
-    the next slot, twice: on time, and a backup ``CHAIN_BACKUP_SECONDS`` later. Whichever
-    claims the link first runs it (``cache.add`` with a short TTL), the other exits. A worker
-    killed between taking a link from the broker and running it (django-q2 would hide that row
-    until its ``retry`` passes, an hour) thus delays the chain by seconds, not an hour. A chain
-    whose token is no longer current ends (a newer chain replaced it).
-
-    Without a token it is a one-shot wake-up for a single slot (and checks the chain is alive).
-    """
-    from django.core.cache import cache
-
+    With a ``token`` it is the chain: it fires what is due and enqueues the next link for the
+    next slot. Without a token it is a one-shot wake-up for a single slot (and checks the chain
+    is alive)."""
     if token:
-        current = cache.get(TOKEN_KEY)
-        if current is not None and current != token:
-            return {"superseded": True}
-        if not cache.add(f"{CLAIM_KEY}:{token}:{seq}", 1, timeout=CHAIN_CLAIM_SECONDS):
-            return {"duplicate_link": True}
-        if current is None:
-            cache.set(TOKEN_KEY, token, None)
-        cache.set(BEAT_KEY, time.time(), None)
+        skip = FIRE_LOOP.link_begin(token, seq)
+        if skip:
+            return {skip: True}
     else:
         try:
             recurring_kick()
@@ -849,25 +818,13 @@ def recurring_tick(token: str = "", seq: int = 0) -> dict[str, Any]:
         counts = recurring_fire_due()
     finally:
         if token:
-            wake = _next_wake(timezone.now())
-            _tick_enqueue(token, seq + 1, at=wake)
-            _tick_enqueue(token, seq + 1, at=wake + timedelta(seconds=CHAIN_BACKUP_SECONDS))
+            FIRE_LOOP.link_next(token, seq, at=_next_wake(timezone.now()))
     return counts
 
 
 def recurring_kick(*, force: bool = False) -> bool:
     """Start a chain unless a live one beat recently. True if one was started."""
-    from django.core.cache import cache
-
-    beat = cache.get(BEAT_KEY)
-    limit = 3 * _tick_seconds() + 2 * CHAIN_BACKUP_SECONDS
-    if not force and beat is not None and time.time() - float(beat) < limit:
-        return False
-    token = uuid.uuid4().hex
-    cache.set(TOKEN_KEY, token, None)
-    cache.set(BEAT_KEY, time.time(), None)
-    _tick_enqueue(token, 0, at=None)
-    return True
+    return FIRE_LOOP.start(stale_after=3 * _tick_seconds() + 2 * CHAIN_BACKUP_SECONDS, force=force)
 
 
 def recurring_schedule_ensure() -> bool:

@@ -50,7 +50,7 @@ def test_the_refund_agent_example_parks_for_two_reviewers_then_completes(
     from approvals.services import approval_decide
     from gaitweb.actors import Actor
     from gaitweb.demo import demo_seed
-    from jobs.engine import advance
+    from jobs.engine.runner import advance
     from jobs.models import Job, StepRun
 
     demo_seed()

@@ -506,7 +506,7 @@ def test_health_sees_a_worker_from_the_engines_sweep_beat() -> None:
 
     from django.core.cache import cache
 
-    from jobs.engine import SWEEP_BEAT_KEY
+    from jobs.engine.sweep import SWEEP_BEAT_KEY
 
     cache.set(SWEEP_BEAT_KEY, time.time() - 1, None)
     body = APIClient().get("/api/v1/health").json()

@@ -11,7 +11,7 @@ import pytest
 
 from approvals.models import ApprovalRequest, PolicyVersion
 from gaitweb.actors import Actor
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.models import Job, StepRun
 from tests.engine.conftest import LEASE_SECONDS
 from tests.workers import wait_for

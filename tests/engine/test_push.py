@@ -17,8 +17,9 @@ from django.test.utils import CaptureQueriesContext
 from django_q.models import OrmQ
 
 from gaitweb.actors import Actor
-from jobs.broker import ADVANCE_TASK, ClusterORM, broker_row_to_task
-from jobs.engine import _Runner, advance
+from jobs.broker import ClusterORM, broker_row_to_task
+from jobs.engine.runner import _Runner, advance
+from jobs.enqueue import ADVANCE_TASK
 from jobs.models import Job, JobEvent, StepRun
 from tests.workers import wait_for
 
@@ -212,7 +213,7 @@ def test_notifications_for_a_job_another_worker_holds_change_nothing(
 ) -> None:
     """A wake-up for a job whose lease another worker holds is delivered and dropped; a stop of
     one job leaves the job running next to it alone."""
-    from jobs.engine import advance_enqueue
+    from jobs.enqueue import advance_enqueue
     from jobs.services import job_stop
     from jobs.wake import job_preempt_notify
 

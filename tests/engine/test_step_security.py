@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from gaitweb.actors import Actor
 from gaitweb.errors import Forbidden, InvalidInput
 from jobs.egress import address_category
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.models import AllowedExecutable, Job, JobEvent, StepRun
 from jobs.spec import spec_validate
 from jobs.steps import StepContext, step_execute

@@ -327,7 +327,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_sleep_and_wait_event_park_the_job_and_a_signal_wakes_it(clusters: Any) -> None:
-    from jobs.engine import job_signal
+    from jobs.services import job_signal
 
     clusters(GAIT_Q_WORKERS="1")
     job = submit(
@@ -362,7 +362,7 @@ def test_sleep_and_wait_event_park_the_job_and_a_signal_wakes_it(clusters: Any) 
 
 
 def test_a_signal_sent_before_the_wait_is_buffered(clusters: Any) -> None:
-    from jobs.engine import job_signal
+    from jobs.services import job_signal
 
     job = submit(
         [
@@ -377,7 +377,7 @@ def test_a_signal_sent_before_the_wait_is_buffered(clusters: Any) -> None:
 
 
 def test_two_clusters_never_run_one_job_at_the_same_time(clusters: Any, tmp_path: Path) -> None:
-    from jobs.engine import advance_enqueue
+    from jobs.enqueue import advance_enqueue
 
     clusters()
     clusters()

@@ -15,8 +15,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from gaitweb.actors import Actor
-from jobs.engine import job_signal
 from jobs.models import AllowedExecutable, AllowedHttpHost, Job, JobEvent, StepRun
+from jobs.services import job_signal
 from tests.api.conftest import make_key as make_key  # noqa: F401  (a fixture)
 from tests.engine.test_workers import settled
 

@@ -13,9 +13,10 @@ from approvals.models import ApprovalRequest, PolicyVersion
 from gaitweb.actors import Actor
 from gaitweb.errors import InvalidInput
 from jobs.durable import workflow_timeline
-from jobs.engine import advance, job_signal
+from jobs.engine.runner import advance
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
+from jobs.services import job_signal
 from jobs.spec import spec_validate
 from tests.workflow_world import policy_stored, workflow_submit
 

@@ -152,7 +152,7 @@ def test_an_approval_parks_without_a_worker_and_earlier_calls_are_not_repeated(
 
 
 def test_nondeterminism_is_detected_and_both_names_are_given(clusters: Any, tmp_path: Path) -> None:
-    from jobs.engine import job_signal
+    from jobs.services import job_signal
 
     log = tmp_path / "fx"
     clusters()

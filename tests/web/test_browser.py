@@ -193,7 +193,7 @@ def test_a_reviewer_sees_an_in_doubt_question_in_the_queue_and_answers_it(
     from playwright.sync_api import expect
 
     from approvals.queue import checkpoint_dom_id
-    from jobs.engine import advance
+    from jobs.engine.runner import advance
     from tests.web.test_decision_queue import in_doubt_job
 
     log = tmp_path / "transfers.log"

@@ -282,7 +282,7 @@ def test_a_poll_after_the_session_ended_sends_the_browser_to_the_login_page(cast
 
 def test_a_failed_attempt_waiting_for_its_retry_shows_retry_due_not_next(cast):
     """A flaky step failed once; its retry is an hour away. The job page says so."""
-    from jobs.engine import advance
+    from jobs.engine.runner import advance
     from jobs.models import Job
 
     services.job_submit(

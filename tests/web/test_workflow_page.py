@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gaitweb.actors import Actor
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.models import Job
 from jobs.services import PolicyBinding, job_submit
 from tests.web.conftest import Browser

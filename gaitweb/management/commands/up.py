@@ -119,7 +119,7 @@ class Command(BaseCommand):
             demo_seed()
         # the engine's sweep chain and the recurring-jobs loop, kept alive by django-q2
         # Schedules: queued now, run as soon as the worker below starts
-        from jobs.engine import engine_bootstrap
+        from jobs.engine.sweep import engine_bootstrap
         from jobs.recurring import recurring_bootstrap
 
         engine_bootstrap()

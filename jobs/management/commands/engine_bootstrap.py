@@ -15,6 +15,6 @@ class Command(BaseCommand):
     help = "Create the engine's sweep schedule and start the sweep (idempotent)"
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from jobs.engine import engine_bootstrap
+        from jobs.engine.sweep import engine_bootstrap
 
         self.stdout.write(json.dumps(engine_bootstrap(), sort_keys=True))
