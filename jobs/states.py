@@ -27,7 +27,7 @@ OPERATOR = "operator"  # a person or an agent, through jobs.services (and approv
 ENGINE = "engine"  # a worker holding the job's lease (jobs.engine, jobs.durable)
 # a step the deployment refused (an allow-list, a switch, a missing secret: jobs.steps) fails
 # with the refusal's own code
-ANY_REASON = "*"
+ANY_REASON = "<refusal>"
 
 _ACTIVE = frozenset({S.QUEUED, S.RUNNING, S.WAITING, S.PAUSED})
 _PREEMPTED = frozenset({S.EMERGENCY_STOPPED, S.CANCELLED})
