@@ -702,7 +702,7 @@ class HealthOut(serializers.Serializer):
 
 def worker_last_seen() -> dict[str, Any]:
     """When a django-q2 worker was last seen: the engine's sweep beat (written by a worker
-    every SWEEP_SECONDS, jobs.engine.sweep_run) or django-q2's own cluster stats."""
+    every SWEEP_SECONDS, jobs.engine.sweep.sweep_run) or django-q2's own cluster stats."""
     import time
 
     from django.conf import settings

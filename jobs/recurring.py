@@ -50,6 +50,8 @@ from django.db.models import Min
 from django.utils import timezone
 from django.utils.text import slugify
 
+from approvals.models import Policy
+from approvals.services import policy_binding_resolve
 from gaitweb.actors import Actor, Scope
 from gaitweb.canonical import iso_utc
 from gaitweb.errors import Conflict, Forbidden, GaitError, InvalidInput, NotFound
@@ -68,6 +70,9 @@ from jobs.models import (
     TemplateOverlap,
 )
 from jobs.selectors import job_id_check, template_fires, template_get, template_id_check
+from jobs.services import PolicyBinding, job_submit, jobs_enabled_check
+from jobs.services import _labels as job_labels
+from jobs.spec import spec_load, spec_validate
 
 log = logging.getLogger("gaitweb.recurring")
 
@@ -173,8 +178,6 @@ def _choice(value: Any, field: str, choices: type, code: str) -> str:
 
 
 def _labels(labels: Any) -> dict[str, str]:
-    from jobs.services import _labels as job_labels
-
     out = job_labels(labels)
     if len(out) > TEMPLATE_LABELS_MAX:
         raise InvalidInput(
@@ -197,11 +200,7 @@ def _spec(spec: Any) -> dict[str, Any]:
     template picks up a later default such as STEP_TIMEOUT_DEFAULT)."""
     if spec is None or spec == {}:
         return {}
-    from jobs.spec import spec_validate
-
     if isinstance(spec, str | bytes):
-        from jobs.spec import spec_load
-
         spec = spec_load(spec)
     spec_authorize(spec_validate(spec))
     return dict(spec)
@@ -212,20 +211,14 @@ def _policy(ref: Any) -> Any:
     template then follows that policy's *current* version) or, from the CLI, a YAML file."""
     if ref in (None, ""):
         return None
-    from approvals.models import Policy
-
     if isinstance(ref, Policy):
         return ref
-    from approvals.services import policy_binding_resolve
-
     binding = policy_binding_resolve(ref=ref)
     assert binding.version is not None
     return binding.version.policy
 
 
 def _jobs_enabled_check() -> None:
-    from jobs.services import jobs_enabled_check
-
     jobs_enabled_check()
 
 
@@ -476,8 +469,6 @@ def _create_run(
     (revoked identity, bad spec after a settings change, jobs switched off …) of a scheduled
     fire marks it ``failed`` with the refusal's reason code; with ``raise_refusal`` (someone
     asked for this run) the refusal is raised and nothing is saved."""
-    from jobs.services import PolicyBinding, job_submit
-
     fire.previous_job = previous
     fire.continuity = _continuity(template, previous)
     try:
