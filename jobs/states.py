@@ -26,7 +26,7 @@ S = JobStatus
 OPERATOR = "operator"  # a person or an agent, through jobs.services (and approvals.services)
 ENGINE = "engine"  # a worker holding the job's lease (jobs.engine, jobs.durable)
 # a step the deployment refused (an allow-list, a switch, a missing secret: jobs.steps) fails
-# with the refusal's own code
+# with the refusal's own code, a workflow that cannot go on with its own (jobs.durable)
 ANY_REASON = "<refusal>"
 
 _ACTIVE = frozenset({S.QUEUED, S.RUNNING, S.WAITING, S.PAUSED})
@@ -140,7 +140,7 @@ TRANSITIONS: tuple[Transition, ...] = (
         FAIL_EXIT,
         FAIL_SPAWN,
         FAIL_NON_RETRYABLE,
-        ANY_REASON,  # a refused step: the refusal's own code
+        ANY_REASON,
     ),
     _engine("complete", _RUNNING, (S.COMPLETED,), "completed", "job_succeeded"),
     _engine("dispatch_blocked", _PREEMPTED, (), "dispatch_blocked", *PREEMPT_REASONS),
