@@ -27,7 +27,7 @@ run: venv
 	$(PY) manage.py up --port $(PORT) $(UP_ARGS)
 
 # the service layer is type-checked: views and templates are covered by tests
-TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine.py jobs/spec.py \
+TYPED := jobs/services.py jobs/journal.py jobs/selectors.py jobs/engine jobs/enqueue.py jobs/states.py jobs/spec.py \
 	jobs/steps.py jobs/procwatch.py jobs/recurring.py jobs/allowlists.py jobs/egress.py jobs/secret_store.py jobs/hardening.py \
 	approvals/services.py approvals/identities.py approvals/policies.py approvals/gate.py \
 	approvals/policy_format.py \

@@ -23,9 +23,6 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-# identity_is_revoked and policy_binding_resolve: imported from here by job_resume and
-# jobs/recurring.py, being rewritten in parallel (issue #15); drop them when those are merged
-from approvals.identities import identity_is_revoked  # noqa: F401
 from approvals.models import (
     ApprovalRequest,
     ApprovalStatus,
@@ -33,7 +30,6 @@ from approvals.models import (
     DecisionKind,
     ExpiryFallback,
 )
-from approvals.policies import policy_binding_resolve  # noqa: F401
 from approvals.selectors import approval_get, approvals_visible
 from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor, Scope

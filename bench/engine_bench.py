@@ -679,8 +679,8 @@ def bench_commits(n: int = 20) -> dict[str, Any]:
     from django_q.signing import SignedPackage
     from django_q.tasks import async_task
 
-    import jobs.engine as engine
-    from jobs.broker import DelayedORM
+    import jobs.engine.sweep as engine
+    from jobs.enqueue import DelayedORM
 
     spec = [{"name": "only", "kind": "python", "with": {"function": "noop"}}]
     spec_idem = [{**spec[0], "idempotent": True}]
@@ -765,7 +765,7 @@ def bench_jobs(n: int) -> dict[str, Any]:
     from django.db import transaction
     from django_q.tasks import async_task
 
-    from jobs.broker import DelayedORM
+    from jobs.enqueue import DelayedORM
     from jobs.models import Job
 
     spec = [{"name": "only", "kind": "python", "with": {"function": "noop"}, "idempotent": True}]

@@ -219,8 +219,8 @@ def main() -> None:
     from django.db import connection
     from django.test import Client
 
-    from jobs.engine import job_stats
     from jobs.models import Job
+    from jobs.stats import job_stats
 
     client = Client()
     client.force_login(User.objects.get(username="bench-admin"))

@@ -130,7 +130,8 @@ def bench_replay(n: int, rounds: int) -> dict[str, Any]:
     """In this process: record ``n`` calls, park on a signal, then time the resume."""
     from gaitweb.lib.actors import Actor
     from jobs import durable
-    from jobs.engine import advance, job_signal
+    from jobs.engine.runner import advance
+    from jobs.services import job_signal
 
     samples: list[float] = []
     for _ in range(rounds):
@@ -165,7 +166,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)
-    from jobs.engine import engine_bootstrap
+    from jobs.engine.sweep import engine_bootstrap
 
     engine_bootstrap()
     only = set(args.only.split(","))

@@ -29,7 +29,7 @@ from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import Interface, PolicyRefused
 from jobs import services
-from jobs.engine import SWEEP_BEAT_KEY, job_signal, job_stats
+from jobs.engine.sweep import SWEEP_BEAT_KEY
 from jobs.models import Checkpoint, Job, JobEvent, JobStatus, StepRun
 from jobs.selectors import (
     checkpoint_get,
@@ -41,6 +41,8 @@ from jobs.selectors import (
     job_snapshot,
     job_step_runs,
 )
+from jobs.services import job_signal
+from jobs.stats import job_stats
 
 READ, SUBMIT, CONTROL, APPROVE = Scope.READ, Scope.SUBMIT, Scope.CONTROL, Scope.APPROVE
 
@@ -699,7 +701,7 @@ class HealthOut(serializers.Serializer):
 
 def worker_last_seen() -> dict[str, Any]:
     """When a django-q2 worker was last seen: the engine's sweep beat (written by a worker
-    every SWEEP_SECONDS, jobs.engine.sweep_run) or django-q2's own cluster stats."""
+    every SWEEP_SECONDS, jobs.engine.sweep.sweep_run) or django-q2's own cluster stats."""
     import time
 
     from django.conf import settings

@@ -1,23 +1,18 @@
-"""gaitweb's django-q2 brokers: delayed delivery, push wake-ups on PostgreSQL, and the sweep's
-watchdog (docs/engine.md, "Wake-ups, timers and the sweep").
+"""The cluster's side of gaitweb's django-q2 broker: push wake-ups on PostgreSQL, and the sweep's
+watchdog (docs/engine.md, "Wake-ups, timers and the sweep"). Rows are written, now or delayed,
+by jobs/enqueue.py.
 
-The ORM broker hides a queued row until its ``lock`` time has passed (``dequeue`` takes rows
-with ``lock < now``), and ``async_task(..., broker=…)`` accepts a broker instance. Writing the
-row with ``lock = due time`` therefore gives delayed delivery — what timers and retry backoffs
-need, and what django-q2's 30-second scheduler tick cannot give.
-
-On PostgreSQL the row is written and announced (``NOTIFY``, jobs/wake.py) in one statement, in
-the caller's transaction; the cluster's pusher takes a row with one ``UPDATE … FOR UPDATE SKIP
-LOCKED … RETURNING`` and, when there is none, waits on ``LISTEN`` for at most the poll interval
-instead of sleeping it out (and wakes at the due time of a delayed row it heard about). SQLite
-keeps the stock poll.
+On PostgreSQL the cluster's pusher takes a row with one ``UPDATE … FOR UPDATE SKIP LOCKED …
+RETURNING`` and, when there is none, waits on ``LISTEN`` for at most the poll interval instead
+of sleeping it out (and wakes at the due time of a delayed row it heard about). SQLite keeps
+the stock poll.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -27,37 +22,11 @@ from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
+from jobs.engine.sweep import sweep_kick
+from jobs.enqueue import ADVANCE_TASK
 from jobs.wake import WAKE_CHANNEL, Listener, notify_enabled
 
 log = logging.getLogger("gaitweb.engine")
-ADVANCE_TASK = "jobs.tasks.advance"
-
-
-class DelayedORM(ORM):
-    def __init__(self, list_key: str | None = None, *, at: datetime | None = None) -> None:
-        # The stock constructor opens "a connection" by calling close_old_connections(), which
-        # forces a health-check round trip on the next query; enqueueing needs none of it.
-        self.list_key = list_key or Conf.CLUSTER_NAME
-        self.connection = None
-        self.cache = None
-        self._info = None
-        self.at = at
-
-    def enqueue(self, task: str) -> int:
-        now = timezone.now()
-        lock = self.at if self.at is not None and self.at > now else now
-        if not notify_enabled(Conf.ORM):
-            row = OrmQ.objects.using(Conf.ORM).create(key=self.list_key, payload=task, lock=lock)
-            return int(row.pk)
-        due = f"{lock.timestamp():.3f}" if lock > now else ""
-        with connections[Conf.ORM].cursor() as cur:
-            cur.execute(
-                f'WITH r AS (INSERT INTO "{OrmQ._meta.db_table}" ("key", "payload", "lock") '
-                'VALUES (%s, %s, %s) RETURNING "id") SELECT r.id, pg_notify(%s, %s) FROM r',
-                [self.list_key, task, lock, WAKE_CHANNEL, due],
-            )
-            row_id = cur.fetchone()[0]
-        return int(row_id)
 
 
 class ClusterORM(ORM):
@@ -119,8 +88,6 @@ class ClusterORM(ORM):
         gait: dict[str, Any] = settings.GAIT  # type: ignore[assignment]
         self._next_check = now + max(1.0, float(gait["SWEEP_SECONDS"]))
         try:
-            from jobs.engine import sweep_kick  # jobs.engine imports this module
-
             sweep_kick()
         except Exception:  # the broker must keep delivering even if the cache is down
             log.exception("sweep watchdog failed")
@@ -128,7 +95,7 @@ class ClusterORM(ORM):
 
 def broker_row_to_task(sender: Any, task: dict[str, Any], **kwargs: Any) -> None:
     """django-q2 ``pre_execute`` (in the worker, before the task runs): an ``advance`` task
-    acknowledges its own broker row, in the statement that claims the job (jobs.engine), rather
+    acknowledges its own broker row, in the statement that claims the job (jobs.engine.backend), rather
     than in a commit of its own after it ran. The row id moves from the task's ``ack_id`` (which
     the cluster's monitor would delete) into the task's arguments."""
     if task.get("func") == ADVANCE_TASK and task.get("ack_id"):

@@ -14,8 +14,10 @@ from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import EXIT_OK, InvalidInput
 from gaitweb.lib.parsing import json_loads
-from jobs.engine import engine_bootstrap, job_signal, job_stats
+from jobs.engine.sweep import engine_bootstrap
 from jobs.selectors import job_snapshot
+from jobs.services import job_signal
+from jobs.stats import job_stats
 
 
 def _stats(args: Any) -> tuple[int, dict[str, Any]]:

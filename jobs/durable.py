@@ -30,7 +30,7 @@ import time
 import uuid as _uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -43,18 +43,8 @@ from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import GaitError, InvalidInput
-from jobs.engine import (
-    ENGINE_ACTOR,
-    FAIL_NON_RETRYABLE,
-    FAIL_RUNTIME,
-    FAIL_TIMEOUT,
-    _Attempt,
-    _error_summary,
-    _LeaseLost,
-    _preempt_reason,
-    _Runner,
-    _token_param,
-)
+from jobs.engine.lease import ENGINE_ACTOR, _Attempt, _LeaseLost, _preempt_reason, _token_param
+from jobs.engine.retries import _error_summary
 from jobs.journal import event_append, event_build
 from jobs.models import CheckpointType, Job, JobEvent, JobStatus, StepRun, StepRunStatus
 from jobs.replay import (
@@ -72,11 +62,15 @@ from jobs.spec import (
     duration_parse,
     step_backoff_seconds,
 )
+from jobs.states import FAIL_NON_RETRYABLE, FAIL_RUNTIME, FAIL_TIMEOUT
 from jobs.steps import StepContext, StepError, StepResult, output_check
 
 # workflow authors write `from jobs.durable import workflow` (docs/workflows.md)
 from jobs.workflow_registry import workflow as workflow
 from jobs.workflow_registry import workflow_versions
+
+if TYPE_CHECKING:
+    from jobs.engine.runner import _Runner  # the runner imports this module
 
 S = JobStatus
 R = StepRunStatus

@@ -13,7 +13,7 @@ two chains of the fire loop, can never create two runs for one slot.
 
 **On time.** django-q2's scheduler ticks every 30 s, too coarse for "within a few seconds of
 the slot". The fire loop is a task that re-enqueues itself through the delayed ORM broker
-(jobs/broker.py) for the earliest ``next_fire_at`` (at most ``RECURRING_TICK_SECONDS`` ahead),
+(jobs/enqueue.py) for the earliest ``next_fire_at`` (at most ``RECURRING_TICK_SECONDS`` ahead),
 so it wakes at the slot with the broker's poll precision. Each link is enqueued twice (on time
 and a backup) and claimed once, so a worker killed while holding a link costs seconds. One
 chain runs at a time (a token in the cache, like the engine's sweep); a django-q2 Schedule
@@ -37,7 +37,6 @@ late), ``skip`` runs only an on-time slot and records the rest as skipped. Never
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -51,11 +50,15 @@ from django.db.models import Min
 from django.utils import timezone
 from django.utils.text import slugify
 
-from gaitweb.actors import Actor, Scope
-from gaitweb.canonical import iso_utc
-from gaitweb.errors import Conflict, Forbidden, GaitError, InvalidInput, NotFound
-from gaitweb.validation import text_field
+from approvals.models import Policy
+from approvals.policies import policy_binding_resolve
+from gaitweb.lib import reasons
+from gaitweb.lib.actors import Actor, Scope
+from gaitweb.lib.canonical import iso_utc
+from gaitweb.lib.errors import Conflict, Forbidden, GaitError, InvalidInput, NotFound
+from gaitweb.lib.validation import text_field
 from jobs.allowlists import spec_authorize
+from jobs.enqueue import CHAIN_BACKUP_SECONDS, TaskChain
 from jobs.models import (
     FINISHED_STATUSES,
     FireStatus,
@@ -68,6 +71,9 @@ from jobs.models import (
     TemplateOverlap,
 )
 from jobs.selectors import job_id_check, template_fires, template_get, template_id_check
+from jobs.services import PolicyBinding, job_submit, jobs_enabled_check
+from jobs.services import _labels as job_labels
+from jobs.spec import spec_load, spec_validate
 
 log = logging.getLogger("gaitweb.recurring")
 
@@ -75,12 +81,7 @@ SCHEDULER_ACTOR = "gaitweb-scheduler"
 TICK_TASK = "jobs.recurring.recurring_tick"
 KICK_TASK = "jobs.recurring.recurring_kick"
 SCHEDULE_NAME = "gaitweb-recurring-kick"
-TOKEN_KEY = "gaitweb:recurring:token"
-BEAT_KEY = "gaitweb:recurring:beat"
-CLAIM_KEY = "gaitweb:recurring:link"
-# a chain link's claim outlives a normal link (milliseconds) and expires before its backup runs
-CHAIN_CLAIM_SECONDS = 2
-CHAIN_BACKUP_SECONDS = 3.0
+FIRE_LOOP = TaskChain(task=TICK_TASK, key="gaitweb:recurring", label="gaitweb recurring")
 
 CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 NAME_MAX = 200
@@ -114,21 +115,21 @@ def cron_parse(expr: Any) -> str:
     if expr is None:
         return ""
     if not isinstance(expr, str):
-        raise InvalidInput("invalid_cron", "cron must be a string", details={"field": "cron"})
+        raise InvalidInput(reasons.INVALID_CRON, "cron must be a string", details={"field": "cron"})
     text = " ".join(expr.split())
     if not text:
         return ""
     if text.startswith("@"):
         if text.lower() not in CRON_MACROS:
             raise InvalidInput(
-                "invalid_cron",
+                reasons.INVALID_CRON,
                 f"unknown cron macro {text!r} (allowed: {', '.join(sorted(CRON_MACROS))})",
                 details={"field": "cron"},
             )
         return text.lower()
     if len(text.split(" ")) not in (5, 6) or not croniter.is_valid(text):
         raise InvalidInput(
-            "invalid_cron",
+            reasons.INVALID_CRON,
             f"{text!r} is not a cron expression (five fields, a macro such as @daily, or six "
             "fields with seconds last)",
             details={"field": "cron"},
@@ -140,13 +141,13 @@ def cron_parse(expr: Any) -> str:
 def timezone_parse(name: Any) -> ZoneInfo:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput(
-            "invalid_timezone", "timezone must be an IANA name", details={"field": "timezone"}
+            reasons.INVALID_TIMEZONE, "timezone must be an IANA name", details={"field": "timezone"}
         )
     try:
         return ZoneInfo(name.strip())
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput(
-            "invalid_timezone",
+            reasons.INVALID_TIMEZONE,
             f"unknown timezone {name!r}",
             details={"field": "timezone"},
             hint="an IANA name such as UTC or Europe/Berlin",
@@ -178,19 +179,17 @@ def _choice(value: Any, field: str, choices: type, code: str) -> str:
 
 
 def _labels(labels: Any) -> dict[str, str]:
-    from jobs.services import _labels as job_labels
-
     out = job_labels(labels)
     if len(out) > TEMPLATE_LABELS_MAX:
         raise InvalidInput(
-            "invalid_labels",
+            reasons.INVALID_LABELS,
             f"a template has at most {TEMPLATE_LABELS_MAX} labels (its runs add {len(FIRE_LABELS)})",
             details={"field": "labels"},
         )
     reserved = sorted(k for k in out if k.startswith("gait."))
     if reserved:
         raise InvalidInput(
-            "invalid_labels",
+            reasons.INVALID_LABELS,
             f"label keys starting with 'gait.' are set by gaitweb: {', '.join(reserved)}",
             details={"field": "labels"},
         )
@@ -202,11 +201,7 @@ def _spec(spec: Any) -> dict[str, Any]:
     template picks up a later default such as STEP_TIMEOUT_DEFAULT)."""
     if spec is None or spec == {}:
         return {}
-    from jobs.spec import spec_validate
-
     if isinstance(spec, str | bytes):
-        from jobs.spec import spec_load
-
         spec = spec_load(spec)
     spec_authorize(spec_validate(spec))
     return dict(spec)
@@ -217,20 +212,14 @@ def _policy(ref: Any) -> Any:
     template then follows that policy's *current* version) or, from the CLI, a YAML file."""
     if ref in (None, ""):
         return None
-    from approvals.models import Policy
-
     if isinstance(ref, Policy):
         return ref
-    from approvals.services import policy_binding_resolve
-
     binding = policy_binding_resolve(ref=ref)
     assert binding.version is not None
     return binding.version.policy
 
 
 def _jobs_enabled_check() -> None:
-    from jobs.services import jobs_enabled_check
-
     jobs_enabled_check()
 
 
@@ -255,7 +244,7 @@ def template_may_change(actor: Actor, template: JobTemplate) -> bool:
 def _template_owner_check(actor: Actor, template: JobTemplate, action: str) -> None:
     if not template_may_change(actor, template):
         raise Forbidden(
-            "template_not_owner",
+            reasons.TEMPLATE_NOT_OWNER,
             f"template {template.template_id} belongs to identity {template.identity!r}: only "
             f"that identity or an admin may {action} it",
             details={"template_id": template.template_id, "identity": template.identity},
@@ -315,9 +304,11 @@ def template_create(
         labels=_labels(labels),
         cron=cron_parse(cron),
         timezone=timezone_parse(timezone_name).key,
-        continuity=_choice(continuity, "continuity", TemplateContinuity, "invalid_continuity"),
-        overlap=_choice(overlap, "overlap", TemplateOverlap, "invalid_overlap"),
-        catch_up=_choice(catch_up, "catch_up", TemplateCatchUp, "invalid_catch_up"),
+        continuity=_choice(
+            continuity, "continuity", TemplateContinuity, reasons.INVALID_CONTINUITY
+        ),
+        overlap=_choice(overlap, "overlap", TemplateOverlap, reasons.INVALID_OVERLAP),
+        catch_up=_choice(catch_up, "catch_up", TemplateCatchUp, reasons.INVALID_CATCH_UP),
         enabled=bool(enabled),
         continuity_handle=continuity_handle_new(),
         created_by=actor.name[:256],
@@ -329,7 +320,7 @@ def template_create(
             _after_schedule_change(template)
     except IntegrityError:
         raise Conflict(
-            "template_exists",
+            reasons.TEMPLATE_EXISTS,
             f"a job template with id {template_id!r} already exists",
             details={"template_id": template_id},
         ) from None
@@ -361,7 +352,7 @@ def template_update(*, actor: Actor, template_id: str, **changes: Any) -> JobTem
     unknown = sorted(set(changes).difference(UPDATABLE))
     if unknown:
         raise InvalidInput(
-            "unknown_field",
+            reasons.UNKNOWN_FIELD,
             f"cannot update {', '.join(unknown)}",
             details={"field": unknown[0], "fields": unknown, "allowed": sorted(UPDATABLE)},
         )
@@ -384,14 +375,14 @@ def template_update(*, actor: Actor, template_id: str, **changes: Any) -> JobTem
         elif key == "timezone":
             parsed[key] = timezone_parse(value).key
         elif key == "continuity":
-            parsed[key] = _choice(value, key, TemplateContinuity, "invalid_continuity")
+            parsed[key] = _choice(value, key, TemplateContinuity, reasons.INVALID_CONTINUITY)
         elif key == "overlap":
-            parsed[key] = _choice(value, key, TemplateOverlap, "invalid_overlap")
+            parsed[key] = _choice(value, key, TemplateOverlap, reasons.INVALID_OVERLAP)
         elif key == "catch_up":
-            parsed[key] = _choice(value, key, TemplateCatchUp, "invalid_catch_up")
+            parsed[key] = _choice(value, key, TemplateCatchUp, reasons.INVALID_CATCH_UP)
         elif key == "enabled":
             if not isinstance(value, bool):
-                raise InvalidInput("invalid_field", "enabled must be true or false")
+                raise InvalidInput(reasons.INVALID_FIELD, "enabled must be true or false")
             parsed[key] = value
     with transaction.atomic():
         template = template_get(actor=actor, template_id=template_id, for_update=True)
@@ -427,7 +418,7 @@ def _after_schedule_change(template: JobTemplate) -> None:
         try:
             recurring_schedule_ensure()
             recurring_kick()
-            _tick_enqueue("", 0, at=at)  # a one-shot tick at the slot: on time even if the
+            FIRE_LOOP.link_enqueue("", 0, at=at)  # a one-shot tick at the slot: on time even if the
             # running chain sleeps longer (it wakes at most RECURRING_TICK_SECONDS apart)
         except Exception:  # the Schedule repairs the chain within a minute
             log.exception("cannot kick the recurring fire loop")
@@ -481,8 +472,6 @@ def _create_run(
     (revoked identity, bad spec after a settings change, jobs switched off …) of a scheduled
     fire marks it ``failed`` with the refusal's reason code; with ``raise_refusal`` (someone
     asked for this run) the refusal is raised and nothing is saved."""
-    from jobs.services import PolicyBinding, job_submit
-
     fire.previous_job = previous
     fire.continuity = _continuity(template, previous)
     try:
@@ -493,7 +482,7 @@ def _create_run(
             current = policy.current
             if current is None:
                 raise NotFound(
-                    "policy_not_found",
+                    reasons.POLICY_NOT_FOUND,
                     f"template {template.template_id}'s policy has no current version",
                 )
             binding = PolicyBinding.of(current, name=policy.name)
@@ -696,7 +685,7 @@ def template_run_now(
         if _run_active(previous) or queued:
             if template.overlap == TemplateOverlap.SKIP or queued:
                 raise Conflict(
-                    "template_run_active",
+                    reasons.TEMPLATE_RUN_ACTIVE,
                     f"template {template.template_id} already has an active or queued run",
                     details={
                         "template_id": template.template_id,
@@ -792,19 +781,6 @@ def template_snapshot(template: JobTemplate, *, fires: int = 0) -> dict[str, Any
 # --- the fire loop (django-q2 tasks) -----------------------------------------------------------
 
 
-def _tick_enqueue(token: str, seq: int = 0, *, at: datetime | None) -> None:
-    from django_q.tasks import async_task
-
-    from jobs.broker import DelayedORM
-
-    async_task(
-        TICK_TASK,
-        token,
-        seq,
-        q_options={"broker": DelayedORM(at=at), "save": False, "task_name": "gaitweb recurring"},
-    )
-
-
 def _next_wake(now: datetime) -> datetime:
     """When the chain should run next: the earliest slot, at most RECURRING_TICK_SECONDS away
     (sooner while a queued fire waits for its previous run)."""
@@ -818,28 +794,15 @@ def _next_wake(now: datetime) -> datetime:
 
 
 def recurring_tick(token: str = "", seq: int = 0) -> dict[str, Any]:
-    """One link of the fire loop.
+    """One link of the fire loop (``FIRE_LOOP``, jobs.enqueue.TaskChain).
 
-    With a ``token`` it is the chain: it fires what is due and enqueues link ``seq + 1`` for
-    the next slot, twice: on time, and a backup ``CHAIN_BACKUP_SECONDS`` later. Whichever
-    claims the link first runs it (``cache.add`` with a short TTL), the other exits. A worker
-    killed between taking a link from the broker and running it (django-q2 would hide that row
-    until its ``retry`` passes, an hour) thus delays the chain by seconds, not an hour. A chain
-    whose token is no longer current ends (a newer chain replaced it).
-
-    Without a token it is a one-shot wake-up for a single slot (and checks the chain is alive).
-    """
-    from django.core.cache import cache
-
+    With a ``token`` it is the chain: it fires what is due and enqueues the next link for the
+    next slot. Without a token it is a one-shot wake-up for a single slot (and checks the chain
+    is alive)."""
     if token:
-        current = cache.get(TOKEN_KEY)
-        if current is not None and current != token:
-            return {"superseded": True}
-        if not cache.add(f"{CLAIM_KEY}:{token}:{seq}", 1, timeout=CHAIN_CLAIM_SECONDS):
-            return {"duplicate_link": True}
-        if current is None:
-            cache.set(TOKEN_KEY, token, None)
-        cache.set(BEAT_KEY, time.time(), None)
+        skip = FIRE_LOOP.link_begin(token, seq)
+        if skip:
+            return {skip: True}
     else:
         try:
             recurring_kick()
@@ -849,25 +812,13 @@ def recurring_tick(token: str = "", seq: int = 0) -> dict[str, Any]:
         counts = recurring_fire_due()
     finally:
         if token:
-            wake = _next_wake(timezone.now())
-            _tick_enqueue(token, seq + 1, at=wake)
-            _tick_enqueue(token, seq + 1, at=wake + timedelta(seconds=CHAIN_BACKUP_SECONDS))
+            FIRE_LOOP.link_next(token, seq, at=_next_wake(timezone.now()))
     return counts
 
 
 def recurring_kick(*, force: bool = False) -> bool:
     """Start a chain unless a live one beat recently. True if one was started."""
-    from django.core.cache import cache
-
-    beat = cache.get(BEAT_KEY)
-    limit = 3 * _tick_seconds() + 2 * CHAIN_BACKUP_SECONDS
-    if not force and beat is not None and time.time() - float(beat) < limit:
-        return False
-    token = uuid.uuid4().hex
-    cache.set(TOKEN_KEY, token, None)
-    cache.set(BEAT_KEY, time.time(), None)
-    _tick_enqueue(token, 0, at=None)
-    return True
+    return FIRE_LOOP.start(stale_after=3 * _tick_seconds() + 2 * CHAIN_BACKUP_SECONDS, force=force)
 
 
 def recurring_schedule_ensure() -> bool:

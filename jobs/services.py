@@ -2,16 +2,19 @@
 
 Every transition runs in one transaction that locks the job row, checks the current status,
 writes the new state and exactly one JobEvent (jobs.journal.event_append). A refusal raises a
-GaitError with a stable reason code before anything is written. Engine-internal transitions
-(claim, step done, completed, failed, waiting) live in jobs/engine.py.
+GaitError with a stable reason code before anything is written. Every transition, these and the
+engine's (claim, step done, completed, failed, waiting), is a row of the lifecycle table
+(jobs/states.py) and goes through its ``transition_apply``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,6 +28,7 @@ from approvals.identities import (
     FROM_REQUEST,
     UNGATED,
     Assignment,
+    identity_is_revoked,
     policy_assignment_get,
     policy_choose,
     submit_admission,
@@ -38,9 +42,9 @@ from gaitweb.lib.canonical import digest, iso_utc
 from gaitweb.lib.errors import Conflict, Hints, InvalidInput, LimitExceeded, PolicyRefused
 from gaitweb.lib.validation import text_field
 from jobs.allowlists import spec_authorize
-from jobs.journal import ChainReport, chain_verify, event_append, event_build
+from jobs.enqueue import advance_enqueue
+from jobs.journal import ChainReport, chain_verify, event_build
 from jobs.models import (
-    ALLOWED_FROM,
     FINISHED_STATUSES,
     SUMMARY_MAX_BYTES,
     Checkpoint,
@@ -57,8 +61,15 @@ from jobs.selectors import (
     job_id_check,
     job_snapshot,
 )
-from jobs.spec import spec_validate
-from jobs.wake import job_preempt_notify, job_wake
+from jobs.spec import SIGNAL_NAME_RE, spec_validate
+from jobs.states import (
+    BY_NAME,
+    checkpoint_reason,
+    checkpoint_transition,
+    transition_apply,
+    transition_check,
+)
+from jobs.wake import job_preempt_notify
 
 if TYPE_CHECKING:
     from approvals.models import PolicyVersion
@@ -78,26 +89,6 @@ def environment_fingerprint_current() -> str:
         return str(pinned)[:128]
     basis = f"python-{platform.python_version()}|{platform.system()}|{platform.machine()}|gaitweb-1"
     return "env_" + hashlib.sha256(basis.encode()).hexdigest()[:32]
-
-
-def _require_status(job: Job, action: str, allowed: Iterable[str] | None = None) -> None:
-    """Refuse with ``invalid_transition`` unless the job may take ``action`` now; ``allowed``
-    overrides the lifecycle table (checkpoints have their own)."""
-    ok = job.status in set(allowed) if allowed is not None else job.can(action)
-    if ok:
-        return
-    statuses = sorted(allowed if allowed is not None else ALLOWED_FROM[action])
-    raise Conflict(
-        reasons.INVALID_TRANSITION,
-        f"cannot {action} a job that is {job.status}",
-        details={
-            "job_id": job.job_id,
-            "status": job.status,
-            "action": action,
-            "allowed_from": statuses,
-        },
-        hint=f"{action} is allowed from: {', '.join(statuses)}",
-    )
 
 
 def _labels(labels: Any) -> dict[str, str]:
@@ -226,7 +217,7 @@ def job_submit(
             if in_transaction is not None:
                 in_transaction(job)
             if steps:
-                job_wake(job.job_id)
+                advance_enqueue(job.job_id)
     except IntegrityError:
         if Job.objects.filter(job_id=job_id).exists():
             raise Conflict(
@@ -301,13 +292,11 @@ def _spec_digest(spec: dict[str, Any]) -> str:
 
 # --- checkpoints -----------------------------------------------------------------------------
 
+# type: (allowed from, new status or None for unchanged), from the lifecycle table (jobs.states)
 CHECKPOINT_RULES: dict[str, tuple[frozenset[str], str | None]] = {
-    # type: (allowed from, new status or None for unchanged)
-    CheckpointType.PLAN: (frozenset({S.QUEUED, S.RUNNING, S.WAITING, S.PAUSED}), None),
-    CheckpointType.PROGRESS: (frozenset({S.QUEUED, S.RUNNING, S.WAITING, S.PAUSED}), None),
-    CheckpointType.DECISION_NEEDED: (frozenset({S.RUNNING}), S.DECISION_NEEDED),
-    CheckpointType.BLOCKED: (frozenset({S.RUNNING}), S.BLOCKED),
-    CheckpointType.COMPLETED: (frozenset({S.RUNNING}), S.COMPLETED),
+    t: (row.from_, row.to[0] if row.to else None)
+    for t in CheckpointType.values
+    for row in [checkpoint_transition(t)]
 }
 
 
@@ -342,7 +331,7 @@ def job_checkpoint_add(
     allowed, new_status = CHECKPOINT_RULES[type]
     with transaction.atomic():
         job = job_get(actor=actor, job_id=job_id, for_update=True)
-        _require_status(job, f"add a {type} checkpoint to", allowed)
+        transition_check(job, f"add a {type} checkpoint to", allowed=allowed)
         return checkpoint_write(
             job,
             actor=actor.name,
@@ -370,22 +359,16 @@ def checkpoint_write(
     lease-guarded by the engine). Shared by agents' checkpoints and the engine's own; the caller's
     own changes to ``job`` (``update_fields``, e.g. the engine releasing its lease) are saved in
     the same UPDATE."""
-    event_reason = "checkpoint_" + type.replace("-", "_")
     job.checkpoint_count += 1
     checkpoint_id = f"cp_{job.checkpoint_count:04d}"
-    fields = ["checkpoint_count", *update_fields]
-    if new_status:
-        job.status = new_status
-        job.status_reason_code = reason_code or event_reason
-        fields += ["status", "status_reason_code"]
-        if new_status in FINISHED_STATUSES:
-            job.finished_at = timezone.now()
-            fields.append("finished_at")
-    event = event_append(
+    event = transition_apply(
         job,
-        type="checkpoint_added",
+        checkpoint_transition(type),
         actor=actor,
-        reason_code=event_reason,
+        to=new_status,
+        reason=checkpoint_reason(type),
+        status_reason=reason_code,
+        update_fields=["checkpoint_count", *update_fields],
         payload={
             "checkpoint_id": checkpoint_id,
             "type": type,
@@ -394,7 +377,6 @@ def checkpoint_write(
             "reason_code": reason_code,
             **(payload or {}),
         },
-        update_fields=fields,
     )
     return Checkpoint.objects.create(
         job=job,
@@ -419,19 +401,14 @@ def job_pause(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     """Pause at the next step boundary: a running step finishes and is recorded first."""
     actor.require(Scope.CONTROL)
     reason = _reason(reason)
-    with transaction.atomic():
-        job = job_get(actor=actor, job_id=job_id, for_update=True)
-        _require_status(job, "pause")
-        job.status = S.PAUSED
-        job.status_reason_code = "paused"
+    with _locked_for(actor, job_id, "pause") as job:
         job.wake_at = None
-        event_append(
+        transition_apply(
             job,
-            type="paused",
+            BY_NAME["pause"],
             actor=actor.name,
-            reason_code="paused",
             payload={"reason": reason},
-            update_fields=["status", "status_reason_code", "wake_at"],
+            update_fields=["wake_at"],
         )
     return job
 
@@ -441,30 +418,18 @@ def job_stop(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     approval and a resume (or a cancel)."""
     actor.require(Scope.CONTROL)
     reason = _reason(reason)
-    with transaction.atomic():
-        job = job_get(actor=actor, job_id=job_id, for_update=True)
-        _require_status(job, "stop")
+    with _locked_for(actor, job_id, "stop") as job:
         previous = job.status
-        job.status = S.EMERGENCY_STOPPED
-        job.status_reason_code = "emergency_stop_preempted"
         job.stop_reason = reason or f"emergency stop by {actor.name}"
         job.stopped_at = timezone.now()
         job.stopped_by = actor.name
         job.wake_at = None
-        event_append(
+        transition_apply(
             job,
-            type="emergency_stop_acknowledged",
+            BY_NAME["stop"],
             actor=actor.name,
-            reason_code="emergency_stop_preempted",
             payload={"reason": reason, "previous_status": previous},
-            update_fields=[
-                "status",
-                "status_reason_code",
-                "stop_reason",
-                "stopped_at",
-                "stopped_by",
-                "wake_at",
-            ],
+            update_fields=["stop_reason", "stopped_at", "stopped_by", "wake_at"],
         )
         job_preempt_notify(job.job_id)  # the worker running it kills the step at once
     return job
@@ -524,6 +489,36 @@ def _approve_job_hints(job_id: str, decision: DecisionPoint) -> Hints:
     )
 
 
+@contextmanager
+def _locked_for(actor: Actor, job_id: str, action: str) -> Iterator[Job]:
+    """In one transaction: the job row locked, once the lifecycle table allows ``action`` from
+    its status (jobs.states); the transition itself is the caller's."""
+    with transaction.atomic():
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
+        transition_check(job, action)
+        yield job
+
+
+@contextmanager
+def _deciding(actor: Actor, job_id: str, action: str, allow_self_approval: bool) -> Iterator[Job]:
+    """``_locked_for`` an approve or a reject: also separation of duties, unless the policy
+    turned it off (``allow_self_approval``)."""
+    with _locked_for(actor, job_id, action) as job:
+        if not allow_self_approval:
+            _forbid_self_approval(job, actor)
+        yield job
+
+
+def _decision_payload(reason: str, request: str = "", checkpoint: str = "") -> dict[str, Any]:
+    """An approval's or a rejection's event payload: the reason, and what it decided."""
+    payload: dict[str, Any] = {"reason": reason}
+    if request:
+        payload["approval_request"] = request
+    if checkpoint:
+        payload["checkpoint_id"] = checkpoint
+    return payload
+
+
 def _forbid_self_approval(job: Job, actor: Actor) -> None:
     """Separation of duties: whoever submitted a job (person or agent identity) cannot approve it."""
     if job.is_submitted_by(actor):
@@ -555,11 +550,7 @@ def job_approve(
     up the decision point that someone else must answer."""
     actor.require(Scope.APPROVE)
     reason = _reason(reason)
-    with transaction.atomic():
-        job = job_get(actor=actor, job_id=job_id, for_update=True)
-        _require_status(job, "approve")
-        if not allow_self_approval:
-            _forbid_self_approval(job, actor)
+    with _deciding(actor, job_id, "approve", allow_self_approval) as job:
         if not _decided_request:
             _refuse_the_stopper(job, actor)
             pending = _pending_requests(job)
@@ -584,14 +575,8 @@ def job_approve(
                 details={"job_id": job_id, "approved_by": decision.approvals[-1].actor},
                 hint="resume the job, or wait for a new decision point",
             )
-        payload: dict[str, Any] = {"reason": reason}
-        if _decided_request:
-            payload["approval_request"] = _decided_request
-        if _decided_checkpoint:
-            payload["checkpoint_id"] = _decided_checkpoint
-        event_append(
-            job, type="approved", actor=actor.name, reason_code="approval_recorded", payload=payload
-        )
+        payload = _decision_payload(reason, _decided_request, _decided_checkpoint)
+        transition_apply(job, BY_NAME["approve"], actor=actor.name, payload=payload)
     return job
 
 
@@ -618,33 +603,20 @@ def job_reject(
 ) -> Job:
     actor.require(Scope.APPROVE)
     reason = text_field(reason, "reason", max_len=1024, required=True, code=reasons.REASON_TOO_LONG)
-    with transaction.atomic():
-        job = job_get(actor=actor, job_id=job_id, for_update=True)
-        _require_status(job, "reject")
-        if not allow_self_approval:
-            _forbid_self_approval(job, actor)
+    with _deciding(actor, job_id, "reject", allow_self_approval) as job:
         # a tool call of a workflow (or of an external agent's durable run) that a reviewer
         # rejected: the code runs on and sees ToolRejected at that call (jobs.durable,
         # jobs.durable_api); anything else blocks the job
         requeue = bool(_decided_request) and _call_request(job, _decided_request)
-        if requeue:
-            job.status = S.QUEUED if job.step_count else S.RUNNING
-        else:
-            job.status = S.BLOCKED
-        job.status_reason_code = "approval_rejected"
-        payload: dict[str, Any] = {"reason": reason}
-        if _decided_request:
-            payload["approval_request"] = _decided_request
-        event_append(
+        transition_apply(
             job,
-            type="rejected",
+            BY_NAME["reject"],
             actor=actor.name,
-            reason_code="approval_rejected",
-            payload=payload,
-            update_fields=["status", "status_reason_code"],
+            to=(S.QUEUED if job.step_count else S.RUNNING) if requeue else S.BLOCKED,
+            payload=_decision_payload(reason, _decided_request),
         )
         if requeue and job.step_count:
-            job_wake(job.job_id)
+            advance_enqueue(job.job_id)
     return job
 
 
@@ -673,10 +645,8 @@ def job_resume(
     bound identity, which must still not be revoked."""
     actor.require(Scope.CONTROL)
     reason = _reason(reason)
-    with transaction.atomic():
-        job = job_get(actor=actor, job_id=job_id, for_update=True)
-        # (1) status
-        _require_status(job, "resume")
+    # (1) status
+    with _locked_for(actor, job_id, "resume") as job:
         # (2) approvals
         decision = job_decision_point(job)
         if decision.waiting:
@@ -710,7 +680,7 @@ def job_resume(
                 hint=_decide_request_hints(job_id, pending[0].request_id),
                 exit_code=4,
             )
-        # (3) policy: the identity's assigned policy first (approvals.assignments), then the
+        # (3) policy: the identity's assigned policy first (approvals.identities), then the
         # current version of the bound one
         transition = False
         rebind: PolicyBinding | None = None
@@ -754,8 +724,6 @@ def job_resume(
                 f"job {job_id} is bound to identity {job.identity!r}, not {asserted!r}",
                 details={"job_id": job_id, "bound_identity": job.identity, "identity": asserted},
             )
-        from approvals.services import identity_is_revoked
-
         listed = set(revoked_identities)
         for who in sorted({w for w in (job.identity, asserted) if w}):
             if who in listed or identity_is_revoked(who):
@@ -790,7 +758,7 @@ def job_resume(
             + ("_with_env_override" if override else "")
             + ("_policy_transition" if transition else "")
         )
-        fields = ["status", "status_reason_code", "stop_reason"]
+        fields = ["stop_reason"]
         payload: dict[str, Any] = {"reason": reason, "previous_status": job.status}
         if rebind is not None:
             fields += _policy_rebind(job, rebind, assignment_source, payload)
@@ -800,19 +768,18 @@ def job_resume(
             job.environment_fingerprint = env_now
             fields.append("environment_fingerprint")
         runnable = job.step_count > 0 and job.cursor < job.step_count
-        job.status = S.QUEUED if runnable else S.RUNNING
-        job.status_reason_code = reason_code
         job.stop_reason = ""
-        event_append(
+        transition_apply(
             job,
-            type="resumed",
+            BY_NAME["resume"],
             actor=actor.name,
-            reason_code=reason_code,
+            to=S.QUEUED if runnable else S.RUNNING,
+            reason=reason_code,
             payload=payload,
             update_fields=fields,
         )
         if runnable:
-            job_wake(job.job_id)
+            advance_enqueue(job.job_id)
     return job
 
 
@@ -826,9 +793,7 @@ def _policy_current(version: PolicyVersion) -> PolicyBinding | None:
 def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:
     actor.require(Scope.CONTROL)
     reason = _reason(reason)
-    with transaction.atomic():
-        job = job_get(actor=actor, job_id=job_id, for_update=True)
-        _require_status(job, "cancel")
+    with _locked_for(actor, job_id, "cancel") as job:
         if job.status == S.QUEUED and job.started_at is None:
             code = reasons.JOB_CANCELLED_BEFORE_START
         elif job.status in (S.RUNNING, S.WAITING):
@@ -836,18 +801,15 @@ def job_cancel(*, actor: Actor, job_id: str, reason: str = "") -> Job:
         else:
             code = reasons.CANCELLED
         previous = job.status
-        job.status = S.CANCELLED
-        job.status_reason_code = code
         job.stop_reason = reason or f"cancelled by {actor.name}"
-        job.finished_at = timezone.now()
         job.wake_at = None
-        event_append(
+        transition_apply(
             job,
-            type="cancelled",
+            BY_NAME["cancel"],
             actor=actor.name,
-            reason_code=code,
+            reason=code,
             payload={"reason": reason, "previous_status": previous},
-            update_fields=["status", "status_reason_code", "stop_reason", "finished_at", "wake_at"],
+            update_fields=["stop_reason", "wake_at"],
         )
         job_preempt_notify(job.job_id)
     return job
@@ -871,11 +833,11 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
                 details={
                     "job_id": job_id,
                     "status": job.status,
-                    "allowed_from": sorted(ALLOWED_FROM["retry"]),
+                    "allowed_from": sorted(BY_NAME["retry"].from_),
                 },
             )
         previous = job.status
-        fields = ["status", "status_reason_code", "stop_reason", "finished_at", "wake_at"]
+        fields = ["stop_reason", "finished_at", "wake_at"]
         payload: dict[str, Any] = {
             "reason": reason,
             "previous_status": previous,
@@ -885,20 +847,64 @@ def job_retry(*, actor: Actor, job_id: str, reason: str = "") -> Job:
         rebind, assignment_source = _policy_reassigned(job, None)
         if rebind is not None:
             fields += _policy_rebind(job, rebind, assignment_source, payload)
-        job.status = S.QUEUED
-        job.status_reason_code = "job_retried"
         job.stop_reason = ""
         job.finished_at = None
         job.wake_at = None
-        event_append(
+        transition_apply(
+            job, BY_NAME["retry"], actor=actor.name, payload=payload, update_fields=fields
+        )
+        advance_enqueue(job.job_id)
+    return job
+
+
+def job_signal(*, actor: Actor, job_id: str, name: str, payload: Any = None) -> Job:
+    """Deliver signal ``name`` with ``payload`` to a job. Signals are journaled
+    (``signal_received``) and buffered: a ``wait_event`` step consumes the oldest unconsumed one
+    of its name, whether it arrived before or while the job waited. A waiting job is woken."""
+    actor.require(Scope.SUBMIT)
+    if not isinstance(name, str) or not SIGNAL_NAME_RE.match(name):
+        raise InvalidInput(
+            reasons.INVALID_SIGNAL_NAME,
+            "signal names are 1-128 letters, digits and . _ : - starting with a letter or digit",
+            details={"field": "name"},
+        )
+    try:
+        size = len(json.dumps(payload).encode("utf-8"))
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            reasons.INVALID_SIGNAL_PAYLOAD, "the payload must be JSON", details={"field": "payload"}
+        ) from None
+    gait: dict[str, Any] = settings.GAIT  # type: ignore[assignment]
+    limit = int(gait["STEP_OUTPUT_MAX_BYTES"])
+    if size > limit:
+        raise LimitExceeded(
+            reasons.SIGNAL_PAYLOAD_TOO_LARGE,
+            f"the payload is larger than {limit} bytes",
+            details={"field": "payload", "max_bytes": limit},
+        )
+    with transaction.atomic():
+        job = job_get(actor=actor, job_id=job_id, for_update=True)
+        if job.status in FINISHED_STATUSES or job.step_count == 0:
+            raise Conflict(
+                reasons.INVALID_TRANSITION,
+                f"cannot signal a job that is {job.status}"
+                + ("" if job.step_count else " (it has no steps)"),
+                details={"job_id": job_id, "status": job.status},
+            )
+        fields: list[str] = []
+        wake = job.status == S.WAITING
+        if wake:
+            job.wake_at = timezone.now()
+            fields.append("wake_at")
+        transition_apply(
             job,
-            type="retried",
+            BY_NAME["signal"],
             actor=actor.name,
-            reason_code="job_retried",
-            payload=payload,
+            payload={"name": name, "payload": payload},
             update_fields=fields,
         )
-        job_wake(job.job_id)
+        if wake:
+            advance_enqueue(job.job_id)
     return job
 
 

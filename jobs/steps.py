@@ -1,6 +1,6 @@
 """Step executors: what running one attempt of one step means for each kind (docs/engine.md).
 
-The engine (jobs/engine.py) owns the job: leases, checkpoints, retries and parking. This module
+The engine (jobs/engine/) owns the job: leases, checkpoints, retries and parking. This module
 only runs an attempt and describes how it ended, as a ``StepResult``: ``succeeded`` with an
 output, or ``failed`` / ``timed_out`` / ``cancelled`` with an error ``{type, message,
 retryable}``. ``sleep``, ``wait_event`` and ``approval`` never run here: they park the job, which

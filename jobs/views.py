@@ -108,7 +108,7 @@ _counts_memo: dict[str | None, dict[str, Any]] = {}
 
 def status_counts(actor: Actor) -> dict[str, int]:
     """Jobs per status that ``actor`` may see (jobs.selectors.job_counts, the ``by_status`` of
-    jobs.engine.job_stats), remembered for a few seconds per process and identity bound: every
+    jobs.stats.job_stats), remembered for a few seconds per process and identity bound: every
     open dashboard polls, and counting 100k rows on each poll would be the dashboard's biggest
     cost. A count may lag by COUNTS_TTL_SECONDS; the rows never do."""
     now = time.monotonic()
@@ -117,7 +117,7 @@ def status_counts(actor: Actor) -> dict[str, int]:
         memo = _counts_memo.get(scope)
         if memo and now - memo["at"] < COUNTS_TTL_SECONDS:
             return dict(memo["counts"])
-    # jobs.engine.job_stats() computes this same GROUP BY plus seven more full counts (step runs,
+    # jobs.stats.job_stats() computes this same GROUP BY plus seven more full counts (step runs,
     # checkpoints, the broker queue…): ~360 ms at 100k jobs. The header needs only this one.
     counts = job_counts(actor=actor)
     with _counts_lock:

@@ -1,9 +1,9 @@
 """Wake-ups: how a job that became runnable, or was stopped, reaches a worker (docs/engine.md).
 
-Lifecycle services call ``job_wake`` whenever a job becomes runnable (submit with steps, resume,
-approve, signal, retry): it writes the job's broker row in the caller's own transaction (the ORM
-broker lives in the same database), so the row commits, or rolls back, with the change that made
-the job runnable, and costs no commit of its own.
+Lifecycle services call ``jobs.enqueue.advance_enqueue`` whenever a job becomes runnable (submit
+with steps, resume, approve, signal, retry): it writes the job's broker row in the caller's own
+transaction (the ORM broker lives in the same database), so the row commits, or rolls back, with
+the change that made the job runnable, and costs no commit of its own.
 
 On PostgreSQL the same statement sends a ``NOTIFY`` (delivered at commit, dropped on rollback):
 the clusters' pushers wait on ``LISTEN`` instead of sleeping out their poll interval, and a
@@ -20,7 +20,6 @@ from __future__ import annotations
 import bisect
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -46,13 +45,6 @@ def worker_spawned(sender: Any = None, **kwargs: Any) -> None:
 
 def listens_for_stops() -> bool:
     return _in_worker and notify_enabled()
-
-
-def job_wake(job_id: str, *, at: datetime | None = None) -> None:
-    """Enqueue ``advance(job_id)`` now (or not before ``at``) in the current transaction."""
-    from jobs.engine import advance_enqueue
-
-    advance_enqueue(job_id, at=at)
 
 
 def notify_enabled(alias: str = "default") -> bool:

@@ -12,7 +12,7 @@ from approvals.policy_format import policy_parse
 from approvals.services import approval_decide
 from gaitweb.demo import demo_seed
 from gaitweb.lib.actors import Actor
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.management.commands.gait import main
 from jobs.models import Job, StepRun
 from jobs.spec import spec_load

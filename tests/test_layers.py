@@ -9,15 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("gaitweb", "jobs", "approvals", "packs")
-# old paths of moved modules, kept while the engine files rewritten in parallel (issue #15)
-# still import them: each only re-exports names of its new home
-OLD_PATHS = {
-    "gaitweb.actors",
-    "gaitweb.canonical",
-    "gaitweb.errors",
-    "gaitweb.validation",
-    "approvals.assignments",
-}
 
 
 def _layer_modules() -> list[str]:
@@ -45,9 +36,7 @@ def _project_modules(*, packages: bool = False) -> list[str]:
 def test_every_module_is_in_a_layer() -> None:
     placed = _layer_modules()
     unplaced = [
-        m
-        for m in _project_modules()
-        if m not in OLD_PATHS and not any(m == p or m.startswith(p + ".") for p in placed)
+        m for m in _project_modules() if not any(m == p or m.startswith(p + ".") for p in placed)
     ]
     assert unplaced == []
 

@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from gaitweb.lib.actors import Actor
-from jobs.engine import SWEEP_BEAT_KEY
+from jobs.engine.sweep import SWEEP_BEAT_KEY
 from jobs.models import Job, JobEvent, StepRun
 from jobs.services import job_submit
 from tests.api.conftest import error_code, submit

@@ -54,7 +54,7 @@ def clusters(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..
         started.append(c)
         return c
 
-    from jobs.engine import engine_bootstrap
+    from jobs.engine.sweep import engine_bootstrap
 
     engine_bootstrap()
     yield start

@@ -12,7 +12,7 @@ import pytest
 from approvals.models import ApprovalRequest, PolicyVersion
 from approvals.services import approval_decide
 from gaitweb.lib.actors import Actor
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.models import Job, StepRun
 from tests.engine.conftest import LEASE_SECONDS
 from tests.workers import wait_for

@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from gaitweb.lib.actors import Actor
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
 from jobs.services import job_pause, job_submit

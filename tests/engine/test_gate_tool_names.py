@@ -14,7 +14,8 @@ from approvals.identities import identity_policy_set
 from approvals.policies import policy_save
 from approvals.policy_format import policy_parse
 from gaitweb.lib.actors import Actor
-from jobs.engine import _intent, advance
+from jobs.engine import gate
+from jobs.engine.runner import advance
 from jobs.models import Checkpoint, Job, StepRun
 from jobs.services import job_submit
 from jobs.spec import spec_load, spec_validate, step_gate_tool
@@ -60,7 +61,7 @@ def test_each_step_kind_gets_a_name_derived_from_what_it_runs() -> None:
         "http:post:pay.example.test",
     ]
     job = Job(job_id="j", identity="agent-7")
-    intent = _intent(job, command)
+    intent = gate.intent(job, command)
     assert intent["tool_name"] == "command:/usr/bin/rm"
     assert intent["context"] == {"identity": "agent-7", "job_id": "j"}
     assert "tool.read" not in str(intent)  # the label is nowhere in what the gate sees
@@ -121,7 +122,7 @@ def test_a_rule_naming_a_step_kind_matches_every_step_of_that_kind() -> None:
 
     def verdict(raw: dict[str, Any]) -> str:
         (step,) = steps({"name": "s", **raw, "tool": "tool.read"})
-        return gate_evaluate(intent=_intent(job, step), policy=policy).verdict
+        return gate_evaluate(intent=gate.intent(job, step), policy=policy).verdict
 
     for argv in (["/tmp/evil/ls"], ["sh", "-c", "id"], ["python3", "-c", "print(1)"]):
         assert verdict({"kind": "command", "with": {"argv": argv}}) == "block", argv
@@ -144,16 +145,16 @@ def test_the_example_policy_decides_the_example_specs_steps_by_their_derived_nam
     for path in sorted((EXAMPLES / "specs").glob("*.yaml")):
         for step in spec_validate(spec_load(path.read_text()))["steps"]:
             if step["kind"] in ("python", "command", "http"):
-                result = gate_evaluate(intent=_intent(job, step), policy=policy)
+                result = gate_evaluate(intent=gate.intent(job, step), policy=policy)
                 seen.append((step_gate_tool(step), result.verdict))
     assert seen and all(verdict == "allow" for _, verdict in seen), seen
     shell, delete = steps(
         {"name": "x", "kind": "command", "with": {"shell": True, "command": "id"}},
         {"name": "y", "kind": "http", "with": {"method": "DELETE", "url": "https://a.example/1"}},
     )
-    assert gate_evaluate(intent=_intent(job, shell), policy=policy).reason_codes == (
+    assert gate_evaluate(intent=gate.intent(job, shell), policy=policy).reason_codes == (
         "shell_step_blocked",
     )
-    assert gate_evaluate(intent=_intent(job, delete), policy=policy).reason_codes == (
+    assert gate_evaluate(intent=gate.intent(job, delete), policy=policy).reason_codes == (
         "http_delete_blocked",
     )

@@ -17,8 +17,9 @@ from django.test.utils import CaptureQueriesContext
 from django_q.models import OrmQ
 
 from gaitweb.lib.actors import Actor
-from jobs.broker import ADVANCE_TASK, ClusterORM, broker_row_to_task
-from jobs.engine import _Runner, advance, advance_enqueue
+from jobs.broker import ClusterORM, broker_row_to_task
+from jobs.engine.runner import _Runner, advance
+from jobs.enqueue import ADVANCE_TASK, advance_enqueue
 from jobs.models import Job, JobEvent, StepRun
 from jobs.services import job_cancel, job_stop, job_submit
 from jobs.wake import WAKE_CHANNEL, Listener, job_preempt_notify

@@ -18,7 +18,7 @@ from gaitweb.demo import demo_allowlist_ensure
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import Forbidden, InvalidInput
 from jobs.egress import address_category
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.models import AllowedExecutable, AllowedHttpHost, Job, JobEvent, JobTemplate, StepRun
 from jobs.recurring import template_create
 from jobs.secret_store import Redactor, SecretMissing

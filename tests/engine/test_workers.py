@@ -19,7 +19,7 @@ from approvals.models import ApprovalRequest
 from approvals.policies import PolicyBinding, policy_save
 from approvals.services import approval_decide
 from gaitweb.lib.actors import Actor
-from jobs.engine import advance_enqueue, job_signal
+from jobs.enqueue import advance_enqueue
 from jobs.journal import chain_verify
 from jobs.management.commands.gait import main
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
@@ -29,6 +29,7 @@ from jobs.services import (
     job_pause,
     job_resume,
     job_retry,
+    job_signal,
     job_stop,
     job_submit,
 )

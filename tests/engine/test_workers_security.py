@@ -15,9 +15,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from gaitweb.lib.actors import Actor
-from jobs.engine import job_signal
 from jobs.models import AllowedExecutable, AllowedHttpHost, Job, JobEvent, StepRun
-from jobs.services import job_submit
+from jobs.services import job_signal, job_submit
 from packs.services import pack_build
 from tests.api.conftest import make_key as make_key  # noqa: F401  (a fixture)
 from tests.engine.test_workers import settled

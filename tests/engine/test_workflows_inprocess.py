@@ -14,10 +14,10 @@ from approvals.services import approval_decide
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.errors import InvalidInput
 from jobs.durable import workflow_timeline
-from jobs.engine import advance, job_signal
+from jobs.engine.runner import advance
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
-from jobs.services import job_stop
+from jobs.services import job_signal, job_stop
 from jobs.spec import spec_validate
 from tests.workflow_world import policy_stored, workflow_submit
 

@@ -16,10 +16,9 @@ import pytest
 from approvals.models import ApprovalRequest, PolicyVersion
 from approvals.services import approval_decide
 from gaitweb.lib.actors import Actor
-from jobs.engine import job_signal
 from jobs.journal import chain_verify
 from jobs.models import Checkpoint, Job, JobEvent, StepRun
-from jobs.services import job_approve, job_resume, job_retry, job_stop
+from jobs.services import job_approve, job_resume, job_retry, job_signal, job_stop
 from tests.engine.conftest import LEASE_SECONDS
 from tests.workers import wait_for
 from tests.workflow_world import policy_stored, workflow_submit

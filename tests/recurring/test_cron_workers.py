@@ -15,7 +15,7 @@ from django.utils import timezone
 import tests.recurring.stepfns  # noqa: F401  (the test process validates specs naming them)
 from gaitweb.lib.actors import Actor
 from jobs.models import Job, JobStatus, TemplateFire
-from jobs.recurring import _tick_enqueue, template_create, template_disable
+from jobs.recurring import FIRE_LOOP, template_create, template_disable
 from tests.workers import wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -63,7 +63,7 @@ def test_two_clusters_fire_each_one_second_slot_exactly_once(clusters: Any, tmp_
     # clusters race for the same slots
     start = t.next_fire_at
     for i in range(30):
-        _tick_enqueue("", 0, at=start + timedelta(seconds=i))
+        FIRE_LOOP.link_enqueue("", 0, at=start + timedelta(seconds=i))
     wait_for(lambda: len(_fired(t)) >= 20, timeout=40, what="20 fires")
     template_disable(actor=system, template_id=t.template_id)
     fires = _fired(t)

@@ -18,7 +18,7 @@ from django.conf import settings
 from approvals.queue import checkpoint_dom_id
 from gaitweb.lib.actors import Actor
 from jobs import services
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.models import Job
 from jobs.services import job_submit
 from packs.keys import key_init

@@ -22,7 +22,7 @@ from approvals.queue import checkpoint_dom_id
 from approvals.services import approval_request_create
 from gaitweb.lib.actors import Actor
 from jobs import services
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.models import Job, JobEvent, StepRun
 from tests.web.conftest import AGENT, Browser, agent_job, pending_request
 

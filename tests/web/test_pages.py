@@ -10,7 +10,7 @@ from django.test import Client
 from approvals.policies import PolicyBinding, policy_save
 from gaitweb.lib.actors import Actor
 from jobs import services
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.models import Job, JobEvent, StepRun
 from tests.conftest import PASSWORD
 from tests.web.conftest import AGENT, Browser, agent_job, pending_request

@@ -10,7 +10,7 @@ import pytest
 
 from approvals.policies import PolicyBinding
 from gaitweb.lib.actors import Actor
-from jobs.engine import advance
+from jobs.engine.runner import advance
 from jobs.models import Job
 from jobs.services import job_submit
 from tests.web.conftest import Browser

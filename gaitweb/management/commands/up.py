@@ -29,7 +29,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from gaitweb.demo import DEMO_USERS, demo_logins_ensure, demo_seed
-from jobs.engine import engine_bootstrap
+from jobs.engine.sweep import engine_bootstrap
 from jobs.procwatch import die_with_parent
 from jobs.recurring import recurring_bootstrap
 

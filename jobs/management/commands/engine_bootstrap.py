@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from jobs.engine import engine_bootstrap
+from jobs.engine.sweep import engine_bootstrap
 
 
 class Command(BaseCommand):
