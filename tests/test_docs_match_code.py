@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rest_framework import exceptions as drf_exceptions
 
-from jobs.models import ALLOWED_FROM, JobStatus
+from jobs.models import JobStatus
 from jobs.states import TRANSITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
