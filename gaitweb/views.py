@@ -23,6 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 
 from approvals.selectors import decision_pending_count
+from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor, Scope
 from gaitweb.lib.errors import GaitError, dashboard_refusal
 from gaitweb.lib.middleware import body_limit, upload_max_bytes
@@ -99,9 +100,6 @@ class LogoutView(auth_views.LogoutView):
     pass
 
 
-LOGIN_THROTTLED = "login_throttled"
-
-
 def login_locked_out(
     request: HttpRequest, original_response: HttpResponse | None, credentials: Any
 ) -> HttpResponse:
@@ -113,7 +111,7 @@ def login_locked_out(
     cool_off = get_cool_off(request)
     seconds = int(cool_off.total_seconds()) if cool_off else 0
     context = {
-        "code": LOGIN_THROTTLED,
+        "code": reasons.LOGIN_THROTTLED,
         "minutes": max(1, round(seconds / 60)) if seconds else None,
         "failure_limit": settings.AXES_FAILURE_LIMIT,
     }

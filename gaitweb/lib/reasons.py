@@ -40,6 +40,10 @@ INTERNAL_ERROR = "internal_error"
 AUTHENTICATION_FAILED = "authentication_failed"
 """the credentials were given but do not authenticate [401]"""
 
+LOGIN_THROTTLED = "login_throttled"
+"""too many failed dashboard or admin logins from this address or for this user: wait for the
+cool-off (``Retry-After``) [429]"""
+
 CSRF_FAILED = "csrf_failed"
 """a session-authenticated write without a valid CSRF token [403]"""
 
