@@ -43,7 +43,8 @@ from gaitweb.lib import reasons
 from gaitweb.lib.actors import Actor
 from gaitweb.lib.canonical import iso_utc
 from gaitweb.lib.errors import GaitError, InvalidInput
-from jobs.engine.lease import ENGINE_ACTOR, _Attempt, _LeaseLost, _preempt_reason, _token_param
+from jobs.engine.attempts import record_started
+from jobs.engine.lease import ENGINE_ACTOR, _Attempt, _LeaseLost, _preempt_reason
 from jobs.engine.retries import _error_summary
 from jobs.journal import event_append, event_build
 from jobs.models import CheckpointType, Job, JobEvent, JobStatus, StepRun, StepRunStatus
@@ -786,25 +787,10 @@ class _WorkflowRun:
         """Commit the ``started`` record of a non-idempotent call before it runs (one statement
         guarded by the lease token), after the calls that came before it."""
         self.flush()
-        st, jt = StepRun._meta.db_table, Job._meta.db_table
-        cast = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
-        sql = (
-            f'INSERT INTO "{st}" ("job_id", "step_index", "step_name", "attempt", "status", "idempotency_key", '
-            '"input", "output", "error", "stdout", "stderr", "worker", "started_at", "finished_at") '
-            f"SELECT \"id\", %s, %s, %s, 'started', %s, {cast}, NULL, NULL, '', '', %s, %s, NULL "
-            f'FROM "{jt}" WHERE "id" = %s AND "lease_token" = %s RETURNING "id"'
-        )
-        params = [
-            n, name, attempt, self.current_key, json.dumps(record_input), self.runner.owner[:128],
-            started_at, self.job.pk, _token_param(self.runner.token),
-        ]  # fmt: skip
-        with connection.cursor() as cur:
-            cur.execute(sql, params)
-            row = cur.fetchone()
-        if row is None:
-            self.runner.lease_lost = True
-            raise _LeaseLost
-        return int(row[0])
+        return record_started(
+            self.runner, index=n, name=name, attempt=attempt, key=self.current_key,
+            input=record_input, started_at=started_at,
+        )  # fmt: skip
 
     # -- locked writes (not the hot path) --
 

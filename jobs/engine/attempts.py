@@ -47,7 +47,15 @@ def run_step(runner: _Runner, step: dict[str, Any]) -> str:
     elif not step["idempotent"] or step["kind"] == "command":
         # a command always gets its ``started`` record: the heartbeat streams its output tail
         # into it, and a recovered attempt is numbered after the lost one
-        run_id = _record_started(runner, step, attempt_no, started_at)
+        run_id = record_started(
+            runner,
+            index=job.cursor,
+            name=step["name"],
+            attempt=attempt_no,
+            key=runner.idempotency_key(step),
+            input=step["with"],
+            started_at=started_at,
+        )
     ctx = StepContext(
         job=job,
         step=step,
@@ -84,11 +92,18 @@ def run_step(runner: _Runner, step: dict[str, Any]) -> str:
     return attempt_failed(runner, step, attempt_no, started_at, run_id, result)
 
 
-def _record_started(
-    runner: _Runner, step: dict[str, Any], attempt: int, started_at: datetime
+def record_started(
+    runner: _Runner,
+    *,
+    index: int,
+    name: str,
+    attempt: int,
+    key: str,
+    input: Any,
+    started_at: datetime,
 ) -> int:
-    """Commit the ``started`` StepRun of a non-idempotent step before running it (one statement,
-    guarded by the lease token)."""
+    """Commit the ``started`` StepRun of a non-idempotent step or workflow call before it runs
+    (one statement, guarded by the lease token): its id, or ``_LeaseLost``."""
     job = runner.job
     assert job is not None
     st, jt = StepRun._meta.db_table, Job._meta.db_table
@@ -100,16 +115,9 @@ def _record_started(
         f'FROM "{jt}" WHERE "id" = %s AND "lease_token" = %s RETURNING "id"'
     )
     params = [
-        job.cursor,
-        step["name"],
-        attempt,
-        runner.idempotency_key(step),
-        json.dumps(step["with"]),
-        runner.owner[:128],
-        started_at,
-        job.pk,
+        index, name, attempt, key, json.dumps(input), runner.owner[:128], started_at, job.pk,
         _token_param(runner.token),
-    ]
+    ]  # fmt: skip
     with connection.cursor() as cur:  # autocommit: one statement, one round trip
         cur.execute(sql, params)
         row = cur.fetchone()
