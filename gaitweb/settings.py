@@ -266,7 +266,11 @@ Q_CLUSTER = {
     "save_limit": 1000,
     "label": "Tasks",
     "bulk": 1,
-    "recycle": 500,
+    # django-q2 replaces a worker process after this many tasks (its default: 500). A gaitweb
+    # worker's replacement opens two database connections (its own and the heartbeat's LISTEN)
+    # and prepares its statements again, which at 500 cost short jobs ~10% of their throughput
+    # (bench/engine_bench.py, ``throughput``); lower it if step code grows a worker's memory.
+    "recycle": env_int("GAIT_Q_RECYCLE", 5000),
     "compress": False,
     "sync": env_bool("GAIT_Q_SYNC", False),
     # the stock ORM broker plus a watchdog that keeps the engine's sweep chain alive (jobs.broker)

@@ -79,6 +79,7 @@ class Job(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="jobs",
+        db_index=False,  # partial index below
     )
     policy_digest = models.CharField(max_length=64, blank=True, default="")
     policy_ref = models.CharField(max_length=512, blank=True, default="")
@@ -98,15 +99,30 @@ class Job(models.Model):
     stopped_by = models.CharField(max_length=256, blank=True, default="")
     created_by = models.CharField(max_length=256, blank=True, default="")
     created_by_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # partial index below
     )
     labels = models.JSONField(default=dict, blank=True)
     outputs = models.JSONField(default=dict, blank=True)
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
+        db_index=False,  # partial index below
     )
     retry_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        db_index=False,  # partial index below
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -133,6 +149,16 @@ class Job(models.Model):
             # crash recovery: running jobs whose lease expired (jobs.engine.sweep)
             models.Index(
                 fields=["lease_expires_at"], name="job_running_lease", condition=Q(status="running")
+            ),
+            # The optional foreign keys are indexed only where set: most jobs have no parent,
+            # no retry_of, no policy or no user, and the job row is written three times in a
+            # short job's life (submit, claim, completion), each time into every index whose
+            # predicate the row meets (an equality lookup or an ON DELETE still uses these).
+            *(
+                models.Index(
+                    fields=[fk], name=f"job_{fk}_set", condition=Q(**{f"{fk}__isnull": False})
+                )
+                for fk in ("policy", "created_by_user", "parent", "retry_of")
             ),
         ]
         constraints = [

@@ -252,3 +252,30 @@ def test_a_worker_that_lost_its_lease_cannot_write(backend: ClaimWrite) -> None:
     assert write(first) is None
     assert not StepRun.objects.filter(job=job, status="succeeded").exists()
     assert fresh(job).cursor == 0 and fresh(job).lease_token == second.token
+
+
+def test_the_claim_loads_every_field_of_the_job_as_the_orm_reads_it(backend: ClaimWrite) -> None:
+    """The PostgreSQL claim maps its own SELECT onto the model (jobs/engine/pg.py): every
+    concrete field must come back as ``Job.objects.get`` gives it (json parsed, datetimes aware,
+    the lease token a UUID), for a job that sets the optional ones too."""
+    parent = submit(step("p"))
+    spec = {"steps": [step("a"), step("b")], "deadline": "10m", "description": "x"}
+    job = job_submit(
+        actor=SUBMITTER,
+        spec=spec,
+        labels={"team": "ops", "ünï": "cödé"},
+        parent_id=parent.job_id,
+        identity="agent-7",
+    )
+    r = runner(backend, job)
+    assert r.claim()
+    assert r.job is not None
+    loaded, stored = r.job, fresh(job)
+    for f in Job._meta.concrete_fields:
+        got, want = getattr(loaded, f.attname), getattr(stored, f.attname)
+        if f.attname == "updated_at":  # the claim's own write moved it
+            continue
+        assert got == want and isinstance(got, type(want)), f.attname
+    assert loaded.spec["steps"][1]["name"] == "b" and loaded.labels["ünï"] == "cödé"
+    assert loaded.parent_id == parent.pk and loaded.deadline is not None
+    assert loaded.deadline.utcoffset() is not None

@@ -87,7 +87,8 @@ def test_kill_9_at_random_points_runs_every_completed_call_exactly_once(
                 {line[3] for line in lines(log)} - s
                 or job_of(job).status in ("decision_needed", "completed")
             ),
-            timeout=LEASE_SECONDS + 90,  # a delivery lost with a killed cluster waits for the sweep (60 s)
+            # a delivery lost with a killed cluster waits for the sweep (60 s)
+            timeout=LEASE_SECONDS + 90,
             what="a new worker to run calls",
         )
         current = job_of(job)
