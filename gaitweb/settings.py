@@ -269,8 +269,10 @@ Q_CLUSTER = {
     # django-q2 replaces a worker process after this many tasks (its default: 500). A gaitweb
     # worker's replacement opens two database connections (its own and the heartbeat's LISTEN)
     # and prepares its statements again, which at 500 cost short jobs ~10% of their throughput
-    # (bench/engine_bench.py, ``throughput``); lower it if step code grows a worker's memory.
+    # (bench/engine_bench.py, ``throughput``). A worker whose peak memory passed max_rss is
+    # replaced after its task whatever the count: the guard against step code that leaks.
     "recycle": env_int("GAIT_Q_RECYCLE", 5000),
+    "max_rss": env_int("GAIT_Q_MAX_RSS_MB", 512) * 1024 or None,  # django-q2 takes kilobytes
     "compress": False,
     "sync": env_bool("GAIT_Q_SYNC", False),
     # the stock ORM broker plus a watchdog that keeps the engine's sweep chain alive (jobs.broker)
