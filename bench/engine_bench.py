@@ -747,11 +747,10 @@ def bench_commits(n: int = 20) -> dict[str, Any]:
 # --- throughput ----------------------------------------------------------------------------
 
 
-def _broker_max_id() -> int:
+def _max_id(model: Any) -> int:
     from django.db.models import Max
-    from django_q.models import OrmQ
 
-    return int(OrmQ.objects.aggregate(m=Max("id"))["m"] or 0)
+    return int(model.objects.aggregate(m=Max("id"))["m"] or 0)
 
 
 def _raw_left(lo: int, hi: int, committed: Any) -> int:
@@ -785,10 +784,11 @@ def bench_jobs(n: int, rounds: int) -> dict[str, Any]:
     round to round. Each workload is enqueued in one transaction (the jobs by ``job_submit``,
     the tasks by ``async_task``), so both reach the clusters as one backlog at its commit; the
     clock runs from that commit to the last job completed, or the last task run and
-    acknowledged: what the clusters drain, not how fast one client submits (``submit_per_s``, and bench/api_bench.py for the API).
-    ``ratio_vs_raw`` is the median of the per-round ratios."""
+    acknowledged: what the clusters drain, not how fast one client submits (``submit_per_s``;
+    bench/api_bench.py for the API). ``ratio_vs_raw`` is the median of the per-round ratios."""
     from django.db import transaction
     from django.utils import timezone
+    from django_q.models import OrmQ
     from django_q.tasks import async_task
 
     from jobs.enqueue import DelayedORM
@@ -803,11 +803,12 @@ def bench_jobs(n: int, rounds: int) -> dict[str, Any]:
 
         def jobs_run() -> None:
             t = time.perf_counter()
-            lo = Job.objects.order_by("-id").values_list("id", flat=True).first() or 0
+            lo = _max_id(Job)
             with transaction.atomic():
-                ids = [submit(spec) for _ in range(n)]
-                hi = Job.objects.order_by("-id").values_list("id", flat=True).first() or 0
-            assert hi - lo == len(ids)  # no other client submits meanwhile
+                for _ in range(n):
+                    submit(spec)
+                hi = _max_id(Job)
+            assert hi - lo == n  # no other client submits meanwhile
             t0 = time.perf_counter()
             runs["submit"].append(n / (t0 - t))
             wait_for(lambda: _jobs_left(lo, hi) == 0, timeout=900, interval=0.02)
@@ -815,11 +816,11 @@ def bench_jobs(n: int, rounds: int) -> dict[str, Any]:
 
         def raw_run() -> None:
             t = time.perf_counter()
-            lo = _broker_max_id()
+            lo = _max_id(OrmQ)
             with transaction.atomic():
                 for _ in range(n):
                     async_task("jobs.tasks.noop", q_options={"broker": DelayedORM(), "save": False})
-                hi = _broker_max_id()
+                hi = _max_id(OrmQ)
             t0 = time.perf_counter()
             committed = timezone.now()
             runs["enqueue"].append(n / (t0 - t))

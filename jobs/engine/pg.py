@@ -254,11 +254,12 @@ def _job_with_runs(job_id: str) -> Job | None:
         row = cur.fetchone()
     if row is None:
         return None
-    values = list(row[: len(attnames)])
+    n = len(attnames)
+    values = list(row[:n])
     for i, convert in converters:
         values[i] = convert(values[i], None, connection)
     job = Job.from_db(connection.alias, attnames, values)
-    job._runs, job._outputs = row[len(attnames)], row[len(attnames) + 1]  # type: ignore[attr-defined]
+    job._runs, job._outputs = row[n], row[n + 1]  # type: ignore[attr-defined]
     return job
 
 

@@ -257,7 +257,8 @@ def test_a_worker_that_lost_its_lease_cannot_write(backend: ClaimWrite) -> None:
 def test_the_claim_loads_every_field_of_the_job_as_the_orm_reads_it(backend: ClaimWrite) -> None:
     """The PostgreSQL claim maps its own SELECT onto the model (jobs/engine/pg.py): every
     concrete field must come back as ``Job.objects.get`` gives it (json parsed, datetimes aware,
-    the lease token a UUID), for a job that sets the optional ones too."""
+    foreign keys as ids), for a job that sets the optional ones too. The fields the claim itself
+    writes are compared after its write."""
     parent = submit(step("p"))
     spec = {"steps": [step("a"), step("b")], "deadline": "10m", "description": "x"}
     job = job_submit(
